@@ -1,0 +1,37 @@
+//! The node's own dataplane settings, written by the agent into slot 0 of
+//! [`crate::maps::CONFIG`] and read by every program on every packet.
+
+use crate::{Ipv4Octets, MacAddr};
+
+/// Slot 0 of the `WEFT_CONFIG` array.
+///
+/// All zero until the agent has configured the node: the programs treat
+/// `abi_version == 0` as "not configured" (encap drops, decap passes everything).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// [`crate::ABI_VERSION`] of the agent that wrote this; 0 = not configured.
+    pub abi_version: u32,
+    /// VXLAN network identifier (host byte order, 24 bits used).
+    pub vni: u32,
+    /// Our underlay (outer source) address, network byte order.
+    pub underlay_ip: Ipv4Octets,
+    /// VXLAN UDP destination port (host byte order).
+    pub udp_port: u16,
+    pub _pad0: u16,
+    /// Our VtepMAC: the MAC of `weft0` and the inner source MAC of encapsulated frames.
+    pub vtep_mac: MacAddr,
+    pub _pad1: [u8; 2],
+    /// Ifindex of the underlay interface (encap redirects here).
+    pub uplink_ifindex: u32,
+    /// Ifindex of `weft0` (decap redirects into its ingress).
+    pub weft0_ifindex: u32,
+    /// Reserved for future versions; zero.
+    pub _reserved: [u32; 4],
+}
+
+const _: () = assert!(core::mem::size_of::<DataplaneConfig>() == 48);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only integer fields, explicit padding: every bit pattern is valid.
+unsafe impl aya::Pod for DataplaneConfig {}

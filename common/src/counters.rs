@@ -1,0 +1,100 @@
+//! Verdicts and their counters.
+//!
+//! Every packet a program sees ends in exactly one verdict, counted per CPU in
+//! [`crate::maps::COUNTERS`] at the verdict's index. Numbers are stable: a retired
+//! verdict keeps its number (renamed `Unused*`), a new one takes the next free number.
+//! The agent labels its metrics from [`Verdict::ALL`] and [`Verdict::name`].
+
+/// Packets and bytes for one verdict on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    /// Bytes as seen by the program on entry (`skb->len`: L2 frame, before encap/decap).
+    pub bytes: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), two u64 fields, no padding: every bit pattern is valid.
+unsafe impl aya::Pod for Counter {}
+
+/// What happened to a packet. `#[repr(u32)]` only to name the index; never read
+/// from packet bytes or maps as an enum (user space converts with [`Verdict::from_index`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not weft's: handed on unchanged to the next program or the stack.
+    Passed = 0,
+    /// Encapsulated and redirected to the uplink.
+    Encapsulated = 1,
+    /// Decapsulated and redirected into `weft0`'s ingress.
+    Decapsulated = 2,
+    /// Encap: no tunnel entry covers the inner destination.
+    DropNoTunnel = 3,
+    /// Decap: VXLAN for our port and VNI from a source that is not a known node.
+    DropUnknownPeer = 4,
+    /// Headers of a packet addressed to the tunnel are truncated or invalid.
+    DropMalformed = 5,
+    /// Encap: a non-IPv4 frame on `weft0`; decap: an inner frame that is not IPv4.
+    DropNotIpv4 = 6,
+    /// Encap: the agent has not written the dataplane config yet.
+    DropNoConfig = 7,
+    /// The kernel refused to grow or shrink the packet (`bpf_skb_adjust_room`).
+    DropResize = 8,
+    /// The redirect helper refused the packet.
+    DropRedirect = 9,
+    /// Decap: outer header marked CE but the inner packet is not ECN-capable (RFC 6040).
+    DropEcnNotEct = 10,
+}
+
+/// Slots in the counters map: room for verdicts added later without resizing the map.
+pub const VERDICT_SLOTS: u32 = 32;
+
+impl Verdict {
+    pub const ALL: [Verdict; 11] = [
+        Verdict::Passed,
+        Verdict::Encapsulated,
+        Verdict::Decapsulated,
+        Verdict::DropNoTunnel,
+        Verdict::DropUnknownPeer,
+        Verdict::DropMalformed,
+        Verdict::DropNotIpv4,
+        Verdict::DropNoConfig,
+        Verdict::DropResize,
+        Verdict::DropRedirect,
+        Verdict::DropEcnNotEct,
+    ];
+
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+
+    pub fn from_index(index: u32) -> Option<Verdict> {
+        Verdict::ALL.into_iter().find(|v| v.index() == index)
+    }
+
+    pub const fn is_drop(self) -> bool {
+        !matches!(self, Verdict::Passed | Verdict::Encapsulated | Verdict::Decapsulated)
+    }
+
+    /// Metric label and log name; stable like the number.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::Passed => "passed",
+            Verdict::Encapsulated => "encapsulated",
+            Verdict::Decapsulated => "decapsulated",
+            Verdict::DropNoTunnel => "drop_no_tunnel",
+            Verdict::DropUnknownPeer => "drop_unknown_peer",
+            Verdict::DropMalformed => "drop_malformed",
+            Verdict::DropNotIpv4 => "drop_not_ipv4",
+            Verdict::DropNoConfig => "drop_no_config",
+            Verdict::DropResize => "drop_resize",
+            Verdict::DropRedirect => "drop_redirect",
+            Verdict::DropEcnNotEct => "drop_ecn_not_ect",
+        }
+    }
+}
+
+const _: () = assert!((Verdict::ALL.len() as u32) <= VERDICT_SLOTS);

@@ -1,0 +1,80 @@
+//! Map and program names, pin names, and sizes.
+//!
+//! A map's object name (≤ 15 bytes, the kernel's limit) is what the eBPF crate
+//! declares and what `bpftool map list` shows; its pin name is the file under the
+//! agent's bpffs directory.
+
+/// A map both sides know: its object name, pin file name, type and geometry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    pub name: &'static str,
+    pub pin: &'static str,
+    /// `enum bpf_map_type` value.
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+
+/// Remote nodes a weft node can tunnel to (pod CIDRs in the LPM trie, underlay
+/// addresses in the peer hash). Flannel's default /16 network with /24 node
+/// subnets has 256; this leaves room for a /12 of /24s.
+pub const MAX_NODES: u32 = 8192;
+
+pub const TUNNELS: MapSpec = MapSpec {
+    name: "WEFT_TUNNELS",
+    pin: "tunnels",
+    map_type: BPF_MAP_TYPE_LPM_TRIE,
+    key_size: 4 + 4,
+    value_size: core::mem::size_of::<crate::tunnel::TunnelEndpoint>() as u32,
+    max_entries: MAX_NODES,
+};
+
+pub const PEERS: MapSpec = MapSpec {
+    name: "WEFT_PEERS",
+    pin: "peers",
+    map_type: BPF_MAP_TYPE_HASH,
+    key_size: 4,
+    value_size: core::mem::size_of::<crate::tunnel::PeerNode>() as u32,
+    max_entries: MAX_NODES,
+};
+
+pub const CONFIG: MapSpec = MapSpec {
+    name: "WEFT_CONFIG",
+    pin: "config",
+    map_type: BPF_MAP_TYPE_ARRAY,
+    key_size: 4,
+    value_size: core::mem::size_of::<crate::config::DataplaneConfig>() as u32,
+    max_entries: 1,
+};
+
+pub const COUNTERS: MapSpec = MapSpec {
+    name: "WEFT_COUNTERS",
+    pin: "counters",
+    map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
+    key_size: 4,
+    value_size: core::mem::size_of::<crate::counters::Counter>() as u32,
+    max_entries: crate::counters::VERDICT_SLOTS,
+};
+
+/// Every pinned map.
+pub const ALL: [MapSpec; 4] = [TUNNELS, PEERS, CONFIG, COUNTERS];
+
+/// Program names (the `#[classifier]` function names).
+pub mod programs {
+    /// TC egress of `weft0`: encapsulate.
+    pub const ENCAP: &str = "weft_encap";
+    /// TC ingress of the uplink: decapsulate.
+    pub const DECAP: &str = "weft_decap";
+}
+
+/// Pin names of the TCX links under the agent's bpffs directory.
+pub mod links {
+    pub const ENCAP: &str = "link_encap";
+    pub const DECAP: &str = "link_decap";
+}

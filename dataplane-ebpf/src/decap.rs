@@ -1,0 +1,173 @@
+//! Decapsulation at the uplink's TC ingress.
+//!
+//! [`inspect`] decides on the raw bytes, without touching the packet, so the same
+//! decision can run from TC or XDP. A frame is weft's only if it is a whole IPv4/UDP
+//! datagram to our underlay address and VXLAN port with our VNI; everything else
+//! (including other VNIs, which another VXLAN device may own) passes untouched. Ours,
+//! but from a source that is no known node, or malformed: dropped and counted — the
+//! kernel's vxlan device would accept it from anyone.
+//!
+//! [`tc_decap`] then strips outer IPv4/UDP/VXLAN and the inner Ethernet header,
+//! keeping the outer Ethernet header, rewrites it as a frame to `weft0`'s MAC (the
+//! VtepMAC) and redirects it into `weft0`'s ingress: routing, conntrack and netfilter
+//! see the inner packet arrive on `weft0`, as they see it arrive on `flannel.1`.
+
+use aya_ebpf::{
+    bindings::{
+        BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_REDIRECT,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+    },
+    helpers::generated::bpf_redirect,
+    programs::TcContext,
+};
+use aya_log_ebpf::warn;
+use weft_common::{
+    MacAddr,
+    config::DataplaneConfig,
+    counters::Verdict,
+    wire::{ETH_HLEN, ETH_P_IPV4, IPPROTO_UDP, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN},
+};
+
+use crate::{
+    csum, maps,
+    parse::{EthHdr, Ipv4Hdr, Packet, UdpHdr, VxlanHdr},
+};
+
+/// What to do with a frame that is ours.
+pub struct DecapPlan {
+    /// Outer IPv4 + UDP + VXLAN + inner Ethernet: bytes between the outer Ethernet
+    /// header and the inner IPv4 header.
+    pub strip: usize,
+    /// Offset of the inner IPv4 header in the original frame.
+    pub inner_ip_off: usize,
+    /// The sender's VtepMAC, kept as the source of the delivered frame.
+    pub inner_src: MacAddr,
+    /// RFC 6040: the outer header carries CE, to be copied into the inner one.
+    pub mark_ce: u8,
+}
+
+/// Why a frame is not decapsulated: not ours (pass) or ours but bad (drop).
+pub enum Skip {
+    NotOurs,
+    Drop(Verdict),
+}
+
+impl From<Verdict> for Skip {
+    fn from(v: Verdict) -> Self {
+        Skip::Drop(v)
+    }
+}
+
+/// Decides whether `pkt`, a frame from the underlay, is VXLAN for this node.
+#[inline(always)]
+pub fn inspect(pkt: Packet, cfg: &DataplaneConfig) -> Result<DecapPlan, Skip> {
+    // Not provably ours: leave it to the stack, which judges runts and bad headers.
+    let eth: &EthHdr = pkt.header(0).ok_or(Skip::NotOurs)?;
+    if u16::from_be_bytes(eth.ethertype) != ETH_P_IPV4 {
+        return Err(Skip::NotOurs);
+    }
+    let ip: &Ipv4Hdr = pkt.header(ETH_HLEN).ok_or(Skip::NotOurs)?;
+    if !ip.is_valid()
+        || ip.protocol != IPPROTO_UDP
+        || ip.daddr != cfg.underlay_ip
+        // The stack reassembles fragments after this hook; a lone fragment cannot be
+        // decapsulated here. Our encap sets DF, so only a peer's fragmented frames land here.
+        || ip.is_fragment()
+    {
+        return Err(Skip::NotOurs);
+    }
+    let udp_off = ETH_HLEN + ip.header_len();
+    let udp: &UdpHdr = pkt.header(udp_off).ok_or(Skip::NotOurs)?;
+    if u16::from_be_bytes(udp.dest) != cfg.udp_port {
+        return Err(Skip::NotOurs);
+    }
+
+    // Addressed to our tunnel port: from here on, bad means drop.
+    let vxlan: &VxlanHdr = pkt.header(udp_off + UDP_HLEN).ok_or(Verdict::DropMalformed)?;
+    if vxlan.flags & VXLAN_FLAG_VNI == 0 {
+        return Err(Verdict::DropMalformed.into());
+    }
+    if vxlan.vni() != cfg.vni {
+        return Err(Skip::NotOurs);
+    }
+    if maps::WEFT_PEERS.get_ptr(ip.saddr).is_none() {
+        return Err(Verdict::DropUnknownPeer.into());
+    }
+
+    let inner_eth_off = udp_off + UDP_HLEN + VXLAN_HLEN;
+    let inner_eth: &EthHdr = pkt.header(inner_eth_off).ok_or(Verdict::DropMalformed)?;
+    if u16::from_be_bytes(inner_eth.ethertype) != ETH_P_IPV4 {
+        return Err(Verdict::DropNotIpv4.into());
+    }
+    let inner_ip_off = inner_eth_off + ETH_HLEN;
+    let inner_ip: &Ipv4Hdr = pkt.header(inner_ip_off).ok_or(Verdict::DropMalformed)?;
+    if !inner_ip.is_valid() {
+        return Err(Verdict::DropMalformed.into());
+    }
+
+    // RFC 6040 (as the kernel's IP_ECN_decapsulate): CE outside must not be lost.
+    let outer_ce = ip.tos & 0x03 == 0x03;
+    let inner_ecn = inner_ip.tos & 0x03;
+    if outer_ce && inner_ecn == 0 {
+        return Err(Verdict::DropEcnNotEct.into());
+    }
+    Ok(DecapPlan {
+        strip: inner_ip_off - ETH_HLEN,
+        inner_ip_off,
+        inner_src: inner_eth.src,
+        mark_ce: u8::from(outer_ce && inner_ecn != 0x03),
+    })
+}
+
+/// Sets CE in the inner IPv4 header, keeping its checksum right.
+#[inline(always)]
+fn mark_ce(pkt: Packet, plan: &DecapPlan) -> Result<(), Verdict> {
+    let ip: &mut Ipv4Hdr = pkt.header_mut(plan.inner_ip_off).ok_or(Verdict::DropMalformed)?;
+    let old = u16::from_be_bytes([ip.version_ihl, ip.tos]);
+    ip.tos |= 0x03;
+    let new = u16::from_be_bytes([ip.version_ihl, ip.tos]);
+    ip.check = csum::replace16(ip.check, old, new);
+    Ok(())
+}
+
+pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
+    // Not configured yet: the uplink must keep working, so everything passes.
+    let Some(cfg) = maps::config() else {
+        return Ok(Verdict::Passed);
+    };
+    let pkt = Packet::new(ctx.data(), ctx.data_end());
+    let plan = match inspect(pkt, cfg) {
+        Ok(plan) => plan,
+        Err(Skip::NotOurs) => return Ok(Verdict::Passed),
+        Err(Skip::Drop(reason)) => {
+            if reason == Verdict::DropUnknownPeer {
+                if let Some(ip) = pkt.header::<Ipv4Hdr>(ETH_HLEN) {
+                    warn!(ctx, "weft: VXLAN from unknown source {:i} dropped", u32::from_be_bytes(ip.saddr));
+                }
+            }
+            return Err(reason);
+        }
+    };
+    if plan.mark_ce != 0 {
+        mark_ce(pkt, &plan)?;
+    }
+
+    ctx.adjust_room(-(plan.strip as i32), BPF_ADJ_ROOM_MAC, u64::from(BPF_F_ADJ_ROOM_FIXED_GSO))
+        .map_err(|_| Verdict::DropResize)?;
+    let pkt = Packet::new(ctx.data(), ctx.data_end());
+    let eth: &mut EthHdr = pkt.header_mut(0).ok_or(Verdict::DropMalformed)?;
+    // weft0's MAC is the VtepMAC: re-running eth_type_trans on weft0 sees a frame for
+    // the host (not PACKET_OTHERHOST), so IP accepts it.
+    *eth = EthHdr {
+        dst: cfg.vtep_mac,
+        src: plan.inner_src,
+        ethertype: ETH_P_IPV4.to_be_bytes(),
+    };
+
+    // SAFETY: plain helper call with scalar arguments.
+    let rc = unsafe { bpf_redirect(cfg.weft0_ifindex, u64::from(BPF_F_INGRESS)) };
+    if rc != i64::from(TC_ACT_REDIRECT) {
+        return Err(Verdict::DropRedirect);
+    }
+    Ok(Verdict::Decapsulated)
+}

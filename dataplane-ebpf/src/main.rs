@@ -1,0 +1,79 @@
+//! weft's dataplane: VXLAN encapsulation and decapsulation in TC, wire-compatible
+//! with Flannel's vxlan backend.
+//!
+//! The packet path, top to bottom:
+//! - [`parse`]: bounds-checked header access (the only place that compares with `data_end`);
+//! - [`encap`] / [`decap`]: decide (tunnel and peer lookups), rewrite, redirect;
+//! - [`csum`]: checksum arithmetic;
+//! - [`counters`]: one count per packet, by verdict.
+//!
+//! Each entry point below is a thin shim: it runs its stage and hands the
+//! `Result<Verdict, Verdict>` to [`finish`], the single exit that counts, logs drops
+//! and turns the verdict into a TC return code.
+#![no_std]
+#![no_main]
+
+mod counters;
+mod csum;
+mod decap;
+mod encap;
+mod maps;
+mod parse;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC},
+    macros::classifier,
+    programs::TcContext,
+};
+use aya_log_ebpf::debug;
+use weft_common::counters::Verdict;
+
+/// TC egress of `weft0`: every packet the kernel routes to a remote pod CIDR.
+#[classifier]
+pub fn weft_encap(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    let result = encap::tc_encap(&ctx);
+    finish(&ctx, len, result)
+}
+
+/// TC ingress of the uplink: every packet the node receives from the underlay.
+/// VXLAN for our port and VNI is decapsulated into `weft0`; everything else passes.
+#[classifier]
+pub fn weft_decap(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    let result = decap::tc_decap(&ctx);
+    finish(&ctx, len, result)
+}
+
+/// Counts the packet under its verdict and picks the TC action.
+///
+/// `Passed` returns `TC_ACT_UNSPEC` (TCX_NEXT), not `TC_ACT_OK`, so programs after
+/// ours on the same hook still see packets that are not weft's.
+#[inline(always)]
+fn finish(ctx: &TcContext, len: u32, result: Result<Verdict, Verdict>) -> i32 {
+    let verdict = match result {
+        Ok(v) | Err(v) => v,
+    };
+    counters::count(verdict, len);
+    match result {
+        Ok(Verdict::Passed) => TC_ACT_UNSPEC,
+        Ok(_) => TC_ACT_REDIRECT as i32,
+        Err(reason) => {
+            // Off the fast path: only drops log, and only when the agent enabled the level.
+            debug!(ctx, "weft: dropped packet of {} bytes, verdict {}", len, reason.index());
+            TC_ACT_SHOT as i32
+        }
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any path that could reach a panic; this is never called.
+    loop {}
+}
+
+/// Required for the license-gated helpers (`bpf_redirect_neigh`) and aya-log.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

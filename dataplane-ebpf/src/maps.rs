@@ -1,0 +1,38 @@
+//! The maps, declared with BTF so `bpftool map dump` names every field.
+//! Layouts, names and sizes come from `weft_common`; the agent pins each map
+//! under its bpffs directory and fills all but the counters.
+
+use aya_ebpf::{
+    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    macros::btf_map,
+};
+use weft_common::{
+    Ipv4Octets,
+    config::DataplaneConfig,
+    counters::{Counter, VERDICT_SLOTS},
+    maps::MAX_NODES,
+    tunnel::{PeerNode, TunnelEndpoint},
+};
+
+/// Remote pod CIDR → the node that hosts it.
+#[btf_map]
+pub static WEFT_TUNNELS: LpmTrie<Ipv4Octets, TunnelEndpoint, { MAX_NODES as usize }> =
+    LpmTrie::new();
+
+/// Underlay address → node: the sources decap accepts VXLAN from.
+#[btf_map]
+pub static WEFT_PEERS: HashMap<Ipv4Octets, PeerNode, { MAX_NODES as usize }> = HashMap::new();
+
+/// Slot 0: this node's settings.
+#[btf_map]
+pub static WEFT_CONFIG: Array<DataplaneConfig, 1> = Array::new();
+
+/// Packets and bytes per verdict, per CPU.
+#[btf_map]
+pub static WEFT_COUNTERS: PerCpuArray<Counter, { VERDICT_SLOTS as usize }> = PerCpuArray::new();
+
+/// This node's config, or `None` until the agent has written it.
+#[inline(always)]
+pub fn config() -> Option<&'static DataplaneConfig> {
+    WEFT_CONFIG.get(0).filter(|c| c.abi_version != 0)
+}

@@ -1,0 +1,148 @@
+//! `cargo xtask`: the project's own build, setup and test entry points.
+//!
+//! - `setup`: installs what a fresh Debian 12 machine lacks (pinned nightly + rust-src,
+//!   LLVM 22, bpf-linker built against it, iproute2, bpftool, the test tools);
+//!   idempotent and fast when everything is there.
+//! - `build-ebpf`: the one pipeline that builds the eBPF object; the agent embeds it.
+//! - `build`: `build-ebpf`, then the agent.
+//! - `test`: `setup`, `build`, then every test (unit, BPF_PROG_TEST_RUN, end-to-end).
+//! - `sandbox`: `build`, then the local multi-node sandbox (the README's main command).
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// The nightly that builds the eBPF crate (`-Z build-std`); newer aya crates need rustc 1.98.
+pub const EBPF_TOOLCHAIN: &str = "nightly-2026-05-19";
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "weft's build, setup and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install missing toolchains and system packages (needs root for apt).
+    Setup,
+    /// Build the eBPF object with the pinned nightly.
+    BuildEbpf,
+    /// Build the eBPF object and the agent.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build and run every test.
+    Test {
+        /// Extra arguments for the test binaries (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Run the local sandbox: nodes and pods in network namespaces with weft between them.
+    Sandbox {
+        /// Check once and tear down instead of running until Ctrl-C.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Setup => setup::run(),
+        Cmd::BuildEbpf => build_ebpf(),
+        Cmd::Build { release } => build(release),
+        Cmd::Test { args } => test(&args),
+        Cmd::Sandbox { once } => sandbox(once),
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Where `build-ebpf` leaves the object; the agent's build.rs reads it from here.
+pub fn ebpf_object() -> PathBuf {
+    workspace_root().join("target/ebpf/bpfel-unknown-none/release/weft-dataplane")
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn build_ebpf() -> Result<()> {
+    setup::require_ebpf_toolchain()?;
+    let root = workspace_root();
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root.join("dataplane-ebpf"))
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO")
+        // BTF is required: aya refuses BTF-defined maps in an object without it.
+        .env("CARGO_ENCODED_RUSTFLAGS", ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"))
+        .args([
+            &format!("+{EBPF_TOOLCHAIN}"),
+            "build",
+            "--package",
+            "weft-dataplane",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Zbuild-std=core",
+            "--target-dir",
+        ])
+        .arg(root.join("target/ebpf"));
+    run(&mut cmd).context("building the eBPF object")?;
+    println!("eBPF object: {}", ebpf_object().display());
+    Ok(())
+}
+
+fn build(release: bool) -> Result<()> {
+    build_ebpf()?;
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(workspace_root()).args(["build", "--package", "weft-agent", "--bins"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup::run()?;
+    build(false)?;
+    let root = workspace_root();
+    // Unit and BPF_PROG_TEST_RUN tests: in parallel.
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["test", "--workspace", "--exclude", "weft-e2e", "--"])
+        .args(args))?;
+    // End-to-end tests share the machine's namespaces and CPU: one at a time.
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["test", "--package", "weft-e2e", "--", "--test-threads=1"])
+        .args(args))
+}
+
+fn sandbox(once: bool) -> Result<()> {
+    setup::run()?;
+    build(false)?;
+    let root = workspace_root();
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&root).args(["run", "--quiet", "--package", "weft-e2e", "--bin", "weft-sandbox", "--"]);
+    if once {
+        cmd.arg("--once");
+    }
+    run(&mut cmd)
+}

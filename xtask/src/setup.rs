@@ -1,0 +1,121 @@
+//! Installs what building and testing weft needs, from the package registries only
+//! (Debian's apt, rustup's channel, crates.io). Every step checks first, so a
+//! second run costs a few `dpkg-query`/`rustup` calls.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::{BPF_LINKER_VERSION, EBPF_TOOLCHAIN, run as run_cmd};
+
+/// Debian packages: LLVM for bpf-linker (it links libLLVM at run time too), the
+/// tools the agent's users and the tests rely on, and the independent checkers.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "iproute2",
+    "bpftool",
+    "ethtool",
+    "iputils-ping",
+    "iperf3",
+    "tshark",
+    "containernetworking-plugins",
+];
+
+pub fn run() -> Result<()> {
+    apt_packages()?;
+    ebpf_toolchain()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn command_ok(cmd: &mut Command) -> bool {
+    cmd.output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
+            !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("setup: installing Debian packages: {}", missing.join(" "));
+    if !nix_is_root() {
+        bail!("missing Debian packages {missing:?}: run as root or `apt-get install {}`", missing.join(" "));
+    }
+    run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+    run_cmd(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing))
+    .context("apt-get install")
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+}
+
+fn ebpf_toolchain_present() -> bool {
+    let out = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN])
+        .output();
+    matches!(out, Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"))
+}
+
+fn ebpf_toolchain() -> Result<()> {
+    if ebpf_toolchain_present() {
+        return Ok(());
+    }
+    println!("setup: installing {EBPF_TOOLCHAIN} with rust-src");
+    run_cmd(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        EBPF_TOOLCHAIN,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+}
+
+fn bpf_linker_present() -> bool {
+    let out = Command::new("bpf-linker").arg("--version").output();
+    matches!(out, Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+}
+
+fn bpf_linker() -> Result<()> {
+    if bpf_linker_present() {
+        return Ok(());
+    }
+    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22");
+    let path = format!("/usr/lib/llvm-22/bin:{}", std::env::var("PATH").unwrap_or_default());
+    run_cmd(Command::new("cargo").env("PATH", path).args([
+        "install",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--locked",
+        "--no-default-features",
+        "--features",
+        "llvm-22",
+    ]))
+}
+
+/// Fails with what to run when `build-ebpf` lacks its tools.
+pub fn require_ebpf_toolchain() -> Result<()> {
+    if !ebpf_toolchain_present() {
+        bail!("the eBPF toolchain {EBPF_TOOLCHAIN} with rust-src is missing: run `cargo xtask setup`");
+    }
+    if !bpf_linker_present() {
+        bail!("bpf-linker {BPF_LINKER_VERSION} is missing: run `cargo xtask setup`");
+    }
+    if !command_ok(Command::new("rustup").arg("--version")) {
+        bail!("rustup is missing");
+    }
+    Ok(())
+}
