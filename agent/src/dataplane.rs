@@ -1,0 +1,178 @@
+//! Loading weft's programs and attaching them through pinned TCX links.
+//!
+//! Maps are pinned under the bpffs directory and reused by the next agent (after a
+//! layout check, see [`crate::maps::prepare_pins`]). Each program attaches through a
+//! TCX link pinned in the same directory: the link, and so forwarding, outlives the
+//! agent, and the next agent swaps its own program into that link atomically
+//! (`bpf_link_update`), so no packet ever meets an interface without one.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::TcAttachOptions,
+    },
+};
+use aya_log::EbpfLogger;
+use thiserror::Error;
+use weft_common::maps::{self as spec};
+
+use crate::maps::{Maps, MapsError, PinState};
+
+#[derive(Debug, Error)]
+pub enum DataplaneError {
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    #[error("loading the eBPF object")]
+    Load(#[source] aya::EbpfError),
+    #[error("program {name}: {op}")]
+    Program {
+        name: &'static str,
+        op: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("program {0} is missing from the eBPF object")]
+    MissingProgram(&'static str),
+    #[error("pinned link {path}: {op}")]
+    Link {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: LinkErrorKind,
+    },
+    #[error("starting the eBPF log reader")]
+    Logger(#[source] aya_log::Error),
+}
+
+#[derive(Debug, Error)]
+pub enum LinkErrorKind {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Program(#[from] ProgramError),
+    #[error(transparent)]
+    Pin(#[from] aya::pin::PinError),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+type Result<T> = std::result::Result<T, DataplaneError>;
+
+/// How an attach went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// A new link, pinned by this agent.
+    Created,
+    /// The link pinned by an earlier agent now runs this agent's program.
+    Replaced,
+}
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    pub maps: Maps,
+    dir: PathBuf,
+    /// Reader of the programs' aya-log ring buffer; `None` when `--bpf-log off`.
+    pub logger: Option<EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl Dataplane {
+    /// Loads the programs into the kernel with maps pinned under `dir`; returns how each
+    /// map was found. `log_level` is aya-log's level for the programs (0 = off).
+    pub fn load(dir: &Path, log_level: u8) -> Result<(Self, Vec<(&'static str, PinState)>)> {
+        let pins = crate::maps::prepare_pins(dir)?;
+        let mut loader = EbpfLoader::new();
+        for s in spec::ALL {
+            loader.map_pin_path(s.name, dir.join(s.pin));
+        }
+        loader.override_global(aya_log::LEVEL, &log_level, true);
+        let mut ebpf = loader.load(crate::DATAPLANE_OBJECT).map_err(DataplaneError::Load)?;
+        let logger = if log_level > 0 {
+            Some(EbpfLogger::init(&mut ebpf).map_err(DataplaneError::Logger)?)
+        } else {
+            None
+        };
+        for name in [spec::programs::ENCAP, spec::programs::DECAP] {
+            let prog = classifier(&mut ebpf, name)?;
+            prog.load().map_err(|source| DataplaneError::Program { name, op: "loading (verifier)".into(), source })?;
+        }
+        let maps = Maps::take(&mut ebpf)?;
+        Ok((Dataplane { ebpf, maps, dir: dir.to_path_buf(), logger }, pins))
+    }
+
+    pub fn link_pin(&self, pin: &str) -> PathBuf {
+        self.dir.join(pin)
+    }
+
+    /// The kernel's id of one of our loaded programs.
+    pub fn program_id(&mut self, name: &'static str) -> Result<u32> {
+        let prog = classifier(&mut self.ebpf, name)?;
+        let info = prog.info().map_err(|source| DataplaneError::Program { name, op: "reading info".into(), source })?;
+        Ok(info.id())
+    }
+
+    /// Whether program `name` (this agent's instance) runs on `iface`'s hook.
+    pub fn is_attached(&mut self, name: &'static str, iface: &str, hook: TcAttachType) -> Result<bool> {
+        let id = self.program_id(name)?;
+        let (_, progs) = SchedClassifier::query_tcx(iface, hook).map_err(|source| DataplaneError::Program {
+            name,
+            op: format!("querying TCX programs of {iface}"),
+            source,
+        })?;
+        Ok(progs.iter().any(|p| p.id() == id))
+    }
+
+    /// Attaches program `name` to `iface`'s `hook` through the link pinned as `pin`.
+    ///
+    /// A link pinned there by an earlier agent that still serves this interface and
+    /// hook gets this program atomically. One that does not (its interface is gone, so
+    /// the link is defunct, or `--iface` changed) is unpinned, and a new link is made.
+    pub fn attach(&mut self, name: &'static str, iface: &str, hook: TcAttachType, pin: &str) -> Result<Attached> {
+        let path = self.dir.join(pin);
+        let link_err = |op: &'static str| {
+            let path = path.clone();
+            move |e: LinkErrorKind| DataplaneError::Link { path, op, source: e }
+        };
+
+        if path.exists() {
+            let old = PinnedLink::from_pin(&path).map_err(|e| link_err("opening")(e.into()))?;
+            let old: FdLink = old.into();
+            let old_prog = old.info().map_err(|e| link_err("reading info")(e.into()))?.program_id();
+            let (_, progs) = SchedClassifier::query_tcx(iface, hook).map_err(|source| DataplaneError::Program {
+                name,
+                op: format!("querying TCX programs of {iface}"),
+                source,
+            })?;
+            if progs.iter().any(|p| p.id() == old_prog) {
+                let prog = classifier(&mut self.ebpf, name)?;
+                let link = old.try_into().map_err(|e: LinkError| link_err("converting")(e.into()))?;
+                prog.attach_to_link(link).map_err(|e| link_err("replacing the program (bpf_link_update)")(e.into()))?;
+                return Ok(Attached::Replaced);
+            }
+            tracing::warn!(path = %path.display(), iface, "pinned link no longer serves {iface}: replacing it");
+            std::fs::remove_file(&path).map_err(|e| link_err("unpinning a defunct link")(e.into()))?;
+        }
+
+        let prog = classifier(&mut self.ebpf, name)?;
+        // First in the chain: VXLAN for us must be decapsulated before other programs
+        // judge the outer packet; we hand on everything else with TCX_NEXT.
+        let id = prog
+            .attach_with_options(iface, hook, TcAttachOptions::TcxOrder(LinkOrder::first()))
+            .map_err(|source| DataplaneError::Program { name, op: format!("attaching to {iface} ({hook:?})"), source })?;
+        let link = prog.take_link(id).map_err(|e| link_err("taking the new link")(e.into()))?;
+        let link: FdLink = link.try_into().map_err(|e: LinkError| link_err("converting")(e.into()))?;
+        link.pin(&path).map_err(|e| link_err("pinning")(e.into()))?;
+        Ok(Attached::Created)
+    }
+}
+
+fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier> {
+    let prog = ebpf.program_mut(name).ok_or(DataplaneError::MissingProgram(name))?;
+    prog.try_into().map_err(|source| DataplaneError::Program { name, op: "typing as classifier".into(), source })
+}

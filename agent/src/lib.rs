@@ -1,0 +1,27 @@
+//! weft's node agent.
+//!
+//! One module per concern:
+//! - [`config`]: command line and its validation;
+//! - [`peers`]: the node table file (static mode);
+//! - [`node`]: the node model — what `weft0`, the routes and the maps should hold;
+//! - [`netlink`]: links, addresses and routes over rtnetlink (Flannel's device.go, in Rust);
+//! - [`bpffs`]: where pins live, and mounting bpffs only where pins outlive us;
+//! - [`dataplane`]: loading the programs, pinning maps, attaching through pinned TCX links;
+//! - [`maps`]: typed access to the pinned maps;
+//! - [`reconcile`]: desired vs actual, applied in the order the kernel needs;
+//! - [`agent`]: startup with rollback, the event loop, resync.
+
+pub mod agent;
+pub mod bpffs;
+pub mod config;
+pub mod dataplane;
+pub mod maps;
+pub mod netlink;
+pub mod node;
+pub mod peers;
+pub mod privileges;
+pub mod reconcile;
+pub mod sysctl;
+
+/// The eBPF object built by `cargo xtask build-ebpf`.
+pub static DATAPLANE_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("WEFT_EBPF_OBJECT_PATH"));

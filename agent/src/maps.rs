@@ -1,0 +1,216 @@
+//! Typed access to the pinned maps, in the layouts of `weft_common`.
+//!
+//! The agent takes them from the loaded object; tools and tests open them from their
+//! pins. Keys are converted here and only here (LPM keys: prefix length in host order,
+//! address in network order).
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, PerCpuArray, lpm_trie::Key},
+};
+use ipnetwork::Ipv4Network;
+use thiserror::Error;
+use weft_common::{
+    Ipv4Octets,
+    config::DataplaneConfig,
+    counters::{Counter, Verdict},
+    maps::{self as spec, MapSpec},
+    tunnel::{PeerNode, TunnelEndpoint},
+};
+
+#[derive(Debug, Error)]
+pub enum MapsError {
+    #[error("map {0} is missing from the eBPF object")]
+    Missing(&'static str),
+    #[error("map {name}: {op}")]
+    Map {
+        name: &'static str,
+        op: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("removing pinned map {path} whose layout changed")]
+    Unpin {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, MapsError>;
+
+fn err(name: &'static str, op: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Map { name, op, source }
+}
+
+pub struct Maps {
+    tunnels: LpmTrie<MapData, Ipv4Octets, TunnelEndpoint>,
+    peers: HashMap<MapData, Ipv4Octets, PeerNode>,
+    config: Array<MapData, DataplaneConfig>,
+    counters: PerCpuArray<MapData, Counter>,
+}
+
+/// How a map was found at its pin path before loading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinState {
+    /// Nothing pinned: the loader creates and pins it.
+    Absent,
+    /// Pinned with the expected layout: the loader reuses it, entries and all.
+    Adopted,
+    /// Pinned with another layout (an older weft): unpinned, the loader creates a new one.
+    Replaced,
+}
+
+/// Checks every pinned map's layout against `weft_common::maps` before loading,
+/// because aya reuses a pinned map without comparing type, key or value size.
+pub fn prepare_pins(dir: &Path) -> Result<Vec<(&'static str, PinState)>> {
+    spec::ALL
+        .iter()
+        .map(|s| {
+            let path = dir.join(s.pin);
+            if !path.exists() {
+                return Ok((s.name, PinState::Absent));
+            }
+            match MapInfo::from_pin(&path) {
+                Ok(info) if layout_matches(&info, s) => Ok((s.name, PinState::Adopted)),
+                found => {
+                    tracing::warn!(
+                        map = s.name,
+                        path = %path.display(),
+                        found = ?found.as_ref().map(|i| (i.key_size(), i.value_size(), i.max_entries())),
+                        "pinned map has another layout: replacing it (its entries are rebuilt)"
+                    );
+                    std::fs::remove_file(&path).map_err(|source| MapsError::Unpin { path: path.clone(), source })?;
+                    Ok((s.name, PinState::Replaced))
+                }
+            }
+        })
+        .collect()
+}
+
+fn layout_matches(info: &MapInfo, s: &MapSpec) -> bool {
+    let type_matches = info.map_type().map(|t| t as u32 == s.map_type).unwrap_or(false);
+    type_matches
+        && info.key_size() == s.key_size
+        && info.value_size() == s.value_size
+        && info.max_entries() == s.max_entries
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map> {
+    ebpf.take_map(name).ok_or(MapsError::Missing(name))
+}
+
+fn open(dir: &Path, s: &MapSpec) -> Result<Map> {
+    let data = MapData::from_pin(dir.join(s.pin)).map_err(err(s.name, "opening pin"))?;
+    Map::from_map_data(data).map_err(err(s.name, "opening pin"))
+}
+
+impl Maps {
+    /// Takes the maps out of a loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        Self::from_maps(
+            take(ebpf, spec::TUNNELS.name)?,
+            take(ebpf, spec::PEERS.name)?,
+            take(ebpf, spec::CONFIG.name)?,
+            take(ebpf, spec::COUNTERS.name)?,
+        )
+    }
+
+    /// Opens the maps pinned under `dir` by a running (or exited) agent.
+    pub fn open_pinned(dir: &Path) -> Result<Self> {
+        Self::from_maps(
+            open(dir, &spec::TUNNELS)?,
+            open(dir, &spec::PEERS)?,
+            open(dir, &spec::CONFIG)?,
+            open(dir, &spec::COUNTERS)?,
+        )
+    }
+
+    fn from_maps(tunnels: Map, peers: Map, config: Map, counters: Map) -> Result<Self> {
+        Ok(Maps {
+            tunnels: tunnels.try_into().map_err(err(spec::TUNNELS.name, "typing"))?,
+            peers: peers.try_into().map_err(err(spec::PEERS.name, "typing"))?,
+            config: config.try_into().map_err(err(spec::CONFIG.name, "typing"))?,
+            counters: counters.try_into().map_err(err(spec::COUNTERS.name, "typing"))?,
+        })
+    }
+
+    pub fn tunnels(&self) -> Result<BTreeMap<Ipv4Network, TunnelEndpoint>> {
+        let name = spec::TUNNELS.name;
+        self.tunnels
+            .iter()
+            .map(|r| {
+                let (k, v) = r.map_err(err(name, "iterating"))?;
+                let net = Ipv4Network::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8)
+                    .expect("the kernel stores prefix lengths ≤ 32 for a 4-byte key");
+                Ok((net, v))
+            })
+            .collect()
+    }
+
+    pub fn set_tunnel(&mut self, cidr: Ipv4Network, endpoint: TunnelEndpoint) -> Result<()> {
+        let key = Key::new(u32::from(cidr.prefix()), cidr.network().octets());
+        self.tunnels.insert(&key, endpoint, 0).map_err(err(spec::TUNNELS.name, "inserting"))
+    }
+
+    pub fn remove_tunnel(&mut self, cidr: Ipv4Network) -> Result<()> {
+        let key = Key::new(u32::from(cidr.prefix()), cidr.network().octets());
+        match self.tunnels.remove(&key) {
+            Err(MapError::KeyNotFound) => Ok(()),
+            r => r.map_err(err(spec::TUNNELS.name, "removing")),
+        }
+    }
+
+    pub fn peers(&self) -> Result<BTreeMap<Ipv4Addr, PeerNode>> {
+        let name = spec::PEERS.name;
+        self.peers
+            .iter()
+            .map(|r| r.map(|(k, v)| (Ipv4Addr::from(k), v)).map_err(err(name, "iterating")))
+            .collect()
+    }
+
+    pub fn set_peer(&mut self, ip: Ipv4Addr, peer: PeerNode) -> Result<()> {
+        self.peers.insert(ip.octets(), peer, 0).map_err(err(spec::PEERS.name, "inserting"))
+    }
+
+    pub fn remove_peer(&mut self, ip: Ipv4Addr) -> Result<()> {
+        match self.peers.remove(&ip.octets()) {
+            Err(MapError::KeyNotFound) => Ok(()),
+            r => r.map_err(err(spec::PEERS.name, "removing")),
+        }
+    }
+
+    pub fn config(&self) -> Result<DataplaneConfig> {
+        self.config.get(&0, 0).map_err(err(spec::CONFIG.name, "reading"))
+    }
+
+    pub fn set_config(&mut self, config: DataplaneConfig) -> Result<()> {
+        self.config.set(0, config, 0).map_err(err(spec::CONFIG.name, "writing"))
+    }
+
+    /// Packets and bytes per verdict, summed over CPUs.
+    pub fn counters(&self) -> Result<Vec<(Verdict, Counter)>> {
+        Verdict::ALL
+            .iter()
+            .map(|&v| {
+                let per_cpu = self.counters.get(&v.index(), 0).map_err(err(spec::COUNTERS.name, "reading"))?;
+                let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
+                    packets: acc.packets + c.packets,
+                    bytes: acc.bytes + c.bytes,
+                });
+                Ok((v, sum))
+            })
+            .collect()
+    }
+
+    /// One verdict's total.
+    pub fn counter(&self, verdict: Verdict) -> Result<Counter> {
+        Ok(self.counters()?.into_iter().find(|(v, _)| *v == verdict).map(|(_, c)| c).unwrap_or_default())
+    }
+}

@@ -1,0 +1,310 @@
+//! Links, addresses and routes over rtnetlink: the primitives the node model is built
+//! from, each idempotent where the kernel allows (Flannel's device.go plays this role).
+//!
+//! Everything here works on the calling process's network namespace, so an agent
+//! started with `nsenter --net=...` manages that node only. Reads go over netlink, not
+//! `/sys/class/net`, which under `nsenter --net` still describes the root namespace.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use futures::TryStreamExt;
+use ipnetwork::Ipv4Network;
+use rtnetlink::{
+    Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    packet_route::{
+        AddressFamily,
+        address::{AddressAttribute, AddressMessage},
+        link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+        route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage},
+    },
+};
+use thiserror::Error;
+use weft_common::MacAddr;
+
+#[derive(Debug, Error)]
+#[error("netlink: {op}")]
+pub struct NetlinkError {
+    pub op: String,
+    #[source]
+    pub source: rtnetlink::Error,
+}
+
+impl NetlinkError {
+    /// The errno the kernel answered with, if it answered with one.
+    pub fn errno(&self) -> Option<i32> {
+        errno_of(&self.source)
+    }
+}
+
+type Result<T> = std::result::Result<T, NetlinkError>;
+
+fn op(what: impl FnOnce() -> String) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    move |source| NetlinkError { op: what(), source }
+}
+
+/// What the agent needs to know about a link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mtu: u32,
+    pub mac: Option<MacAddr>,
+    pub kind: Option<InfoKind>,
+    pub up: bool,
+    pub noarp: bool,
+}
+
+impl Link {
+    fn from_message(m: LinkMessage) -> Self {
+        let mut link = Link {
+            index: m.header.index,
+            name: String::new(),
+            mtu: 0,
+            mac: None,
+            kind: None,
+            up: m.header.flags.contains(LinkFlags::Up),
+            noarp: m.header.flags.contains(LinkFlags::Noarp),
+        };
+        for attr in m.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => link.name = n,
+                LinkAttribute::Mtu(mtu) => link.mtu = mtu,
+                LinkAttribute::Address(a) if a.len() == 6 => link.mac = a.try_into().ok(),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Kind(k) = info {
+                            link.kind = Some(k);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+/// A route in the main table, as far as the node model cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub destination: Ipv4Network,
+    pub gateway: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
+    pub onlink: bool,
+}
+
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+const ENOENT: i32 = 2;
+const ENODEV: i32 = 19;
+const ESRCH: i32 = 3;
+const EADDRNOTAVAIL: i32 = 99;
+
+impl Netlink {
+    /// Opens a netlink socket in the current network namespace; needs a tokio runtime.
+    pub fn connect() -> std::io::Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    pub async fn links(&self) -> Result<Vec<Link>> {
+        self.handle
+            .link()
+            .get()
+            .execute()
+            .map_ok(Link::from_message)
+            .try_collect()
+            .await
+            .map_err(op(|| "listing links".into()))
+    }
+
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
+        let mut stream = self.handle.link().get().match_name(name.to_owned()).execute();
+        match stream.try_next().await {
+            Ok(m) => Ok(m.map(Link::from_message)),
+            Err(e) if matches!(errno_of(&e), Some(ENODEV)) => Ok(None),
+            Err(e) => Err(op(|| format!("looking up link {name}"))(e)),
+        }
+    }
+
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
+        let mut stream = self.handle.link().get().match_index(index).execute();
+        match stream.try_next().await {
+            Ok(m) => Ok(m.map(Link::from_message)),
+            Err(e) if matches!(errno_of(&e), Some(ENODEV)) => Ok(None),
+            Err(e) => Err(op(|| format!("looking up link {index}"))(e)),
+        }
+    }
+
+    /// IPv4 addresses (address, prefix length) on a link.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        let msgs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(op(|| format!("listing addresses of link {index}")))?;
+        Ok(msgs
+            .into_iter()
+            .filter(|m| m.header.family == AddressFamily::Inet && m.header.index == index)
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => {
+                        Some((*ip, m.header.prefix_len))
+                    }
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    /// The link that holds `ip`, if any.
+    pub async fn link_with_address(&self, ip: Ipv4Addr) -> Result<Option<Link>> {
+        for link in self.links().await? {
+            if self.addresses(link.index).await?.iter().any(|(a, _)| *a == ip) {
+                return Ok(Some(link));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Creates a veth pair `name` ↔ `peer` in this namespace.
+    pub async fn add_veth(&self, name: &str, peer: &str) -> Result<()> {
+        self.handle
+            .link()
+            .add(LinkVeth::new(name, peer).build())
+            .execute()
+            .await
+            .map_err(op(|| format!("creating veth pair {name}/{peer}")))
+    }
+
+    /// Sets MAC, MTU, ARP and up state of a link in one request.
+    pub async fn configure_link(&self, index: u32, mac: Option<MacAddr>, mtu: u32, arp: bool) -> Result<()> {
+        let mut msg = LinkUnspec::new_with_index(index).mtu(mtu).arp(arp).up();
+        if let Some(mac) = mac {
+            msg = msg.address(mac.to_vec());
+        }
+        self.handle
+            .link()
+            .set(msg.build())
+            .execute()
+            .await
+            .map_err(op(|| format!("configuring link {index}")))
+    }
+
+    pub async fn delete_link(&self, index: u32) -> Result<()> {
+        match self.handle.link().del(index).execute().await {
+            Err(e) if matches!(errno_of(&e), Some(ENODEV)) => Ok(()),
+            r => r.map_err(op(|| format!("deleting link {index}"))),
+        }
+    }
+
+    pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(ip), prefix)
+            .replace()
+            .execute()
+            .await
+            .map_err(op(|| format!("adding {ip}/{prefix} to link {index}")))
+    }
+
+    pub async fn del_address(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.index = index;
+        msg.header.prefix_len = prefix;
+        msg.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
+        msg.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
+        match self.handle.address().del(msg).execute().await {
+            Err(e) if matches!(errno_of(&e), Some(EADDRNOTAVAIL)) => Ok(()),
+            r => r.map_err(op(|| format!("removing {ip}/{prefix} from link {index}"))),
+        }
+    }
+
+    /// IPv4 routes of the main table.
+    pub async fn routes(&self) -> Result<Vec<Route>> {
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(op(|| "listing routes".into()))?;
+        Ok(msgs
+            .into_iter()
+            .filter(|m| m.header.table == RouteMessage::default().header.table || m.header.table == 254)
+            .filter_map(route_from_message)
+            .collect())
+    }
+
+    /// Routes whose output interface is `oif`.
+    pub async fn routes_via(&self, oif: u32) -> Result<Vec<Route>> {
+        Ok(self.routes().await?.into_iter().filter(|r| r.oif == Some(oif)).collect())
+    }
+
+    /// `ip route replace DEST via GW dev OIF onlink`, as Flannel routes a remote pod
+    /// CIDR to `flannel.1`.
+    pub async fn replace_onlink_route(&self, destination: Ipv4Network, gateway: Ipv4Addr, oif: u32) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(destination.network(), destination.prefix())
+            .gateway(gateway)
+            .output_interface(oif)
+            .onlink()
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(op(|| format!("route {destination} via {gateway} dev {oif} onlink")))
+    }
+
+    pub async fn del_route(&self, route: &Route) -> Result<()> {
+        let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(route.destination.network(), route.destination.prefix());
+        if let Some(oif) = route.oif {
+            b = b.output_interface(oif);
+        }
+        match self.handle.route().del(b.build()).execute().await {
+            Err(e) if matches!(errno_of(&e), Some(ESRCH | ENOENT)) => Ok(()),
+            r => r.map_err(op(|| format!("deleting route {}", route.destination))),
+        }
+    }
+}
+
+fn route_from_message(m: RouteMessage) -> Option<Route> {
+    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut gateway = None;
+    let mut oif = None;
+    for attr in &m.attributes {
+        match attr {
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
+            RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(*a),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
+        }
+    }
+    Some(Route {
+        destination: Ipv4Network::new(dst, m.header.destination_prefix_length).ok()?,
+        gateway,
+        oif,
+        onlink: m.header.flags.contains(RouteFlags::Onlink),
+    })
+}
+
+fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
