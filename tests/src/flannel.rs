@@ -1,0 +1,34 @@
+//! A node configured exactly as Flannel's vxlan backend configures one: the interop
+//! peer. `flannel.1` is a kernel vxlan device (VNI 1, dstport 8472, nolearning, local
+//! = the underlay address, dev = the uplink), MTU = uplink − 50, address
+//! `<subnet>.0/32`; per remote node a permanent neighbour (its `<subnet>.0` → its
+//! VtepMAC), an FDB entry (VtepMAC → its underlay address) and an on-link route, the
+//! route last (pkg/backend/vxlan: neighbour and FDB first, or the kernel ARPs).
+
+use anyhow::Result;
+
+use crate::netns::Netns;
+
+pub struct Peer {
+    pub underlay: std::net::Ipv4Addr,
+    pub pod_cidr: ipnetwork::Ipv4Network,
+    pub vtep_mac: String,
+}
+
+/// Creates `flannel.1` in `node`.
+pub fn setup_device(node: &Netns, underlay: std::net::Ipv4Addr, own_cidr: ipnetwork::Ipv4Network, vtep_mac: &str, uplink_mtu: u32) -> Result<()> {
+    node.ip(&format!("link add flannel.1 address {vtep_mac} type vxlan id 1 local {underlay} dev ul0 dstport 8472 nolearning"))?;
+    node.ip(&format!("link set flannel.1 mtu {}", uplink_mtu - 50))?;
+    node.ip(&format!("addr add {}/32 dev flannel.1", own_cidr.network()))?;
+    node.ip("link set flannel.1 up")?;
+    Ok(())
+}
+
+/// Programs one remote node, as Flannel does on a subnet lease event.
+pub fn add_peer(node: &Netns, peer: &Peer) -> Result<()> {
+    let gw = peer.pod_cidr.network();
+    node.ip(&format!("neigh replace {gw} lladdr {} dev flannel.1 nud permanent", peer.vtep_mac))?;
+    crate::run(node.exec(&format!("bridge fdb replace {} dev flannel.1 dst {} self permanent", peer.vtep_mac, peer.underlay)).stdout(std::process::Stdio::null()))?;
+    node.ip(&format!("route replace {} via {gw} dev flannel.1 onlink", peer.pod_cidr))?;
+    Ok(())
+}

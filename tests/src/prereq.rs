@@ -1,0 +1,47 @@
+//! What the tests need from the machine. A missing tool is a failure that names what
+//! to install, never a skip.
+
+use std::path::Path;
+
+/// (program, Debian package)
+const TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("bridge", "iproute2"),
+    ("nsenter", "util-linux"),
+    ("setpriv", "util-linux"),
+    ("ping", "iputils-ping"),
+    ("ethtool", "ethtool"),
+    ("bpftool", "bpftool"),
+    ("tshark", "tshark"),
+    ("iperf3", "iperf3"),
+];
+
+const CNI_PLUGINS: &[&str] = &["bridge", "host-local", "portmap", "loopback"];
+pub const CNI_DIR: &str = "/usr/lib/cni";
+
+fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
+
+/// Panics, naming what to install, unless everything the tests use is here.
+pub fn require() {
+    assert!(nix::unistd::geteuid().is_root(), "the end-to-end tests need root (network namespaces, BPF)");
+    let mut missing: Vec<String> = TOOLS
+        .iter()
+        .filter(|(prog, _)| !on_path(prog))
+        .map(|(prog, pkg)| format!("{prog} (apt-get install {pkg})"))
+        .collect();
+    missing.extend(
+        CNI_PLUGINS
+            .iter()
+            .filter(|p| !Path::new(CNI_DIR).join(p).is_file())
+            .map(|p| format!("{CNI_DIR}/{p} (apt-get install containernetworking-plugins)")),
+    );
+    assert!(
+        missing.is_empty(),
+        "missing test prerequisites: {}; `cargo xtask setup` installs them all",
+        missing.join(", ")
+    );
+}
