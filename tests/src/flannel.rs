@@ -26,9 +26,14 @@ pub fn setup_device(node: &Netns, underlay: std::net::Ipv4Addr, own_cidr: ipnetw
 
 /// Programs one remote node, as Flannel does on a subnet lease event.
 pub fn add_peer(node: &Netns, peer: &Peer) -> Result<()> {
+    add_peer_on(node, "flannel.1", peer)
+}
+
+/// As [`add_peer`], on a vxlan device of another name.
+pub fn add_peer_on(node: &Netns, dev: &str, peer: &Peer) -> Result<()> {
     let gw = peer.pod_cidr.network();
-    node.ip(&format!("neigh replace {gw} lladdr {} dev flannel.1 nud permanent", peer.vtep_mac))?;
-    crate::run(node.exec(&format!("bridge fdb replace {} dev flannel.1 dst {} self permanent", peer.vtep_mac, peer.underlay)).stdout(std::process::Stdio::null()))?;
-    node.ip(&format!("route replace {} via {gw} dev flannel.1 onlink", peer.pod_cidr))?;
+    node.ip(&format!("neigh replace {gw} lladdr {} dev {dev} nud permanent", peer.vtep_mac))?;
+    node.bridge(&format!("fdb replace {} dev {dev} dst {} self permanent", peer.vtep_mac, peer.underlay))?;
+    node.ip(&format!("route replace {} via {gw} dev {dev} onlink", peer.pod_cidr))?;
     Ok(())
 }

@@ -62,11 +62,24 @@ impl Netns {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// `bridge -n NS ARGS`.
+    pub fn bridge(&self, args: &str) -> Result<String> {
+        let out = run(Command::new("bridge").args(["-n", &self.name]).args(args.split_whitespace()))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// A command to run inside the namespace with `ip netns exec` (test tools only;
     /// the agent runs under `nsenter --net`, which keeps the host's bpffs visible).
     pub fn exec(&self, line: &str) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.name]).args(line.split_whitespace());
+        c
+    }
+
+    /// As [`Netns::exec`], with arguments that may contain spaces.
+    pub fn exec_args(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(args);
         c
     }
 
