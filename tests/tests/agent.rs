@@ -1,0 +1,343 @@
+//! The agent's life: restarts that keep forwarding, node-table edits while running,
+//! and start-up failures that say what is wrong and leave nothing half-configured.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, anyhow};
+use aya::programs::{SchedClassifier, TcAttachType};
+use nix::sys::signal::Signal;
+use weft_common::counters::Verdict;
+use weft_e2e::{
+    agent::run_to_exit,
+    cluster::{Cluster, Kind},
+    netns::Netns,
+    traffic::{ping, ping_ok},
+    wait_for,
+};
+
+fn cluster() -> Cluster {
+    let mut c = Cluster::new(&[("a", Kind::Weft), ("b", Kind::Weft), ("c", Kind::Flannel)]).expect("cluster");
+    for n in ["a", "b", "c"] {
+        c.add_pod(n).expect("CNI ADD");
+    }
+    c
+}
+
+/// Programs attached to `iface`'s TCX hook inside `ns`.
+fn tcx_programs(ns: &Netns, iface: &'static str, hook: TcAttachType) -> Result<Vec<u32>> {
+    ns.spawn(move || {
+        let (_, progs) = SchedClassifier::query_tcx(iface, hook)?;
+        Ok(progs.iter().map(|p| p.id()).collect())
+    })
+    .join()
+    .map_err(|_| anyhow!("query thread panicked"))?
+}
+
+fn link_exists(ns: &Netns, name: &str) -> bool {
+    ns.ip(&format!("link show {name}")).is_ok()
+}
+
+/// Stopping the agent leaves forwarding in place; the next agent adopts the pinned
+/// maps and swaps its programs into the pinned links (one program per hook, never two).
+#[test]
+fn restart_keeps_forwarding_and_adopts_pinned_state() -> Result<()> {
+    let mut c = cluster();
+    let a = c.node_index("a");
+    let before = tcx_programs(&c.nodes[a].ns, "weft0", TcAttachType::Egress)?;
+    assert_eq!(before.len(), 1, "one encap program on weft0");
+
+    let status = c.nodes[a].agent.as_mut().unwrap().stop()?;
+    assert!(status.is_some_and(|s| s.success()), "agent exits cleanly on SIGTERM");
+    for to in ["b", "c"] {
+        ping_ok(&c.pod_on("a").ns, c.pod_on(to).ip, 3)?;
+    }
+    assert_eq!(tcx_programs(&c.nodes[a].ns, "weft0", TcAttachType::Egress)?, before, "still attached");
+
+    c.start_agent(a, &[])?;
+    let log = c.agent_log("a");
+    assert_eq!(log.matches("state=Adopted").count(), 4, "all four maps adopted:\n{log}");
+    assert_eq!(log.matches("how=Replaced").count(), 2, "both links reused:\n{log}");
+    let after = tcx_programs(&c.nodes[a].ns, "weft0", TcAttachType::Egress)?;
+    assert_eq!(after.len(), 1, "still exactly one program on weft0");
+    assert_ne!(after, before, "the new agent's program replaced the old one");
+    assert_eq!(tcx_programs(&c.nodes[a].ns, "ul0", TcAttachType::Ingress)?.len(), 1);
+    for to in ["b", "c"] {
+        ping_ok(&c.pod_on("a").ns, c.pod_on(to).ip, 3)?;
+    }
+    Ok(())
+}
+
+fn has_route(c: &Cluster, node: &str, cidr: &str) -> bool {
+    c.node(node).ns.ip("route show").map(|r| r.contains(cidr)).unwrap_or(false)
+}
+
+/// Editing the node table while the agents run removes, adds and changes peers within
+/// seconds, without disturbing the flows of other peers; a broken edit is rejected
+/// and the last good table kept.
+#[test]
+fn node_table_edits_apply_live() -> Result<()> {
+    let c = cluster();
+    let lines = |skip: &str| -> Vec<String> {
+        c.nodes.iter().filter(|n| n.name != skip).map(|n| n.table_line()).collect()
+    };
+    let b_cidr = c.node("b").pod_cidr.to_string();
+    // A flow to c runs through every edit: it must not lose a packet.
+    let a_pod = c.pod_on("a").ns.name.clone();
+    let c_ip = c.pod_on("c").ip;
+    let background = std::thread::spawn(move || {
+        Command::new("ip")
+            .args(["netns", "exec", &a_pod, "ping", "-n", "-c", "60", "-i", "0.1", "-W", "1"])
+            .arg(c_ip.to_string())
+            .output()
+    });
+
+    // Remove b.
+    c.write_peers(&lines("b"))?;
+    let t = Instant::now();
+    let gone = wait_for(Duration::from_secs(5), || {
+        let maps = c.node("a").maps().ok()?;
+        let tunnels = maps.tunnels().ok()?;
+        (!has_route(&c, "a", &b_cidr) && !tunnels.keys().any(|k| k.to_string() == b_cidr)).then_some(())
+    });
+    assert!(gone.is_some(), "b's route and tunnel entry must be gone within 5 s\n{}", c.logs());
+    println!("peer removed from node a {:?} after the edit", t.elapsed());
+    let p = ping(&c.pod_on("a").ns, c.pod_on("b").ip, 2, "")?;
+    assert_eq!(p.received, 0, "b is no longer a peer of a");
+    let kept = wait_for(Duration::from_secs(5), || c.agent_log("b").contains("this node (b) is missing").then_some(()));
+    assert!(kept.is_some(), "b, missing from the table, keeps its last good one:\n{}", c.agent_log("b"));
+
+    // A broken table is rejected with its line; the agent keeps the last good one.
+    let mut broken = lines("");
+    broken.push("d 198.19.0.99 10.244.9.1/24 0a:58:0a:f4:09:00".into());
+    c.write_peers(&broken)?;
+    let rejected = wait_for(Duration::from_secs(5), || c.agent_log("a").contains("has host bits set").then_some(()));
+    assert!(rejected.is_some(), "a broken table is reported:\n{}", c.agent_log("a"));
+    assert!(c.agent_log("a").contains("nodes:5:"), "the report names the line:\n{}", c.agent_log("a"));
+    assert!(!has_route(&c, "a", &b_cidr), "the broken table was not applied");
+
+    // Add b back, through SIGHUP this time.
+    c.write_peers(&lines(""))?;
+    c.node("a").agent.as_ref().unwrap().signal(Signal::SIGHUP)?;
+    let t = Instant::now();
+    let back = wait_for(Duration::from_secs(5), || ping(&c.pod_on("a").ns, c.pod_on("b").ip, 1, "").ok().filter(|p| p.received == 1));
+    assert!(back.is_some(), "b reachable again within 5 s\n{}", c.logs());
+    println!("peer added back, reachable {:?} after the edit", t.elapsed());
+    assert!(c.agent_log("a").contains("SIGHUP"), "SIGHUP was handled");
+
+    // Change b's VtepMAC: b's weft0 follows, a's tunnel entry follows, traffic flows.
+    let new_mac = "0a:58:0a:f4:42:42";
+    let changed: Vec<String> = c
+        .nodes
+        .iter()
+        .map(|n| if n.name == "b" { format!("b {} {} {new_mac}", n.underlay, n.pod_cidr) } else { n.table_line() })
+        .collect();
+    c.write_peers(&changed)?;
+    let t = Instant::now();
+    let followed = wait_for(Duration::from_secs(5), || {
+        let mac_ok = c.node("b").ns.ip("link show weft0").ok()?.contains(new_mac);
+        let tunnels = c.node("a").maps().ok()?.tunnels().ok()?;
+        let entry_ok = tunnels.iter().any(|(k, v)| k.to_string() == b_cidr && v.vtep_mac == [0x0a, 0x58, 0x0a, 0xf4, 0x42, 0x42]);
+        (mac_ok && entry_ok).then_some(())
+    });
+    assert!(followed.is_some(), "VtepMAC change applied on both nodes within 5 s\n{}", c.logs());
+    println!("VtepMAC change applied {:?} after the edit", t.elapsed());
+    ping_ok(&c.pod_on("a").ns, c.pod_on("b").ip, 3)?;
+    ping_ok(&c.pod_on("b").ns, c.pod_on("a").ip, 3)?;
+
+    let out = background.join().map_err(|_| anyhow!("ping thread"))??;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("60 received"), "the flow to c lost packets during the edits:\n{text}");
+    Ok(())
+}
+
+/// A node namespace with an uplink, and a node table, for start-up failures.
+struct Bare {
+    ns: Netns,
+    dir: std::path::PathBuf,
+    bpffs: std::path::PathBuf,
+}
+
+impl Bare {
+    fn new(table: &str) -> Result<Bare> {
+        weft_e2e::prereq::require();
+        let id = weft_e2e::netns::run_id();
+        let ns = Netns::new(format!("{}{id}-bare", weft_e2e::netns::PREFIX))?;
+        ns.ip("link add ul0 type veth peer name ul1")?;
+        ns.ip("addr add 198.19.0.10/24 dev ul0")?;
+        ns.ip("link set ul0 up")?;
+        ns.ip("link set ul1 up")?;
+        let dir = std::path::PathBuf::from("/run/weft-e2e").join(&id);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("nodes"), table)?;
+        Ok(Bare { ns, bpffs: std::path::PathBuf::from(format!("/sys/fs/bpf/weft-e2e-{id}")), dir })
+    }
+
+    /// The agent's pin directory.
+    fn pins(&self) -> std::path::PathBuf {
+        self.bpffs.join("a")
+    }
+
+    fn command(&self, extra: &[&str]) -> Command {
+        weft_e2e::agent::command(&self.ns, &self.dir.join("nodes"), "a", &self.pins(), extra)
+    }
+
+    /// Runs the agent, expects failure, returns its output.
+    fn fail(&self, cmd: Command) -> Result<String> {
+        let (status, out) = run_to_exit(cmd, Duration::from_secs(20))?;
+        assert_eq!(status.code(), Some(1), "agent must fail:\n{out}");
+        Ok(out)
+    }
+
+    /// Nothing of weft's left: no weft0, no pins.
+    fn assert_clean(&self) {
+        assert!(!link_exists(&self.ns, "weft0"), "weft0 left behind");
+        let pins: Vec<_> = std::fs::read_dir(self.pins()).into_iter().flatten().flatten().map(|e| e.path()).collect();
+        assert!(pins.iter().all(|p| p.ends_with("a/link_decap")), "pins left behind: {pins:?}");
+    }
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const GOOD: &str = "a 198.19.0.10 10.244.1.0/24 0a:58:0a:f4:01:00\nb 198.19.0.11 10.244.2.0/24 0a:58:0a:f4:02:00\n";
+
+#[test]
+fn bad_node_table_names_the_file_line_and_reason() -> Result<()> {
+    let bare = Bare::new("a 198.19.0.10 10.244.1.0/24 0a:58:0a:f4:01:00\n\n# comment\nb 198.19.0.11 10.244.2.7/24 0a:58:0a:f4:02:00\n")?;
+    let out = bare.fail(bare.command(&[]))?;
+    let path = bare.dir.join("nodes");
+    assert!(
+        out.contains(&format!("{}:4: pod CIDR 10.244.2.7/24 has host bits set (did you mean 10.244.2.0/24?)", path.display())),
+        "{out}"
+    );
+    bare.assert_clean();
+    Ok(())
+}
+
+#[test]
+fn missing_interface_is_named() -> Result<()> {
+    let bare = Bare::new(GOOD)?;
+    let out = bare.fail(bare.command(&["--iface", "eth9"]))?;
+    assert!(out.contains("interface eth9 (--iface) does not exist"), "{out}");
+    let other = Bare::new("a 198.19.0.99 10.244.1.0/24 0a:58:0a:f4:01:00\n")?;
+    let out = other.fail(other.command(&[]))?;
+    assert!(out.contains("no interface holds this node's underlay address 198.19.0.99"), "{out}");
+    bare.assert_clean();
+    Ok(())
+}
+
+#[test]
+fn own_node_missing_from_the_table_is_an_error() -> Result<()> {
+    let bare = Bare::new("b 198.19.0.11 10.244.2.0/24 0a:58:0a:f4:02:00\n")?;
+    let out = bare.fail(bare.command(&[]))?;
+    assert!(out.contains("node \"a\" (this node) is not in the table"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn missing_privileges_are_reported() -> Result<()> {
+    let bare = Bare::new(GOOD)?;
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", bare.ns.path()))
+        .args(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"])
+        .arg(weft_e2e::agent_binary())
+        .arg("--peers")
+        .arg(bare.dir.join("nodes"))
+        .args(["--node-name", "a", "--bpffs-dir"])
+        .arg(&bare.bpffs);
+    let out = bare.fail(cmd)?;
+    assert!(out.contains("missing privileges") && out.contains("CAP_NET_ADMIN"), "{out}");
+    bare.assert_clean();
+    Ok(())
+}
+
+/// Under `ip netns exec`, /sys is remounted and a bpffs mounted there would be
+/// private: the agent refuses instead of pinning into something that dies with it.
+#[test]
+fn private_bpffs_is_refused() -> Result<()> {
+    let bare = Bare::new(GOOD)?;
+    let mut cmd = bare.ns.exec_args(&[weft_e2e::agent_binary().to_str().unwrap()]);
+    cmd.arg("--peers").arg(bare.dir.join("nodes")).args(["--node-name", "a", "--bpffs-dir"]).arg(&bare.bpffs);
+    let out = bare.fail(cmd)?;
+    assert!(out.contains("would be private") && out.contains("nsenter --net"), "{out}");
+    bare.assert_clean();
+    Ok(())
+}
+
+/// A start that fails after creating things undoes them: weft0, the map pins, the
+/// link pinned for encap.
+#[test]
+fn failed_start_rolls_back_what_it_created() -> Result<()> {
+    let bare = Bare::new(GOOD)?;
+    // An obstacle where the decap link will be pinned: the last step before routes fails.
+    let obstacle = bare.pins().join("link_decap");
+    std::fs::create_dir_all(&obstacle)?;
+    let out = bare.fail(bare.command(&[]))?;
+    assert!(out.contains(&obstacle.display().to_string()), "the error names the pin: {out}");
+    assert!(out.contains("created weft0"), "the failure came after weft0 was created: {out}");
+    bare.assert_clean();
+    assert!(obstacle.is_dir(), "what the agent did not create is left alone");
+    Ok(())
+}
+
+/// A start that fails after adopting an earlier agent's state leaves that state alone:
+/// weft0, the maps and the links it did not create keep forwarding.
+#[test]
+fn failed_start_never_tears_down_adopted_state() -> Result<()> {
+    let mut c = cluster();
+    let a = c.node_index("a");
+    c.nodes[a].agent.as_mut().unwrap().stop()?;
+    let weft0_before = c.nodes[a].ns.ip("-o link show weft0")?;
+    // Make only the decap attach fail: put a directory where its link is pinned (the
+    // old decap link goes with its pin). Encap's pinned link stays and keeps working.
+    let decap_pin = c.nodes[a].bpffs_dir.join("link_decap");
+    std::fs::remove_file(&decap_pin)?;
+    std::fs::create_dir(&decap_pin)?;
+
+    let (status, out) = run_to_exit(c.agent_command(a, &[]), Duration::from_secs(20))?;
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("link_decap"), "{out}");
+
+    let n = &c.nodes[a];
+    assert_eq!(n.ns.ip("-o link show weft0")?, weft0_before, "adopted weft0 untouched");
+    for pin in ["tunnels", "peers", "config", "counters", "link_encap"] {
+        assert!(n.bpffs_dir.join(pin).exists(), "adopted pin {pin} kept");
+    }
+    assert!(has_route(&c, "a", &c.node("b").pod_cidr.to_string()), "routes kept");
+    assert_eq!(tcx_programs(&n.ns, "weft0", TcAttachType::Egress)?.len(), 1, "encap still attached");
+    // Encap still works: packets from a's pod reach b (b decapsulates them).
+    let decap_b = c.node("b").maps()?.counter(Verdict::Decapsulated)?.packets;
+    let _ = ping(&c.pod_on("a").ns, c.pod_on("b").ip, 3, "")?;
+    let after = c.node("b").maps()?.counter(Verdict::Decapsulated)?.packets;
+    assert!(after >= decap_b + 3, "a's encap keeps forwarding after the failed start ({decap_b} -> {after})");
+    Ok(())
+}
+
+/// `--iface` defaults to the interface holding the node's underlay address, not the
+/// first interface, nor the one with the lowest index.
+#[test]
+fn uplink_defaults_to_the_interface_with_the_underlay_address() -> Result<()> {
+    let mut c = Cluster::new(&[("a", Kind::Weft), ("b", Kind::Weft)])?;
+    let a = c.node_index("a");
+    c.nodes[a].agent.as_mut().unwrap().stop()?;
+    let ns = &c.nodes[a].ns;
+    ns.ip("link add eth0 type veth peer name eth1")?;
+    ns.ip("addr add 198.51.100.1/24 dev eth0")?;
+    ns.ip("link set eth0 up")?;
+    ns.ip("link set eth1 up")?;
+    c.start_agent(a, &[])?;
+    let log = c.agent_log("a");
+    assert!(log.contains("uplink=ul0"), "{log}");
+    let ns = &c.nodes[a].ns;
+    assert_eq!(tcx_programs(ns, "ul0", TcAttachType::Ingress)?.len(), 1, "decap on ul0");
+    assert!(tcx_programs(ns, "eth0", TcAttachType::Ingress)?.is_empty(), "nothing on eth0");
+    ping_ok(&c.node("a").ns, c.node("b").overlay_ip(), 2)?;
+    Ok(())
+}
