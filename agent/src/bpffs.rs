@@ -53,6 +53,11 @@ fn ns_inode(link: &str) -> Option<u64> {
     s.split_once('[')?.1.trim_end_matches(']').parse().ok()
 }
 
+/// Whether `path` (or its nearest existing ancestor) is on a bpffs.
+pub fn is_bpffs(path: &Path) -> bool {
+    fs_magic(path) == Some(BPF_FS_MAGIC)
+}
+
 /// Whether a mount made by this process is visible to the host (and outlives us).
 pub fn in_host_mount_namespace() -> bool {
     let Some(own) = ns_inode("/proc/self/ns/mnt") else {
@@ -68,7 +73,7 @@ pub fn in_host_mount_namespace() -> bool {
 
 /// Makes sure `dir` exists on a bpffs that outlives this process.
 pub fn ensure(dir: &Path) -> Result<(), BpffsError> {
-    if fs_magic(dir) != Some(BPF_FS_MAGIC) {
+    if !is_bpffs(dir) {
         if !dir.starts_with(DEFAULT_MOUNT) {
             return Err(BpffsError::NotBpffs { dir: dir.into() });
         }

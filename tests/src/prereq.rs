@@ -25,9 +25,16 @@ fn on_path(prog: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Panics, naming what to install, unless everything the tests use is here.
+/// Panics, naming what to install, unless everything the tests use is here. Mounts
+/// the host's bpffs if the machine booted without one (as systemd would mount it):
+/// tests plant pins before any agent has run.
 pub fn require() {
     assert!(nix::unistd::geteuid().is_root(), "the end-to-end tests need root (network namespaces, BPF)");
+    if !weft_agent::bpffs::is_bpffs(Path::new("/sys/fs/bpf")) {
+        assert!(weft_agent::bpffs::in_host_mount_namespace(), "no bpffs at /sys/fs/bpf and not in the host's mount namespace");
+        nix::mount::mount(Some("bpffs"), "/sys/fs/bpf", Some("bpf"), nix::mount::MsFlags::empty(), Some("mode=0700"))
+            .expect("mounting bpffs at /sys/fs/bpf");
+    }
     let mut missing: Vec<String> = TOOLS
         .iter()
         .filter(|(prog, _)| !on_path(prog))

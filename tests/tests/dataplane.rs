@@ -162,6 +162,11 @@ fn vxlan_from_a_stranger_is_dropped_and_counted() -> Result<()> {
     assert!(got.iter().all(|d| d == b"legit"), "a datagram from the stranger reached the pod: {got:?}");
     assert_eq!(got.len(), 5, "the legit datagrams must arrive (the listener works)");
     assert!(after - before >= 20, "drop_unknown_peer moved by {} for 20 stranger packets", after - before);
+    // The program's aya-log warning (agents run with --bpf-log warn) reaches the agent's log.
+    let logged = wait_for(Duration::from_secs(5), || {
+        c.agent_log("b").contains("VXLAN from unknown source 198.19.0.200 dropped").then_some(())
+    });
+    assert!(logged.is_some(), "the eBPF warning is forwarded into the agent's log:\n{}", c.agent_log("b"));
     Ok(())
 }
 
