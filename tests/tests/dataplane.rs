@@ -187,8 +187,13 @@ fn wire_format_decodes_as_vxlan_in_tshark() -> Result<()> {
         .spawn()?;
     wait_for(Duration::from_secs(15), || std::fs::read_to_string(&log).ok().filter(|l| l.contains("Capturing on")))
         .expect("tshark did not start capturing");
-    ping_ok(&c.pod_on("a").ns, c.pod_on("b").ip, 3)?;
-    let status = wait_for(Duration::from_secs(20), || tshark.try_wait().ok().flatten()).expect("tshark finished");
+    // "Capturing on" can come a moment before packets are: keep pinging until tshark
+    // has its three packets (it exits then), at most 10 s.
+    let status = wait_for(Duration::from_secs(10), || {
+        let _ = ping(&c.pod_on("a").ns, c.pod_on("b").ip, 1, "");
+        tshark.try_wait().ok().flatten()
+    })
+    .expect("tshark captured three packets");
     assert!(status.success(), "tshark: {}", std::fs::read_to_string(&log)?);
 
     let out = weft_e2e::run(Command::new("tshark").args([
@@ -223,7 +228,7 @@ fn wire_format_decodes_as_vxlan_in_tshark() -> Result<()> {
     ]))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 3, "three encapsulated echo requests:\n{text}");
+    assert_eq!(lines.len(), 3, "three encapsulated echo requests (tshark -c 3):\n{text}");
     for line in lines {
         let f: Vec<&str> = line.split('|').collect();
         let (pa, pb) = (c.pod_on("a").ip.to_string(), c.pod_on("b").ip.to_string());
