@@ -1,19 +1,32 @@
-//! Startup, the event loop and resync.
+//! Startup, the event loop and resync, for both sources of the node table: a file
+//! (static mode) or the Kubernetes API server.
 //!
 //! Startup either completes or undoes what *this* start created (a new `weft0`, new
 //! pins) and nothing else: state adopted from an earlier agent keeps forwarding.
-//! Once up, the agent re-reads the node table on SIGHUP and when the file changes,
-//! and resyncs everything every `--resync-seconds`. On SIGTERM/SIGINT it exits and
-//! leaves the dataplane in place: pinned links keep the programs attached and pinned
-//! maps keep their entries, for the next agent to adopt.
+//! Once up, the agent recomputes the node table on every change (file edit or SIGHUP;
+//! Node watch event) and resyncs everything every `--resync-seconds`. Losing the API
+//! server changes nothing: the last known table stays in force and the watcher
+//! retries with backoff; a relist replaces the table whole, which sweeps nodes that
+//! vanished meanwhile. On SIGTERM/SIGINT the agent exits and leaves the dataplane in
+//! place (pinned links and maps) for the next agent to adopt.
 
 use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime},
+    pin::Pin,
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::programs::TcAttachType;
+use futures::{Stream, StreamExt};
+use ipnetwork::Ipv4Network;
+use k8s_openapi::api::core::v1::Node;
+use kube::{
+    Api,
+    runtime::{WatchStreamExt, reflector, reflector::Store, watcher},
+};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -21,14 +34,18 @@ use tokio::{
 use weft_common::{ABI_VERSION, config::DataplaneConfig, maps as spec};
 
 use crate::{
-    bpffs,
-    config::Args,
+    annotations::{self, Advert, Skip},
+    bpffs, cni,
+    config::{Args, CniConf, STATIC_DEFAULTS},
     dataplane::{Attached, Dataplane},
+    kube_sync,
     maps::PinState,
+    netconf,
     netlink::{Link, Netlink},
     node::{self, WEFT0, WEFT0_PEER},
     peers::{self, NodeEntry, NodeTable},
     privileges, reconcile, sysctl,
+    uplink::{self, Selector},
 };
 
 /// What this start created, to undo if it fails.
@@ -54,22 +71,51 @@ impl Created {
     }
 }
 
+type NodeEvents = Pin<Box<dyn Stream<Item = Result<watcher::Event<Node>, watcher::Error>> + Send>>;
+
+/// The API server side of Kubernetes mode.
+struct Kube {
+    api: Api<Node>,
+    store: Store<Node>,
+    events: NodeEvents,
+    network: Ipv4Network,
+    /// What was last published on our Node, and whether NetworkUnavailable is cleared.
+    advertised: Option<Advert>,
+    available: bool,
+    /// Skipped nodes and why, to warn once per node and reason.
+    warned: BTreeMap<String, Skip>,
+    last_watch_error: Option<Instant>,
+}
+
+enum Source {
+    File { path: PathBuf, stamp: Option<(SystemTime, u64)> },
+    Kube(Box<Kube>),
+}
+
 pub struct Agent {
     args: Args,
+    vni: u32,
+    port: u16,
+    mtu: Option<u32>,
     nl: Netlink,
     dataplane: Dataplane,
+    own: NodeEntry,
     table: NodeTable,
     uplink: Link,
+    uplink_address: Option<Ipv4Addr>,
     weft0: Link,
-    table_stamp: Option<(SystemTime, u64)>,
+    source: Source,
 }
 
 pub async fn run(args: Args) -> Result<()> {
     privileges::check()?;
-    let table = peers::load(&args.peers)?;
     let nl = Netlink::connect().context("opening a netlink socket")?;
     let mut created = Created::default();
-    let agent = match Agent::start(args, table, nl.clone(), &mut created).await {
+    let started = match args.peers.clone() {
+        Some(path) => start_static(args, path, nl.clone(), &mut created).await,
+        None => start_kube(args, nl.clone(), &mut created).await,
+    };
+    let agent = match started {
         Ok(agent) => agent,
         Err(e) => {
             created.roll_back(&nl).await;
@@ -79,11 +125,8 @@ pub async fn run(args: Args) -> Result<()> {
     agent.run_loop().await
 }
 
-fn own_entry<'a>(table: &'a NodeTable, args: &Args) -> Result<&'a NodeEntry> {
-    table
-        .split(&args.node_name)
-        .map(|(me, _)| me)
-        .ok_or_else(|| peers::PeersError::OwnNodeMissing { path: args.peers.clone(), name: args.node_name.clone() }.into())
+fn selector(args: &Args) -> Selector {
+    Selector { iface: args.iface.clone(), iface_regex: args.iface_regex.clone() }
 }
 
 fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -91,12 +134,127 @@ fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-impl Agent {
-    async fn start(args: Args, table: NodeTable, nl: Netlink, created: &mut Created) -> Result<Agent> {
-        let own = own_entry(&table, &args)?.clone();
-        let uplink = find_uplink(&nl, &args, &own).await?;
-        tracing::info!(node = %own.name, uplink = %uplink.name, underlay = %own.underlay_ip, pod_cidr = %own.pod_cidr, "starting");
+async fn start_static(args: Args, path: PathBuf, nl: Netlink, created: &mut Created) -> Result<Agent> {
+    let table = peers::load(&path)?;
+    let own = table
+        .split(&args.node_name)
+        .map(|(me, _)| me.clone())
+        .ok_or_else(|| peers::PeersError::OwnNodeMissing { path: path.clone(), name: args.node_name.clone() })?;
+    let up = uplink::select(&nl, &selector(&args), Some(own.underlay_ip)).await.map_err(|e| match e {
+        uplink::UplinkError::NotFound(ip) => {
+            anyhow!("no interface holds this node's underlay address {ip} (from {}); pass --iface", path.display())
+        }
+        e => e.into(),
+    })?;
+    if up.address != Some(own.underlay_ip) && !nl.addresses(up.link.index).await?.iter().any(|(a, _)| *a == own.underlay_ip) {
+        tracing::warn!(iface = %up.link.name, underlay = %own.underlay_ip, "the interface does not hold this node's underlay address");
+    }
+    let (vni, port) = (args.vni.unwrap_or(STATIC_DEFAULTS.0), args.port.unwrap_or(STATIC_DEFAULTS.1));
+    let stamp = file_stamp(&path);
+    let source = Source::File { path, stamp };
+    let mut agent = Agent::bring_up(args, vni, port, None, nl, own, table, up, source, created).await?;
+    agent.reconcile().await?;
+    tracing::info!("dataplane up");
+    Ok(agent)
+}
 
+async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Agent> {
+    let conf = netconf::load(&args.net_config_path)?;
+    if !conf.ignored.is_empty() {
+        tracing::warn!("{}: ignoring {}", args.net_config_path.display(), conf.ignored.join(", "));
+    }
+    for (flag, cli, file) in [("--vni", args.vni.map(u64::from), u64::from(conf.vni)), ("--port", args.port.map(u64::from), u64::from(conf.port))] {
+        if cli.is_some_and(|v| v != file) {
+            bail!("{flag} {} contradicts {} ({file})", cli.unwrap_or_default(), args.net_config_path.display());
+        }
+    }
+    let client = kube_sync::client(args.kubeconfig_file.as_deref()).await?;
+    let api: Api<Node> = Api::all(client);
+    let (own_node, pod_cidr) = kube_sync::wait_for_own_node(&api, &args.node_name).await?;
+    if !(conf.network.contains(pod_cidr.network()) && pod_cidr.prefix() >= conf.network.prefix()) {
+        bail!(
+            "node {}: podCIDR {pod_cidr} lies outside the cluster network {} ({}); refusing to start",
+            args.node_name,
+            conf.network,
+            args.net_config_path.display()
+        );
+    }
+    let up = uplink::select(&nl, &selector(&args), annotations::internal_ip(&own_node)).await?;
+    let existing_mac = nl.link_by_name(WEFT0).await?.and_then(|l| l.mac).map(peers::Mac);
+    let vtep_mac = kube_sync::choose_vtep_mac(&own_node, existing_mac);
+    let public_ip = kube_sync::own_public_ip(&own_node, args.public_ip, up.address).map_err(|e| anyhow!(e))?;
+    let own = NodeEntry { name: args.node_name.clone(), underlay_ip: public_ip, pod_cidr, vtep_mac };
+    tracing::info!(node = %own.name, %pod_cidr, %public_ip, %vtep_mac, "own node");
+
+    // The full node list before anything is programmed: a start never begins from
+    // an empty table.
+    let (store, writer) = reflector::store();
+    let mut events: NodeEvents =
+        Box::pin(reflector(writer, watcher(api.clone(), watcher::Config::default())).default_backoff());
+    let ready = store.clone();
+    let wait = ready.wait_until_ready();
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            r = &mut wait => { r.context("node watch ended")?; break; }
+            item = events.next() => match item {
+                Some(Err(e)) => tracing::warn!("watching nodes: {e}; retrying"),
+                Some(Ok(_)) => {}
+                None => bail!("node watch ended"),
+            },
+        }
+    }
+    let kube = Kube {
+        api,
+        store,
+        events,
+        network: conf.network,
+        advertised: None,
+        available: false,
+        warned: BTreeMap::new(),
+        last_watch_error: None,
+    };
+    let mut source = Source::Kube(Box::new(kube));
+    let table = kube_table(&own, &mut source, conf.vni);
+    let mut agent = Agent::bring_up(args, conf.vni, conf.port, conf.mtu, nl, own, table, up, source, created).await?;
+    agent.reconcile().await?;
+    agent.write_cni_files()?;
+    agent.sync_node_object().await;
+    tracing::info!("dataplane up");
+    Ok(agent)
+}
+
+/// The table from the watch store, warning once per skipped node and reason.
+fn kube_table(own: &NodeEntry, source: &mut Source, vni: u32) -> NodeTable {
+    let Source::Kube(kube) = source else { unreachable!("kube_table in static mode") };
+    let peers = kube_sync::peers(own, &kube.store.state(), kube.network, vni);
+    for (name, skip) in &peers.skipped {
+        if kube.warned.get(name) != Some(skip) {
+            match skip {
+                Skip::Malformed(why) => tracing::warn!(node = %name, "skipping node: {why}"),
+                Skip::NotVxlan(why) => tracing::info!(node = %name, "not a peer (yet): {why}"),
+            }
+        }
+    }
+    kube.warned = peers.skipped.clone();
+    kube_sync::table(own, &peers)
+}
+
+impl Agent {
+    #[expect(clippy::too_many_arguments, reason = "one call site per mode; a struct would only rename them")]
+    async fn bring_up(
+        args: Args,
+        vni: u32,
+        port: u16,
+        mtu: Option<u32>,
+        nl: Netlink,
+        own: NodeEntry,
+        table: NodeTable,
+        up: uplink::Uplink,
+        source: Source,
+        created: &mut Created,
+    ) -> Result<Agent> {
+        tracing::info!(node = %own.name, uplink = %up.link.name, underlay = %own.underlay_ip, pod_cidr = %own.pod_cidr, "starting");
         bpffs::ensure(&args.bpffs_dir)?;
         let (dataplane, pins) = Dataplane::load(&args.bpffs_dir, args.bpf_log.aya_level())?;
         for (name, state) in &pins {
@@ -108,24 +266,33 @@ impl Agent {
                 .filter(|s| pins.iter().any(|(n, st)| n == &s.name && *st != PinState::Adopted))
                 .map(|s| args.bpffs_dir.join(s.pin)),
         );
-
-        let table_stamp = file_stamp(&args.peers);
-        let weft0 = ensure_device(&nl, &own, &uplink, created).await?;
-        let mut agent = Agent { args, nl, dataplane, table, uplink, weft0, table_stamp };
-        agent.write_config(&own)?;
+        let weft0 = ensure_device(&nl, &own, &up.link, mtu, created).await?;
+        let mut agent = Agent {
+            args,
+            vni,
+            port,
+            mtu,
+            nl,
+            dataplane,
+            own,
+            table,
+            uplink: up.link,
+            uplink_address: up.address,
+            weft0,
+            source,
+        };
+        agent.write_config()?;
         agent.attach(created)?;
-        agent.reconcile().await?;
-        tracing::info!("dataplane up");
         Ok(agent)
     }
 
-    fn write_config(&mut self, own: &NodeEntry) -> Result<()> {
+    fn write_config(&mut self) -> Result<()> {
         let config = DataplaneConfig {
             abi_version: ABI_VERSION,
-            vni: self.args.vni,
-            underlay_ip: own.underlay_ip.octets(),
-            udp_port: self.args.port,
-            vtep_mac: own.vtep_mac.0,
+            vni: self.vni,
+            underlay_ip: self.own.underlay_ip.octets(),
+            udp_port: self.port,
+            vtep_mac: self.own.vtep_mac.0,
             uplink_ifindex: self.uplink.index,
             weft0_ifindex: self.weft0.index,
             ..Default::default()
@@ -153,11 +320,8 @@ impl Agent {
     }
 
     async fn reconcile(&mut self) -> Result<()> {
-        let (_, others) = self
-            .table
-            .split(&self.args.node_name)
-            .ok_or_else(|| anyhow!("node {} vanished from the table", self.args.node_name))?;
-        let desired = node::desired(others, self.args.vni);
+        let others = self.table.nodes.iter().filter(|n| n.name != self.own.name);
+        let desired = node::desired(others, self.vni);
         let changes = reconcile::apply(&mut self.dataplane.maps, &self.nl, self.weft0.index, &desired).await?;
         if changes != reconcile::Changes::default() {
             tracing::info!(upserted = changes.upserted, removed = changes.removed, "reconciled");
@@ -165,33 +329,118 @@ impl Agent {
         Ok(())
     }
 
+    /// Recomputes this node and the table from the source (Kubernetes mode).
+    fn refresh_from_store(&mut self) -> Result<()> {
+        let Source::Kube(kube) = &self.source else { return Ok(()) };
+        if let Some(node) = kube.store.state().iter().find(|n| n.metadata.name.as_deref() == Some(&self.own.name)) {
+            let ip = kube_sync::own_public_ip(node, self.args.public_ip, self.uplink_address).map_err(|e| anyhow!(e))?;
+            if ip != self.own.underlay_ip {
+                tracing::info!(old = %self.own.underlay_ip, new = %ip, "this node's public address changed");
+                self.own.underlay_ip = ip;
+            }
+        }
+        self.table = kube_table(&self.own.clone(), &mut self.source, self.vni);
+        Ok(())
+    }
+
     /// Brings the device, config, attachments, maps and routes back to the table.
     async fn resync(&mut self) -> Result<()> {
-        let own = own_entry(&self.table, &self.args)?.clone();
+        self.refresh_from_store()?;
+        if let Source::File { path, .. } = &self.source {
+            self.own = self
+                .table
+                .split(&self.own.name)
+                .map(|(me, _)| me.clone())
+                .ok_or_else(|| anyhow!("{}: this node vanished from the table", path.display()))?;
+        }
         self.uplink = self
             .nl
             .link_by_index(self.uplink.index)
             .await?
             .ok_or_else(|| anyhow!("uplink {} disappeared", self.uplink.name))?;
         let mut created = Created::default();
-        self.weft0 = ensure_device(&self.nl, &own, &self.uplink, &mut created).await?;
-        self.write_config(&own)?;
+        self.weft0 = ensure_device(&self.nl, &self.own, &self.uplink, self.mtu, &mut created).await?;
+        self.write_config()?;
         let attached = self.dataplane.is_attached(spec::programs::ENCAP, &self.weft0.name, TcAttachType::Egress)?
             && self.dataplane.is_attached(spec::programs::DECAP, &self.uplink.name, TcAttachType::Ingress)?;
         if !attached {
             tracing::warn!("a program is no longer attached (interface recreated?): attaching again");
             self.attach(&mut created)?;
         }
-        self.reconcile().await
+        self.reconcile().await?;
+        if matches!(self.source, Source::Kube(_)) {
+            self.write_cni_files()?;
+            self.sync_node_object().await;
+        }
+        Ok(())
     }
 
-    fn reload_table(&mut self) {
-        match peers::load(&self.args.peers) {
-            Ok(table) if table.split(&self.args.node_name).is_none() => {
+    fn tunnel_mtu(&self) -> u32 {
+        node::device_spec(&self.own, self.uplink.mtu, self.mtu).mtu
+    }
+
+    /// subnet.env always; the conflist as `--cni-conf` says. Rewritten only on change.
+    fn write_cni_files(&self) -> Result<()> {
+        let Source::Kube(kube) = &self.source else { return Ok(()) };
+        let env = cni::subnet_env(kube.network, self.own.pod_cidr, self.tunnel_mtu());
+        if std::fs::read_to_string(&self.args.subnet_file).ok().as_deref() != Some(env.as_str()) {
+            cni::write_atomic(&self.args.subnet_file, &env)?;
+            tracing::info!(path = %self.args.subnet_file.display(), "wrote subnet.env");
+        }
+        let dir = &self.args.cni_conf_dir;
+        let write = match self.args.cni_conf {
+            CniConf::Never => false,
+            CniConf::Always => true,
+            CniConf::Auto => {
+                let others = cni::other_configs(dir);
+                if !others.is_empty() {
+                    tracing::debug!(?others, "another CNI config is present: not writing ours");
+                }
+                others.is_empty()
+            }
+        };
+        if write {
+            let path = dir.join(cni::CONFLIST_NAME);
+            let list = cni::conflist(self.own.pod_cidr, self.tunnel_mtu(), self.args.cni_ipam_data_dir.as_deref());
+            let text = serde_json::to_string_pretty(&list)? + "\n";
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                cni::write_atomic(&path, &text)?;
+                tracing::info!(path = %path.display(), "wrote CNI conflist");
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes our annotations and clears NetworkUnavailable; retried on every resync
+    /// until the API server takes them.
+    async fn sync_node_object(&mut self) {
+        let Source::Kube(kube) = &mut self.source else { return };
+        let advert = Advert { public_ip: self.own.underlay_ip, vni: self.vni, vtep_mac: self.own.vtep_mac };
+        if kube.advertised.as_ref() != Some(&advert) {
+            match kube_sync::advertise(&kube.api, &self.own.name, &advert).await {
+                Ok(()) => {
+                    tracing::info!(public_ip = %advert.public_ip, vtep_mac = %advert.vtep_mac, "advertised this node");
+                    kube.advertised = Some(advert);
+                }
+                Err(e) => tracing::warn!("{e:#}; will retry"),
+            }
+        }
+        if kube.advertised.is_some() && !kube.available {
+            match kube_sync::set_network_available(&kube.api, &self.own.name).await {
+                Ok(()) => kube.available = true,
+                Err(e) => tracing::warn!("{e:#}; will retry"),
+            }
+        }
+    }
+
+    fn reload_file(&mut self) {
+        let Source::File { path, .. } = &self.source else { return };
+        match peers::load(path) {
+            Ok(table) if table.split(&self.own.name).is_none() => {
                 tracing::error!(
                     "{}: this node ({}) is missing: keeping the previous node table",
-                    self.args.peers.display(),
-                    self.args.node_name
+                    path.display(),
+                    self.own.name
                 );
             }
             Ok(table) => {
@@ -209,31 +458,46 @@ impl Agent {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut resync = tokio::time::interval(Duration::from_secs(self.args.resync_seconds));
-        // The node table is polled (one stat per second): it works for every editor
-        // and for ConfigMap volumes, which swap a symlink rather than write the file.
+        // The node table file is polled (one stat per second): it works for every
+        // editor and for ConfigMap volumes, which swap a symlink rather than write.
         let mut poll = tokio::time::interval(Duration::from_secs(1));
         let mut logger = match self.dataplane.logger.take() {
             // SAFETY: the logger owns its ring buffer's fd and returns that same open fd
             // from every `as_raw_fd` call until it is dropped, with the AsyncFd.
-            Some(l) => Some(unsafe { AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }.map_err(|e| anyhow!("watching the eBPF log: {e}"))?),
+            Some(l) => Some(
+                unsafe { AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }
+                    .map_err(|e| anyhow!("watching the eBPF log: {e}"))?,
+            ),
             None => None,
         };
+        if self.args.healthz_port != 0 {
+            crate::healthz::spawn(std::net::SocketAddr::new(self.args.healthz_ip, self.args.healthz_port)).await?;
+        }
         loop {
+            let is_kube = matches!(self.source, Source::Kube(_));
             tokio::select! {
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: re-reading the node table");
-                    self.table_stamp = file_stamp(&self.args.peers);
-                    self.reload_table();
+                    if let Source::File { path, stamp } = &mut self.source {
+                        *stamp = file_stamp(path);
+                    }
+                    self.reload_file();
                     self.resync_logged().await;
                 }
-                _ = poll.tick() => {
-                    let stamp = file_stamp(&self.args.peers);
-                    if stamp != self.table_stamp {
-                        self.table_stamp = stamp;
-                        self.reload_table();
+                _ = poll.tick(), if !is_kube => {
+                    let changed = match &mut self.source {
+                        Source::File { path, stamp } => {
+                            let now = file_stamp(path);
+                            std::mem::replace(stamp, now) != now
+                        }
+                        Source::Kube(_) => false,
+                    };
+                    if changed {
+                        self.reload_file();
                         self.resync_logged().await;
                     }
                 }
+                item = next_node_event(&mut self.source), if is_kube => self.on_node_event(item).await,
                 _ = resync.tick() => self.resync_logged().await,
                 ready = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
                     let mut guard = ready?;
@@ -248,6 +512,24 @@ impl Agent {
         Ok(())
     }
 
+    async fn on_node_event(&mut self, item: Option<Result<watcher::Event<Node>, watcher::Error>>) {
+        match item {
+            // A relist's objects land in the store all at once, at InitDone.
+            Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
+            Some(Ok(_)) => self.resync_logged().await,
+            Some(Err(e)) => {
+                let Source::Kube(kube) = &mut self.source else { return };
+                if kube.last_watch_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!("watching nodes: {e}; keeping the last known table and retrying");
+                    kube.last_watch_error = Some(Instant::now());
+                }
+            }
+            None => {
+                tracing::error!("the node watch ended; resyncing on the timer only");
+            }
+        }
+    }
+
     async fn resync_logged(&mut self) {
         if let Err(e) = self.resync().await {
             tracing::error!("resync: {e:#}");
@@ -255,28 +537,16 @@ impl Agent {
     }
 }
 
-async fn find_uplink(nl: &Netlink, args: &Args, own: &NodeEntry) -> Result<Link> {
-    match &args.iface {
-        Some(name) => {
-            let link = nl.link_by_name(name).await?.ok_or_else(|| anyhow!("interface {name} (--iface) does not exist"))?;
-            if !nl.addresses(link.index).await?.iter().any(|(a, _)| *a == own.underlay_ip) {
-                tracing::warn!(iface = %name, underlay = %own.underlay_ip, "the interface does not hold this node's underlay address");
-            }
-            Ok(link)
-        }
-        None => nl.link_with_address(own.underlay_ip).await?.ok_or_else(|| {
-            anyhow!(
-                "no interface holds this node's underlay address {} (from {}); pass --iface",
-                own.underlay_ip,
-                args.peers.display()
-            )
-        }),
+async fn next_node_event(source: &mut Source) -> Option<Result<watcher::Event<Node>, watcher::Error>> {
+    match source {
+        Source::Kube(kube) => kube.events.next().await,
+        Source::File { .. } => std::future::pending().await,
     }
 }
 
 /// Creates `weft0` (and its peer end) if missing, and brings it to the spec.
-async fn ensure_device(nl: &Netlink, own: &NodeEntry, uplink: &Link, created: &mut Created) -> Result<Link> {
-    let spec = node::device_spec(own, uplink.mtu);
+async fn ensure_device(nl: &Netlink, own: &NodeEntry, uplink: &Link, mtu: Option<u32>, created: &mut Created) -> Result<Link> {
+    let spec = node::device_spec(own, uplink.mtu, mtu);
     let link = match nl.link_by_name(WEFT0).await? {
         Some(link) if link.kind == Some(rtnetlink::packet_route::link::InfoKind::Veth) => link,
         Some(link) => bail!(

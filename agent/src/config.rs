@@ -8,31 +8,76 @@ use weft_common::wire::{DEFAULT_PORT, DEFAULT_VNI};
 #[derive(Parser, Debug, Clone)]
 #[command(name = "weft-agent", version, about = "weft's node agent: an eBPF VXLAN overlay, wire-compatible with Flannel")]
 pub struct Args {
-    /// Node table: one `NAME UNDERLAY_IPV4 POD_CIDR VTEP_MAC` per line, this node's
-    /// included; `#` starts a comment. Re-read on SIGHUP and when it changes.
+    /// Static mode: the node table, one `NAME UNDERLAY_IPV4 POD_CIDR VTEP_MAC` per line,
+    /// this node's included; `#` starts a comment. Re-read on SIGHUP and when it
+    /// changes. Without it, the agent learns the nodes from the Kubernetes API server.
     #[arg(long, value_name = "FILE")]
-    pub peers: PathBuf,
+    pub peers: Option<PathBuf>,
 
-    /// This node's name in the node table.
+    /// This node's name (its Node object, or its line in the node table).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
 
-    /// Underlay interface [default: the interface holding this node's underlay address].
+    /// Underlay interface, by name or address [default: the interface holding this
+    /// node's own address (node table entry, or the Node's InternalIP), else the
+    /// interface of the default route].
     #[arg(long, value_name = "IFACE")]
     pub iface: Option<String>,
+
+    /// Underlay interface: the first whose name matches and has an IPv4 address.
+    #[arg(long, value_name = "REGEX", conflicts_with = "iface")]
+    pub iface_regex: Option<String>,
+
+    /// Address to advertise to other nodes [default: the uplink's address; the
+    /// Node's `flannel.alpha.coreos.com/public-ip-overwrite` annotation wins over both].
+    #[arg(long, value_name = "IPV4")]
+    pub public_ip: Option<std::net::Ipv4Addr>,
+
+    /// Kubernetes mode: kubeconfig to reach the API server [default: in-cluster
+    /// config, or $KUBECONFIG].
+    #[arg(long, value_name = "FILE", env = "KUBECONFIG_FILE")]
+    pub kubeconfig_file: Option<PathBuf>,
+
+    /// Kubernetes mode: Flannel's network configuration (the kube-flannel ConfigMap's net-conf.json).
+    #[arg(long, value_name = "FILE", default_value = "/etc/kube-flannel/net-conf.json")]
+    pub net_config_path: PathBuf,
+
+    /// Kubernetes mode: where to write Flannel's subnet.env (for Flannel's CNI plugin).
+    #[arg(long, value_name = "FILE", default_value = "/run/flannel/subnet.env")]
+    pub subnet_file: PathBuf,
+
+    /// Kubernetes mode: the CNI configuration directory.
+    #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+
+    /// Kubernetes mode: write the CNI conflist (auto: only if the directory holds no other CNI config).
+    #[arg(long, value_enum, default_value_t = CniConf::Auto)]
+    pub cni_conf: CniConf,
+
+    /// Kubernetes mode: host-local's dataDir in the conflist [default: the plugin's own].
+    #[arg(long, value_name = "DIR")]
+    pub cni_ipam_data_dir: Option<PathBuf>,
+
+    /// Address for the health endpoint (`GET /healthz`).
+    #[arg(long, default_value = "0.0.0.0")]
+    pub healthz_ip: std::net::IpAddr,
+
+    /// Port for the health endpoint; 0 disables it.
+    #[arg(long, default_value_t = 0)]
+    pub healthz_port: u16,
 
     /// bpffs directory for pinned maps and links (mounts bpffs at /sys/fs/bpf if
     /// it is missing and this process is in the host's mount namespace).
     #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/weft")]
     pub bpffs_dir: PathBuf,
 
-    /// VXLAN network identifier.
-    #[arg(long, default_value_t = DEFAULT_VNI, value_parser = clap::value_parser!(u32).range(0..=0xff_ffff))]
-    pub vni: u32,
+    /// VXLAN network identifier [default: 1; Kubernetes mode: net-conf.json's Backend.VNI].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=0xff_ffff))]
+    pub vni: Option<u32>,
 
-    /// VXLAN UDP port.
-    #[arg(long, default_value_t = DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: u16,
+    /// VXLAN UDP port [default: 8472; Kubernetes mode: net-conf.json's Backend.Port].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
 
     /// Level of the eBPF programs' own log (rare events: drops, malformed packets),
     /// forwarded into this log.
@@ -43,6 +88,16 @@ pub struct Args {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_seconds: u64,
 }
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CniConf {
+    Auto,
+    Always,
+    Never,
+}
+
+/// VNI and port for static mode, where no net-conf.json says otherwise.
+pub const STATIC_DEFAULTS: (u32, u16) = (DEFAULT_VNI, DEFAULT_PORT);
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BpfLogLevel {

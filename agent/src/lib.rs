@@ -3,6 +3,11 @@
 //! One module per concern:
 //! - [`config`]: command line and its validation;
 //! - [`peers`]: the node table file (static mode);
+//! - [`kube_sync`], [`annotations`], [`netconf`]: the node table from the API server
+//!   (Kubernetes mode), Flannel's annotations and net-conf.json;
+//! - [`uplink`]: which interface and address carry the tunnel;
+//! - [`cni`]: subnet.env and the CNI conflist pods get their addresses from;
+//! - [`healthz`]: the health endpoint;
 //! - [`node`]: the node model — what `weft0`, the routes and the maps should hold;
 //! - [`netlink`]: links, addresses and routes over rtnetlink (Flannel's device.go, in Rust);
 //! - [`bpffs`]: where pins live, and mounting bpffs only where pins outlive us;
@@ -12,16 +17,22 @@
 //! - [`agent`]: startup with rollback, the event loop, resync.
 
 pub mod agent;
+pub mod annotations;
 pub mod bpffs;
+pub mod cni;
 pub mod config;
 pub mod dataplane;
+pub mod healthz;
+pub mod kube_sync;
 pub mod maps;
+pub mod netconf;
 pub mod netlink;
 pub mod node;
 pub mod peers;
 pub mod privileges;
 pub mod reconcile;
 pub mod sysctl;
+pub mod uplink;
 
 /// The eBPF object built by `cargo xtask build-ebpf`.
 pub static DATAPLANE_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("WEFT_EBPF_OBJECT_PATH"));

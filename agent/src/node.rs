@@ -29,10 +29,11 @@ pub struct DeviceSpec {
     pub address: Ipv4Addr,
 }
 
-pub fn device_spec(own: &NodeEntry, uplink_mtu: u32) -> DeviceSpec {
+/// `mtu_override` is net-conf.json's `Backend.MTU`, if set.
+pub fn device_spec(own: &NodeEntry, uplink_mtu: u32, mtu_override: Option<u32>) -> DeviceSpec {
     DeviceSpec {
         mac: own.vtep_mac.0,
-        mtu: uplink_mtu.saturating_sub(ENCAP_OVERHEAD as u32),
+        mtu: mtu_override.unwrap_or(uplink_mtu.saturating_sub(ENCAP_OVERHEAD as u32)),
         address: own.pod_cidr.network(),
     }
 }
@@ -67,8 +68,9 @@ mod tests {
     #[test]
     fn device_follows_own_entry_and_uplink_mtu() {
         let t = parse("a 192.0.2.1 10.244.1.0/24 0a:00:00:00:00:01").unwrap();
-        let spec = device_spec(&t.nodes[0], 1500);
+        let spec = device_spec(&t.nodes[0], 1500, None);
         assert_eq!(spec, DeviceSpec { mac: [0x0a, 0, 0, 0, 0, 1], mtu: 1450, address: Ipv4Addr::new(10, 244, 1, 0) });
+        assert_eq!(device_spec(&t.nodes[0], 9000, Some(1400)).mtu, 1400, "net-conf's Backend.MTU wins");
     }
 
     #[test]

@@ -1,0 +1,245 @@
+//! Flannel's node annotations: how a node says "reach my pods through me", and how
+//! weft reads every other node's.
+//!
+//! A vxlan node carries `flannel.alpha.coreos.com/backend-type: vxlan`,
+//! `backend-data: {"VNI":1,"VtepMAC":"…"}`, `public-ip` and
+//! `kube-subnet-manager: "true"`; `public-ip-overwrite`, set by an operator,
+//! replaces the node's own detected address.
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use ipnetwork::Ipv4Network;
+use k8s_openapi::api::core::v1::Node;
+use serde_json::{Value, json};
+
+use crate::peers::Mac;
+
+pub const PREFIX: &str = "flannel.alpha.coreos.com";
+pub const BACKEND_TYPE: &str = "flannel.alpha.coreos.com/backend-type";
+pub const BACKEND_DATA: &str = "flannel.alpha.coreos.com/backend-data";
+pub const PUBLIC_IP: &str = "flannel.alpha.coreos.com/public-ip";
+pub const PUBLIC_IP_OVERWRITE: &str = "flannel.alpha.coreos.com/public-ip-overwrite";
+pub const SUBNET_MANAGER: &str = "flannel.alpha.coreos.com/kube-subnet-manager";
+
+/// What a node advertises.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Advert {
+    pub public_ip: Ipv4Addr,
+    pub vni: u32,
+    pub vtep_mac: Mac,
+}
+
+/// Why a node is not (yet) a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// No annotations yet, another backend, or not managed through the API server:
+    /// normal for a node that is still joining; not worth a warning.
+    NotVxlan(String),
+    /// Annotated for vxlan but unusable: warn once.
+    Malformed(String),
+}
+
+fn annotations(node: &Node) -> BTreeMap<String, String> {
+    node.metadata.annotations.clone().unwrap_or_default()
+}
+
+/// The VtepMAC this node advertised before (reused on restart so peers stay valid).
+pub fn own_vtep_mac(node: &Node) -> Option<Mac> {
+    let data = annotations(node).get(BACKEND_DATA)?.clone();
+    let v: Value = serde_json::from_str(&data).ok()?;
+    v.get("VtepMAC")?.as_str()?.parse().ok()
+}
+
+/// The operator's override of this node's public address.
+pub fn public_ip_overwrite(node: &Node) -> Result<Option<Ipv4Addr>, String> {
+    match annotations(node).get(PUBLIC_IP_OVERWRITE) {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| format!("{PUBLIC_IP_OVERWRITE}: {s:?} is not an IPv4 address")),
+    }
+}
+
+/// Reads a peer's advertisement; `vni` is ours (a different VNI cannot talk to us).
+pub fn parse_peer(node: &Node, vni: u32) -> Result<Advert, Skip> {
+    let a = annotations(node);
+    match a.get(BACKEND_TYPE).map(String::as_str) {
+        Some("vxlan") => {}
+        Some(other) => return Err(Skip::NotVxlan(format!("backend-type {other:?}"))),
+        None => return Err(Skip::NotVxlan("no flannel annotations yet".into())),
+    }
+    if a.get(SUBNET_MANAGER).map(String::as_str) != Some("true") {
+        return Err(Skip::NotVxlan(format!("{SUBNET_MANAGER} is not \"true\"")));
+    }
+    let data = a.get(BACKEND_DATA).ok_or_else(|| Skip::Malformed(format!("{BACKEND_DATA} is missing")))?;
+    let v: Value = serde_json::from_str(data).map_err(|e| Skip::Malformed(format!("{BACKEND_DATA}: not JSON ({e})")))?;
+    let peer_vni = v
+        .get("VNI")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| Skip::Malformed(format!("{BACKEND_DATA}: no integer VNI")))?;
+    if peer_vni != u64::from(vni) {
+        return Err(Skip::Malformed(format!("{BACKEND_DATA}: VNI {peer_vni}, this cluster uses {vni}")));
+    }
+    let mac = v
+        .get("VtepMAC")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Skip::Malformed(format!("{BACKEND_DATA}: no VtepMAC")))?;
+    let vtep_mac: Mac = mac.parse().map_err(|e| Skip::Malformed(format!("{BACKEND_DATA}: {e}")))?;
+    let ip = a.get(PUBLIC_IP).ok_or_else(|| Skip::Malformed(format!("{PUBLIC_IP} is missing")))?;
+    let public_ip: Ipv4Addr = ip.parse().map_err(|_| Skip::Malformed(format!("{PUBLIC_IP}: {ip:?} is not an IPv4 address")))?;
+    Ok(Advert { public_ip, vni: peer_vni as u32, vtep_mac })
+}
+
+/// The node's IPv4 pod CIDR (`spec.podCIDRs`, else `spec.podCIDR`); `Ok(None)` while unassigned.
+pub fn pod_cidr(node: &Node) -> Result<Option<Ipv4Network>, String> {
+    let spec = node.spec.clone().unwrap_or_default();
+    let mut cidrs: Vec<String> = spec.pod_cidrs.unwrap_or_default();
+    if cidrs.is_empty() {
+        cidrs.extend(spec.pod_cidr.filter(|c| !c.is_empty()));
+    }
+    for c in &cidrs {
+        if c.contains(':') {
+            continue; // IPv6: not yet
+        }
+        let net: Ipv4Network = c.parse().map_err(|_| format!("podCIDR {c:?} is not a CIDR"))?;
+        if net.network() != net.ip() {
+            return Err(format!("podCIDR {c} has host bits set"));
+        }
+        return Ok(Some(net));
+    }
+    Ok(None)
+}
+
+/// The node's InternalIP as the kubelet reports it.
+pub fn internal_ip(node: &Node) -> Option<Ipv4Addr> {
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .find(|a| a.type_ == "InternalIP")
+        .and_then(|a| a.address.parse().ok())
+}
+
+/// The metadata patch that advertises this node, in Flannel's format.
+pub fn advert_patch(advert: &Advert) -> Value {
+    json!({
+        "metadata": {
+            "annotations": {
+                BACKEND_TYPE: "vxlan",
+                BACKEND_DATA: json!({ "VNI": advert.vni, "VtepMAC": advert.vtep_mac.to_string() }).to_string(),
+                PUBLIC_IP: advert.public_ip.to_string(),
+                SUBNET_MANAGER: "true",
+            }
+        }
+    })
+}
+
+/// The status patch that clears `NetworkUnavailable` once the dataplane is up.
+pub fn network_available_patch(now: &str) -> Value {
+    json!({
+        "status": {
+            "conditions": [{
+                "type": "NetworkUnavailable",
+                "status": "False",
+                "reason": "WeftIsUp",
+                "message": "weft is running on this node",
+                "lastTransitionTime": now,
+                "lastHeartbeatTime": now,
+            }]
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(annotations: &[(&str, &str)], cidr: Option<&str>) -> Node {
+        let mut n = Node::default();
+        n.metadata.name = Some("n1".into());
+        n.metadata.annotations = Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        n.spec = Some(k8s_openapi::api::core::v1::NodeSpec { pod_cidr: cidr.map(Into::into), ..Default::default() });
+        n
+    }
+
+    const GOOD: [(&str, &str); 4] = [
+        (BACKEND_TYPE, "vxlan"),
+        (BACKEND_DATA, r#"{"VNI":1,"VtepMAC":"0a:58:0a:f4:02:00"}"#),
+        (PUBLIC_IP, "198.19.0.11"),
+        (SUBNET_MANAGER, "true"),
+    ];
+
+    fn with(key: &str, value: Option<&str>) -> Node {
+        let mut a: Vec<(&str, &str)> = GOOD.iter().copied().filter(|(k, _)| *k != key).collect();
+        if let Some(v) = value {
+            a.push((key, v));
+        }
+        node(&a, Some("10.244.2.0/24"))
+    }
+
+    #[test]
+    fn reads_a_flannel_vxlan_node() {
+        let a = parse_peer(&node(&GOOD, Some("10.244.2.0/24")), 1).unwrap();
+        assert_eq!(a.public_ip, Ipv4Addr::new(198, 19, 0, 11));
+        assert_eq!(a.vtep_mac.to_string(), "0a:58:0a:f4:02:00");
+        assert_eq!(own_vtep_mac(&node(&GOOD, None)).unwrap().to_string(), "0a:58:0a:f4:02:00");
+    }
+
+    #[test]
+    fn skips_nodes_that_are_not_vxlan_peers_quietly() {
+        assert!(matches!(parse_peer(&node(&[], None), 1), Err(Skip::NotVxlan(_))));
+        assert!(matches!(parse_peer(&with(BACKEND_TYPE, Some("host-gw")), 1), Err(Skip::NotVxlan(_))));
+        assert!(matches!(parse_peer(&with(SUBNET_MANAGER, None), 1), Err(Skip::NotVxlan(_))));
+        assert!(matches!(parse_peer(&with(SUBNET_MANAGER, Some("false")), 1), Err(Skip::NotVxlan(_))));
+    }
+
+    #[test]
+    fn reports_malformed_annotations() {
+        let cases = [
+            (with(BACKEND_DATA, None), "is missing"),
+            (with(BACKEND_DATA, Some("{not json")), "not JSON"),
+            (with(BACKEND_DATA, Some(r#"{"VtepMAC":"0a:58:0a:f4:02:00"}"#)), "no integer VNI"),
+            (with(BACKEND_DATA, Some(r#"{"VNI":2,"VtepMAC":"0a:58:0a:f4:02:00"}"#)), "VNI 2, this cluster uses 1"),
+            (with(BACKEND_DATA, Some(r#"{"VNI":1}"#)), "no VtepMAC"),
+            (with(BACKEND_DATA, Some(r#"{"VNI":1,"VtepMAC":"zz:58:0a:f4:02:00"}"#)), "is not hex"),
+            (with(BACKEND_DATA, Some(r#"{"VNI":1,"VtepMAC":"01:00:5e:00:00:01"}"#)), "multicast"),
+            (with(PUBLIC_IP, None), "public-ip is missing"),
+            (with(PUBLIC_IP, Some("fe80::1")), "not an IPv4 address"),
+        ];
+        for (n, reason) in cases {
+            match parse_peer(&n, 1) {
+                Err(Skip::Malformed(m)) => assert!(m.contains(reason), "{m} lacks {reason}"),
+                other => panic!("expected Malformed({reason}), got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn pod_cidr_prefers_the_ipv4_of_pod_cidrs() {
+        let mut n = node(&[], Some("10.244.1.0/24"));
+        assert_eq!(pod_cidr(&n).unwrap(), Some("10.244.1.0/24".parse().unwrap()));
+        n.spec.as_mut().unwrap().pod_cidrs = Some(vec!["fd00:1::/64".into(), "10.244.7.0/24".into()]);
+        assert_eq!(pod_cidr(&n).unwrap(), Some("10.244.7.0/24".parse().unwrap()));
+        assert_eq!(pod_cidr(&node(&[], None)).unwrap(), None);
+        assert_eq!(pod_cidr(&node(&[], Some(""))).unwrap(), None);
+        assert!(pod_cidr(&node(&[], Some("10.244.1.9/24"))).unwrap_err().contains("host bits"));
+        assert!(pod_cidr(&node(&[], Some("banana"))).unwrap_err().contains("not a CIDR"));
+    }
+
+    #[test]
+    fn advert_patch_is_flannels_format() {
+        let a = Advert { public_ip: Ipv4Addr::new(198, 19, 0, 10), vni: 1, vtep_mac: "0a:58:0a:f4:01:00".parse().unwrap() };
+        let p = advert_patch(&a);
+        let ann = &p["metadata"]["annotations"];
+        assert_eq!(ann[BACKEND_TYPE], "vxlan");
+        assert_eq!(ann[BACKEND_DATA], r#"{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:00"}"#);
+        assert_eq!(ann[PUBLIC_IP], "198.19.0.10");
+        assert_eq!(ann[SUBNET_MANAGER], "true");
+        // What weft writes, weft (and so Flannel's parser, same format) reads back.
+        let mut n = node(&[], Some("10.244.1.0/24"));
+        n.metadata.annotations = Some(
+            ann.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect(),
+        );
+        assert_eq!(parse_peer(&n, 1).unwrap(), a);
+    }
+}

@@ -1,0 +1,129 @@
+//! What pods on this node get their addresses from.
+//!
+//! - `subnet.env` (Flannel's format, `/run/flannel/subnet.env`): Flannel's own CNI
+//!   plugin reads it, so it keeps working unchanged on a node moved to weft.
+//!   `FLANNEL_IPMASQ=true` says masquerading is the node agent's job, so that
+//!   plugin's bridge does not masquerade (it would also rewrite pod → remote-pod traffic).
+//! - A conflist for the reference plugins (`bridge` with `host-local` IPAM over the
+//!   node's pod CIDR, and `portmap`), written when no other CNI config is there.
+//!
+//! Both are written atomically (a temporary file renamed over the old one), so a
+//! runtime never reads half a file.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+
+use ipnetwork::Ipv4Network;
+use serde_json::{Value, json};
+use thiserror::Error;
+
+/// The conflist's file name: sorts before most others, as the runtime picks the first.
+pub const CONFLIST_NAME: &str = "10-weft.conflist";
+
+#[derive(Debug, Error)]
+#[error("writing {path}")]
+pub struct WriteError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Writes `contents` to `path` atomically, creating the directory.
+pub fn write_atomic(path: &Path, contents: &str) -> Result<(), WriteError> {
+    let err = |source| WriteError { path: path.into(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, contents).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(e)
+    })
+}
+
+pub fn subnet_env(network: Ipv4Network, subnet: Ipv4Network, mtu: u32) -> String {
+    // Flannel writes the subnet's first address (the bridge's gateway) with its prefix.
+    let first = subnet.nth(1).unwrap_or(subnet.network());
+    format!(
+        "FLANNEL_NETWORK={network}\nFLANNEL_SUBNET={first}/{}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=true\n",
+        subnet.prefix()
+    )
+}
+
+pub fn conflist(subnet: Ipv4Network, mtu: u32, ipam_data_dir: Option<&Path>) -> Value {
+    let mut ipam = json!({ "type": "host-local", "ranges": [[{ "subnet": subnet.to_string() }]] });
+    if let Some(dir) = ipam_data_dir {
+        ipam["dataDir"] = json!(dir);
+    }
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "weft",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": true,
+                "isDefaultGateway": true,
+                // weft masquerades pod → outside traffic itself; the bridge's rule would
+                // also rewrite pod → remote-pod traffic.
+                "ipMasq": false,
+                "hairpinMode": true,
+                "mtu": mtu,
+                "ipam": ipam,
+            },
+            { "type": "portmap", "capabilities": { "portMappings": true } }
+        ]
+    })
+}
+
+/// CNI config files other than ours in `dir` (a runtime would use them).
+pub fn other_configs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name != CONFLIST_NAME && [".conf", ".conflist", ".json"].iter().any(|ext| name.ends_with(ext))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnet_env_is_flannels_format() {
+        let env = subnet_env("10.244.0.0/16".parse().unwrap(), "10.244.3.0/24".parse().unwrap(), 1450);
+        assert_eq!(env, "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n");
+    }
+
+    #[test]
+    fn conflist_uses_the_reference_plugins_without_bridge_masquerade() {
+        let c = conflist("10.244.3.0/24".parse().unwrap(), 1450, None);
+        let bridge = &c["plugins"][0];
+        assert_eq!((bridge["type"].as_str(), bridge["ipMasq"].as_bool(), bridge["mtu"].as_u64()), (Some("bridge"), Some(false), Some(1450)));
+        assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "10.244.3.0/24");
+        assert!(bridge["ipam"].get("dataDir").is_none());
+        assert_eq!(c["plugins"][1]["type"], "portmap");
+    }
+
+    #[test]
+    fn atomic_write_and_other_configs() {
+        let dir = std::env::temp_dir().join(format!("weft-cni-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        write_atomic(&dir.join(CONFLIST_NAME), "{}").unwrap();
+        assert!(other_configs(&dir).is_empty(), "our own file does not count");
+        std::fs::write(dir.join("10-flannel.conflist"), "{}").unwrap();
+        std::fs::write(dir.join("README"), "").unwrap();
+        assert_eq!(other_configs(&dir), vec![dir.join("10-flannel.conflist")]);
+        write_atomic(&dir.join(CONFLIST_NAME), "{\"a\":1}").unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join(CONFLIST_NAME)).unwrap(), "{\"a\":1}");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3, "no temporary file left");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

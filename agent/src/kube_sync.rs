@@ -1,0 +1,303 @@
+//! The node table from the Kubernetes API server, and this node's advertisement.
+//!
+//! Every node's pod CIDR is `spec.podCIDR(s)`, assigned by kube-controller-manager;
+//! how to reach it is in Flannel's annotations, which Flannel nodes and weft nodes
+//! both publish. A node whose annotations are unusable, whose pod CIDR lies outside
+//! the cluster network, or overlaps another node's, is skipped with a warning; the
+//! others are unaffected.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, sync::Arc, time::Duration};
+
+use ipnetwork::Ipv4Network;
+use k8s_openapi::api::core::v1::Node;
+use kube::{
+    Api, Client, Config,
+    api::{Patch, PatchParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use thiserror::Error;
+
+use crate::{
+    annotations::{self, Advert, Skip},
+    peers::{Mac, NodeEntry, NodeTable},
+};
+
+#[derive(Debug, Error)]
+pub enum KubeError {
+    #[error("reading kubeconfig {path}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("inferring the API server config (in-cluster or $KUBECONFIG); pass --kubeconfig-file")]
+    Infer(#[source] kube::config::InferConfigError),
+    #[error("creating the API client")]
+    Client(#[source] kube::Error),
+    #[error("node {name}: {reason}")]
+    OwnNode { name: String, reason: String },
+    #[error("{op} node {name}")]
+    Api {
+        op: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|source| KubeError::Kubeconfig { path: path.display().to_string(), source })?;
+            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|source| KubeError::Kubeconfig { path: path.display().to_string(), source })?
+        }
+        None => Config::infer().await.map_err(KubeError::Infer)?,
+    };
+    Client::try_from(config).map_err(KubeError::Client)
+}
+
+/// Waits (logging why, once per reason) until this node exists and has a pod CIDR.
+pub async fn wait_for_own_node(api: &Api<Node>, name: &str) -> Result<(Node, Ipv4Network), KubeError> {
+    let mut last = String::new();
+    loop {
+        let why = match api.get_opt(name).await {
+            Ok(Some(node)) => match annotations::pod_cidr(&node) {
+                Ok(Some(cidr)) => return Ok((node, cidr)),
+                Ok(None) => "waiting for kube-controller-manager to assign spec.podCIDR".to_string(),
+                Err(reason) => return Err(KubeError::OwnNode { name: name.into(), reason }),
+            },
+            Ok(None) => "the Node object does not exist yet; waiting".to_string(),
+            Err(e) => format!("API server unavailable ({e}); retrying"),
+        };
+        if why != last {
+            tracing::info!(node = name, "{why}");
+            last = why;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// What the cluster's node list means for this node: its peers, and who was skipped why.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Peers {
+    pub entries: Vec<NodeEntry>,
+    pub skipped: BTreeMap<String, Skip>,
+}
+
+/// Peers from a snapshot of all nodes. Conflicts are settled by age: of two nodes
+/// with overlapping pod CIDRs the newer one is skipped (the older one was fine
+/// until the newcomer arrived), and nothing may overlap this node's own.
+pub fn peers(own: &NodeEntry, nodes: &[Arc<Node>], network: Ipv4Network, vni: u32) -> Peers {
+    let mut sorted: Vec<&Node> = nodes.iter().map(Arc::as_ref).collect();
+    sorted.sort_by(|a, b| {
+        let key = |n: &Node| (n.metadata.creation_timestamp.clone().map(|t| t.0), n.metadata.name.clone());
+        key(a).cmp(&key(b))
+    });
+    let mut out = Peers::default();
+    let mut taken: Vec<(Ipv4Network, String)> = vec![(own.pod_cidr, own.name.clone())];
+    for node in sorted {
+        let Some(name) = node.metadata.name.clone() else { continue };
+        if name == own.name {
+            continue;
+        }
+        let skip = |out: &mut Peers, s: Skip| {
+            out.skipped.insert(name.clone(), s);
+        };
+        let pod_cidr = match annotations::pod_cidr(node) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                skip(&mut out, Skip::NotVxlan("no podCIDR yet".into()));
+                continue;
+            }
+            Err(reason) => {
+                skip(&mut out, Skip::Malformed(reason));
+                continue;
+            }
+        };
+        if !(network.contains(pod_cidr.network()) && pod_cidr.prefix() >= network.prefix()) {
+            skip(&mut out, Skip::Malformed(format!("podCIDR {pod_cidr} lies outside the cluster network {network}")));
+            continue;
+        }
+        if let Some((other, owner)) = taken.iter().find(|(c, _)| c.overlaps(pod_cidr)) {
+            skip(&mut out, Skip::Malformed(format!("podCIDR {pod_cidr} overlaps {other} of node {owner}")));
+            continue;
+        }
+        match annotations::parse_peer(node, vni) {
+            Ok(Advert { public_ip, vtep_mac, .. }) => {
+                taken.push((pod_cidr, name.clone()));
+                out.entries.push(NodeEntry { name, underlay_ip: public_ip, pod_cidr, vtep_mac });
+            }
+            Err(s) => skip(&mut out, s),
+        }
+    }
+    out
+}
+
+/// The table the reconciler works from: this node first, then its peers.
+pub fn table(own: &NodeEntry, peers: &Peers) -> NodeTable {
+    let mut nodes = vec![own.clone()];
+    nodes.extend(peers.entries.iter().cloned());
+    NodeTable { nodes }
+}
+
+/// Publishes this node's VXLAN endpoint in Flannel's format (through nodes/status,
+/// as Flannel does).
+pub async fn advertise(api: &Api<Node>, name: &str, advert: &Advert) -> Result<(), KubeError> {
+    api.patch_status(name, &PatchParams::default(), &Patch::Strategic(annotations::advert_patch(advert)))
+        .await
+        .map(|_| ())
+        .map_err(|source| KubeError::Api { op: "advertising on", name: name.into(), source })
+}
+
+/// Clears `NetworkUnavailable` (the condition kubelet and the scheduler wait for).
+pub async fn set_network_available(api: &Api<Node>, name: &str) -> Result<(), KubeError> {
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    api.patch_status(name, &PatchParams::default(), &Patch::Strategic(annotations::network_available_patch(&now)))
+        .await
+        .map(|_| ())
+        .map_err(|source| KubeError::Api { op: "setting NetworkUnavailable=False on", name: name.into(), source })
+}
+
+/// The VtepMAC to use: the one advertised before (so peers' state stays valid across
+/// restarts), else the existing device's, else a new locally administered unicast one.
+pub fn choose_vtep_mac(node: &Node, existing: Option<Mac>) -> Mac {
+    annotations::own_vtep_mac(node).or(existing).unwrap_or_else(random_mac)
+}
+
+fn random_mac() -> Mac {
+    let mut b = [0u8; 6];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    b[0] = (b[0] & 0xfe) | 0x02; // unicast, locally administered
+    Mac(b)
+}
+
+/// This node's public address: `public-ip-overwrite`, else `--public-ip`, else the uplink's.
+pub fn own_public_ip(node: &Node, flag: Option<Ipv4Addr>, uplink: Option<Ipv4Addr>) -> Result<Ipv4Addr, String> {
+    if let Some(ip) = annotations::public_ip_overwrite(node)? {
+        return Ok(ip);
+    }
+    flag.or(uplink).ok_or_else(|| "no address to advertise: the uplink has no IPv4 address; pass --public-ip".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::annotations::{BACKEND_DATA, BACKEND_TYPE, PUBLIC_IP, SUBNET_MANAGER};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn node(name: &str, cidr: &str, ip: &str, mac: &str, age: i64) -> Arc<Node> {
+        let mut n = Node::default();
+        n.metadata.name = Some(name.into());
+        n.metadata.creation_timestamp =
+            Some(Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + age).unwrap()));
+        n.metadata.annotations = Some(
+            [
+                (BACKEND_TYPE, "vxlan".to_string()),
+                (BACKEND_DATA, format!(r#"{{"VNI":1,"VtepMAC":"{mac}"}}"#)),
+                (PUBLIC_IP, ip.to_string()),
+                (SUBNET_MANAGER, "true".to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        );
+        n.spec = Some(k8s_openapi::api::core::v1::NodeSpec { pod_cidr: Some(cidr.into()), ..Default::default() });
+        Arc::new(n)
+    }
+
+    fn own() -> NodeEntry {
+        NodeEntry {
+            name: "a".into(),
+            underlay_ip: Ipv4Addr::new(198, 19, 0, 10),
+            pod_cidr: "10.244.1.0/24".parse().unwrap(),
+            vtep_mac: "0a:58:0a:f4:01:00".parse().unwrap(),
+        }
+    }
+
+    fn net() -> Ipv4Network {
+        "10.244.0.0/16".parse().unwrap()
+    }
+
+    #[test]
+    fn valid_nodes_become_peers_and_own_node_is_left_out() {
+        let nodes = vec![
+            node("a", "10.244.1.0/24", "198.19.0.10", "0a:58:0a:f4:01:00", 0),
+            node("b", "10.244.2.0/24", "198.19.0.11", "0a:58:0a:f4:02:00", 1),
+        ];
+        let p = peers(&own(), &nodes, net(), 1);
+        assert_eq!(p.entries.len(), 1);
+        assert_eq!(p.entries[0].name, "b");
+        assert_eq!(p.entries[0].underlay_ip, Ipv4Addr::new(198, 19, 0, 11));
+        assert!(p.skipped.is_empty());
+        assert_eq!(table(&own(), &p).nodes.len(), 2);
+    }
+
+    #[test]
+    fn bad_nodes_are_skipped_each_with_its_reason_others_unaffected() {
+        let mut no_cidr = (*node("e", "", "198.19.0.14", "0a:58:0a:f4:05:00", 5)).clone();
+        no_cidr.spec = None;
+        let mut bare = (*node("f", "10.244.6.0/24", "198.19.0.15", "0a:58:0a:f4:06:00", 6)).clone();
+        bare.metadata.annotations = None;
+        let nodes = vec![
+            node("b", "10.244.2.0/24", "198.19.0.11", "0a:58:0a:f4:02:00", 1),
+            node("c", "10.245.0.0/24", "198.19.0.12", "0a:58:0a:f4:03:00", 2),
+            node("d", "10.244.2.0/25", "198.19.0.13", "0a:58:0a:f4:04:00", 3),
+            node("own-overlap", "10.244.1.128/25", "198.19.0.16", "0a:58:0a:f4:07:00", 4),
+            Arc::new(no_cidr),
+            Arc::new(bare),
+            node("g", "10.244.8.0/24", "198.19.0.17", "zz:58:0a:f4:08:00", 7),
+            node("h", "10.244.9.0/24", "198.19.0.18", "0a:58:0a:f4:09:00", 8),
+        ];
+        let p = peers(&own(), &nodes, net(), 1);
+        let names: Vec<&str> = p.entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["b", "h"]);
+        let reason = |n: &str| format!("{:?}", p.skipped[n]);
+        assert!(reason("c").contains("outside the cluster network 10.244.0.0/16"), "{}", reason("c"));
+        assert!(reason("d").contains("overlaps 10.244.2.0/24 of node b"), "{}", reason("d"));
+        assert!(reason("own-overlap").contains("of node a"), "{}", reason("own-overlap"));
+        assert!(matches!(p.skipped["e"], Skip::NotVxlan(_)));
+        assert!(matches!(p.skipped["f"], Skip::NotVxlan(_)));
+        assert!(matches!(p.skipped["g"], Skip::Malformed(_)));
+    }
+
+    #[test]
+    fn of_two_overlapping_nodes_the_newer_is_skipped() {
+        let older = node("z-old", "10.244.5.0/24", "198.19.0.20", "0a:58:0a:f4:20:00", 1);
+        let newer = node("a-new", "10.244.5.0/24", "198.19.0.21", "0a:58:0a:f4:21:00", 9);
+        for nodes in [vec![older.clone(), newer.clone()], vec![newer, older]] {
+            let p = peers(&own(), &nodes, net(), 1);
+            assert_eq!(p.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["z-old"]);
+            assert!(p.skipped.contains_key("a-new"));
+        }
+    }
+
+    #[test]
+    fn vtep_mac_is_reused_from_the_annotation() {
+        let n = node("a", "10.244.1.0/24", "198.19.0.10", "0a:58:0a:f4:01:00", 0);
+        assert_eq!(choose_vtep_mac(&n, None).to_string(), "0a:58:0a:f4:01:00");
+        let mut fresh = (*n).clone();
+        fresh.metadata.annotations = None;
+        let existing: Mac = "0a:00:00:00:00:99".parse().unwrap();
+        assert_eq!(choose_vtep_mac(&fresh, Some(existing)), existing);
+        let m = choose_vtep_mac(&fresh, None);
+        assert_eq!(m.0[0] & 0x03, 0x02, "locally administered unicast: {m}");
+        assert_ne!(choose_vtep_mac(&fresh, None), m, "random");
+    }
+
+    #[test]
+    fn public_ip_overwrite_wins() {
+        let mut n = (*node("a", "10.244.1.0/24", "198.19.0.10", "0a:58:0a:f4:01:00", 0)).clone();
+        let up = Some(Ipv4Addr::new(198, 19, 0, 10));
+        assert_eq!(own_public_ip(&n, None, up).unwrap(), up.unwrap());
+        assert_eq!(own_public_ip(&n, Some(Ipv4Addr::new(192, 0, 2, 1)), up).unwrap(), Ipv4Addr::new(192, 0, 2, 1));
+        n.metadata.annotations.as_mut().unwrap().insert(annotations::PUBLIC_IP_OVERWRITE.into(), "192.0.2.99".into());
+        assert_eq!(own_public_ip(&n, Some(Ipv4Addr::new(192, 0, 2, 1)), up).unwrap(), Ipv4Addr::new(192, 0, 2, 99));
+        n.metadata.annotations.as_mut().unwrap().insert(annotations::PUBLIC_IP_OVERWRITE.into(), "nope".into());
+        assert!(own_public_ip(&n, None, up).is_err());
+    }
+}
