@@ -79,9 +79,11 @@ struct Kube {
     store: Store<Node>,
     events: NodeEvents,
     network: Ipv4Network,
-    /// What was last published on our Node, and whether NetworkUnavailable is cleared.
+    /// What this agent last published on its Node, and when; when it last cleared
+    /// NetworkUnavailable.
     advertised: Option<Advert>,
-    available: bool,
+    advertised_at: Option<Instant>,
+    available_at: Option<Instant>,
     /// Skipped nodes and why, to warn once per node and reason.
     warned: BTreeMap<String, Skip>,
     last_watch_error: Option<Instant>,
@@ -190,7 +192,7 @@ async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Ag
     // an empty table.
     let (store, writer) = reflector::store();
     let mut events: NodeEvents =
-        Box::pin(reflector(writer, watcher(api.clone(), watcher::Config::default())).default_backoff());
+        Box::pin(reflector(writer, watcher(api.clone(), watcher::Config::default())).backoff(kube_sync::Reconnect::default()));
     let ready = store.clone();
     let wait = ready.wait_until_ready();
     tokio::pin!(wait);
@@ -210,7 +212,8 @@ async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Ag
         events,
         network: conf.network,
         advertised: None,
-        available: false,
+        advertised_at: None,
+        available_at: None,
         warned: BTreeMap::new(),
         last_watch_error: None,
     };
@@ -411,23 +414,32 @@ impl Agent {
         Ok(())
     }
 
-    /// Publishes our annotations and clears NetworkUnavailable; retried on every resync
-    /// until the API server takes them.
+    /// Publishes our annotations and clears NetworkUnavailable, level-triggered: the
+    /// Node object as the watch last saw it is compared with what it should say, so
+    /// an edit by someone else is put right and a failed patch is retried. A patch
+    /// not yet seen in the watch is not repeated within a resync period.
     async fn sync_node_object(&mut self) {
         let Source::Kube(kube) = &mut self.source else { return };
         let advert = Advert { public_ip: self.own.underlay_ip, vni: self.vni, vtep_mac: self.own.vtep_mac };
-        if kube.advertised.as_ref() != Some(&advert) {
+        let node = kube.store.state().into_iter().find(|n| n.metadata.name.as_deref() == Some(&self.own.name));
+        let published = node.as_deref().and_then(|n| annotations::parse_peer(n, self.vni).ok());
+        let available = node.as_deref().is_some_and(annotations::network_available);
+        let quiet = Duration::from_secs(self.args.resync_seconds);
+        let due = |last: Option<Instant>| last.is_none_or(|t| t.elapsed() >= quiet);
+
+        if published.as_ref() != Some(&advert) && (kube.advertised.as_ref() != Some(&advert) || due(kube.advertised_at)) {
             match kube_sync::advertise(&kube.api, &self.own.name, &advert).await {
                 Ok(()) => {
                     tracing::info!(public_ip = %advert.public_ip, vtep_mac = %advert.vtep_mac, "advertised this node");
                     kube.advertised = Some(advert);
+                    kube.advertised_at = Some(Instant::now());
                 }
                 Err(e) => tracing::warn!("{e:#}; will retry"),
             }
         }
-        if kube.advertised.is_some() && !kube.available {
+        if kube.advertised.is_some() && !available && due(kube.available_at) {
             match kube_sync::set_network_available(&kube.api, &self.own.name).await {
-                Ok(()) => kube.available = true,
+                Ok(()) => kube.available_at = Some(Instant::now()),
                 Err(e) => tracing::warn!("{e:#}; will retry"),
             }
         }

@@ -120,6 +120,14 @@ pub fn internal_ip(node: &Node) -> Option<Ipv4Addr> {
         .and_then(|a| a.address.parse().ok())
 }
 
+/// Whether the node's `NetworkUnavailable` condition is `False`.
+pub fn network_available(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "NetworkUnavailable" && c.status == "False"))
+}
+
 /// The metadata patch that advertises this node, in Flannel's format.
 pub fn advert_patch(advert: &Advert) -> Value {
     json!({

@@ -59,6 +59,39 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
     Client::try_from(config).map_err(KubeError::Client)
 }
 
+/// Watch reconnects: 0.5 s doubling to at most 5 s, so a node catches up within
+/// seconds of the API server's return (kube's default waits up to 30 s).
+#[derive(Clone, Debug)]
+pub struct Reconnect {
+    next: Duration,
+}
+
+impl Reconnect {
+    const MIN: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect { next: Self::MIN }
+    }
+}
+
+impl Iterator for Reconnect {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let now = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(now)
+    }
+}
+
+impl kube::runtime::utils::Backoff for Reconnect {
+    fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+}
+
 /// Waits (logging why, once per reason) until this node exists and has a pod CIDR.
 pub async fn wait_for_own_node(api: &Api<Node>, name: &str) -> Result<(Node, Ipv4Network), KubeError> {
     let mut last = String::new();
@@ -287,6 +320,16 @@ mod tests {
         let m = choose_vtep_mac(&fresh, None);
         assert_eq!(m.0[0] & 0x03, 0x02, "locally administered unicast: {m}");
         assert_ne!(choose_vtep_mac(&fresh, None), m, "random");
+    }
+
+    #[test]
+    fn reconnect_backoff_doubles_to_five_seconds_and_resets() {
+        use kube::runtime::utils::Backoff as _;
+        let mut b = Reconnect::default();
+        let delays: Vec<u64> = b.by_ref().take(6).map(|d| d.as_millis() as u64).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next(), Some(Duration::from_millis(500)));
     }
 
     #[test]
