@@ -111,6 +111,7 @@ pub struct Agent {
 
 pub async fn run(args: Args) -> Result<()> {
     privileges::check()?;
+    privileges::check_kernel()?;
     let nl = Netlink::connect().context("opening a netlink socket")?;
     let mut created = Created::default();
     let started = match args.peers.clone() {

@@ -12,6 +12,16 @@ fn effective_caps() -> Option<u64> {
     u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
 }
 
+/// TCX links (pinnable, atomically replaceable) are how the dataplane outlives the
+/// agent; they came with Linux 6.6.
+pub fn check_kernel() -> Result<()> {
+    let v = aya::util::KernelVersion::current()?;
+    if v < aya::util::KernelVersion::new(6, 6, 0) {
+        bail!("weft attaches its programs through TCX links, which need Linux 6.6 or newer; this kernel is {v:?}");
+    }
+    Ok(())
+}
+
 pub fn check() -> Result<()> {
     let caps = effective_caps().unwrap_or(0);
     let has = |c: u32| caps & (1 << c) != 0;
