@@ -143,7 +143,7 @@ async fn start_static(args: Args, path: PathBuf, nl: Netlink, created: &mut Crea
         .split(&args.node_name)
         .map(|(me, _)| me.clone())
         .ok_or_else(|| peers::PeersError::OwnNodeMissing { path: path.clone(), name: args.node_name.clone() })?;
-    let up = uplink::select(&nl, &selector(&args), Some(own.underlay_ip)).await.map_err(|e| match e {
+    let up = uplink::select(&nl, &selector(&args), &[own.underlay_ip]).await.map_err(|e| match e {
         uplink::UplinkError::NotFound(ip) => {
             anyhow!("no interface holds this node's underlay address {ip} (from {}); pass --iface", path.display())
         }
@@ -182,7 +182,11 @@ async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Ag
             args.net_config_path.display()
         );
     }
-    let up = uplink::select(&nl, &selector(&args), annotations::internal_ip(&own_node)).await?;
+    // An address the node was told to advertise is the better hint: after a move the
+    // InternalIP may lag behind (or, behind NAT, never be local).
+    let overwrite = annotations::public_ip_overwrite(&own_node).ok().flatten();
+    let hints: Vec<Ipv4Addr> = [overwrite, args.public_ip, annotations::internal_ip(&own_node)].into_iter().flatten().collect();
+    let up = uplink::select(&nl, &selector(&args), &hints).await?;
     let existing_mac = nl.link_by_name(WEFT0).await?.and_then(|l| l.mac).map(peers::Mac);
     let vtep_mac = kube_sync::choose_vtep_mac(&own_node, existing_mac);
     let public_ip = kube_sync::own_public_ip(&own_node, args.public_ip, up.address).map_err(|e| anyhow!(e))?;

@@ -1,7 +1,8 @@
 //! Choosing the underlay interface and this node's public (underlay) address, as
 //! Flannel does: `--iface` (a name or an address), `--iface-regex`, else the
 //! interface holding the node's own address (static mode: its node-table entry;
-//! Kubernetes mode: its InternalIP), else the interface of the default route.
+//! Kubernetes mode: its `public-ip-overwrite`, `--public-ip` or InternalIP, the first
+//! one an interface holds), else the interface of the default route.
 //! `--public-ip` (or the node's `public-ip-overwrite` annotation) overrides the address.
 
 use std::net::Ipv4Addr;
@@ -48,8 +49,8 @@ async fn with_address(nl: &Netlink, link: Link) -> Result<Uplink, UplinkError> {
     Ok(Uplink { link, address })
 }
 
-/// Picks the uplink; `own_address` is the node's address if known.
-pub async fn select(nl: &Netlink, sel: &Selector, own_address: Option<Ipv4Addr>) -> Result<Uplink, UplinkError> {
+/// Picks the uplink; `own_addresses` are the node's known addresses, most specific first.
+pub async fn select(nl: &Netlink, sel: &Selector, own_addresses: &[Ipv4Addr]) -> Result<Uplink, UplinkError> {
     if let Some(iface) = &sel.iface {
         if let Ok(ip) = iface.parse::<Ipv4Addr>() {
             let link = nl.link_with_address(ip).await?.ok_or(UplinkError::NoIfaceWithAddress(ip))?;
@@ -70,14 +71,14 @@ pub async fn select(nl: &Netlink, sel: &Selector, own_address: Option<Ipv4Addr>)
         }
         return Err(UplinkError::NoRegexMatch(pattern.clone()));
     }
-    if let Some(ip) = own_address {
+    for &ip in own_addresses {
         if let Some(link) = nl.link_with_address(ip).await? {
             return Ok(Uplink { link, address: Some(ip) });
         }
     }
     let default = nl.routes().await?.into_iter().find(|r| r.destination.prefix() == 0 && r.oif.is_some());
     let Some(oif) = default.and_then(|r| r.oif) else {
-        return Err(own_address.map(UplinkError::NotFound).unwrap_or(UplinkError::NoDefaultRoute));
+        return Err(own_addresses.first().copied().map(UplinkError::NotFound).unwrap_or(UplinkError::NoDefaultRoute));
     };
     let link = nl.link_by_index(oif).await?.ok_or(UplinkError::NoDefaultRoute)?;
     with_address(nl, link).await

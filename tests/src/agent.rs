@@ -35,6 +35,19 @@ pub fn command(ns: &Netns, peers: &Path, node: &str, bpffs_dir: &Path, extra: &[
     c
 }
 
+/// The command line of an agent in Kubernetes mode (no node table).
+pub fn kube_command(ns: &Netns, node: &str, bpffs_dir: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net={}", ns.path()))
+        .arg(crate::agent_binary())
+        .args(["--node-name", node])
+        .arg("--bpffs-dir")
+        .arg(bpffs_dir)
+        .args(["--bpf-log", "warn", "--resync-seconds", "2"])
+        .args(extra);
+    c
+}
+
 impl AgentProcess {
     /// Starts the agent and waits until it reports the dataplane up.
     pub fn start(mut cmd: Command, node: &str, log: PathBuf) -> Result<Self> {

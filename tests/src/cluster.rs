@@ -18,6 +18,7 @@ use weft_agent::maps::Maps;
 use crate::{
     agent::{self, AgentProcess},
     cni, flannel,
+    kube::{self, ControlPlane},
     netns::{self, Netns},
     prereq,
 };
@@ -39,6 +40,9 @@ pub struct Node {
     pub pod_cidr: Ipv4Network,
     pub vtep_mac: String,
     pub bpffs_dir: PathBuf,
+    /// This node's files: subnet.env, CNI config, host-local's state.
+    pub dir: PathBuf,
+    /// The conflist pods are made with (Kubernetes-mode weft nodes: the one the agent wrote).
     pub conflist: Value,
     pub agent: Option<AgentProcess>,
     pub ns: Netns,
@@ -65,6 +69,33 @@ impl Node {
     pub fn maps(&self) -> Result<Maps> {
         Ok(Maps::open_pinned(&self.bpffs_dir)?)
     }
+
+    /// What the node's pinned maps hold, as text (or why they could not be read).
+    pub fn dataplane_state(&self) -> String {
+        let read = || -> Result<String> {
+            let maps = self.maps()?;
+            let mut out = format!("config: {:?}\n", maps.config()?);
+            for (cidr, t) in maps.tunnels()? {
+                out += &format!("tunnel {cidr} -> {t:?}\n");
+            }
+            for (ip, p) in maps.peers()? {
+                out += &format!("peer {ip} -> {p:?}\n");
+            }
+            for (verdict, c) in maps.counters()?.iter().filter(|(_, c)| c.packets > 0) {
+                out += &format!("counter {verdict:?}: {c:?}\n");
+            }
+            Ok(out)
+        };
+        read().unwrap_or_else(|e| format!("maps unreadable: {e:#}\n"))
+    }
+
+    pub fn cni_dir(&self) -> PathBuf {
+        self.dir.join("cni")
+    }
+
+    pub fn subnet_file(&self) -> PathBuf {
+        self.dir.join("subnet.env")
+    }
 }
 
 pub struct Pod {
@@ -72,6 +103,9 @@ pub struct Pod {
     pub node: String,
     pub ip: Ipv4Addr,
     pub container_id: String,
+    /// The conflist it was made with and the ADD result (for CHECK and DEL).
+    pub conflist: Value,
+    pub result: Value,
     pub ns: Netns,
 }
 
@@ -90,13 +124,48 @@ pub struct Cluster {
     pub pods: Vec<Pod>,
     pub externals: Vec<External>,
     pub nodes: Vec<Node>,
+    /// Kubernetes mode: the API server's namespace.
+    pub control: Option<ControlPlane>,
     pub underlay: Netns,
 }
 
 impl Cluster {
     /// Builds nodes on one underlay; weft nodes get an agent each, Flannel nodes are
-    /// programmed from the same node table. No pods yet.
+    /// programmed from the same node table (static mode). No pods yet.
     pub fn new(spec: &[(&str, Kind)]) -> Result<Cluster> {
+        let mut cluster = Cluster::base(spec)?;
+        cluster.write_peers(&cluster.nodes.iter().map(Node::table_line).collect::<Vec<_>>())?;
+        for i in 0..cluster.nodes.len() {
+            match cluster.nodes[i].kind {
+                Kind::Weft => cluster.start_agent(i, &[])?,
+                Kind::Flannel => cluster.program_flannel(i)?,
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Kubernetes mode: an API server on the underlay, a Node object per node (as the
+    /// kubelet registers it, podCIDR assigned), weft agents learning from it, and
+    /// Flannel nodes that publish and read annotations as flanneld does. No pods yet.
+    pub fn new_kube(spec: &[(&str, Kind)]) -> Result<Cluster> {
+        let mut cluster = Cluster::base(spec)?;
+        let cp = Netns::new(format!("{}{}-cp", netns::PREFIX, cluster.id))?;
+        cluster.wire_to_underlay(&cp, "eth0", "u-cp", kube::API_IP)?;
+        cluster.control = Some(ControlPlane::start(cp, &cluster.dir)?);
+        for i in 0..cluster.nodes.len() {
+            cluster.register_node(i)?;
+        }
+        for i in 0..cluster.nodes.len() {
+            match cluster.nodes[i].kind {
+                Kind::Weft => cluster.start_agent(i, &[])?,
+                Kind::Flannel => cluster.start_flanneld(i)?,
+            }
+        }
+        cluster.sync_flannel()?;
+        Ok(cluster)
+    }
+
+    fn base(spec: &[(&str, Kind)]) -> Result<Cluster> {
         prereq::require();
         netns::sweep_stale();
         let id = netns::run_id();
@@ -113,34 +182,77 @@ impl Cluster {
             pods: Vec::new(),
             externals: Vec::new(),
             nodes: Vec::new(),
+            control: None,
             underlay,
         };
         for (i, (name, kind)) in spec.iter().enumerate() {
             cluster.add_node_ns(name, *kind, i)?;
         }
-        cluster.write_peers(&cluster.nodes.iter().map(Node::table_line).collect::<Vec<_>>())?;
-        for i in 0..cluster.nodes.len() {
-            match cluster.nodes[i].kind {
-                Kind::Weft => cluster.start_agent(i, &[])?,
-                Kind::Flannel => cluster.program_flannel(i)?,
-            }
-        }
         Ok(cluster)
     }
 
-    fn add_node_ns(&mut self, name: &str, kind: Kind, i: usize) -> Result<()> {
-        let ns = Netns::new(format!("{}{}-{name}", netns::PREFIX, self.id))?;
-        let port = format!("u-{name}");
-        let underlay = Ipv4Addr::new(198, 19, 0, 10 + i as u8);
+    /// Connects `ns` to the underlay switch with `ip`/24 on its end `dev`.
+    fn wire_to_underlay(&self, ns: &Netns, dev: &str, port: &str, ip: Ipv4Addr) -> Result<()> {
         crate::run(&mut crate::cmd(&format!(
-            "ip link add ul0 netns {} mtu {UPLINK_MTU} type veth peer name {port} netns {} mtu {UPLINK_MTU}",
+            "ip link add {dev} netns {} mtu {UPLINK_MTU} type veth peer name {port} netns {} mtu {UPLINK_MTU}",
             ns.name, self.underlay.name
         )))?;
         self.underlay.ip(&format!("link set {port} master br0 up"))?;
-        ns.ip(&format!("addr add {underlay}/24 dev ul0"))?;
-        ns.ip("link set ul0 up")?;
+        ns.ip(&format!("addr add {ip}/24 dev {dev}"))?;
+        ns.ip(&format!("link set {dev} up"))?;
+        Ok(())
+    }
+
+    pub fn control(&self) -> &ControlPlane {
+        self.control.as_ref().expect("a Kubernetes-mode cluster")
+    }
+
+    /// Creates node `i`'s Node object, as its kubelet would.
+    pub fn register_node(&self, i: usize) -> Result<()> {
+        let n = &self.nodes[i];
+        self.control()
+            .api
+            .create_node(kube::node_manifest(&n.name, n.underlay, n.pod_cidr))
+            .map_err(|e| anyhow!("creating node {}: {e:?}", n.name))?;
+        Ok(())
+    }
+
+    /// flanneld's start on a Flannel node: `flannel.1`, subnet.env, its annotations.
+    fn start_flanneld(&self, i: usize) -> Result<()> {
+        let n = &self.nodes[i];
+        flannel::setup_device(&n.ns, n.underlay, n.pod_cidr, &n.vtep_mac, UPLINK_MTU)?;
+        let ann = kube::flannel_annotations(n.underlay, &n.vtep_mac);
+        self.control()
+            .api
+            .update_node(&n.name, |node| {
+                let meta = node["metadata"].as_object_mut().expect("metadata");
+                let annotations = meta.entry("annotations").or_insert_with(|| serde_json::json!({}));
+                for (k, v) in ann.as_object().expect("object") {
+                    annotations[k] = v.clone();
+                }
+            })
+            .map_err(|e| anyhow!("annotating {}: {e:?}", n.name))?;
+        Ok(())
+    }
+
+    /// flanneld's reaction to node changes, on every Flannel node (call after changes).
+    pub fn sync_flannel(&self) -> Result<()> {
+        let leases = kube::leases(&self.control().api);
+        for n in self.nodes.iter().filter(|n| n.kind == Kind::Flannel) {
+            kube::flanneld_sync(&n.ns, &n.name, &leases)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a node namespace on the underlay (no agent, no Node object): node `i` gets
+    /// 198.19.0.(10+i) and 10.244.(i+1).0/24.
+    pub fn add_node_ns(&mut self, name: &str, kind: Kind, i: usize) -> Result<usize> {
+        let ns = Netns::new(format!("{}{}-{name}", netns::PREFIX, self.id))?;
+        let underlay = Ipv4Addr::new(198, 19, 0, 10 + i as u8);
+        self.wire_to_underlay(&ns, "ul0", &format!("u-{name}"), underlay)?;
         let pod_cidr = Ipv4Network::new(Ipv4Addr::new(10, 244, i as u8 + 1, 0), 24)?;
-        let ipam = self.dir.join("ipam").join(name);
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir)?;
         self.nodes.push(Node {
             name: name.to_owned(),
             kind,
@@ -148,11 +260,12 @@ impl Cluster {
             pod_cidr,
             vtep_mac: format!("0a:58:0a:f4:{:02x}:00", i + 1),
             bpffs_dir: self.bpffs_root.join(name),
-            conflist: cni::bridge_conflist(pod_cidr, TUNNEL_MTU, &ipam),
+            conflist: cni::bridge_conflist(pod_cidr, TUNNEL_MTU, &dir.join("ipam")),
+            dir,
             agent: None,
             ns,
         });
-        Ok(())
+        Ok(self.nodes.len() - 1)
     }
 
     /// Rewrites the node table every weft agent reads.
@@ -165,7 +278,26 @@ impl Cluster {
 
     pub fn agent_command(&self, i: usize, extra: &[&str]) -> std::process::Command {
         let n = &self.nodes[i];
-        agent::command(&n.ns, &self.peers_file, &n.name, &n.bpffs_dir, extra)
+        match &self.control {
+            None => agent::command(&n.ns, &self.peers_file, &n.name, &n.bpffs_dir, extra),
+            Some(cp) => {
+                let (cni, ipam, subnet) = (n.cni_dir(), n.dir.join("ipam"), n.subnet_file());
+                let mut args: Vec<&str> = vec![
+                    "--kubeconfig-file",
+                    cp.kubeconfig.to_str().expect("utf-8"),
+                    "--net-config-path",
+                    cp.net_conf.to_str().expect("utf-8"),
+                    "--subnet-file",
+                    subnet.to_str().expect("utf-8"),
+                    "--cni-conf-dir",
+                    cni.to_str().expect("utf-8"),
+                    "--cni-ipam-data-dir",
+                    ipam.to_str().expect("utf-8"),
+                ];
+                args.extend_from_slice(extra);
+                agent::kube_command(&n.ns, &n.name, &n.bpffs_dir, &args)
+            }
+        }
     }
 
     pub fn start_agent(&mut self, i: usize, extra: &[&str]) -> Result<()> {
@@ -205,9 +337,30 @@ impl Cluster {
         let ns = Netns::new(format!("{}{}-pod-{name}", netns::PREFIX, self.id))?;
         let n = self.node(node);
         let container_id = format!("weft-e2e-{}-{name}", self.id);
-        let ip = cni::add(&n.ns, &n.conflist, &container_id, &ns)?;
-        self.pods.push(Pod { name, node: node.to_owned(), ip, container_id, ns });
+        let conflist = if self.control.is_some() && n.kind == Kind::Weft {
+            // The conflist the agent wrote from the podCIDR the API server gave the node.
+            let path = n.cni_dir().join("10-weft.conflist");
+            serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)?
+        } else {
+            n.conflist.clone()
+        };
+        let (ip, result) = cni::add(&n.ns, &conflist, &container_id, &ns)?;
+        self.pods.push(Pod { name, node: node.to_owned(), ip, container_id, conflist, result, ns });
         Ok(self.pods.len() - 1)
+    }
+
+    /// CNI CHECK of pod `i`, as a runtime does periodically.
+    pub fn check_pod(&self, i: usize) -> Result<()> {
+        let p = &self.pods[i];
+        cni::check(&self.node(&p.node).ns, &p.conflist, &p.container_id, &p.ns, &p.result)
+    }
+
+    /// CNI DEL of pod `i` (its address goes back to host-local); the namespace goes too.
+    pub fn del_pod(&mut self, i: usize) -> Result<()> {
+        let p = &self.pods[i];
+        cni::del(&self.node(&p.node).ns, &p.conflist, &p.container_id, &p.ns)?;
+        self.pods.remove(i);
+        Ok(())
     }
 
     /// The first pod on `node`.
@@ -248,11 +401,11 @@ impl Cluster {
         self.node(node).agent.as_ref().map(|a| a.log_text()).unwrap_or_default()
     }
 
-    /// Agent logs, for a failing assertion's message.
+    /// Agent logs and each weft node's maps and counters, for a failing assertion's message.
     pub fn logs(&self) -> String {
         self.nodes
             .iter()
-            .filter_map(|n| n.agent.as_ref().map(|a| format!("--- agent {} ---\n{}", n.name, a.log_text())))
+            .filter_map(|n| n.agent.as_ref().map(|a| format!("--- agent {} ---\n{}{}", n.name, a.log_text(), n.dataplane_state())))
             .collect::<Vec<_>>()
             .join("\n")
     }

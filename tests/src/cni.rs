@@ -84,8 +84,8 @@ fn plugins(list: &Value) -> Result<&Vec<Value>> {
     list["plugins"].as_array().ok_or_else(|| anyhow!("conflist without plugins: {list}"))
 }
 
-/// CNI ADD: returns the pod's IPv4 address from the final result.
-pub fn add(node: &Netns, list: &Value, container: &str, pod: &Netns) -> Result<Ipv4Addr> {
+/// CNI ADD: the pod's IPv4 address and the final result (for CHECK).
+pub fn add(node: &Netns, list: &Value, container: &str, pod: &Netns) -> Result<(Ipv4Addr, Value)> {
     let mut prev: Option<Value> = None;
     for plugin in plugins(list)? {
         let conf = plugin_conf(list, plugin, prev.as_ref());
@@ -94,7 +94,7 @@ pub fn add(node: &Netns, list: &Value, container: &str, pod: &Netns) -> Result<I
     let result = prev.ok_or_else(|| anyhow!("empty conflist"))?;
     let addr = result["ips"][0]["address"].as_str().ok_or_else(|| anyhow!("no IP in CNI result {result}"))?;
     let net: Ipv4Network = addr.parse().with_context(|| format!("CNI result address {addr}"))?;
-    Ok(net.ip())
+    Ok((net.ip(), result))
 }
 
 /// CNI CHECK with the result of ADD.

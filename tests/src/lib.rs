@@ -10,14 +10,18 @@
 //! - [`cni`]: pods made by Debian's reference CNI plugins, as a runtime makes them;
 //! - [`agent`]: a `weft-agent` process per node;
 //! - [`flannel`]: a node configured exactly as Flannel's vxlan backend configures it;
+//! - [`kube`]: the control plane (API server namespace, Node objects, flanneld's part);
 //! - [`cluster`]: the topology: underlay switch, nodes, pods, external hosts;
 //! - [`traffic`]: ping, content-verified TCP transfers, UDP probes;
-//! - [`packet`]: crafted frames for BPF_PROG_TEST_RUN.
+//! - [`packet`]: crafted frames for BPF_PROG_TEST_RUN;
+//! - [`apiserver`]: a Kubernetes API server serving Nodes to kube and kubectl.
 
 pub mod agent;
+pub mod apiserver;
 pub mod cluster;
 pub mod cni;
 pub mod flannel;
+pub mod kube;
 pub mod netns;
 pub mod packet;
 pub mod prereq;

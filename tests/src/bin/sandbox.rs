@@ -1,8 +1,12 @@
-//! The sandbox: a local cluster in network namespaces with weft's dataplane between
-//! the nodes — two weft nodes and two nodes configured exactly as Flannel's vxlan
-//! backend configures them, a pod on each made by the reference CNI plugins — and
-//! live traffic across all of them. Prints the topology, a reachability matrix,
-//! pod-to-pod throughput per kind of pair, the tunnel table and the counters.
+//! The sandbox: a local Kubernetes-driven cluster in network namespaces with weft's
+//! dataplane between the nodes. The project's API server runs in its own namespace on
+//! the underlay; nodes a and b run `weft-agent`, which learn every node from it and
+//! advertise themselves in Flannel's format; nodes c and d are configured exactly as
+//! Flannel's vxlan backend configures a node, programmed from the annotations the
+//! others published. A pod on each node gets its address from the reference CNI
+//! plugins (on weft nodes, through the conflist the agent wrote). Prints the nodes as
+//! `kubectl get nodes -o wide` shows them, a reachability matrix, pod-to-pod
+//! throughput per kind of pair, the tunnel table and the counters.
 //!
 //! `--once` checks and tears down (exit status 1 if a pair cannot talk); without it,
 //! traffic keeps flowing and the counters are printed until Ctrl-C.
@@ -43,11 +47,13 @@ fn main() -> Result<()> {
         unsafe { sigaction(sig, &handler) }?;
     }
 
-    println!("weft sandbox: building 4 nodes (a, b: weft; c, d: Flannel's kernel vxlan) ...");
-    let mut c = Cluster::new(&[("a", Kind::Weft), ("b", Kind::Weft), ("c", Kind::Flannel), ("d", Kind::Flannel)])?;
+    println!("weft sandbox: API server + 4 nodes (a, b: weft; c, d: Flannel's kernel vxlan) ...");
+    let mut c =
+        Cluster::new_kube(&[("a", Kind::Weft), ("b", Kind::Weft), ("c", Kind::Flannel), ("d", Kind::Flannel)])?;
     for n in ["a", "b", "c", "d"] {
         c.add_pod(n)?;
     }
+    println!("\n$ kubectl get nodes -o wide\n{}", c.control().kubectl(&["get", "nodes", "-o", "wide"])?);
     print_topology(&c);
     let ok = print_matrix(&c)?;
     print_throughput(&c, cli.seconds)?;
@@ -60,6 +66,7 @@ fn main() -> Result<()> {
     }
     println!("\ntraffic keeps flowing (a ping between every pair of pods every 2 s); Ctrl-C tears down.");
     while !STOP.load(Ordering::SeqCst) {
+        c.sync_flannel()?;
         for (from, to) in pairs(&c) {
             let _ = weft_e2e::traffic::ping(&c.pod_on(from).ns, c.pod_on(to).ip, 1, "");
         }
@@ -81,16 +88,21 @@ fn pairs(c: &Cluster) -> Vec<(&str, &str)> {
 }
 
 fn print_topology(c: &Cluster) {
-    println!("\n{:<5} {:<8} {:<13} {:<15} {:<18} {:<10} {}", "node", "kind", "underlay", "pod CIDR", "VtepMAC", "tunnel", "pod");
+    println!("{:<5} {:<8} {:<13} {:<15} {:<18} {:<10} {}", "node", "kind", "public-ip", "podCIDR", "VtepMAC", "tunnel", "pod");
+    let leases = weft_e2e::kube::leases(&c.control().api);
     for n in &c.nodes {
         let kind = if n.kind == Kind::Weft { "weft" } else { "flannel" };
+        let (ip, mac) = leases
+            .get(&n.name)
+            .map(|l| (l.public_ip.to_string(), l.vtep_mac.clone()))
+            .unwrap_or_else(|| ("-".into(), "-".into()));
         println!(
             "{:<5} {:<8} {:<13} {:<15} {:<18} {:<10} {}",
             n.name,
             kind,
-            n.underlay.to_string(),
+            ip,
             n.pod_cidr.to_string(),
-            n.vtep_mac,
+            mac,
             n.tunnel_dev(),
             c.pod_on(&n.name).ip
         );

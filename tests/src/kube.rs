@@ -1,0 +1,173 @@
+//! The Kubernetes side of the harness: a control-plane namespace on the underlay
+//! running the project's API server, Node objects as a kubelet registers them, and
+//! "flanneld" for the Flannel-style nodes: it publishes their annotations and
+//! programs their `flannel.1` from what the other nodes' annotations say — nothing else.
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use ipnetwork::Ipv4Network;
+use serde_json::{Value, json};
+
+use crate::{apiserver::ApiServer, flannel, netns::Netns};
+
+pub const API_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
+pub const API_PORT: u16 = 6443;
+pub const NETWORK: &str = "10.244.0.0/16";
+
+pub struct ControlPlane {
+    pub api: ApiServer,
+    pub kubeconfig: PathBuf,
+    pub net_conf: PathBuf,
+    pub ns: Netns,
+}
+
+/// Binds the API server's listener inside `ns` (the socket stays in that namespace).
+pub fn listen_in(ns: &Netns) -> Result<TcpListener> {
+    ns.spawn(|| Ok(TcpListener::bind(SocketAddr::from((API_IP, API_PORT)))?))
+        .join()
+        .map_err(|_| anyhow!("bind thread panicked"))?
+}
+
+impl ControlPlane {
+    /// Starts the API server in `ns` (already wired to the underlay at [`API_IP`]).
+    pub fn start(ns: Netns, dir: &Path) -> Result<ControlPlane> {
+        let api = ApiServer::serve(listen_in(&ns)?).context("starting the API server")?;
+        let kubeconfig = dir.join("kubeconfig");
+        api.write_kubeconfig(&kubeconfig)?;
+        let net_conf = dir.join("net-conf.json");
+        std::fs::write(&net_conf, json!({ "Network": NETWORK, "Backend": { "Type": "vxlan" } }).to_string())?;
+        Ok(ControlPlane { api, kubeconfig, net_conf, ns })
+    }
+
+    /// Outage: the API server stops answering; its state is kept.
+    pub fn stop(&self) {
+        self.api.stop();
+    }
+
+    pub fn resume(&self) -> Result<()> {
+        self.api.resume(listen_in(&self.ns)?)?;
+        Ok(())
+    }
+
+    /// The real kubectl, from the control-plane namespace.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let kc = self.kubeconfig.to_str().expect("utf-8 path");
+        let mut full = vec!["kubectl", "--kubeconfig", kc];
+        full.extend_from_slice(args);
+        let out = crate::run(&mut self.ns.exec_args(&full))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `kubectl create -f` of a Node manifest written to a file.
+    pub fn kubectl_create(&self, manifest: &Value, dir: &Path) -> Result<String> {
+        let name = manifest["metadata"]["name"].as_str().unwrap_or("node");
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(manifest)?)?;
+        self.kubectl(&["create", "-f", path.to_str().expect("utf-8 path")])
+    }
+}
+
+/// A Node as a kubelet registers it, with the podCIDR kube-controller-manager assigned.
+pub fn node_manifest(name: &str, internal_ip: Ipv4Addr, pod_cidr: Ipv4Network) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": { "name": name, "labels": { "kubernetes.io/hostname": name, "kubernetes.io/os": "linux" } },
+        "spec": { "podCIDR": pod_cidr.to_string(), "podCIDRs": [pod_cidr.to_string()] },
+        "status": {
+            "addresses": [
+                { "type": "InternalIP", "address": internal_ip.to_string() },
+                { "type": "Hostname", "address": name }
+            ],
+            "conditions": [
+                { "type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status" },
+                { "type": "NetworkUnavailable", "status": "True", "reason": "NoRouteCreated", "message": "no network plugin yet" }
+            ],
+            "nodeInfo": {
+                "kubeletVersion": "v1.34.0",
+                "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "kernelVersion": "6.18",
+                "containerRuntimeVersion": "containerd://2.0.0",
+                "operatingSystem": "linux",
+                "architecture": "amd64"
+            }
+        }
+    })
+}
+
+const P: &str = "flannel.alpha.coreos.com";
+
+/// The annotations flanneld publishes for a vxlan node.
+pub fn flannel_annotations(public_ip: Ipv4Addr, vtep_mac: &str) -> Value {
+    json!({
+        format!("{P}/backend-type"): "vxlan",
+        format!("{P}/backend-data"): json!({ "VNI": 1, "VtepMAC": vtep_mac }).to_string(),
+        format!("{P}/public-ip"): public_ip.to_string(),
+        format!("{P}/kube-subnet-manager"): "true",
+    })
+}
+
+/// What a Node's annotations say about reaching it (read the way flanneld reads them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub public_ip: Ipv4Addr,
+    pub vtep_mac: String,
+    pub pod_cidr: Ipv4Network,
+}
+
+pub fn lease(node: &Value) -> Option<Lease> {
+    let a = &node["metadata"]["annotations"];
+    if a[format!("{P}/backend-type")] != "vxlan" || a[format!("{P}/kube-subnet-manager")] != "true" {
+        return None;
+    }
+    let data: Value = serde_json::from_str(a[format!("{P}/backend-data")].as_str()?).ok()?;
+    Some(Lease {
+        public_ip: a[format!("{P}/public-ip")].as_str()?.parse().ok()?,
+        vtep_mac: data["VtepMAC"].as_str()?.to_string(),
+        pod_cidr: node["spec"]["podCIDR"].as_str()?.parse().ok()?,
+    })
+}
+
+/// Every node's lease, by name.
+pub fn leases(api: &ApiServer) -> BTreeMap<String, Lease> {
+    api.nodes()
+        .iter()
+        .filter_map(|n| Some((n["metadata"]["name"].as_str()?.to_string(), lease(n)?)))
+        .collect()
+}
+
+/// flanneld's work on one node: program `flannel.1` for every other node's lease and
+/// remove routes of nodes that have none any more.
+pub fn flanneld_sync(ns: &Netns, own: &str, leases: &BTreeMap<String, Lease>) -> Result<()> {
+    for (name, l) in leases.iter().filter(|(n, _)| n.as_str() != own) {
+        flannel::add_peer(ns, &flannel::Peer { underlay: l.public_ip, pod_cidr: l.pod_cidr, vtep_mac: l.vtep_mac.clone() })
+            .with_context(|| format!("programming {name}"))?;
+    }
+    let routes = ns.ip("-o route show dev flannel.1")?;
+    for line in routes.lines() {
+        let dst = line.split_whitespace().next().unwrap_or_default();
+        let Ok(cidr) = dst.parse::<Ipv4Network>() else { continue };
+        if cidr.prefix() < 32 && !leases.values().any(|l| l.pod_cidr == cidr) {
+            ns.ip(&format!("route del {cidr} dev flannel.1"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads one annotation of a node.
+pub fn annotation(api: &ApiServer, node: &str, key: &str) -> Option<String> {
+    api.get_node(node)?["metadata"]["annotations"][key].as_str().map(str::to_string)
+}
+
+pub fn require_lease(api: &ApiServer, node: &str) -> Result<Lease> {
+    let n = api.get_node(node).ok_or_else(|| anyhow!("no node {node}"))?;
+    match lease(&n) {
+        Some(l) => Ok(l),
+        None => bail!("node {node} has no vxlan lease: {}", n["metadata"]["annotations"]),
+    }
+}

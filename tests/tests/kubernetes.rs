@@ -1,0 +1,325 @@
+//! Kubernetes mode end to end: agents in node namespaces learn the cluster from the
+//! project's API server through the real `kube` client; Node changes are made with the
+//! real `kubectl`; pods get their addresses from the reference CNI plugins through the
+//! conflist the agent wrote from the podCIDR the API server gave its node; node c is
+//! a Flannel node that knows the others only from their annotations.
+
+use std::{
+    net::Ipv4Addr,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, anyhow, ensure};
+use serde_json::Value;
+use weft_e2e::{
+    cluster::{Cluster, Kind},
+    kube::{self, node_manifest},
+    traffic::{ping, ping_ok},
+    wait_for,
+};
+
+const P: &str = "flannel.alpha.coreos.com";
+
+fn cluster() -> Cluster {
+    let mut c = Cluster::new_kube(&[("a", Kind::Weft), ("b", Kind::Weft), ("c", Kind::Flannel)]).expect("cluster");
+    for n in ["a", "b", "c"] {
+        c.add_pod(n).expect("CNI ADD");
+    }
+    c
+}
+
+fn all_pods_reach_each_other(c: &Cluster) -> Result<()> {
+    for from in &c.pods {
+        for to in c.pods.iter().filter(|p| p.node != from.node) {
+            ping_ok(&from.ns, to.ip, 2).map_err(|e| anyhow!("{} -> {}: {e}\n{}", from.name, to.name, c.logs()))?;
+        }
+    }
+    Ok(())
+}
+
+fn has_route(c: &Cluster, node: &str, cidr: &str) -> bool {
+    c.node(node).ns.ip("route show").map(|r| r.contains(&format!("{cidr} via"))).unwrap_or(false)
+}
+
+fn has_tunnel(c: &Cluster, node: &str, cidr: &str) -> bool {
+    c.node(node).maps().and_then(|m| Ok(m.tunnels()?)).map(|t| t.keys().any(|k| k.to_string() == cidr)).unwrap_or(false)
+}
+
+/// The agents advertise in Flannel's format, clear NetworkUnavailable, write
+/// subnet.env and the conflist; pods get addresses from their node's podCIDR; every
+/// pod reaches every other, Flannel node included.
+#[test]
+fn agents_advertise_like_flannel_and_pods_talk() -> Result<()> {
+    let c = cluster();
+    let cp = c.control();
+    for n in ["a", "b"] {
+        let node = c.node(n);
+        let json: Value = serde_json::from_str(&cp.kubectl(&["get", "node", n, "-o", "json"])?)?;
+        let a = &json["metadata"]["annotations"];
+        assert_eq!(a[format!("{P}/backend-type")], "vxlan");
+        assert_eq!(a[format!("{P}/kube-subnet-manager")], "true");
+        assert_eq!(a[format!("{P}/public-ip")], node.underlay.to_string());
+        let data: Value = serde_json::from_str(a[format!("{P}/backend-data")].as_str().unwrap())?;
+        assert_eq!(data["VNI"], 1);
+        let mac = data["VtepMAC"].as_str().unwrap();
+        assert!(node.ns.ip("link show weft0")?.contains(mac), "weft0 carries the advertised VtepMAC {mac}");
+        let cond = json["status"]["conditions"].as_array().unwrap();
+        assert!(
+            cond.iter().any(|c| c["type"] == "NetworkUnavailable" && c["status"] == "False"),
+            "NetworkUnavailable cleared: {cond:?}"
+        );
+        assert!(cond.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"), "Ready kept: {cond:?}");
+        let env = std::fs::read_to_string(node.subnet_file())?;
+        let o = node.pod_cidr.network().octets();
+        assert_eq!(
+            env,
+            format!(
+                "FLANNEL_NETWORK={}\nFLANNEL_SUBNET={}.{}.{}.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+                kube::NETWORK,
+                o[0],
+                o[1],
+                o[2]
+            )
+        );
+        let pod = c.pod_on(n);
+        assert!(node.pod_cidr.contains(pod.ip), "pod {} got {} from host-local over {}", pod.name, pod.ip, node.pod_cidr);
+    }
+    let wide = cp.kubectl(&["get", "nodes", "-o", "wide"])?;
+    for n in &c.nodes {
+        assert!(wide.contains(&n.name) && wide.contains(&n.underlay.to_string()), "kubectl get nodes -o wide:\n{wide}");
+    }
+    all_pods_reach_each_other(&c)
+}
+
+/// A new node (namespace + `kubectl create -f`) is reachable from every pod within 5 s
+/// of its Node event; `kubectl delete node` removes its routes and entries within 5 s.
+#[test]
+fn nodes_added_and_deleted_with_kubectl() -> Result<()> {
+    let mut c = cluster();
+    let d = c.add_node_ns("d", Kind::Weft, 3)?;
+    let manifest = node_manifest("d", c.nodes[d].underlay, c.nodes[d].pod_cidr);
+    c.control().kubectl_create(&manifest, &c.dir)?;
+    c.start_agent(d, &[])?;
+    // The Node event that makes d a peer: its advertisement appearing.
+    kube::require_lease(&c.control().api, "d")?;
+    let advertised = Instant::now();
+    c.sync_flannel()?;
+    c.add_pod("d")?;
+    let d_ip = c.pod_on("d").ip;
+    for from in ["a", "b", "c"] {
+        let reached = wait_for(Duration::from_secs(5), || ping(&c.pod_on(from).ns, d_ip, 1, "").ok().filter(|p| p.received == 1));
+        assert!(reached.is_some(), "pod on {from} cannot reach the new node's pod\n{}", c.logs());
+    }
+    let t = advertised.elapsed();
+    println!("new node d reachable from every other node's pod {t:?} after its Node event");
+    assert!(t < Duration::from_secs(5));
+    ping_ok(&c.pod_on("d").ns, c.pod_on("c").ip, 2)?;
+
+    let cidr = c.node("b").pod_cidr.to_string();
+    c.control().kubectl(&["delete", "node", "b"])?;
+    let deleted = Instant::now();
+    let gone = wait_for(Duration::from_secs(5), || {
+        (["a", "d"].iter().all(|n| !has_route(&c, n, &cidr) && !has_tunnel(&c, n, &cidr))).then_some(())
+    });
+    assert!(gone.is_some(), "node b's routes and tunnel entries must go within 5 s\n{}", c.logs());
+    println!("deleted node b swept from a and d {:?} after kubectl delete", deleted.elapsed());
+    ping_ok(&c.pod_on("a").ns, c.pod_on("d").ip, 2)?;
+    Ok(())
+}
+
+/// A node's public IP (through the `public-ip-overwrite` annotation, set with kubectl)
+/// or VtepMAC changes: peers follow and traffic flows again.
+#[test]
+fn traffic_follows_ip_and_vtep_mac_changes() -> Result<()> {
+    let mut c = cluster();
+    let cp = c.control();
+    // b moves to a second underlay address.
+    c.node("b").ns.ip("addr add 198.19.0.50/24 dev ul0")?;
+    cp.kubectl(&["annotate", "node", "b", &format!("{P}/public-ip-overwrite=198.19.0.50")])?;
+    let t = Instant::now();
+    let moved = wait_for(Duration::from_secs(5), || {
+        let l = kube::require_lease(&cp.api, "b").ok()?;
+        let tunnels = c.node("a").maps().ok()?.tunnels().ok()?;
+        let a_follows = tunnels.values().any(|e| Ipv4Addr::from(e.underlay_ip) == Ipv4Addr::new(198, 19, 0, 50));
+        (l.public_ip == Ipv4Addr::new(198, 19, 0, 50) && a_follows).then_some(())
+    });
+    assert!(moved.is_some(), "b re-advertised and a followed\n{}", c.logs());
+    println!("public-ip change followed {:?} after kubectl annotate", t.elapsed());
+    c.sync_flannel()?;
+    // The old address is gone: only the new one can carry the traffic. (Without
+    // promote_secondaries, deleting the primary address takes .50 with it.)
+    c.node("b").ns.sh("sysctl -qw net.ipv4.conf.ul0.promote_secondaries=1")?;
+    c.node("b").ns.ip("addr del 198.19.0.11/24 dev ul0")?;
+    assert!(c.node("b").ns.ip("-4 addr show dev ul0")?.contains("198.19.0.50/24"), "b keeps its new address");
+    all_pods_reach_each_other(&c)?;
+
+    // b's node is re-provisioned: weft0 and the annotation gone, a new VtepMAC.
+    let b = c.node_index("b");
+    let old = kube::require_lease(&cp.api, "b")?.vtep_mac;
+    c.nodes[b].agent.as_mut().unwrap().stop()?;
+    c.nodes[b].ns.ip("link del weft0")?;
+    c.control().kubectl(&["annotate", "node", "b", &format!("{P}/backend-data-")])?;
+    c.start_agent(b, &[])?;
+    let new = kube::require_lease(&c.control().api, "b")?.vtep_mac;
+    assert_ne!(new, old, "a new VtepMAC");
+    let t = Instant::now();
+    let followed = wait_for(Duration::from_secs(5), || {
+        let tunnels = c.node("a").maps().ok()?.tunnels().ok()?;
+        tunnels.values().any(|e| e.vtep_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":") == new).then_some(())
+    });
+    assert!(followed.is_some(), "a uses b's new VtepMAC\n{}", c.logs());
+    println!("VtepMAC change followed {:?}", t.elapsed());
+    c.sync_flannel()?;
+    all_pods_reach_each_other(&c)
+}
+
+/// Entries of a node that does not exist (planted while nobody watched) are swept when
+/// the agent relists; a node with malformed annotations is skipped with one warning
+/// and the others are unaffected.
+#[test]
+fn relist_sweeps_unknown_entries_and_bad_nodes_are_skipped() -> Result<()> {
+    let c = cluster();
+    let a = c.node("a");
+    let ghost: ipnetwork::Ipv4Network = "10.244.99.0/24".parse()?;
+    let mut maps = a.maps()?;
+    maps.set_tunnel(
+        ghost,
+        weft_common::tunnel::TunnelEndpoint { underlay_ip: [198, 19, 0, 99], vni: 1, vtep_mac: [0x0a, 0, 0, 0, 0, 0x99], _pad: [0; 2] },
+    )?;
+    a.ns.ip("route add 10.244.99.0/24 via 10.244.99.0 dev weft0 onlink")?;
+    // Force a relist: forget history and cut every watch; the watchers get 410 Gone.
+    let cp = c.control();
+    cp.api.compact();
+    cp.stop();
+    cp.resume()?;
+    let swept = wait_for(Duration::from_secs(10), || (!has_route(&c, "a", "10.244.99.0/24") && !has_tunnel(&c, "a", "10.244.99.0/24")).then_some(()));
+    assert!(swept.is_some(), "planted entries swept\n{}", c.agent_log("a"));
+
+    // A node whose backend-data is not JSON: skipped, with one warning; others fine.
+    let mut bad = node_manifest("e", Ipv4Addr::new(198, 19, 0, 60), "10.244.60.0/24".parse()?);
+    bad["metadata"]["annotations"] = serde_json::json!({
+        format!("{P}/backend-type"): "vxlan",
+        format!("{P}/backend-data"): "{not json",
+        format!("{P}/public-ip"): "198.19.0.60",
+        format!("{P}/kube-subnet-manager"): "true",
+    });
+    cp.kubectl_create(&bad, &c.dir)?;
+    let warned = wait_for(Duration::from_secs(5), || c.agent_log("a").contains("skipping node: flannel.alpha.coreos.com/backend-data: not JSON").then_some(()));
+    assert!(warned.is_some(), "{}", c.agent_log("a"));
+    // An overlapping podCIDR is skipped too.
+    let mut overlap = node_manifest("f", Ipv4Addr::new(198, 19, 0, 61), "10.244.2.0/25".parse()?);
+    overlap["metadata"]["annotations"] = kube::flannel_annotations(Ipv4Addr::new(198, 19, 0, 61), "0a:58:0a:f4:61:00");
+    cp.kubectl_create(&overlap, &c.dir)?;
+    let warned = wait_for(Duration::from_secs(5), || c.agent_log("a").contains("overlaps 10.244.2.0/24 of node b").then_some(()));
+    assert!(warned.is_some(), "{}", c.agent_log("a"));
+    std::thread::sleep(Duration::from_secs(3)); // a few resyncs
+    assert_eq!(c.agent_log("a").matches("backend-data: not JSON").count(), 1, "one warning per node and reason");
+    assert!(!has_tunnel(&c, "a", "10.244.60.0/24") && !has_tunnel(&c, "a", "10.244.2.0/25"));
+    all_pods_reach_each_other(&c)
+}
+
+/// The API server goes away for 30 s: pod-to-pod traffic keeps flowing without a
+/// single loss, nothing is flushed, and a change made meanwhile (a node deleted) is
+/// picked up when it returns.
+#[test]
+fn api_server_outage_keeps_traffic_and_resyncs() -> Result<()> {
+    let c = cluster();
+    let cp = c.control();
+    // A node with no namespace behind it, deleted while the agents cannot see.
+    let mut ghost = node_manifest("ghost", Ipv4Addr::new(198, 19, 0, 77), "10.244.77.0/24".parse()?);
+    ghost["metadata"]["annotations"] = kube::flannel_annotations(Ipv4Addr::new(198, 19, 0, 77), "0a:58:0a:f4:77:00");
+    cp.api.create_node(ghost).map_err(|e| anyhow!("{e:?}"))?;
+    let ghost_cidr = "10.244.77.0/24";
+    let known = wait_for(Duration::from_secs(5), || (has_route(&c, "a", ghost_cidr) && has_route(&c, "b", ghost_cidr)).then_some(()));
+    assert!(known.is_some(), "ghost node programmed\n{}", c.logs());
+
+    let a_pod = c.pod_on("a").ns.name.clone();
+    let pings: Vec<_> = ["b", "c"]
+        .iter()
+        .map(|n| {
+            let (ns, ip) = (a_pod.clone(), c.pod_on(n).ip.to_string());
+            std::thread::spawn(move || {
+                Command::new("ip").args(["netns", "exec", &ns, "ping", "-n", "-c", "170", "-i", "0.2", "-W", "1", &ip]).output()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    cp.stop();
+    let down = Instant::now();
+    cp.api.delete_node("ghost").map_err(|e| anyhow!("{e:?}"))?;
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
+    assert!(has_route(&c, "a", ghost_cidr), "nothing changes while the API server is away");
+    cp.resume()?;
+    let back = Instant::now();
+    let caught_up = wait_for(Duration::from_secs(15), || (!has_route(&c, "a", ghost_cidr) && !has_route(&c, "b", ghost_cidr)).then_some(()));
+    assert!(caught_up.is_some(), "agents resync after the outage\n{}", c.logs());
+    println!("agents caught up {:?} after the API server returned", back.elapsed());
+    for p in pings {
+        let out = p.join().map_err(|_| anyhow!("ping thread"))??;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(text.contains("170 received"), "losses during the outage:\n{text}\n{}", c.logs());
+    }
+    Ok(())
+}
+
+/// A restarted agent keeps its VtepMAC (from its own annotation), even if weft0 is gone.
+#[test]
+fn restart_keeps_the_vtep_mac() -> Result<()> {
+    let mut c = cluster();
+    let a = c.node_index("a");
+    let before = kube::require_lease(&c.control().api, "a")?.vtep_mac;
+    c.nodes[a].agent.as_mut().unwrap().stop()?;
+    c.nodes[a].ns.ip("link del weft0")?;
+    c.start_agent(a, &[])?;
+    assert_eq!(kube::require_lease(&c.control().api, "a")?.vtep_mac, before);
+    assert!(c.nodes[a].ns.ip("link show weft0")?.contains(&before));
+    all_pods_reach_each_other(&c)
+}
+
+/// A podCIDR outside the cluster network is refused at start, clearly.
+#[test]
+fn own_pod_cidr_outside_the_network_is_refused() -> Result<()> {
+    let mut c = Cluster::new_kube(&[("a", Kind::Weft)])?;
+    let z = c.add_node_ns("z", Kind::Weft, 1)?;
+    let manifest = node_manifest("z", c.nodes[z].underlay, "10.99.0.0/24".parse()?);
+    c.control().kubectl_create(&manifest, &c.dir)?;
+    let (status, out) = weft_e2e::agent::run_to_exit(c.agent_command(z, &[]), Duration::from_secs(20))?;
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("podCIDR 10.99.0.0/24 lies outside the cluster network 10.244.0.0/16"), "{out}");
+    assert!(c.nodes[z].ns.ip("link show weft0").is_err(), "nothing set up");
+    Ok(())
+}
+
+/// Pods go through the whole CNI life cycle with the agent's conflist: ADD allocates
+/// from the node's podCIDR, CHECK passes, DEL releases the address (the next ADD may
+/// take it again).
+#[test]
+fn pods_are_added_checked_and_deleted_through_cni() -> Result<()> {
+    let mut c = cluster();
+    let i = c.add_pod("a")?;
+    let (ip, ipam) = (c.pods[i].ip, c.node("a").dir.join("ipam"));
+    c.check_pod(i)?;
+    let reserved = |ip: Ipv4Addr| walk(&ipam).iter().any(|p| p.file_name().is_some_and(|n| n == ip.to_string().as_str()));
+    assert!(reserved(ip), "host-local keeps {ip} reserved under {}", ipam.display());
+    ping_ok(&c.pod_on("b").ns, ip, 2)?;
+    c.del_pod(i)?;
+    assert!(!reserved(ip), "DEL released {ip}");
+    let again = c.add_pod("a")?;
+    assert!(c.node("a").pod_cidr.contains(c.pods[again].ip));
+    ping_ok(&c.pod_on("c").ns, c.pods[again].ip, 2)?;
+    Ok(())
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
