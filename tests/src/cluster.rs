@@ -260,7 +260,9 @@ impl Cluster {
             pod_cidr,
             vtep_mac: format!("0a:58:0a:f4:{:02x}:00", i + 1),
             bpffs_dir: self.bpffs_root.join(name),
-            conflist: cni::bridge_conflist(pod_cidr, TUNNEL_MTU, &dir.join("ipam")),
+            // The conflist the agent writes in Kubernetes mode; static-mode and Flannel
+            // nodes use it too.
+            conflist: weft_agent::cni::conflist(pod_cidr, TUNNEL_MTU, Some(&dir.join("ipam"))),
             dir,
             agent: None,
             ns,

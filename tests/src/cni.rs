@@ -13,32 +13,9 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use ipnetwork::Ipv4Network;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{netns::Netns, prereq::CNI_DIR};
-
-/// The conflist a weft node uses: a bridge with the node as gateway, MTU = the
-/// tunnel MTU, no masquerade by the bridge, host-local IPAM over the node's pod CIDR.
-pub fn bridge_conflist(subnet: Ipv4Network, mtu: u32, ipam_dir: &Path) -> Value {
-    json!({
-        "cniVersion": "1.0.0",
-        "name": "weft",
-        "plugins": [{
-            "type": "bridge",
-            "bridge": "cni0",
-            "isGateway": true,
-            "isDefaultGateway": true,
-            "ipMasq": false,
-            "hairpinMode": true,
-            "mtu": mtu,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{ "subnet": subnet.to_string() }]],
-                "dataDir": ipam_dir,
-            }
-        }]
-    })
-}
 
 fn exec_plugin(node: &Netns, command: &str, container: &str, pod: &Netns, conf: &Value) -> Result<Value> {
     let kind = conf["type"].as_str().ok_or_else(|| anyhow!("plugin without type: {conf}"))?;
