@@ -35,8 +35,8 @@ use weft_common::{ABI_VERSION, config::DataplaneConfig, maps as spec};
 
 use crate::{
     annotations::{self, Advert, Skip},
-    bpffs, cni,
-    config::{Args, CniConf, STATIC_DEFAULTS},
+    bpffs, cni, ethtool,
+    config::{Args, CniConf, DecapMode, STATIC_DEFAULTS},
     dataplane::{Attached, Dataplane},
     kube_sync,
     maps::PinState,
@@ -106,6 +106,10 @@ pub struct Agent {
     uplink: Link,
     uplink_address: Option<Ipv4Addr>,
     weft0: Link,
+    /// Ifindex of weft0's veth peer (XDP decap redirects there).
+    weft0_peer: u32,
+    /// Whether XDP decap runs on the uplink (else TC alone decapsulates).
+    xdp: bool,
     source: Source,
 }
 
@@ -274,7 +278,7 @@ impl Agent {
                 .filter(|s| pins.iter().any(|(n, st)| n == &s.name && *st != PinState::Adopted))
                 .map(|s| args.bpffs_dir.join(s.pin)),
         );
-        let weft0 = ensure_device(&nl, &own, &up.link, mtu, created).await?;
+        let (weft0, weft0_peer) = ensure_device(&nl, &own, &up.link, mtu, created).await?;
         let mut agent = Agent {
             args,
             vni,
@@ -287,6 +291,8 @@ impl Agent {
             uplink: up.link,
             uplink_address: up.address,
             weft0,
+            weft0_peer,
+            xdp: false,
             source,
         };
         agent.write_config()?;
@@ -303,6 +309,7 @@ impl Agent {
             vtep_mac: self.own.vtep_mac.0,
             uplink_ifindex: self.uplink.index,
             weft0_ifindex: self.weft0.index,
+            weft0_peer_ifindex: self.weft0_peer,
             ..Default::default()
         };
         if self.dataplane.maps.config()? != config {
@@ -323,6 +330,45 @@ impl Agent {
             if how == Attached::Created {
                 created.pins.push(self.dataplane.link_pin(pin));
             }
+        }
+        self.attach_xdp(created)
+    }
+
+    /// XDP decap on the uplink as `--decap` says (TC decap stays attached either way).
+    fn attach_xdp(&mut self, created: &mut Created) -> Result<()> {
+        let pin = spec::links::DECAP_XDP;
+        // A veth's sender on the same host leaves TCP/UDP checksums for "the NIC" to
+        // finish (CHECKSUM_PARTIAL), and XDP_REDIRECT drops that skb state: the inner
+        // packet would arrive with a bad checksum. Frames from a real wire are whole.
+        let veth_uplink = self.uplink.kind == Some(rtnetlink::packet_route::link::InfoKind::Veth);
+        let want = match self.args.decap {
+            DecapMode::Tc => false,
+            DecapMode::Xdp => true,
+            DecapMode::Auto => !veth_uplink,
+        };
+        if !want {
+            if self.dataplane.detach_xdp(pin)? {
+                tracing::info!(iface = %self.uplink.name, "removed XDP decap");
+            }
+            if self.args.decap == DecapMode::Auto {
+                tracing::info!(iface = %self.uplink.name, "the uplink is a veth: decapsulating in TC (--decap xdp needs whole checksums from the sender)");
+            }
+            self.xdp = false;
+            return Ok(());
+        }
+        match self.dataplane.attach_xdp(&self.uplink.name, self.uplink.xdp_drv_prog, pin) {
+            Ok(how) => {
+                tracing::info!(program = spec::programs::DECAP_XDP, iface = %self.uplink.name, how = ?how, "attached (native XDP)");
+                if how == Attached::Created {
+                    created.pins.push(self.dataplane.link_pin(pin));
+                }
+                self.xdp = true;
+            }
+            Err(e) if self.args.decap == DecapMode::Auto => {
+                tracing::info!(iface = %self.uplink.name, "no native XDP ({e:#}): decapsulating in TC");
+                self.xdp = false;
+            }
+            Err(e) => return Err(e).context("--decap xdp needs a driver with native XDP; --decap tc works everywhere"),
         }
         Ok(())
     }
@@ -367,10 +413,11 @@ impl Agent {
             .await?
             .ok_or_else(|| anyhow!("uplink {} disappeared", self.uplink.name))?;
         let mut created = Created::default();
-        self.weft0 = ensure_device(&self.nl, &self.own, &self.uplink, self.mtu, &mut created).await?;
+        (self.weft0, self.weft0_peer) = ensure_device(&self.nl, &self.own, &self.uplink, self.mtu, &mut created).await?;
         self.write_config()?;
         let attached = self.dataplane.is_attached(spec::programs::ENCAP, &self.weft0.name, TcAttachType::Egress)?
-            && self.dataplane.is_attached(spec::programs::DECAP, &self.uplink.name, TcAttachType::Ingress)?;
+            && self.dataplane.is_attached(spec::programs::DECAP, &self.uplink.name, TcAttachType::Ingress)?
+            && (!self.xdp || self.uplink.xdp_drv_prog == Some(self.dataplane.xdp_program_id()?));
         if !attached {
             tracing::warn!("a program is no longer attached (interface recreated?): attaching again");
             self.attach(&mut created)?;
@@ -562,7 +609,8 @@ async fn next_node_event(source: &mut Source) -> Option<Result<watcher::Event<No
 }
 
 /// Creates `weft0` (and its peer end) if missing, and brings it to the spec.
-async fn ensure_device(nl: &Netlink, own: &NodeEntry, uplink: &Link, mtu: Option<u32>, created: &mut Created) -> Result<Link> {
+/// Returns weft0 and its peer's ifindex.
+async fn ensure_device(nl: &Netlink, own: &NodeEntry, uplink: &Link, mtu: Option<u32>, created: &mut Created) -> Result<(Link, u32)> {
     let spec = node::device_spec(own, uplink.mtu, mtu);
     let link = match nl.link_by_name(WEFT0).await? {
         Some(link) if link.kind == Some(rtnetlink::packet_route::link::InfoKind::Veth) => link,
@@ -602,5 +650,9 @@ async fn ensure_device(nl: &Netlink, own: &NodeEntry, uplink: &Link, mtu: Option
     if !addrs.contains(&(spec.address, 32)) {
         nl.add_address(link.index, spec.address, 32).await?;
     }
-    Ok(nl.link_by_index(link.index).await?.ok_or_else(|| anyhow!("{WEFT0} vanished"))?)
+    // NAPI and GRO on weft0's receive side: XDP decap delivers through it.
+    if ethtool::set_gro(WEFT0, true).with_context(|| format!("turning GRO on for {WEFT0}"))? {
+        tracing::info!("turned GRO on for {WEFT0}");
+    }
+    Ok((nl.link_by_index(link.index).await?.ok_or_else(|| anyhow!("{WEFT0} vanished"))?, peer.index))
 }

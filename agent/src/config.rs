@@ -84,9 +84,26 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = BpfLogLevel::Off)]
     pub bpf_log: BpfLogLevel,
 
+    /// Where VXLAN is decapsulated. `xdp`: at the uplink's native (driver) XDP hook,
+    /// before GRO, the inner frame received by weft0 with GRO — the fast path, it needs
+    /// a driver with native XDP; `tc`: at the uplink's TC ingress (every driver; inner
+    /// packets are not aggregated); `auto`: xdp where the driver supports it, else tc,
+    /// and tc on a veth uplink (a sender on the same host leaves checksums partial,
+    /// which XDP redirection loses). Both deliver the inner packet as arriving on
+    /// weft0, and TC stays attached for what XDP hands on.
+    #[arg(long, value_enum, default_value_t = DecapMode::Auto)]
+    pub decap: DecapMode,
+
     /// Seconds between full resyncs of link, routes and maps with the node table.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_seconds: u64,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecapMode {
+    Auto,
+    Xdp,
+    Tc,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

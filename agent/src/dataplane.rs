@@ -14,9 +14,10 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
         tc::TcAttachOptions,
+        xdp::XdpLink,
     },
 };
 use aya_log::EbpfLogger;
@@ -102,6 +103,8 @@ impl Dataplane {
             let prog = classifier(&mut ebpf, name)?;
             prog.load().map_err(|source| DataplaneError::Program { name, op: "loading (verifier)".into(), source })?;
         }
+        let name = spec::programs::DECAP_XDP;
+        xdp(&mut ebpf)?.load().map_err(|source| DataplaneError::Program { name, op: "loading (verifier)".into(), source })?;
         let maps = Maps::take(&mut ebpf)?;
         Ok((Dataplane { ebpf, maps, dir: dir.to_path_buf(), logger }, pins))
     }
@@ -170,6 +173,69 @@ impl Dataplane {
         link.pin(&path).map_err(|e| link_err("pinning")(e.into()))?;
         Ok(Attached::Created)
     }
+}
+
+impl Dataplane {
+    /// The kernel's id of our XDP program.
+    pub fn xdp_program_id(&mut self) -> Result<u32> {
+        let name = spec::programs::DECAP_XDP;
+        let info = xdp(&mut self.ebpf)?.info().map_err(|source| DataplaneError::Program { name, op: "reading info".into(), source })?;
+        Ok(info.id())
+    }
+
+    /// Attaches the XDP decap program to `iface` in native (driver) mode through the
+    /// link pinned as `pin`, as [`Dataplane::attach`] does for TC: a pinned link that
+    /// still serves `iface` (its program is the one at the driver hook, per
+    /// `attached_prog`) gets our program atomically; otherwise a new link is made.
+    /// Fails if the driver has no native XDP: generic XDP would run after GRO and
+    /// linearise every aggregate, slower than TC.
+    pub fn attach_xdp(&mut self, iface: &str, attached_prog: Option<u32>, pin: &str) -> Result<Attached> {
+        let name = spec::programs::DECAP_XDP;
+        let path = self.dir.join(pin);
+        let link_err = |op: &'static str| {
+            let path = path.clone();
+            move |e: LinkErrorKind| DataplaneError::Link { path, op, source: e }
+        };
+        if path.exists() {
+            let old: FdLink = PinnedLink::from_pin(&path).map_err(|e| link_err("opening")(e.into()))?.into();
+            let old_prog = old.info().map_err(|e| link_err("reading info")(e.into()))?.program_id();
+            if attached_prog == Some(old_prog) {
+                let link: XdpLink = old.try_into().map_err(|e: LinkError| link_err("converting")(e.into()))?;
+                xdp(&mut self.ebpf)?
+                    .attach_to_link(link)
+                    .map_err(|e| link_err("replacing the program (bpf_link_update)")(e.into()))?;
+                return Ok(Attached::Replaced);
+            }
+            tracing::warn!(path = %path.display(), iface, "pinned XDP link no longer serves {iface}: replacing it");
+            std::fs::remove_file(&path).map_err(|e| link_err("unpinning a defunct link")(e.into()))?;
+        }
+        let prog = xdp(&mut self.ebpf)?;
+        let id = prog
+            .attach(iface, XdpMode::Driver)
+            .map_err(|source| DataplaneError::Program { name, op: format!("attaching to {iface} (native XDP)"), source })?;
+        let link = prog.take_link(id).map_err(|e| link_err("taking the new link")(e.into()))?;
+        let link: FdLink = link.try_into().map_err(|e: LinkError| link_err("converting")(e.into()))?;
+        link.pin(&path).map_err(|e| link_err("pinning")(e.into()))?;
+        Ok(Attached::Created)
+    }
+
+    /// Removes the pinned XDP link, if any: the last reference goes, so the program
+    /// leaves the interface (TC decap, always attached, takes over).
+    pub fn detach_xdp(&self, pin: &str) -> Result<bool> {
+        let path = self.dir.join(pin);
+        if !path.exists() {
+            return Ok(false);
+        }
+        std::fs::remove_file(&path)
+            .map_err(|e| DataplaneError::Link { path: path.clone(), op: "unpinning", source: e.into() })?;
+        Ok(true)
+    }
+}
+
+fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    let name = spec::programs::DECAP_XDP;
+    let prog = ebpf.program_mut(name).ok_or(DataplaneError::MissingProgram(name))?;
+    prog.try_into().map_err(|source| DataplaneError::Program { name, op: "typing as XDP".into(), source })
 }
 
 fn classifier<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut SchedClassifier> {

@@ -22,6 +22,7 @@ pub mod bpffs;
 pub mod cni;
 pub mod config;
 pub mod dataplane;
+pub mod ethtool;
 pub mod healthz;
 pub mod kube_sync;
 pub mod maps;

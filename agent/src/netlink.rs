@@ -14,7 +14,7 @@ use rtnetlink::{
     packet_route::{
         AddressFamily,
         address::{AddressAttribute, AddressMessage},
-        link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
+        link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp},
         route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope},
     },
 };
@@ -52,6 +52,8 @@ pub struct Link {
     pub kind: Option<InfoKind>,
     pub up: bool,
     pub noarp: bool,
+    /// Id of the program at the native (driver) XDP hook, if any.
+    pub xdp_drv_prog: Option<u32>,
 }
 
 impl Link {
@@ -64,12 +66,20 @@ impl Link {
             kind: None,
             up: m.header.flags.contains(LinkFlags::Up),
             noarp: m.header.flags.contains(LinkFlags::Noarp),
+            xdp_drv_prog: None,
         };
         for attr in m.attributes {
             match attr {
                 LinkAttribute::IfName(n) => link.name = n,
                 LinkAttribute::Mtu(mtu) => link.mtu = mtu,
                 LinkAttribute::Address(a) if a.len() == 6 => link.mac = a.try_into().ok(),
+                LinkAttribute::Xdp(xdp) => {
+                    for x in xdp {
+                        if let LinkXdp::DrvProgId(id) = x {
+                            link.xdp_drv_prog = Some(id).filter(|id| *id != 0);
+                        }
+                    }
+                }
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         if let LinkInfo::Kind(k) = info {

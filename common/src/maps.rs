@@ -71,10 +71,13 @@ pub mod programs {
     pub const ENCAP: &str = "weft_encap";
     /// TC ingress of the uplink: decapsulate.
     pub const DECAP: &str = "weft_decap";
+    /// XDP on the uplink: decapsulation before GRO (see `--decap`).
+    pub const DECAP_XDP: &str = "weft_decap_xdp";
 }
 
 /// Pin names of the TCX links under the agent's bpffs directory.
 pub mod links {
     pub const ENCAP: &str = "link_encap";
     pub const DECAP: &str = "link_decap";
+    pub const DECAP_XDP: &str = "link_decap_xdp";
 }

@@ -11,14 +11,20 @@
 //! keeping the outer Ethernet header, rewrites it as a frame to `weft0`'s MAC (the
 //! VtepMAC) and redirects it into `weft0`'s ingress: routing, conntrack and netfilter
 //! see the inner packet arrive on `weft0`, as they see it arrive on `flannel.1`.
+//!
+//! [`xdp_decap`] does the same before GRO, at the uplink's XDP hook: it strips outer
+//! Ethernet/IPv4/UDP/VXLAN, leaving the inner frame (to our VtepMAC), and redirects
+//! it to `weft0`'s veth peer, so `weft0` receives it through its NAPI and GRO
+//! aggregates the inner flow, as the vxlan socket's GRO does for `flannel.1`. What XDP
+//! passes (not ours, or a GSO aggregate a veth handed over whole) still meets TC.
 
 use aya_ebpf::{
     bindings::{
         BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_REDIRECT,
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action::XDP_REDIRECT,
     },
-    helpers::generated::bpf_redirect,
-    programs::TcContext,
+    helpers::generated::{bpf_redirect, bpf_xdp_adjust_head},
+    programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::warn;
 use weft_common::{
@@ -167,6 +173,42 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
     // SAFETY: plain helper call with scalar arguments.
     let rc = unsafe { bpf_redirect(cfg.weft0_ifindex, u64::from(BPF_F_INGRESS)) };
     if rc != i64::from(TC_ACT_REDIRECT) {
+        return Err(Verdict::DropRedirect);
+    }
+    Ok(Verdict::Decapsulated)
+}
+
+/// XDP: decapsulates a frame that is ours into the inner Ethernet frame and redirects
+/// it into `weft0` (via its veth peer). `Passed` hands the frame on to TC unchanged.
+pub fn xdp_decap(ctx: &XdpContext) -> Result<Verdict, Verdict> {
+    let Some(cfg) = maps::config() else {
+        return Ok(Verdict::Passed);
+    };
+    if cfg.weft0_peer_ifindex == 0 {
+        return Ok(Verdict::Passed);
+    }
+    let pkt = Packet::new(ctx.data(), ctx.data_end());
+    let plan = match inspect(pkt, cfg) {
+        Ok(plan) => plan,
+        // TC sees the frame next and makes (and counts) the same decision, logging included.
+        Err(_) => return Ok(Verdict::Passed),
+    };
+    if plan.mark_ce != 0 {
+        mark_ce(pkt, &plan)?;
+    }
+    // Drop everything before the inner Ethernet header.
+    let outer = (plan.inner_ip_off - ETH_HLEN) as i32;
+    // SAFETY: plain helper call on this program's own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer) } != 0 {
+        return Err(Verdict::DropResize);
+    }
+    let pkt = Packet::new(ctx.data(), ctx.data_end());
+    let eth: &mut EthHdr = pkt.header_mut(0).ok_or(Verdict::DropMalformed)?;
+    // A Flannel peer addresses us by our VtepMAC already; make sure weft0 sees it as its own.
+    eth.dst = cfg.vtep_mac;
+    // SAFETY: plain helper call with scalar arguments.
+    let rc = unsafe { bpf_redirect(cfg.weft0_peer_ifindex, 0) };
+    if rc != i64::from(XDP_REDIRECT) {
         return Err(Verdict::DropRedirect);
     }
     Ok(Verdict::Decapsulated)

@@ -21,9 +21,12 @@ mod maps;
 mod parse;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC},
-    macros::classifier,
-    programs::TcContext,
+    bindings::{
+        TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC,
+        xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
+    },
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
 use weft_common::counters::Verdict;
@@ -43,6 +46,26 @@ pub fn weft_decap(ctx: TcContext) -> i32 {
     let len = ctx.len();
     let result = decap::tc_decap(&ctx);
     finish(&ctx, len, result)
+}
+
+/// XDP of the uplink (`--decap xdp`): VXLAN for us is decapsulated before GRO and
+/// received by `weft0`; everything else goes on to the TC program above.
+#[xdp]
+pub fn weft_decap_xdp(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u32;
+    match decap::xdp_decap(&ctx) {
+        // Not counted here: TC counts it when it sees the frame.
+        Ok(Verdict::Passed) => XDP_PASS,
+        Ok(verdict) => {
+            counters::count(verdict, len);
+            XDP_REDIRECT
+        }
+        Err(reason) => {
+            counters::count(reason, len);
+            debug!(&ctx, "weft: dropped packet of {} bytes in XDP, verdict {}", len, reason.index());
+            XDP_DROP
+        }
+    }
 }
 
 /// Counts the packet under its verdict and picks the TC action.

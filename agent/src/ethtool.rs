@@ -1,0 +1,66 @@
+//! The one ethtool setting weft needs: GRO on `weft0`.
+//!
+//! A veth runs its receive side through NAPI only when GRO is requested (or an XDP
+//! program is attached); XDP decap redirects frames to `weft0`'s peer, which the
+//! kernel refuses unless `weft0` has that NAPI, and GRO then aggregates the inner
+//! flows. rtnetlink cannot set device features, so this is the classic SIOCETHTOOL
+//! ioctl (`ethtool -K DEV gro on`).
+
+use std::{ffi::c_void, io};
+
+const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GGRO: u32 = 0x2b;
+const ETHTOOL_SGRO: u32 = 0x2c;
+
+/// `struct ethtool_value`.
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// `struct ifreq` with the `ifr_data` member of its union (40 bytes on 64-bit).
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    data: *mut c_void,
+    _pad: [u8; 16],
+}
+
+fn ethtool(iface: &str, value: &mut EthtoolValue) -> io::Result<()> {
+    let bytes = iface.as_bytes();
+    if bytes.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("interface name {iface:?} too long")));
+    }
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: (value as *mut EthtoolValue).cast(), _pad: [0; 16] };
+    req.name[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: a datagram socket only to carry the ioctl; closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `req` and the value it points to outlive the call and have the layout
+    // SIOCETHTOOL expects for the GRO get/set commands.
+    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut req as *mut IfReq) };
+    let err = io::Error::last_os_error();
+    // SAFETY: fd is ours.
+    unsafe { libc::close(fd) };
+    if rc < 0 { Err(err) } else { Ok(()) }
+}
+
+/// Whether GRO is on for `iface`.
+pub fn gro(iface: &str) -> io::Result<bool> {
+    let mut v = EthtoolValue { cmd: ETHTOOL_GGRO, data: 0 };
+    ethtool(iface, &mut v)?;
+    Ok(v.data != 0)
+}
+
+/// Turns GRO on or off; returns whether anything changed.
+pub fn set_gro(iface: &str, on: bool) -> io::Result<bool> {
+    if gro(iface)? == on {
+        return Ok(false);
+    }
+    let mut v = EthtoolValue { cmd: ETHTOOL_SGRO, data: u32::from(on) };
+    ethtool(iface, &mut v)?;
+    Ok(true)
+}
