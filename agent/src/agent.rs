@@ -106,8 +106,6 @@ pub struct Agent {
     uplink: Link,
     uplink_address: Option<Ipv4Addr>,
     weft0: Link,
-    /// Ifindex of weft0's veth peer (XDP decap redirects there).
-    weft0_peer: u32,
     /// Whether XDP decap runs on the uplink (else TC alone decapsulates).
     xdp: bool,
     source: Source,
@@ -278,7 +276,7 @@ impl Agent {
                 .filter(|s| pins.iter().any(|(n, st)| n == &s.name && *st != PinState::Adopted))
                 .map(|s| args.bpffs_dir.join(s.pin)),
         );
-        let (weft0, weft0_peer) = ensure_device(&nl, &own, &up.link, mtu, created).await?;
+        let weft0 = ensure_device(&nl, &own, &up.link, mtu, created).await?;
         let mut agent = Agent {
             args,
             vni,
@@ -291,7 +289,6 @@ impl Agent {
             uplink: up.link,
             uplink_address: up.address,
             weft0,
-            weft0_peer,
             xdp: false,
             source,
         };
@@ -309,7 +306,6 @@ impl Agent {
             vtep_mac: self.own.vtep_mac.0,
             uplink_ifindex: self.uplink.index,
             weft0_ifindex: self.weft0.index,
-            weft0_peer_ifindex: self.weft0_peer,
             ..Default::default()
         };
         if self.dataplane.maps.config()? != config {
@@ -337,21 +333,9 @@ impl Agent {
     /// XDP decap on the uplink as `--decap` says (TC decap stays attached either way).
     fn attach_xdp(&mut self, created: &mut Created) -> Result<()> {
         let pin = spec::links::DECAP_XDP;
-        // A veth's sender on the same host leaves TCP/UDP checksums for "the NIC" to
-        // finish (CHECKSUM_PARTIAL), and XDP_REDIRECT drops that skb state: the inner
-        // packet would arrive with a bad checksum. Frames from a real wire are whole.
-        let veth_uplink = self.uplink.kind == Some(rtnetlink::packet_route::link::InfoKind::Veth);
-        let want = match self.args.decap {
-            DecapMode::Tc => false,
-            DecapMode::Xdp => true,
-            DecapMode::Auto => !veth_uplink,
-        };
-        if !want {
+        if self.args.decap == DecapMode::Tc {
             if self.dataplane.detach_xdp(pin)? {
-                tracing::info!(iface = %self.uplink.name, "removed XDP decap");
-            }
-            if self.args.decap == DecapMode::Auto {
-                tracing::info!(iface = %self.uplink.name, "the uplink is a veth: decapsulating in TC (--decap xdp needs whole checksums from the sender)");
+                tracing::info!(iface = %self.uplink.name, "removed XDP decap (--decap tc)");
             }
             self.xdp = false;
             return Ok(());
@@ -363,6 +347,13 @@ impl Agent {
                     created.pins.push(self.dataplane.link_pin(pin));
                 }
                 self.xdp = true;
+                // The point of decapsulating in XDP is GRO on the inner flows: NICs have
+                // it on by default, a veth does not.
+                match ethtool::set_gro(&self.uplink.name, true) {
+                    Ok(true) => tracing::info!(iface = %self.uplink.name, "turned GRO on (XDP decap aggregates through it)"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(iface = %self.uplink.name, "cannot turn GRO on ({e}): XDP decap delivers unaggregated"),
+                }
             }
             Err(e) if self.args.decap == DecapMode::Auto => {
                 tracing::info!(iface = %self.uplink.name, "no native XDP ({e:#}): decapsulating in TC");
@@ -413,7 +404,7 @@ impl Agent {
             .await?
             .ok_or_else(|| anyhow!("uplink {} disappeared", self.uplink.name))?;
         let mut created = Created::default();
-        (self.weft0, self.weft0_peer) = ensure_device(&self.nl, &self.own, &self.uplink, self.mtu, &mut created).await?;
+        self.weft0 = ensure_device(&self.nl, &self.own, &self.uplink, self.mtu, &mut created).await?;
         self.write_config()?;
         let attached = self.dataplane.is_attached(spec::programs::ENCAP, &self.weft0.name, TcAttachType::Egress)?
             && self.dataplane.is_attached(spec::programs::DECAP, &self.uplink.name, TcAttachType::Ingress)?
@@ -609,8 +600,7 @@ async fn next_node_event(source: &mut Source) -> Option<Result<watcher::Event<No
 }
 
 /// Creates `weft0` (and its peer end) if missing, and brings it to the spec.
-/// Returns weft0 and its peer's ifindex.
-async fn ensure_device(nl: &Netlink, own: &NodeEntry, uplink: &Link, mtu: Option<u32>, created: &mut Created) -> Result<(Link, u32)> {
+async fn ensure_device(nl: &Netlink, own: &NodeEntry, uplink: &Link, mtu: Option<u32>, created: &mut Created) -> Result<Link> {
     let spec = node::device_spec(own, uplink.mtu, mtu);
     let link = match nl.link_by_name(WEFT0).await? {
         Some(link) if link.kind == Some(rtnetlink::packet_route::link::InfoKind::Veth) => link,
@@ -650,9 +640,5 @@ async fn ensure_device(nl: &Netlink, own: &NodeEntry, uplink: &Link, mtu: Option
     if !addrs.contains(&(spec.address, 32)) {
         nl.add_address(link.index, spec.address, 32).await?;
     }
-    // NAPI and GRO on weft0's receive side: XDP decap delivers through it.
-    if ethtool::set_gro(WEFT0, true).with_context(|| format!("turning GRO on for {WEFT0}"))? {
-        tracing::info!("turned GRO on for {WEFT0}");
-    }
-    Ok((nl.link_by_index(link.index).await?.ok_or_else(|| anyhow!("{WEFT0} vanished"))?, peer.index))
+    Ok(nl.link_by_index(link.index).await?.ok_or_else(|| anyhow!("{WEFT0} vanished"))?)
 }

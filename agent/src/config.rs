@@ -85,12 +85,11 @@ pub struct Args {
     pub bpf_log: BpfLogLevel,
 
     /// Where VXLAN is decapsulated. `xdp`: at the uplink's native (driver) XDP hook,
-    /// before GRO, the inner frame received by weft0 with GRO — the fast path, it needs
-    /// a driver with native XDP; `tc`: at the uplink's TC ingress (every driver; inner
-    /// packets are not aggregated); `auto`: xdp where the driver supports it, else tc,
-    /// and tc on a veth uplink (a sender on the same host leaves checksums partial,
-    /// which XDP redirection loses). Both deliver the inner packet as arriving on
-    /// weft0, and TC stays attached for what XDP hands on.
+    /// before GRO, so the inner flows are aggregated as Flannel's vxlan socket
+    /// aggregates them (GRO is turned on for the uplink); TC then hands the aggregates
+    /// to weft0. `tc`: at the uplink's TC ingress alone (every driver; no aggregation).
+    /// `auto`: xdp where the driver has native XDP, else tc. Either way the inner
+    /// packet arrives on weft0, as on flannel.1.
     #[arg(long, value_enum, default_value_t = DecapMode::Auto)]
     pub decap: DecapMode,
 

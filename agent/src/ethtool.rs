@@ -1,10 +1,7 @@
-//! The one ethtool setting weft needs: GRO on `weft0`.
-//!
-//! A veth runs its receive side through NAPI only when GRO is requested (or an XDP
-//! program is attached); XDP decap redirects frames to `weft0`'s peer, which the
-//! kernel refuses unless `weft0` has that NAPI, and GRO then aggregates the inner
-//! flows. rtnetlink cannot set device features, so this is the classic SIOCETHTOOL
-//! ioctl (`ethtool -K DEV gro on`).
+//! The one ethtool setting weft needs: GRO on the uplink, which XDP decap relies on
+//! to aggregate the inner flows (NICs default to it; a veth does not). rtnetlink
+//! cannot set device features, so this is the classic SIOCETHTOOL ioctl
+//! (`ethtool -K DEV gro on`).
 
 use std::{ffi::c_void, io};
 

@@ -26,11 +26,8 @@ pub struct DataplaneConfig {
     pub uplink_ifindex: u32,
     /// Ifindex of `weft0` (decap redirects into its ingress).
     pub weft0_ifindex: u32,
-    /// Ifindex of `weft0`'s veth peer: XDP decap redirects there, so the frame is
-    /// received by `weft0` (through its NAPI, with GRO). 0: XDP decap passes all to TC.
-    pub weft0_peer_ifindex: u32,
     /// Reserved for future versions; zero.
-    pub _reserved: [u32; 3],
+    pub _reserved: [u32; 4],
 }
 
 const _: () = assert!(core::mem::size_of::<DataplaneConfig>() == 48);

@@ -47,13 +47,16 @@ pub enum Verdict {
     DropRedirect = 9,
     /// Decap: outer header marked CE but the inner packet is not ECN-capable (RFC 6040).
     DropEcnNotEct = 10,
+    /// An inner frame XDP decapsulated (counted there as `Decapsulated`), after GRO
+    /// (one count per aggregate), redirected by TC into `weft0`'s ingress.
+    DeliveredFromXdp = 11,
 }
 
 /// Slots in the counters map: room for verdicts added later without resizing the map.
 pub const VERDICT_SLOTS: u32 = 32;
 
 impl Verdict {
-    pub const ALL: [Verdict; 11] = [
+    pub const ALL: [Verdict; 12] = [
         Verdict::Passed,
         Verdict::Encapsulated,
         Verdict::Decapsulated,
@@ -65,6 +68,7 @@ impl Verdict {
         Verdict::DropResize,
         Verdict::DropRedirect,
         Verdict::DropEcnNotEct,
+        Verdict::DeliveredFromXdp,
     ];
 
     pub const fn index(self) -> u32 {
@@ -76,7 +80,7 @@ impl Verdict {
     }
 
     pub const fn is_drop(self) -> bool {
-        !matches!(self, Verdict::Passed | Verdict::Encapsulated | Verdict::Decapsulated)
+        !matches!(self, Verdict::Passed | Verdict::Encapsulated | Verdict::Decapsulated | Verdict::DeliveredFromXdp)
     }
 
     /// Metric label and log name; stable like the number.
@@ -93,6 +97,7 @@ impl Verdict {
             Verdict::DropResize => "drop_resize",
             Verdict::DropRedirect => "drop_redirect",
             Verdict::DropEcnNotEct => "drop_ecn_not_ect",
+            Verdict::DeliveredFromXdp => "delivered_from_xdp",
         }
     }
 }

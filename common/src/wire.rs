@@ -24,3 +24,7 @@ pub const SRC_PORT_SPAN: u32 = 16384;
 
 pub const ETH_P_IPV4: u16 = 0x0800;
 pub const IPPROTO_UDP: u8 = 17;
+
+/// Mark XDP decap leaves in the frame's metadata (`bpf_xdp_adjust_meta`, never on the
+/// wire) so the uplink's TC program knows an inner frame from one that arrived as is.
+pub const XDP_DECAP_MARK: u32 = 0x7765_6674; // "weft"

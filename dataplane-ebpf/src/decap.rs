@@ -12,18 +12,20 @@
 //! VtepMAC) and redirects it into `weft0`'s ingress: routing, conntrack and netfilter
 //! see the inner packet arrive on `weft0`, as they see it arrive on `flannel.1`.
 //!
-//! [`xdp_decap`] does the same before GRO, at the uplink's XDP hook: it strips outer
-//! Ethernet/IPv4/UDP/VXLAN, leaving the inner frame (to our VtepMAC), and redirects
-//! it to `weft0`'s veth peer, so `weft0` receives it through its NAPI and GRO
-//! aggregates the inner flow, as the vxlan socket's GRO does for `flannel.1`. What XDP
-//! passes (not ours, or a GSO aggregate a veth handed over whole) still meets TC.
+//! [`xdp_decap`] makes the same decision before GRO, at the uplink's native XDP hook:
+//! it strips outer Ethernet/IPv4/UDP/VXLAN, leaving the inner frame (to our VtepMAC),
+//! marks it in the frame's metadata and passes it on, so the uplink's GRO aggregates
+//! the inner flow as the vxlan socket's GRO does for `flannel.1`. [`tc_decap`] then
+//! finds the mark on the aggregate and only redirects it into `weft0`'s ingress.
+//! (Passing, not redirecting, from XDP keeps the skb's checksum state, which a veth
+//! carries partial.)
 
 use aya_ebpf::{
     bindings::{
         BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_REDIRECT,
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action::XDP_REDIRECT,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
-    helpers::generated::{bpf_redirect, bpf_xdp_adjust_head},
+    helpers::generated::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::warn;
@@ -31,7 +33,7 @@ use weft_common::{
     MacAddr,
     config::DataplaneConfig,
     counters::Verdict,
-    wire::{ETH_HLEN, ETH_P_IPV4, IPPROTO_UDP, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN},
+    wire::{ETH_HLEN, ETH_P_IPV4, IPPROTO_UDP, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN, XDP_DECAP_MARK},
 };
 
 use crate::{
@@ -141,6 +143,9 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
     let Some(cfg) = maps::config() else {
         return Ok(Verdict::Passed);
     };
+    if xdp_decapsulated(ctx) {
+        return deliver(cfg, Verdict::DeliveredFromXdp);
+    }
     let pkt = Packet::new(ctx.data(), ctx.data_end());
     let plan = match inspect(pkt, cfg) {
         Ok(plan) => plan,
@@ -170,46 +175,63 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
         ethertype: ETH_P_IPV4.to_be_bytes(),
     };
 
+    deliver(cfg, Verdict::Decapsulated)
+}
+
+/// Redirects the (inner) frame into `weft0`'s ingress.
+#[inline(always)]
+fn deliver(cfg: &DataplaneConfig, verdict: Verdict) -> Result<Verdict, Verdict> {
     // SAFETY: plain helper call with scalar arguments.
     let rc = unsafe { bpf_redirect(cfg.weft0_ifindex, u64::from(BPF_F_INGRESS)) };
     if rc != i64::from(TC_ACT_REDIRECT) {
         return Err(Verdict::DropRedirect);
     }
-    Ok(Verdict::Decapsulated)
+    Ok(verdict)
 }
 
-/// XDP: decapsulates a frame that is ours into the inner Ethernet frame and redirects
-/// it into `weft0` (via its veth peer). `Passed` hands the frame on to TC unchanged.
+/// Whether XDP decapsulated this frame: its metadata carries our mark. Metadata is
+/// not on the wire, so a frame from outside cannot claim it.
+#[inline(always)]
+fn xdp_decapsulated(ctx: &TcContext) -> bool {
+    // SAFETY: reading two fields of the context the kernel passed us.
+    let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, (*ctx.skb.skb).data as usize) };
+    if meta + 4 > data {
+        return false;
+    }
+    // SAFETY: bounds checked against `data` just above (the verifier checks it too).
+    unsafe { core::ptr::read_unaligned(meta as *const u32) == XDP_DECAP_MARK }
+}
+
+/// XDP: decapsulates a frame that is ours into the inner Ethernet frame, marks it in
+/// the metadata and passes it on to GRO and then [`tc_decap`]. `Passed`: not ours,
+/// or ours but bad — TC makes (and counts, and logs) the same decision again.
 pub fn xdp_decap(ctx: &XdpContext) -> Result<Verdict, Verdict> {
     let Some(cfg) = maps::config() else {
         return Ok(Verdict::Passed);
     };
-    if cfg.weft0_peer_ifindex == 0 {
-        return Ok(Verdict::Passed);
-    }
     let pkt = Packet::new(ctx.data(), ctx.data_end());
-    let plan = match inspect(pkt, cfg) {
-        Ok(plan) => plan,
-        // TC sees the frame next and makes (and counts) the same decision, logging included.
-        Err(_) => return Ok(Verdict::Passed),
+    let Ok(plan) = inspect(pkt, cfg) else {
+        return Ok(Verdict::Passed);
     };
     if plan.mark_ce != 0 {
         mark_ce(pkt, &plan)?;
     }
     // Drop everything before the inner Ethernet header.
     let outer = (plan.inner_ip_off - ETH_HLEN) as i32;
-    // SAFETY: plain helper call on this program's own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer) } != 0 {
+    // SAFETY: plain helper calls on this program's own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer) } != 0 || unsafe { bpf_xdp_adjust_meta(ctx.ctx, -4) } != 0 {
         return Err(Verdict::DropResize);
     }
+    // SAFETY: reading the context the kernel passed us.
+    let (meta, data) = unsafe { ((*ctx.ctx).data_meta as usize, (*ctx.ctx).data as usize) };
+    if meta + 4 > data {
+        return Err(Verdict::DropResize);
+    }
+    // SAFETY: bounds checked just above.
+    unsafe { core::ptr::write_unaligned(meta as *mut u32, XDP_DECAP_MARK) };
     let pkt = Packet::new(ctx.data(), ctx.data_end());
     let eth: &mut EthHdr = pkt.header_mut(0).ok_or(Verdict::DropMalformed)?;
-    // A Flannel peer addresses us by our VtepMAC already; make sure weft0 sees it as its own.
+    // A Flannel peer addresses us by our VtepMAC already; say so for every sender.
     eth.dst = cfg.vtep_mac;
-    // SAFETY: plain helper call with scalar arguments.
-    let rc = unsafe { bpf_redirect(cfg.weft0_peer_ifindex, 0) };
-    if rc != i64::from(XDP_REDIRECT) {
-        return Err(Verdict::DropRedirect);
-    }
     Ok(Verdict::Decapsulated)
 }

@@ -23,7 +23,7 @@ mod parse;
 use aya_ebpf::{
     bindings::{
         TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC,
-        xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
+        xdp_action::{XDP_DROP, XDP_PASS},
     },
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
@@ -48,8 +48,8 @@ pub fn weft_decap(ctx: TcContext) -> i32 {
     finish(&ctx, len, result)
 }
 
-/// XDP of the uplink (`--decap xdp`): VXLAN for us is decapsulated before GRO and
-/// received by `weft0`; everything else goes on to the TC program above.
+/// XDP of the uplink (`--decap xdp`): VXLAN for us is decapsulated before GRO, and
+/// the TC program above delivers the aggregates into `weft0`.
 #[xdp]
 pub fn weft_decap_xdp(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u32;
@@ -58,7 +58,7 @@ pub fn weft_decap_xdp(ctx: XdpContext) -> u32 {
         Ok(Verdict::Passed) => XDP_PASS,
         Ok(verdict) => {
             counters::count(verdict, len);
-            XDP_REDIRECT
+            XDP_PASS
         }
         Err(reason) => {
             counters::count(reason, len);

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult},
+    programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
 };
 use rstest::rstest;
 use weft_agent::{DATAPLANE_OBJECT, maps::Maps};
@@ -17,7 +17,7 @@ use weft_common::{
     ABI_VERSION,
     config::DataplaneConfig,
     counters::Verdict,
-    maps::programs::{DECAP, ENCAP},
+    maps::programs::{DECAP, DECAP_XDP, ENCAP},
     tunnel::{PeerNode, TunnelEndpoint},
 };
 use weft_e2e::packet::{
@@ -27,6 +27,7 @@ use weft_e2e::packet::{
 const TC_ACT_UNSPEC: u32 = -1i32 as u32;
 const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
+const XDP_PASS: u32 = 2;
 
 const A_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 const A_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x00];
@@ -61,6 +62,8 @@ fn dataplane(configured: bool) -> Dataplane {
         let p: &mut SchedClassifier = ebpf.program_mut(name).expect("program").try_into().expect("classifier");
         p.load().expect("verifier accepts the program");
     }
+    let x: &mut Xdp = ebpf.program_mut(DECAP_XDP).expect("program").try_into().expect("xdp");
+    x.load().expect("verifier accepts the XDP program");
     let mut maps = Maps::take(&mut ebpf).expect("maps");
     if configured {
         maps.set_config(config()).unwrap();
@@ -85,6 +88,24 @@ impl Dataplane {
             .expect("BPF_PROG_TEST_RUN");
         out.truncate(data_size_out as usize);
         (return_value, out)
+    }
+
+    /// Runs the XDP decap program; asserts its return code and that only `verdict`'s
+    /// counter moved (by one), or none for `None`. Returns the frame as left.
+    fn expect_xdp(&self, frame: &[u8], code: u32, verdict: Option<Verdict>) -> Vec<u8> {
+        let before: Vec<u64> = Verdict::ALL.iter().map(|&v| self.packets(v)).collect();
+        let p: &Xdp = self.ebpf.program(DECAP_XDP).unwrap().try_into().unwrap();
+        let mut out = vec![0u8; frame.len() + 128];
+        let r = p
+            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })
+            .expect("BPF_PROG_TEST_RUN (XDP)");
+        out.truncate(r.data_size_out as usize);
+        assert_eq!(r.return_value, code, "XDP return code (expected {verdict:?})");
+        for (i, &v) in Verdict::ALL.iter().enumerate() {
+            let delta = self.packets(v) - before[i];
+            assert_eq!(delta, u64::from(Some(v) == verdict), "XDP: counter {v:?} moved by {delta}");
+        }
+        out
     }
 
     fn packets(&self, v: Verdict) -> u64 {
@@ -245,6 +266,30 @@ fn decap_restores_the_inner_packet() {
     assert_eq!(&out[6..12], &B_MAC, "from the sender's VtepMAC");
     assert_eq!(Encapsulated::be16(&out, 12), ETH_P_IPV4);
     assert_eq!(&out[14..], &inner[..], "inner packet byte for byte");
+}
+
+/// XDP decap leaves exactly the inner frame (to our VtepMAC, from the sender's) and
+/// passes it on, to GRO and then TC, which delivers it.
+#[test]
+fn xdp_decap_leaves_the_inner_frame() {
+    let dp = dataplane(true);
+    let inner = inner_packet();
+    let out = dp.expect_xdp(&from_b(&inner).build(), XDP_PASS, Some(Verdict::Decapsulated));
+    // BPF_PROG_TEST_RUN returns the metadata in front of the frame: TC's mark.
+    assert_eq!(out[..4], weft_common::wire::XDP_DECAP_MARK.to_ne_bytes(), "the metadata mark TC looks for");
+    assert_eq!(out[4..], eth(A_MAC, B_MAC, ETH_P_IPV4, &inner), "inner Ethernet frame byte for byte");
+}
+
+/// XDP leaves everything it does not decapsulate untouched and uncounted: TC makes the
+/// same decision next and counts (and drops) it there.
+#[rstest]
+#[case::not_vxlan(eth(A_MAC, B_MAC, ETH_P_IPV4, &Ipv4::new(B_IP, A_IP, IPPROTO_TCP).build(&[0u8; 20])))]
+#[case::other_port(VxlanFrame { dport: 4789, ..from_b(&inner_packet()) }.build())]
+#[case::unknown_source(VxlanFrame { outer_src: ROGUE_IP, ..from_b(&inner_packet()) }.build())]
+#[case::truncated_vxlan(from_b(&inner_packet()).build()[..14 + 20 + 8 + 4].to_vec())]
+fn xdp_decap_hands_the_rest_to_tc(#[case] frame: Vec<u8>) {
+    let dp = dataplane(true);
+    assert_eq!(dp.expect_xdp(&frame, XDP_PASS, None), frame);
 }
 
 /// Encap on one node, decap on the other: the pod's packet comes out unchanged.
