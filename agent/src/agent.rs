@@ -20,7 +20,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use aya::programs::TcAttachType;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Node;
 use kube::{
@@ -108,6 +108,8 @@ pub struct Agent {
     weft0: Link,
     /// Whether XDP decap runs on the uplink (else TC alone decapsulates).
     xdp: bool,
+    /// What the last reconcile applied (None: read the kernel next time).
+    applied: Option<node::Desired>,
     source: Source,
 }
 
@@ -158,7 +160,7 @@ async fn start_static(args: Args, path: PathBuf, nl: Netlink, created: &mut Crea
     let stamp = file_stamp(&path);
     let source = Source::File { path, stamp };
     let mut agent = Agent::bring_up(args, vni, port, None, nl, own, table, up, source, created).await?;
-    agent.reconcile().await?;
+    agent.reconcile(true).await?;
     tracing::info!("dataplane up");
     Ok(agent)
 }
@@ -227,7 +229,7 @@ async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Ag
     let mut source = Source::Kube(Box::new(kube));
     let table = kube_table(&own, &mut source, conf.vni);
     let mut agent = Agent::bring_up(args, conf.vni, conf.port, conf.mtu, nl, own, table, up, source, created).await?;
-    agent.reconcile().await?;
+    agent.reconcile(true).await?;
     agent.write_cni_files()?;
     agent.sync_node_object().await;
     tracing::info!("dataplane up");
@@ -290,6 +292,7 @@ impl Agent {
             uplink_address: up.address,
             weft0,
             xdp: false,
+            applied: None,
             source,
         };
         agent.write_config()?;
@@ -364,10 +367,13 @@ impl Agent {
         Ok(())
     }
 
-    async fn reconcile(&mut self) -> Result<()> {
+    /// `full`: against what the kernel holds; else against what the last pass applied.
+    async fn reconcile(&mut self, full: bool) -> Result<()> {
         let others = self.table.nodes.iter().filter(|n| n.name != self.own.name);
         let desired = node::desired(others, self.vni);
-        let changes = reconcile::apply(&mut self.dataplane.maps, &self.nl, self.weft0.index, &desired).await?;
+        let known = if full { None } else { self.applied.take() };
+        let changes = reconcile::apply(&mut self.dataplane.maps, &self.nl, self.weft0.index, &desired, known.as_ref()).await?;
+        self.applied = Some(desired);
         if changes != reconcile::Changes::default() {
             tracing::info!(upserted = changes.upserted, removed = changes.removed, "reconciled");
         }
@@ -385,6 +391,18 @@ impl Agent {
             }
         }
         self.table = kube_table(&self.own.clone(), &mut self.source, self.vni);
+        Ok(())
+    }
+
+    /// After Node events: the table, the config (our own address may have moved), maps
+    /// and routes, our files and Node object. Device and attachments are the periodic
+    /// resync's business.
+    async fn sync_nodes(&mut self) -> Result<()> {
+        self.refresh_from_store()?;
+        self.write_config()?;
+        self.reconcile(false).await?;
+        self.write_cni_files()?;
+        self.sync_node_object().await;
         Ok(())
     }
 
@@ -413,7 +431,7 @@ impl Agent {
             tracing::warn!("a program is no longer attached (interface recreated?): attaching again");
             self.attach(&mut created)?;
         }
-        self.reconcile().await?;
+        self.reconcile(true).await?;
         if matches!(self.source, Source::Kube(_)) {
             self.write_cni_files()?;
             self.sync_node_object().await;
@@ -571,7 +589,21 @@ impl Agent {
         match item {
             // A relist's objects land in the store all at once, at InitDone.
             Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
-            Some(Ok(_)) => self.resync_logged().await,
+            Some(Ok(_)) => {
+                // One pass for a burst: whatever the watch already has goes into the
+                // store first (a thousand nodes' updates cost one reconcile, not a thousand).
+                if let Source::Kube(kube) = &mut self.source {
+                    while let Some(Some(more)) = kube.events.next().now_or_never() {
+                        if let Err(e) = more {
+                            tracing::debug!("watching nodes: {e}");
+                            break;
+                        }
+                    }
+                }
+                if let Err(e) = self.sync_nodes().await {
+                    tracing::error!("applying node changes: {e:#}");
+                }
+            }
             Some(Err(e)) => {
                 let Source::Kube(kube) = &mut self.source else { return };
                 if kube.last_watch_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {

@@ -154,6 +154,11 @@ impl Maps {
             .collect()
     }
 
+    /// The entry the datapath would use for `ip` (longest prefix match), if any.
+    pub fn tunnel_for(&self, ip: Ipv4Addr) -> Option<TunnelEndpoint> {
+        self.tunnels.get(&Key::new(32, ip.octets()), 0).ok()
+    }
+
     pub fn set_tunnel(&mut self, cidr: Ipv4Network, endpoint: TunnelEndpoint) -> Result<()> {
         let key = Key::new(u32::from(cidr.prefix()), cidr.network().octets());
         self.tunnels.insert(&key, endpoint, 0).map_err(err(spec::TUNNELS.name, "inserting"))

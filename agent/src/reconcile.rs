@@ -67,11 +67,32 @@ pub struct Changes {
     pub removed: usize,
 }
 
-pub async fn apply(maps: &mut Maps, nl: &Netlink, weft0: u32, desired: &Desired) -> Result<Changes, ReconcileError> {
-    let peers = diff(&desired.peers, &maps.peers()?);
-    let tunnels = diff(&desired.tunnels, &maps.tunnels()?);
-    let current_routes = nl.routes_via(weft0).await?;
-    let routes = diff(&desired.routes, &actual_routes(&current_routes));
+/// Makes maps and routes equal to `desired`. Without `known`, reads what the kernel
+/// holds (the periodic, level-triggered pass, which also sweeps what others changed);
+/// with `known` — what the last pass applied — writes only the difference, without
+/// dumping thousands of entries per Node event.
+pub async fn apply(
+    maps: &mut Maps,
+    nl: &Netlink,
+    weft0: u32,
+    desired: &Desired,
+    known: Option<&Desired>,
+) -> Result<Changes, ReconcileError> {
+    let (peers, tunnels, current_routes, routes) = match known {
+        Some(k) => {
+            let routes = k
+                .routes
+                .iter()
+                .map(|(dst, gw)| Route { destination: *dst, gateway: Some(*gw), oif: Some(weft0), onlink: true })
+                .collect();
+            (diff(&desired.peers, &k.peers), diff(&desired.tunnels, &k.tunnels), routes, diff(&desired.routes, &k.routes))
+        }
+        None => {
+            let current_routes = nl.routes_via(weft0).await?;
+            let routes = diff(&desired.routes, &actual_routes(&current_routes));
+            (diff(&desired.peers, &maps.peers()?), diff(&desired.tunnels, &maps.tunnels()?), current_routes, routes)
+        }
+    };
     let mut changes = Changes::default();
 
     for (ip, peer) in &peers.upsert {
