@@ -589,18 +589,25 @@ impl Agent {
         match item {
             // A relist's objects land in the store all at once, at InitDone.
             Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
-            Some(Ok(_)) => {
+            Some(Ok(event)) => {
+                // A (re)list ended: mark and sweep against what the kernel holds.
+                let mut relisted = matches!(event, watcher::Event::InitDone);
                 // One pass for a burst: whatever the watch already has goes into the
                 // store first (a thousand nodes' updates cost one reconcile, not a thousand).
                 if let Source::Kube(kube) = &mut self.source {
                     while let Some(Some(more)) = kube.events.next().now_or_never() {
-                        if let Err(e) = more {
-                            tracing::debug!("watching nodes: {e}");
-                            break;
+                        match more {
+                            Ok(e) => relisted |= matches!(e, watcher::Event::InitDone),
+                            Err(e) => {
+                                tracing::debug!("watching nodes: {e}");
+                                break;
+                            }
                         }
                     }
                 }
-                if let Err(e) = self.sync_nodes().await {
+                if relisted {
+                    self.resync_logged().await;
+                } else if let Err(e) = self.sync_nodes().await {
                     tracing::error!("applying node changes: {e:#}");
                 }
             }
