@@ -201,7 +201,13 @@ async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Ag
     // an empty table.
     let (store, writer) = reflector::store();
     let mut events: NodeEvents =
-        Box::pin(reflector(writer, watcher(api.clone(), watcher::Config::default())).backoff(kube_sync::Reconnect::default()));
+        Box::pin(
+            reflector(writer, watcher(api.clone(), watcher::Config::default()).modify({
+                let own = args.node_name.clone();
+                move |n| kube_sync::slim(&own, n)
+            }))
+                .backoff(kube_sync::Reconnect::default()),
+        );
     let ready = store.clone();
     let wait = ready.wait_until_ready();
     tokio::pin!(wait);
@@ -232,8 +238,16 @@ async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Ag
     agent.reconcile(true).await?;
     agent.write_cni_files()?;
     agent.sync_node_object().await;
+    release_free_memory();
     tracing::info!("dataplane up");
     Ok(agent)
+}
+
+/// Hands the heap's free pages back to the kernel. A full list of a large cluster's
+/// Nodes is decoded at once; glibc would otherwise keep that peak as resident memory.
+fn release_free_memory() {
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists.
+    unsafe { libc::malloc_trim(0) };
 }
 
 /// The table from the watch store, warning once per skipped node and reason.
@@ -607,6 +621,7 @@ impl Agent {
                 }
                 if relisted {
                     self.resync_logged().await;
+                    release_free_memory();
                 } else if let Err(e) = self.sync_nodes().await {
                     tracing::error!("applying node changes: {e:#}");
                 }

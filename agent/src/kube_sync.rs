@@ -187,6 +187,32 @@ impl Taken {
     }
 }
 
+/// Drops what the agent never reads from a watched Node before the store keeps it:
+/// in a real cluster, managed fields, the image list, labels and others' annotations
+/// are most of a Node's size, and the store holds every Node of the cluster. The own
+/// node keeps its conditions (NetworkUnavailable is ours to clear).
+pub fn slim(own: &str, node: &mut Node) {
+    node.metadata.managed_fields = None;
+    node.metadata.labels = None;
+    if let Some(a) = node.metadata.annotations.as_mut() {
+        a.retain(|k, _| k.starts_with(annotations::PREFIX) && k.as_bytes().get(annotations::PREFIX.len()) == Some(&b'/'));
+    }
+    let is_own = node.metadata.name.as_deref() == Some(own);
+    if let Some(status) = node.status.as_mut() {
+        if !is_own {
+            status.conditions = None;
+        }
+        status.images = None;
+        status.volumes_attached = None;
+        status.volumes_in_use = None;
+        status.node_info = None;
+        status.capacity = None;
+        status.allocatable = None;
+        status.daemon_endpoints = None;
+        status.config = None;
+    }
+}
+
 /// The table the reconciler works from: this node first, then its peers.
 pub fn table(own: &NodeEntry, peers: &Peers) -> NodeTable {
     let mut nodes = vec![own.clone()];
