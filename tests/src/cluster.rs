@@ -31,6 +31,28 @@ pub enum Kind {
     Weft,
     /// Kernel vxlan `flannel.1`, programmed exactly as Flannel's vxlan backend does.
     Flannel,
+    /// No encapsulation: routes to the other nodes' pod CIDRs via their underlay
+    /// addresses, as Flannel's host-gw backend programs them (the benchmark's baseline).
+    HostGw,
+}
+
+impl Kind {
+    /// The name the sandbox and the benchmark print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Weft => "weft",
+            Kind::Flannel => "flannel",
+            Kind::HostGw => "host-gw",
+        }
+    }
+
+    /// The MTU pods get: the uplink's, less the VXLAN overhead when encapsulating.
+    pub fn pod_mtu(self) -> u32 {
+        match self {
+            Kind::Weft | Kind::Flannel => TUNNEL_MTU,
+            Kind::HostGw => UPLINK_MTU,
+        }
+    }
 }
 
 pub struct Node {
@@ -49,11 +71,12 @@ pub struct Node {
 }
 
 impl Node {
-    /// The tunnel device: `weft0` or `flannel.1`.
+    /// The tunnel device: `weft0` or `flannel.1` (host-gw: the uplink, no tunnel).
     pub fn tunnel_dev(&self) -> &'static str {
         match self.kind {
             Kind::Weft => "weft0",
             Kind::Flannel => "flannel.1",
+            Kind::HostGw => "ul0",
         }
     }
 
@@ -130,15 +153,21 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Builds nodes on one underlay; weft nodes get an agent each, Flannel nodes are
-    /// programmed from the same node table (static mode). No pods yet.
+    /// Builds nodes on one underlay; weft nodes get an agent each, Flannel and host-gw
+    /// nodes are programmed from the same node table (static mode). No pods yet.
     pub fn new(spec: &[(&str, Kind)]) -> Result<Cluster> {
+        Cluster::new_with_agent_args(spec, &[])
+    }
+
+    /// As [`Cluster::new`], every weft agent started with `extra` arguments too.
+    pub fn new_with_agent_args(spec: &[(&str, Kind)], extra: &[&str]) -> Result<Cluster> {
         let mut cluster = Cluster::base(spec)?;
         cluster.write_peers(&cluster.nodes.iter().map(Node::table_line).collect::<Vec<_>>())?;
         for i in 0..cluster.nodes.len() {
             match cluster.nodes[i].kind {
-                Kind::Weft => cluster.start_agent(i, &[])?,
+                Kind::Weft => cluster.start_agent(i, extra)?,
                 Kind::Flannel => cluster.program_flannel(i)?,
+                Kind::HostGw => cluster.program_host_gw(i)?,
             }
         }
         Ok(cluster)
@@ -159,6 +188,8 @@ impl Cluster {
             match cluster.nodes[i].kind {
                 Kind::Weft => cluster.start_agent(i, &[])?,
                 Kind::Flannel => cluster.start_flanneld(i)?,
+                // host-gw publishes nothing a peer needs: routes to the nodes known now.
+                Kind::HostGw => cluster.program_host_gw(i)?,
             }
         }
         cluster.sync_flannel()?;
@@ -260,9 +291,9 @@ impl Cluster {
             pod_cidr,
             vtep_mac: format!("0a:58:0a:f4:{:02x}:00", i + 1),
             bpffs_dir: self.bpffs_root.join(name),
-            // The conflist the agent writes in Kubernetes mode; static-mode and Flannel
-            // nodes use it too.
-            conflist: weft_agent::cni::conflist(pod_cidr, TUNNEL_MTU, Some(&dir.join("ipam"))),
+            // The conflist the agent writes in Kubernetes mode; static-mode, Flannel and
+            // host-gw nodes use it too (host-gw pods get the full uplink MTU).
+            conflist: weft_agent::cni::conflist(pod_cidr, kind.pod_mtu(), Some(&dir.join("ipam"))),
             dir,
             agent: None,
             ns,
@@ -319,6 +350,19 @@ impl Cluster {
                     &n.ns,
                     &flannel::Peer { underlay: p.underlay, pod_cidr: p.pod_cidr, vtep_mac: p.vtep_mac.clone() },
                 )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flannel's host-gw backend on node `i`: forwarding on, and per other node a route
+    /// to its pod CIDR via its underlay address on the uplink (no encapsulation).
+    fn program_host_gw(&self, i: usize) -> Result<()> {
+        let n = &self.nodes[i];
+        n.ns.sh("sysctl -q -w net.ipv4.ip_forward=1")?;
+        for (j, p) in self.nodes.iter().enumerate() {
+            if j != i {
+                n.ns.ip(&format!("route add {} via {} dev ul0", p.pod_cidr, p.underlay))?;
             }
         }
         Ok(())

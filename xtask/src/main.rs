@@ -7,6 +7,7 @@
 //! - `build`: `build-ebpf`, then the agent.
 //! - `test`: `setup`, `build`, then every test (unit, BPF_PROG_TEST_RUN, end-to-end).
 //! - `sandbox`: `build`, then the local multi-node sandbox (the README's main command).
+//! - `bench`: `setup`, `build`, then host-gw vs Flannel vs weft (`weft-bench`, release).
 
 mod setup;
 
@@ -52,6 +53,12 @@ enum Cmd {
         #[arg(long)]
         once: bool,
     },
+    /// Benchmark host-gw, Flannel's kernel vxlan and weft pod to pod (weft-bench --help).
+    Bench {
+        /// Arguments for weft-bench (e.g. --rounds 1 --seconds 2 --wire nic).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -62,6 +69,7 @@ fn main() -> Result<()> {
         Cmd::Build { release } => build(release),
         Cmd::Test { args } => test(&args),
         Cmd::Sandbox { once } => sandbox(once),
+        Cmd::Bench { args } => bench(&args),
     }
 }
 
@@ -145,4 +153,24 @@ fn sandbox(once: bool) -> Result<()> {
         cmd.arg("--once");
     }
     run(&mut cmd)
+}
+
+/// The bench harness runs in release, so its in-process connect/request/close tool is
+/// not the bottleneck; the agent it starts stays the debug build `build(false)` makes
+/// (`weft_e2e::agent_binary()` looks in target/debug): the datapath is the eBPF object,
+/// built in release by `build-ebpf` either way.
+/// The dataplane bench (arguments go to weft-bench), then the control-plane scale
+/// bench; both with the release agent, as deployed.
+fn bench(args: &[String]) -> Result<()> {
+    setup::run()?;
+    build(true)?;
+    let agent = workspace_root().join("target/release/weft-agent");
+    for (bin, args) in [("weft-bench", args), ("weft-bench-control-plane", &[][..])] {
+        run(Command::new("cargo")
+            .current_dir(workspace_root())
+            .env("WEFT_AGENT_BIN", &agent)
+            .args(["run", "--quiet", "--release", "--package", "weft-e2e", "--bin", bin, "--"])
+            .args(args))?;
+    }
+    Ok(())
 }

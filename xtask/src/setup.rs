@@ -17,6 +17,7 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     "iputils-ping",
     "iperf3",
+    "sockperf",
     "tshark",
     "containernetworking-plugins",
     "python3-pip",

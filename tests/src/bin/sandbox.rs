@@ -91,7 +91,7 @@ fn print_topology(c: &Cluster) {
     println!("{:<5} {:<8} {:<13} {:<15} {:<18} {:<10} {}", "node", "kind", "public-ip", "podCIDR", "VtepMAC", "tunnel", "pod");
     let leases = weft_e2e::kube::leases(&c.control().api);
     for n in &c.nodes {
-        let kind = if n.kind == Kind::Weft { "weft" } else { "flannel" };
+        let kind = n.kind.name();
         let (ip, mac) = leases
             .get(&n.name)
             .map(|l| (l.public_ip.to_string(), l.vtep_mac.clone()))

@@ -1,0 +1,77 @@
+//! `weft-bench` (run by `cargo xtask bench`): host-gw, Flannel's kernel vxlan and weft
+//! on the same two-node namespace topology, pod a → pod b, round by round; prints a
+//! table per wire and writes results.csv, summary.csv and chart.svg. Needs root and a
+//! machine with nothing else to do (CPU per GB is machine-wide).
+
+use std::{path::PathBuf, sync::atomic::Ordering, time::Instant};
+
+use anyhow::{Result, bail};
+use clap::{Parser, ValueEnum};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use weft_e2e::bench::{self, Config, Mode, Wire};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WireArg {
+    Veth,
+    Nic,
+    Both,
+}
+
+#[derive(Parser)]
+#[command(name = "weft-bench", about = "host-gw vs Flannel vxlan vs weft, pod to pod across two nodes in network namespaces")]
+struct Cli {
+    /// Rounds per wire; every metric runs once per mode per round, the mode order rotated.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=60))]
+    seconds: u32,
+    /// veth: the underlay as created (offloads on); nic: segmentation off on the wire and
+    /// GRO on the receiving uplink, as with real NICs (the figures that count).
+    #[arg(long, value_enum, default_value_t = WireArg::Both)]
+    wire: WireArg,
+    /// Comma-separated subset of host-gw,flannel,weft,weft-tc.
+    #[arg(long, default_value = "host-gw,flannel,weft,weft-tc")]
+    modes: String,
+    /// Output directory (default: the workspace's target/bench).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Extra arguments for every weft agent, e.g. --weft-args "--decap tc".
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    weft_args: String,
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    bench::STOP.store(true, Ordering::SeqCst);
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let started = Instant::now();
+    let handler = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { sigaction(sig, &handler) }?;
+    }
+    let cfg = Config {
+        rounds: cli.rounds,
+        seconds: cli.seconds,
+        wires: match cli.wire {
+            WireArg::Veth => vec![Wire::Veth],
+            WireArg::Nic => vec![Wire::Nic],
+            WireArg::Both => vec![Wire::Veth, Wire::Nic],
+        },
+        modes: Mode::parse_list(&cli.modes)?,
+        out: cli.out.unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").join("target/bench")
+        }),
+        weft_args: cli.weft_args.split_whitespace().map(str::to_owned).collect(),
+    };
+    let outcome = bench::run(&cfg);
+    println!("elapsed: {:.0} s ({:.1} min)", started.elapsed().as_secs_f64(), started.elapsed().as_secs_f64() / 60.0);
+    let outcome = outcome?;
+    if !outcome.failures.is_empty() {
+        bail!("{} measurement(s) failed (listed above)", outcome.failures.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Control-plane scale: one weft agent against the test API server holding thousands
+//! of Nodes (annotated as Flannel/weft nodes publish them). Prints
+//! - time from the agent's start to a fully programmed node (every tunnel entry and
+//!   every route via weft0),
+//! - time from a single Node creation to its tunnel entry (repeated; p50 and max),
+//! - the agent's resident memory once settled.
+//!
+//! Targets (issue 4): ≤ 2 s, ≤ 100 ms, ≤ 30 MiB. Figures only: nothing here passes or
+//! fails on them. Run it through `cargo xtask bench`, which builds the release agent.
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Parser;
+use ipnetwork::Ipv4Network;
+use weft_e2e::{
+    cluster::{Cluster, Kind},
+    kube::{flannel_annotations, node_manifest},
+    wait_for,
+};
+
+#[derive(Parser)]
+#[command(about = "weft control-plane scale benchmark")]
+struct Cli {
+    /// Nodes in the cluster besides the one under test.
+    #[arg(long, default_value_t = 5000)]
+    nodes: u32,
+    /// Single-node events to time.
+    #[arg(long, default_value_t = 20)]
+    events: u32,
+}
+
+/// Node `i`'s podCIDR (10.1.0.0/24 upwards: clear of the harness's 10.244/16) and
+/// address (a /12 nobody routes here: only map entries and on-link routes are made).
+fn fake_node(i: u32) -> (String, Ipv4Network, Ipv4Addr, String) {
+    let cidr = Ipv4Network::new(Ipv4Addr::new(10, 1 + (i / 256) as u8, (i % 256) as u8, 0), 24).expect("valid /24");
+    let ip = Ipv4Addr::new(172, 16 + (i / 65536) as u8, ((i / 256) % 256) as u8, (i % 256) as u8);
+    let mac = format!("0a:58:{:02x}:{:02x}:{:02x}:00", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
+    (format!("n{i:05}"), cidr, ip, mac)
+}
+
+fn create(c: &Cluster, i: u32) -> Result<Ipv4Network> {
+    let (name, cidr, ip, mac) = fake_node(i);
+    let mut node = node_manifest(&name, ip, cidr);
+    node["metadata"]["annotations"] = flannel_annotations(ip, &mac);
+    c.control().api.create_node(node).map_err(|e| anyhow!("creating {name}: {e:?}"))?;
+    Ok(cidr)
+}
+
+fn routes_via_weft0(c: &Cluster) -> Result<usize> {
+    Ok(c.node("a").ns.ip("route show dev weft0")?.lines().filter(|l| l.contains(" via ")).count())
+}
+
+fn rss_kib(pid: i32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS for {pid}"))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.nodes + cli.events > 19 * 256 + 4000 {
+        bail!("at most {} nodes", 19 * 256 + 4000);
+    }
+    let agent_bin = weft_e2e::agent_binary();
+    println!("agent: {}", agent_bin.display());
+    if agent_bin.to_string_lossy().contains("/debug/") {
+        println!("warning: a debug agent; `cargo xtask bench` uses the release build (WEFT_AGENT_BIN)");
+    }
+    // One weft node in Kubernetes mode; its network must hold all the fake podCIDRs.
+    let mut c = Cluster::new_kube(&[("a", Kind::Weft)])?;
+    let cp = c.control();
+    std::fs::write(&cp.net_conf, r#"{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}"#)?;
+    let a = c.node_index("a");
+    c.nodes[a].agent.as_mut().expect("agent").stop()?;
+
+    let t = Instant::now();
+    for i in 0..cli.nodes {
+        create(&c, i)?;
+    }
+    println!("created {} Nodes in the API server in {:.2} s", cli.nodes, t.elapsed().as_secs_f64());
+
+    // Start: the agent lists everything, programs maps and routes.
+    let start = Instant::now();
+    c.start_agent(a, &[])?;
+    let want = cli.nodes as usize;
+    let mut map_done = None;
+    let programmed = wait_for(Duration::from_secs(120), || {
+        let tunnels = c.node("a").maps().ok()?.tunnels().ok()?.len();
+        if tunnels >= want && map_done.is_none() {
+            map_done = Some(start.elapsed());
+        }
+        (tunnels >= want && routes_via_weft0(&c).ok()? >= want).then(|| start.elapsed())
+    })
+    .ok_or_else(|| anyhow!("not programmed within 120 s\n{}", c.agent_log("a")))?;
+    let map_done = map_done.unwrap_or(programmed);
+
+    // Single events: one new Node at a time, timed to its tunnel entry.
+    let mut latencies = Vec::new();
+    for k in 0..cli.events {
+        let i = cli.nodes + k;
+        let t = Instant::now();
+        let cidr = create(&c, i)?;
+        let probe = cidr.nth(1).expect("a /24 has hosts");
+        let maps = c.node("a").maps()?;
+        // Polled every 0.2 ms (wait_for's 50 ms would be the resolution otherwise).
+        let seen = loop {
+            if maps.tunnel_for(probe).is_some() {
+                break Some(t.elapsed());
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        .with_context(|| format!("node {i}'s entry never appeared"))?;
+        latencies.push(seen);
+    }
+    latencies.sort();
+    let p50 = latencies[latencies.len() / 2];
+    let max = *latencies.last().expect("events > 0");
+
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = c.nodes[a].agent.as_ref().and_then(|p| p.pid()).ok_or_else(|| anyhow!("agent not running"))?;
+    let rss = rss_kib(pid.as_raw())?;
+
+    println!("\ncontrol plane, {} Nodes (one weft agent, test API server):", cli.nodes);
+    println!("  {:<44} {:>10}   target", "metric", "measured");
+    println!("  {:<44} {:>8.0} ms   ≤ 2000 ms", "start → tunnel map complete", map_done.as_secs_f64() * 1e3);
+    println!("  {:<44} {:>8.0} ms   ≤ 2000 ms", "start → map and routes complete", programmed.as_secs_f64() * 1e3);
+    println!(
+        "  {:<44} {:>8.1} ms   ≤ 100 ms (max {:.1} ms over {})",
+        "Node event → tunnel entry (p50)",
+        p50.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3,
+        cli.events
+    );
+    println!("  {:<44} {:>7.1} MiB   ≤ 30 MiB", "agent RSS (VmRSS)", rss as f64 / 1024.0);
+    Ok(())
+}
