@@ -59,11 +59,13 @@ fn restart_keeps_forwarding_and_adopts_pinned_state() -> Result<()> {
     c.start_agent(a, &[])?;
     let log = c.agent_log("a");
     assert_eq!(log.matches("state=Adopted").count(), 4, "all four maps adopted:\n{log}");
-    assert_eq!(log.matches("how=Replaced").count(), 2, "both links reused:\n{log}");
+    // TCX encap and decap, and the XDP decap link (veth has native XDP).
+    assert_eq!(log.matches("how=Replaced").count(), 3, "all three links reused:\n{log}");
     let after = tcx_programs(&c.nodes[a].ns, "weft0", TcAttachType::Egress)?;
     assert_eq!(after.len(), 1, "still exactly one program on weft0");
     assert_ne!(after, before, "the new agent's program replaced the old one");
     assert_eq!(tcx_programs(&c.nodes[a].ns, "ul0", TcAttachType::Ingress)?.len(), 1);
+    assert!(c.nodes[a].ns.ip("-d link show ul0")?.contains("prog/xdp"), "XDP decap still on ul0");
     for to in ["b", "c"] {
         ping_ok(&c.pod_on("a").ns, c.pod_on(to).ip, 3)?;
     }
