@@ -217,13 +217,13 @@ pub struct Outcome {
 }
 
 /// One mode's cluster: nodes a and b, a pod on each.
-struct Topology {
-    mode: Mode,
-    cluster: Cluster,
+pub struct Topology {
+    pub mode: Mode,
+    pub cluster: Cluster,
 }
 
 impl Topology {
-    fn build(mode: Mode, weft_args: &[&str]) -> Result<Topology> {
+    pub fn build(mode: Mode, weft_args: &[&str]) -> Result<Topology> {
         let kind = mode.kind();
         let args: Vec<&str> = mode.agent_args().iter().chain(weft_args).copied().collect();
         let mut cluster = Cluster::new_with_agent_args(&[("a", kind), ("b", kind)], &args)
@@ -310,7 +310,7 @@ fn feature_mismatches(ns: &Netns, dev: &str, want: &[(&str, &str)]) -> Result<Ve
 
 /// Switches a cluster's underlay to the nic wire; fails naming any feature this
 /// ethtool does not know or the device would not change.
-fn apply_nic(c: &Cluster) -> Result<()> {
+pub fn apply_nic(c: &Cluster) -> Result<()> {
     for (ns, dev, features) in nic_settings(c) {
         let args: Vec<String> = features.iter().map(|(f, s)| format!("{f} {s}")).collect();
         let line = format!("ethtool -K {dev} {}", args.join(" "));
