@@ -54,14 +54,15 @@ fn routes_via_weft0(c: &Cluster) -> Result<usize> {
     Ok(c.node("a").ns.ip("route show dev weft0")?.lines().filter(|l| l.contains(" via ")).count())
 }
 
-fn rss_kib(pid: i32) -> Result<u64> {
+/// A `/proc/PID/status` field in KiB (VmRSS, RssAnon, RssFile).
+fn status_kib(pid: i32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS for {pid}"))
+        .ok_or_else(|| anyhow!("no {field} for {pid}"))
 }
 
 fn main() -> Result<()> {
@@ -129,7 +130,8 @@ fn main() -> Result<()> {
 
     std::thread::sleep(Duration::from_secs(2));
     let pid = c.nodes[a].agent.as_ref().and_then(|p| p.pid()).ok_or_else(|| anyhow!("agent not running"))?;
-    let rss = rss_kib(pid.as_raw())?;
+    let rss = status_kib(pid.as_raw(), "VmRSS")?;
+    let (anon, file) = (status_kib(pid.as_raw(), "RssAnon")?, status_kib(pid.as_raw(), "RssFile")?);
 
     println!("\ncontrol plane, {} Nodes (one weft agent, test API server):", cli.nodes);
     println!("  {:<44} {:>10}   target", "metric", "measured");
@@ -142,6 +144,12 @@ fn main() -> Result<()> {
         max.as_secs_f64() * 1e3,
         cli.events
     );
-    println!("  {:<44} {:>7.1} MiB   ≤ 30 MiB", "agent RSS (VmRSS)", rss as f64 / 1024.0);
+    println!(
+        "  {:<44} {:>7.1} MiB   ≤ 30 MiB (heap and stacks {:.1}, mapped files {:.1})",
+        "agent RSS (VmRSS)",
+        rss as f64 / 1024.0,
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0
+    );
     Ok(())
 }
