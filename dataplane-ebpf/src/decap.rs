@@ -213,13 +213,20 @@ pub fn xdp_decap(ctx: &XdpContext) -> Result<Verdict, Verdict> {
     let Ok(plan) = inspect(pkt, cfg) else {
         return Ok(Verdict::Passed);
     };
-    if plan.mark_ce != 0 {
-        mark_ce(pkt, &plan)?;
+    // Room for the mark first: a driver without XDP metadata refuses it, and then the
+    // frame goes to TC whole, which decapsulates it there (correct, without GRO).
+    // SAFETY: plain helper call on this program's own context.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -4) } != 0 {
+        return Ok(Verdict::Passed);
     }
-    // Drop everything before the inner Ethernet header.
+    if plan.mark_ce != 0 {
+        // Packet pointers die with every adjust helper: take them again.
+        mark_ce(Packet::new(ctx.data(), ctx.data_end()), &plan)?;
+    }
+    // Drop everything before the inner Ethernet header (the metadata moves along).
     let outer = (plan.inner_ip_off - ETH_HLEN) as i32;
-    // SAFETY: plain helper calls on this program's own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer) } != 0 || unsafe { bpf_xdp_adjust_meta(ctx.ctx, -4) } != 0 {
+    // SAFETY: plain helper call on this program's own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer) } != 0 {
         return Err(Verdict::DropResize);
     }
     // SAFETY: reading the context the kernel passed us.

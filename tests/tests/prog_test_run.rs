@@ -391,6 +391,16 @@ fn decap_ecn(#[case] inner_tos: u8, #[case] outer_tos: u8, #[case] result: Optio
             dp.expect(DECAP, &frame, TC_ACT_SHOT, Verdict::DropEcnNotEct);
         }
     }
+    // The XDP placement makes the same decision: CE copied in (after the 4-byte
+    // metadata mark and the inner Ethernet header), or handed to TC, which drops it.
+    match result {
+        Some(tos) => {
+            let out = dp.expect_xdp(&frame, XDP_PASS, Some(Verdict::Decapsulated));
+            assert_eq!(out[4 + 15], tos, "inner TOS (XDP)");
+            assert_eq!(checksum(&out[4 + 14..4 + 34]), 0, "inner checksum still verifies (XDP)");
+        }
+        None => assert_eq!(dp.expect_xdp(&frame, XDP_PASS, None), frame),
+    }
 }
 
 /// Documents the limit noted above, so it is noticed if a kernel lifts it.
