@@ -385,7 +385,8 @@ impl Agent {
     async fn reconcile(&mut self, full: bool) -> Result<()> {
         let others = self.table.nodes.iter().filter(|n| n.name != self.own.name);
         let desired = node::desired(others, self.vni);
-        let known = if full { None } else { self.applied.take() };
+        // Taken in both cases: if this pass fails, the next one reads the kernel.
+        let known = self.applied.take().filter(|_| !full);
         let changes = reconcile::apply(&mut self.dataplane.maps, &self.nl, self.weft0.index, &desired, known.as_ref()).await?;
         self.applied = Some(desired);
         if changes != reconcile::Changes::default() {
@@ -422,6 +423,8 @@ impl Agent {
 
     /// Brings the device, config, attachments, maps and routes back to the table.
     async fn resync(&mut self) -> Result<()> {
+        // weft0 may be recreated below (routes gone): nothing applied is known any more.
+        self.applied = None;
         self.refresh_from_store()?;
         if let Source::File { path, .. } = &self.source {
             self.own = self

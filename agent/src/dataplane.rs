@@ -103,8 +103,6 @@ impl Dataplane {
             let prog = classifier(&mut ebpf, name)?;
             prog.load().map_err(|source| DataplaneError::Program { name, op: "loading (verifier)".into(), source })?;
         }
-        let name = spec::programs::DECAP_XDP;
-        xdp(&mut ebpf)?.load().map_err(|source| DataplaneError::Program { name, op: "loading (verifier)".into(), source })?;
         let maps = Maps::take(&mut ebpf)?;
         Ok((Dataplane { ebpf, maps, dir: dir.to_path_buf(), logger }, pins))
     }
@@ -155,7 +153,9 @@ impl Dataplane {
             if progs.iter().any(|p| p.id() == old_prog) {
                 let prog = classifier(&mut self.ebpf, name)?;
                 let link = old.try_into().map_err(|e: LinkError| link_err("converting")(e.into()))?;
-                prog.attach_to_link(link).map_err(|e| link_err("replacing the program (bpf_link_update)")(e.into()))?;
+                let id = prog.attach_to_link(link).map_err(|e| link_err("replacing the program (bpf_link_update)")(e.into()))?;
+                // The pin holds the link; aya would keep an fd for each re-attach.
+                drop(prog.take_link(id).map_err(|e| link_err("releasing the link")(e.into()))?);
                 return Ok(Attached::Replaced);
             }
             tracing::warn!(path = %path.display(), iface, "pinned link no longer serves {iface}: replacing it");
@@ -176,6 +176,17 @@ impl Dataplane {
 }
 
 impl Dataplane {
+    /// The XDP program, through the verifier on first use only: `--decap tc` never
+    /// loads it, so a kernel that rejects it still gets the TC dataplane.
+    fn loaded_xdp(&mut self) -> Result<&mut Xdp> {
+        let name = spec::programs::DECAP_XDP;
+        let prog = xdp(&mut self.ebpf)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|source| DataplaneError::Program { name, op: "loading (verifier)".into(), source })?;
+        }
+        Ok(prog)
+    }
+
     /// The kernel's id of our XDP program.
     pub fn xdp_program_id(&mut self) -> Result<u32> {
         let name = spec::programs::DECAP_XDP;
@@ -201,15 +212,15 @@ impl Dataplane {
             let old_prog = old.info().map_err(|e| link_err("reading info")(e.into()))?.program_id();
             if attached_prog == Some(old_prog) {
                 let link: XdpLink = old.try_into().map_err(|e: LinkError| link_err("converting")(e.into()))?;
-                xdp(&mut self.ebpf)?
-                    .attach_to_link(link)
-                    .map_err(|e| link_err("replacing the program (bpf_link_update)")(e.into()))?;
+                let prog = self.loaded_xdp()?;
+                let id = prog.attach_to_link(link).map_err(|e| link_err("replacing the program (bpf_link_update)")(e.into()))?;
+                drop(prog.take_link(id).map_err(|e| link_err("releasing the link")(e.into()))?);
                 return Ok(Attached::Replaced);
             }
             tracing::warn!(path = %path.display(), iface, "pinned XDP link no longer serves {iface}: replacing it");
             std::fs::remove_file(&path).map_err(|e| link_err("unpinning a defunct link")(e.into()))?;
         }
-        let prog = xdp(&mut self.ebpf)?;
+        let prog = self.loaded_xdp()?;
         let id = prog
             .attach(iface, XdpMode::Driver)
             .map_err(|source| DataplaneError::Program { name, op: format!("attaching to {iface} (native XDP)"), source })?;

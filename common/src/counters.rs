@@ -50,13 +50,17 @@ pub enum Verdict {
     /// An inner frame XDP decapsulated (counted there as `Decapsulated`), after GRO
     /// (one count per aggregate), redirected by TC into `weft0`'s ingress.
     DeliveredFromXdp = 11,
+    /// TC on the uplink: a frame to our VtepMAC without XDP's mark — XDP decapsulated
+    /// it and the driver lost the metadata (use `--decap tc`), or a raw frame from the
+    /// underlay addressed to the VtepMAC. Never delivered.
+    DropXdpMarkLost = 12,
 }
 
 /// Slots in the counters map: room for verdicts added later without resizing the map.
 pub const VERDICT_SLOTS: u32 = 32;
 
 impl Verdict {
-    pub const ALL: [Verdict; 12] = [
+    pub const ALL: [Verdict; 13] = [
         Verdict::Passed,
         Verdict::Encapsulated,
         Verdict::Decapsulated,
@@ -69,6 +73,7 @@ impl Verdict {
         Verdict::DropRedirect,
         Verdict::DropEcnNotEct,
         Verdict::DeliveredFromXdp,
+        Verdict::DropXdpMarkLost,
     ];
 
     pub const fn index(self) -> u32 {
@@ -98,6 +103,7 @@ impl Verdict {
             Verdict::DropRedirect => "drop_redirect",
             Verdict::DropEcnNotEct => "drop_ecn_not_ect",
             Verdict::DeliveredFromXdp => "delivered_from_xdp",
+            Verdict::DropXdpMarkLost => "drop_xdp_mark_lost",
         }
     }
 }

@@ -1,4 +1,5 @@
-//! One count per packet, by verdict.
+//! One count per packet and hook, by verdict (with XDP decap a frame counts once in
+//! XDP as `decapsulated`, and its GRO aggregate once in TC as `delivered_from_xdp`).
 
 use weft_common::counters::Verdict;
 

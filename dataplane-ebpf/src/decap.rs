@@ -143,10 +143,21 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
     let Some(cfg) = maps::config() else {
         return Ok(Verdict::Passed);
     };
-    if xdp_decapsulated(ctx) {
-        return deliver(cfg, Verdict::DeliveredFromXdp);
-    }
     let pkt = Packet::new(ctx.data(), ctx.data_end());
+    // XDP's inner frames are addressed to our VtepMAC (weft0's MAC, never the
+    // uplink's); nothing else on the uplink is.
+    if let Some(eth) = pkt.header::<EthHdr>(0)
+        && eth.dst == cfg.vtep_mac
+        && u16::from_be_bytes(eth.ethertype) == ETH_P_IPV4
+    {
+        if xdp_decapsulated(ctx) {
+            return deliver(cfg, Verdict::DeliveredFromXdp);
+        }
+        // Decapsulated by XDP but the driver lost the metadata (or a raw frame to our
+        // VtepMAC from the underlay): never delivered unchecked, and counted, so a
+        // driver that drops XDP metadata shows up here, not as silent loss.
+        return Err(Verdict::DropXdpMarkLost);
+    }
     let plan = match inspect(pkt, cfg) {
         Ok(plan) => plan,
         Err(Skip::NotOurs) => return Ok(Verdict::Passed),
@@ -190,7 +201,8 @@ fn deliver(cfg: &DataplaneConfig, verdict: Verdict) -> Result<Verdict, Verdict> 
 }
 
 /// Whether XDP decapsulated this frame: its metadata carries our mark. Metadata is
-/// not on the wire, so a frame from outside cannot claim it.
+/// not on the wire; a frame forwarded over a veth may keep stale metadata, which is
+/// why the caller also requires our VtepMAC as destination.
 #[inline(always)]
 fn xdp_decapsulated(ctx: &TcContext) -> bool {
     // SAFETY: reading two fields of the context the kernel passed us.

@@ -1,15 +1,15 @@
-//! weft's dataplane: VXLAN encapsulation and decapsulation in TC, wire-compatible
-//! with Flannel's vxlan backend.
+//! weft's dataplane: VXLAN encapsulation and decapsulation in TC (decapsulation also
+//! in XDP, before GRO), wire-compatible with Flannel's vxlan backend.
 //!
 //! The packet path, top to bottom:
 //! - [`parse`]: bounds-checked header access (the only place that compares with `data_end`);
 //! - [`encap`] / [`decap`]: decide (tunnel and peer lookups), rewrite, redirect;
 //! - [`csum`]: checksum arithmetic;
-//! - [`counters`]: one count per packet, by verdict.
+//! - [`counters`]: one count per packet and hook, by verdict.
 //!
-//! Each entry point below is a thin shim: it runs its stage and hands the
+//! Each TC entry point below is a thin shim: it runs its stage and hands the
 //! `Result<Verdict, Verdict>` to [`finish`], the single exit that counts, logs drops
-//! and turns the verdict into a TC return code.
+//! and turns the verdict into a TC return code; the XDP entry does the same inline.
 #![no_std]
 #![no_main]
 

@@ -36,6 +36,8 @@ const B_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x02, 0x00];
 const POD_A: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
 const POD_B: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 7);
 const ROGUE_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 66);
+/// Node a's uplink MAC, as `VxlanFrame` addresses underlay frames.
+const UPLINK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
 
 struct Dataplane {
     ebpf: Ebpf,
@@ -292,6 +294,15 @@ fn xdp_decap_hands_the_rest_to_tc(#[case] frame: Vec<u8>) {
     assert_eq!(dp.expect_xdp(&frame, XDP_PASS, None), frame);
 }
 
+/// TC on the uplink never delivers an inner frame (to our VtepMAC) that lacks XDP's
+/// metadata mark — BPF_PROG_TEST_RUN gives TC none — and counts it.
+#[test]
+fn tc_drops_an_inner_frame_without_the_xdp_mark() {
+    let dp = dataplane(true);
+    let inner = eth(A_MAC, B_MAC, ETH_P_IPV4, &inner_packet());
+    dp.expect(DECAP, &inner, TC_ACT_SHOT, Verdict::DropXdpMarkLost);
+}
+
 /// Encap on one node, decap on the other: the pod's packet comes out unchanged.
 #[test]
 fn encap_then_decap_round_trips() {
@@ -311,7 +322,9 @@ fn encap_then_decap_round_trips() {
 /// Frames that are not weft's VXLAN pass untouched (TCX_NEXT), counted as passed.
 #[rstest]
 #[case::arp(eth(A_MAC, B_MAC, ETH_P_ARP, &[0u8; 28]))]
-#[case::tcp(eth(A_MAC, B_MAC, ETH_P_IPV4, &Ipv4::new(B_IP, A_IP, IPPROTO_TCP).build(&[0u8; 20])))]
+// (to the uplink's MAC, as underlay traffic is: see tc_drops_an_inner_frame_without_the_xdp_mark
+// for a frame to the VtepMAC)
+#[case::tcp(eth(UPLINK_MAC, B_MAC, ETH_P_IPV4, &Ipv4::new(B_IP, A_IP, IPPROTO_TCP).build(&[0u8; 20])))]
 #[case::other_port(VxlanFrame { dport: 4789, ..from_b(&inner_packet()) }.build())]
 #[case::other_vni(VxlanFrame { vni: 2, ..from_b(&inner_packet()) }.build())]
 #[case::other_destination(VxlanFrame { outer_dst: Ipv4Addr::new(198, 19, 0, 9), ..from_b(&inner_packet()) }.build())]
