@@ -22,10 +22,10 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_REDIRECT,
+        BPF_CSUM_LEVEL_DEC, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_REDIRECT,
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
-    helpers::generated::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    helpers::generated::{bpf_csum_level, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::warn;
@@ -176,6 +176,10 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
 
     ctx.adjust_room(-(plan.strip as i32), BPF_ADJ_ROOM_MAC, u64::from(BPF_F_ADJ_ROOM_FIXED_GSO))
         .map_err(|_| Verdict::DropResize)?;
+    // A NIC's "checksum verified" for the outer UDP header must not vouch for the inner
+    // packet: consume one level, as the kernel's UDP tunnel receive does.
+    // SAFETY: plain helper call on this program's own context.
+    unsafe { bpf_csum_level(ctx.skb.skb, u64::from(BPF_CSUM_LEVEL_DEC)) };
     let pkt = Packet::new(ctx.data(), ctx.data_end());
     let eth: &mut EthHdr = pkt.header_mut(0).ok_or(Verdict::DropMalformed)?;
     // weft0's MAC is the VtepMAC: re-running eth_type_trans on weft0 sees a frame for
