@@ -238,17 +238,10 @@ async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Ag
     agent.reconcile(true).await?;
     agent.write_cni_files()?;
     agent.sync_node_object().await;
-    release_free_memory();
     tracing::info!("dataplane up");
     Ok(agent)
 }
 
-/// Hands the heap's free pages back to the kernel. A full list of a large cluster's
-/// Nodes is decoded at once; glibc would otherwise keep that peak as resident memory.
-fn release_free_memory() {
-    // SAFETY: malloc_trim only walks and trims the allocator's own free lists.
-    unsafe { libc::malloc_trim(0) };
-}
 
 /// The table from the watch store, warning once per skipped node and reason.
 fn kube_table(own: &NodeEntry, source: &mut Source, vni: u32) -> NodeTable {
@@ -624,7 +617,6 @@ impl Agent {
                 }
                 if relisted {
                     self.resync_logged().await;
-                    release_free_memory();
                 } else if let Err(e) = self.sync_nodes().await {
                     tracing::error!("applying node changes: {e:#}");
                 }
