@@ -38,7 +38,7 @@ use weft_common::{
 
 use crate::{
     csum, maps,
-    parse::{EthHdr, Ipv4Hdr, Packet, UdpHdr, VxlanHdr},
+    parse::{self, EthHdr, Ipv4Hdr, Packet, UdpHdr, VxlanHdr},
 };
 
 /// What to do with a frame that is ours.
@@ -211,11 +211,8 @@ fn deliver(cfg: &DataplaneConfig, verdict: Verdict) -> Result<Verdict, Verdict> 
 fn xdp_decapsulated(ctx: &TcContext) -> bool {
     // SAFETY: reading two fields of the context the kernel passed us.
     let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, (*ctx.skb.skb).data as usize) };
-    if meta + 4 > data {
-        return false;
-    }
-    // SAFETY: bounds checked against `data` just above (the verifier checks it too).
-    unsafe { core::ptr::read_unaligned(meta as *const u32) == XDP_DECAP_MARK }
+    // SAFETY: meta_mark checked the slot lies inside the metadata area.
+    parse::meta_mark(meta, data).is_some_and(|m| unsafe { core::ptr::read_unaligned(m) } == XDP_DECAP_MARK)
 }
 
 /// XDP: decapsulates a frame that is ours into the inner Ethernet frame, marks it in
@@ -247,11 +244,9 @@ pub fn xdp_decap(ctx: &XdpContext) -> Result<Verdict, Verdict> {
     }
     // SAFETY: reading the context the kernel passed us.
     let (meta, data) = unsafe { ((*ctx.ctx).data_meta as usize, (*ctx.ctx).data as usize) };
-    if meta + 4 > data {
-        return Err(Verdict::DropResize);
-    }
-    // SAFETY: bounds checked just above.
-    unsafe { core::ptr::write_unaligned(meta as *mut u32, XDP_DECAP_MARK) };
+    let mark = parse::meta_mark(meta, data).ok_or(Verdict::DropResize)?;
+    // SAFETY: meta_mark checked the slot lies inside the metadata area.
+    unsafe { core::ptr::write_unaligned(mark, XDP_DECAP_MARK) };
     let pkt = Packet::new(ctx.data(), ctx.data_end());
     let eth: &mut EthHdr = pkt.header_mut(0).ok_or(Verdict::DropMalformed)?;
     // A Flannel peer addresses us by our VtepMAC already; say so for every sender.
