@@ -35,10 +35,10 @@ use weft_common::{ABI_VERSION, config::DataplaneConfig, maps as spec};
 
 use crate::{
     annotations::{self, Advert, Skip},
-    bpffs, cni, ethtool,
+    bpffs, cni,
     config::{Args, CniConf, DecapMode, STATIC_DEFAULTS},
     dataplane::{Attached, Dataplane},
-    kube_sync,
+    ethtool, kube_sync,
     maps::PinState,
     netconf,
     netlink::{Link, Netlink},
@@ -170,7 +170,9 @@ async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Ag
     if !conf.ignored.is_empty() {
         tracing::warn!("{}: ignoring {}", args.net_config_path.display(), conf.ignored.join(", "));
     }
-    for (flag, cli, file) in [("--vni", args.vni.map(u64::from), u64::from(conf.vni)), ("--port", args.port.map(u64::from), u64::from(conf.port))] {
+    for (flag, cli, file) in
+        [("--vni", args.vni.map(u64::from), u64::from(conf.vni)), ("--port", args.port.map(u64::from), u64::from(conf.port))]
+    {
         if cli.is_some_and(|v| v != file) {
             bail!("{flag} {} contradicts {} ({file})", cli.unwrap_or_default(), args.net_config_path.display());
         }
@@ -200,14 +202,16 @@ async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Ag
     // The full node list before anything is programmed: a start never begins from
     // an empty table.
     let (store, writer) = reflector::store();
-    let mut events: NodeEvents =
-        Box::pin(
-            reflector(writer, watcher(api.clone(), watcher::Config::default()).modify({
+    let mut events: NodeEvents = Box::pin(
+        reflector(
+            writer,
+            watcher(api.clone(), watcher::Config::default()).modify({
                 let own = args.node_name.clone();
                 move |n| kube_sync::slim(&own, n)
-            }))
-                .backoff(kube_sync::Reconnect::default()),
-        );
+            }),
+        )
+        .backoff(kube_sync::Reconnect::default()),
+    );
     let ready = store.clone();
     let wait = ready.wait_until_ready();
     tokio::pin!(wait);
@@ -241,7 +245,6 @@ async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Ag
     tracing::info!("dataplane up");
     Ok(agent)
 }
-
 
 /// The table from the watch store, warning once per skipped node and reason.
 fn kube_table(own: &NodeEntry, source: &mut Source, vni: u32) -> NodeTable {
@@ -362,7 +365,9 @@ impl Agent {
                 match ethtool::set_gro(&self.uplink.name, true) {
                     Ok(true) => tracing::info!(iface = %self.uplink.name, "turned GRO on (XDP decap aggregates through it)"),
                     Ok(false) => {}
-                    Err(e) => tracing::warn!(iface = %self.uplink.name, "cannot turn GRO on ({e}): XDP decap delivers unaggregated"),
+                    Err(e) => {
+                        tracing::warn!(iface = %self.uplink.name, "cannot turn GRO on ({e}): XDP decap delivers unaggregated")
+                    }
                 }
             }
             Err(e) if self.args.decap == DecapMode::Auto => {
@@ -426,11 +431,8 @@ impl Agent {
                 .map(|(me, _)| me.clone())
                 .ok_or_else(|| anyhow!("{}: this node vanished from the table", path.display()))?;
         }
-        self.uplink = self
-            .nl
-            .link_by_index(self.uplink.index)
-            .await?
-            .ok_or_else(|| anyhow!("uplink {} disappeared", self.uplink.name))?;
+        self.uplink =
+            self.nl.link_by_index(self.uplink.index).await?.ok_or_else(|| anyhow!("uplink {} disappeared", self.uplink.name))?;
         let mut created = Created::default();
         self.weft0 = ensure_device(&self.nl, &self.own, &self.uplink, self.mtu, &mut created).await?;
         self.write_config()?;
@@ -520,11 +522,7 @@ impl Agent {
         let Source::File { path, .. } = &self.source else { return };
         match peers::load(path) {
             Ok(table) if table.split(&self.own.name).is_none() => {
-                tracing::error!(
-                    "{}: this node ({}) is missing: keeping the previous node table",
-                    path.display(),
-                    self.own.name
-                );
+                tracing::error!("{}: this node ({}) is missing: keeping the previous node table", path.display(), self.own.name);
             }
             Ok(table) => {
                 if table != self.table {
@@ -653,10 +651,9 @@ async fn ensure_device(nl: &Netlink, own: &NodeEntry, uplink: &Link, mtu: Option
     let spec = node::device_spec(own, uplink.mtu, mtu);
     let link = match nl.link_by_name(WEFT0).await? {
         Some(link) if link.kind == Some(rtnetlink::packet_route::link::InfoKind::Veth) => link,
-        Some(link) => bail!(
-            "a link named {WEFT0} exists but is a {:?}, not weft's veth: remove it (`ip link del {WEFT0}`)",
-            link.kind
-        ),
+        Some(link) => {
+            bail!("a link named {WEFT0} exists but is a {:?}, not weft's veth: remove it (`ip link del {WEFT0}`)", link.kind)
+        }
         None => {
             nl.add_veth(WEFT0, WEFT0_PEER).await?;
             let link = nl.link_by_name(WEFT0).await?.ok_or_else(|| anyhow!("{WEFT0} vanished after creation"))?;

@@ -72,17 +72,12 @@ pub fn parse_peer(node: &Node, vni: u32) -> Result<Advert, Skip> {
     }
     let data = a.get(BACKEND_DATA).ok_or_else(|| Skip::Malformed(format!("{BACKEND_DATA} is missing")))?;
     let v: Value = serde_json::from_str(data).map_err(|e| Skip::Malformed(format!("{BACKEND_DATA}: not JSON ({e})")))?;
-    let peer_vni = v
-        .get("VNI")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| Skip::Malformed(format!("{BACKEND_DATA}: no integer VNI")))?;
+    let peer_vni =
+        v.get("VNI").and_then(Value::as_u64).ok_or_else(|| Skip::Malformed(format!("{BACKEND_DATA}: no integer VNI")))?;
     if peer_vni != u64::from(vni) {
         return Err(Skip::Malformed(format!("{BACKEND_DATA}: VNI {peer_vni}, this cluster uses {vni}")));
     }
-    let mac = v
-        .get("VtepMAC")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Skip::Malformed(format!("{BACKEND_DATA}: no VtepMAC")))?;
+    let mac = v.get("VtepMAC").and_then(Value::as_str).ok_or_else(|| Skip::Malformed(format!("{BACKEND_DATA}: no VtepMAC")))?;
     let vtep_mac: Mac = mac.parse().map_err(|e| Skip::Malformed(format!("{BACKEND_DATA}: {e}")))?;
     let ip = a.get(PUBLIC_IP).ok_or_else(|| Skip::Malformed(format!("{PUBLIC_IP} is missing")))?;
     let public_ip: Ipv4Addr = ip.parse().map_err(|_| Skip::Malformed(format!("{PUBLIC_IP}: {ip:?} is not an IPv4 address")))?;
@@ -111,13 +106,7 @@ pub fn pod_cidr(node: &Node) -> Result<Option<Ipv4Network>, String> {
 
 /// The node's InternalIP as the kubelet reports it.
 pub fn internal_ip(node: &Node) -> Option<Ipv4Addr> {
-    node.status
-        .as_ref()?
-        .addresses
-        .as_ref()?
-        .iter()
-        .find(|a| a.type_ == "InternalIP")
-        .and_then(|a| a.address.parse().ok())
+    node.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP").and_then(|a| a.address.parse().ok())
 }
 
 /// Whether the node's `NetworkUnavailable` condition is `False`.
@@ -245,9 +234,8 @@ mod tests {
         assert_eq!(ann[SUBNET_MANAGER], "true");
         // What weft writes, weft (and so Flannel's parser, same format) reads back.
         let mut n = node(&[], Some("10.244.1.0/24"));
-        n.metadata.annotations = Some(
-            ann.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect(),
-        );
+        n.metadata.annotations =
+            Some(ann.as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect());
         assert_eq!(parse_peer(&n, 1).unwrap(), a);
     }
 }

@@ -47,10 +47,7 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<(), WriteError> {
 pub fn subnet_env(network: Ipv4Network, subnet: Ipv4Network, mtu: u32) -> String {
     // Flannel writes the subnet's first address (the bridge's gateway) with its prefix.
     let first = subnet.nth(1).unwrap_or(subnet.network());
-    format!(
-        "FLANNEL_NETWORK={network}\nFLANNEL_SUBNET={first}/{}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=true\n",
-        subnet.prefix()
-    )
+    format!("FLANNEL_NETWORK={network}\nFLANNEL_SUBNET={first}/{}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=true\n", subnet.prefix())
 }
 
 pub fn conflist(subnet: Ipv4Network, mtu: u32, ipam_data_dir: Option<&Path>) -> Value {
@@ -106,7 +103,10 @@ mod tests {
     fn conflist_uses_the_reference_plugins_without_bridge_masquerade() {
         let c = conflist("10.244.3.0/24".parse().unwrap(), 1450, None);
         let bridge = &c["plugins"][0];
-        assert_eq!((bridge["type"].as_str(), bridge["ipMasq"].as_bool(), bridge["mtu"].as_u64()), (Some("bridge"), Some(false), Some(1450)));
+        assert_eq!(
+            (bridge["type"].as_str(), bridge["ipMasq"].as_bool(), bridge["mtu"].as_u64()),
+            (Some("bridge"), Some(false), Some(1450))
+        );
         assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "10.244.3.0/24");
         assert!(bridge["ipam"].get("dataDir").is_none());
         assert_eq!(c["plugins"][1]["type"], "portmap");

@@ -94,11 +94,7 @@ impl Dataplane {
         }
         loader.override_global(aya_log::LEVEL, &log_level, true);
         let mut ebpf = loader.load(crate::DATAPLANE_OBJECT).map_err(DataplaneError::Load)?;
-        let logger = if log_level > 0 {
-            Some(EbpfLogger::init(&mut ebpf).map_err(DataplaneError::Logger)?)
-        } else {
-            None
-        };
+        let logger = if log_level > 0 { Some(EbpfLogger::init(&mut ebpf).map_err(DataplaneError::Logger)?) } else { None };
         for name in [spec::programs::ENCAP, spec::programs::DECAP] {
             let prog = classifier(&mut ebpf, name)?;
             prog.load().map_err(|source| DataplaneError::Program { name, op: "loading (verifier)".into(), source })?;
@@ -190,7 +186,8 @@ impl Dataplane {
     /// The kernel's id of our XDP program.
     pub fn xdp_program_id(&mut self) -> Result<u32> {
         let name = spec::programs::DECAP_XDP;
-        let info = xdp(&mut self.ebpf)?.info().map_err(|source| DataplaneError::Program { name, op: "reading info".into(), source })?;
+        let info =
+            xdp(&mut self.ebpf)?.info().map_err(|source| DataplaneError::Program { name, op: "reading info".into(), source })?;
         Ok(info.id())
     }
 
@@ -221,9 +218,11 @@ impl Dataplane {
             std::fs::remove_file(&path).map_err(|e| link_err("unpinning a defunct link")(e.into()))?;
         }
         let prog = self.loaded_xdp()?;
-        let id = prog
-            .attach(iface, XdpMode::Driver)
-            .map_err(|source| DataplaneError::Program { name, op: format!("attaching to {iface} (native XDP)"), source })?;
+        let id = prog.attach(iface, XdpMode::Driver).map_err(|source| DataplaneError::Program {
+            name,
+            op: format!("attaching to {iface} (native XDP)"),
+            source,
+        })?;
         let link = prog.take_link(id).map_err(|e| link_err("taking the new link")(e.into()))?;
         let link: FdLink = link.try_into().map_err(|e: LinkError| link_err("converting")(e.into()))?;
         link.pin(&path).map_err(|e| link_err("pinning")(e.into()))?;
@@ -237,8 +236,11 @@ impl Dataplane {
         if !path.exists() {
             return Ok(false);
         }
-        std::fs::remove_file(&path)
-            .map_err(|e| DataplaneError::Link { path: path.clone(), op: "unpinning", source: e.into() })?;
+        std::fs::remove_file(&path).map_err(|e| DataplaneError::Link {
+            path: path.clone(),
+            op: "unpinning",
+            source: e.into(),
+        })?;
         Ok(true)
     }
 }

@@ -270,8 +270,7 @@ mod tests {
     fn node(name: &str, cidr: &str, ip: &str, mac: &str, age: i64) -> Arc<Node> {
         let mut n = Node::default();
         n.metadata.name = Some(name.into());
-        n.metadata.creation_timestamp =
-            Some(Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + age).unwrap()));
+        n.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + age).unwrap()));
         n.metadata.annotations = Some(
             [
                 (BACKEND_TYPE, "vxlan".to_string()),

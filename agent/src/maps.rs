@@ -96,10 +96,7 @@ pub fn prepare_pins(dir: &Path) -> Result<Vec<(&'static str, PinState)>> {
 
 fn layout_matches(info: &MapInfo, s: &MapSpec) -> bool {
     let type_matches = info.map_type().map(|t| t as u32 == s.map_type).unwrap_or(false);
-    type_matches
-        && info.key_size() == s.key_size
-        && info.value_size() == s.value_size
-        && info.max_entries() == s.max_entries
+    type_matches && info.key_size() == s.key_size && info.value_size() == s.value_size && info.max_entries() == s.max_entries
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Map> {
@@ -174,10 +171,7 @@ impl Maps {
 
     pub fn peers(&self) -> Result<BTreeMap<Ipv4Addr, PeerNode>> {
         let name = spec::PEERS.name;
-        self.peers
-            .iter()
-            .map(|r| r.map(|(k, v)| (Ipv4Addr::from(k), v)).map_err(err(name, "iterating")))
-            .collect()
+        self.peers.iter().map(|r| r.map(|(k, v)| (Ipv4Addr::from(k), v)).map_err(err(name, "iterating"))).collect()
     }
 
     pub fn set_peer(&mut self, ip: Ipv4Addr, peer: PeerNode) -> Result<()> {
@@ -205,10 +199,9 @@ impl Maps {
             .iter()
             .map(|&v| {
                 let per_cpu = self.counters.get(&v.index(), 0).map_err(err(spec::COUNTERS.name, "reading"))?;
-                let sum = per_cpu.iter().fold(Counter::default(), |acc, c| Counter {
-                    packets: acc.packets + c.packets,
-                    bytes: acc.bytes + c.bytes,
-                });
+                let sum = per_cpu
+                    .iter()
+                    .fold(Counter::default(), |acc, c| Counter { packets: acc.packets + c.packets, bytes: acc.bytes + c.bytes });
                 Ok((v, sum))
             })
             .collect()

@@ -36,7 +36,8 @@ pub enum NetConfError {
 
 /// Keys Flannel understands that weft accepts without using (other backends' or
 /// features weft does not have); anything else is reported as unknown.
-const KNOWN_TOP: &[&str] = &["Network", "Backend", "EnableIPv4", "EnableIPv6", "IPv6Network", "SubnetLen", "SubnetMin", "SubnetMax", "EnableNFTables"];
+const KNOWN_TOP: &[&str] =
+    &["Network", "Backend", "EnableIPv4", "EnableIPv6", "IPv6Network", "SubnetLen", "SubnetMin", "SubnetMax", "EnableNFTables"];
 
 pub fn load(path: &Path) -> Result<NetConf, NetConfError> {
     let text = std::fs::read_to_string(path).map_err(|source| NetConfError::Read { path: path.into(), source })?;

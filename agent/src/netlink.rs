@@ -122,14 +122,7 @@ impl Netlink {
     }
 
     pub async fn links(&self) -> Result<Vec<Link>> {
-        self.handle
-            .link()
-            .get()
-            .execute()
-            .map_ok(Link::from_message)
-            .try_collect()
-            .await
-            .map_err(op(|| "listing links".into()))
+        self.handle.link().get().execute().map_ok(Link::from_message).try_collect().await.map_err(op(|| "listing links".into()))
     }
 
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
@@ -201,12 +194,7 @@ impl Netlink {
         if let Some(mac) = mac {
             msg = msg.address(mac.to_vec());
         }
-        self.handle
-            .link()
-            .set(msg.build())
-            .execute()
-            .await
-            .map_err(op(|| format!("configuring link {index}")))
+        self.handle.link().set(msg.build()).execute().await.map_err(op(|| format!("configuring link {index}")))
     }
 
     pub async fn delete_link(&self, index: u32) -> Result<()> {

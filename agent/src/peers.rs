@@ -122,10 +122,7 @@ pub fn parse(text: &str) -> Result<NodeTable, (usize, String)> {
         }
         let fields: Vec<&str> = content.split_whitespace().collect();
         let [name, ip, cidr, mac] = fields[..] else {
-            return Err((
-                line,
-                format!("expected 4 fields `NAME UNDERLAY_IPV4 POD_CIDR VTEP_MAC`, found {}", fields.len()),
-            ));
+            return Err((line, format!("expected 4 fields `NAME UNDERLAY_IPV4 POD_CIDR VTEP_MAC`, found {}", fields.len())));
         };
         let underlay_ip: Ipv4Addr = ip.parse().map_err(|_| (line, format!("{ip:?} is not an IPv4 address")))?;
         if underlay_ip.is_unspecified() || underlay_ip.is_multicast() || underlay_ip.is_broadcast() {

@@ -42,11 +42,7 @@ impl<K, V> Diff<K, V> {
 
 pub fn diff<K: Ord + Clone, V: PartialEq + Clone>(desired: &BTreeMap<K, V>, actual: &BTreeMap<K, V>) -> Diff<K, V> {
     Diff {
-        upsert: desired
-            .iter()
-            .filter(|(k, v)| actual.get(k) != Some(v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        upsert: desired.iter().filter(|(k, v)| actual.get(k) != Some(v)).map(|(k, v)| (k.clone(), v.clone())).collect(),
         remove: actual.keys().filter(|k| !desired.contains_key(k)).cloned().collect(),
     }
 }
@@ -54,10 +50,7 @@ pub fn diff<K: Ord + Clone, V: PartialEq + Clone>(desired: &BTreeMap<K, V>, actu
 /// `weft0`'s routes as destination → on-link gateway; a route without an on-link
 /// gateway maps to 0.0.0.0, so it differs from every desired route and is replaced.
 pub fn actual_routes(routes: &[Route]) -> BTreeMap<Ipv4Network, Ipv4Addr> {
-    routes
-        .iter()
-        .map(|r| (r.destination, r.gateway.filter(|_| r.onlink).unwrap_or(Ipv4Addr::UNSPECIFIED)))
-        .collect()
+    routes.iter().map(|r| (r.destination, r.gateway.filter(|_| r.onlink).unwrap_or(Ipv4Addr::UNSPECIFIED))).collect()
 }
 
 /// What one pass changed.

@@ -22,8 +22,7 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_CSUM_LEVEL_DEC, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_REDIRECT,
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        BPF_CSUM_LEVEL_DEC, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_REDIRECT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
     helpers::generated::{bpf_csum_level, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
@@ -184,11 +183,7 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
     let eth: &mut EthHdr = pkt.header_mut(0).ok_or(Verdict::DropMalformed)?;
     // weft0's MAC is the VtepMAC: re-running eth_type_trans on weft0 sees a frame for
     // the host (not PACKET_OTHERHOST), so IP accepts it.
-    *eth = EthHdr {
-        dst: cfg.vtep_mac,
-        src: plan.inner_src,
-        ethertype: ETH_P_IPV4.to_be_bytes(),
-    };
+    *eth = EthHdr { dst: cfg.vtep_mac, src: plan.inner_src, ethertype: ETH_P_IPV4.to_be_bytes() };
 
     deliver(cfg, Verdict::Decapsulated)
 }

@@ -13,8 +13,8 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP,
-        BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_REDIRECT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
+        TC_ACT_REDIRECT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
     helpers::generated::{bpf_get_hash_recalc, bpf_redirect_neigh},
     maps::lpm_trie::Key,
@@ -25,8 +25,8 @@ use weft_common::{
     counters::Verdict,
     tunnel::TunnelEndpoint,
     wire::{
-        ENCAP_OVERHEAD, ETH_HLEN, ETH_P_IPV4, IPPROTO_UDP, IPV4_HLEN, SRC_PORT_MIN, SRC_PORT_SPAN,
-        UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN,
+        ENCAP_OVERHEAD, ETH_HLEN, ETH_P_IPV4, IPPROTO_UDP, IPV4_HLEN, SRC_PORT_MIN, SRC_PORT_SPAN, UDP_HLEN, VXLAN_FLAG_VNI,
+        VXLAN_HLEN,
     },
 };
 
@@ -66,9 +66,7 @@ pub fn tc_encap(ctx: &TcContext) -> Result<Verdict, Verdict> {
 
     // decide
     let cfg = maps::config().ok_or(Verdict::DropNoConfig)?;
-    let peer = *maps::WEFT_TUNNELS
-        .get(&Key::new(32, ip.daddr))
-        .ok_or(Verdict::DropNoTunnel)?;
+    let peer = *maps::WEFT_TUNNELS.get(&Key::new(32, ip.daddr)).ok_or(Verdict::DropNoTunnel)?;
     let outer_tos = ecn_encapsulate(ip.tos);
 
     // rewrite. The flow hash must be taken from the inner headers now: after
@@ -76,8 +74,7 @@ pub fn tc_encap(ctx: &TcContext) -> Result<Verdict, Verdict> {
     // the same source port.
     // SAFETY: `ctx.skb.skb` is the context pointer the kernel passed to this program.
     let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
-    ctx.adjust_room(ENCAP_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS)
-        .map_err(|_| Verdict::DropResize)?;
+    ctx.adjust_room(ENCAP_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS).map_err(|_| Verdict::DropResize)?;
     // adjust_room invalidated every packet pointer: derive them again.
     let pkt = Packet::new(ctx.data(), ctx.data_end());
     write_headers(pkt, cfg, &peer, ctx.len(), hash, outer_tos)?;
@@ -145,24 +142,11 @@ fn write_headers(
         check: [0, 0],
     };
 
-    let vxlan: &mut VxlanHdr = pkt
-        .header_mut(ETH_HLEN + IPV4_HLEN + UDP_HLEN)
-        .ok_or(Verdict::DropMalformed)?;
+    let vxlan: &mut VxlanHdr = pkt.header_mut(ETH_HLEN + IPV4_HLEN + UDP_HLEN).ok_or(Verdict::DropMalformed)?;
     let vni = peer.vni.to_be_bytes();
-    *vxlan = VxlanHdr {
-        flags: VXLAN_FLAG_VNI,
-        _reserved1: [0; 3],
-        vni: [vni[1], vni[2], vni[3]],
-        _reserved2: 0,
-    };
+    *vxlan = VxlanHdr { flags: VXLAN_FLAG_VNI, _reserved1: [0; 3], vni: [vni[1], vni[2], vni[3]], _reserved2: 0 };
 
-    let inner: &mut EthHdr = pkt
-        .header_mut(ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN)
-        .ok_or(Verdict::DropMalformed)?;
-    *inner = EthHdr {
-        dst: peer.vtep_mac,
-        src: cfg.vtep_mac,
-        ethertype: ETH_P_IPV4.to_be_bytes(),
-    };
+    let inner: &mut EthHdr = pkt.header_mut(ETH_HLEN + IPV4_HLEN + UDP_HLEN + VXLAN_HLEN).ok_or(Verdict::DropMalformed)?;
+    *inner = EthHdr { dst: peer.vtep_mac, src: cfg.vtep_mac, ethertype: ETH_P_IPV4.to_be_bytes() };
     Ok(())
 }

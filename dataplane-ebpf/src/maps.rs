@@ -16,8 +16,7 @@ use weft_common::{
 
 /// Remote pod CIDR → the node that hosts it.
 #[btf_map]
-pub static WEFT_TUNNELS: LpmTrie<Ipv4Octets, TunnelEndpoint, { MAX_NODES as usize }> =
-    LpmTrie::new();
+pub static WEFT_TUNNELS: LpmTrie<Ipv4Octets, TunnelEndpoint, { MAX_NODES as usize }> = LpmTrie::new();
 
 /// Underlay address → node: the sources decap accepts VXLAN from.
 #[btf_map]

@@ -420,10 +420,7 @@ impl Cluster {
         let ns = Netns::new(format!("{}{}-ext{k}", netns::PREFIX, self.id))?;
         let n = self.node(node);
         let (node_ip, ext_ip) = (Ipv4Addr::new(198, 18, k, 1), Ipv4Addr::new(198, 18, k, 2));
-        crate::run(&mut crate::cmd(&format!(
-            "ip link add x{k} netns {} type veth peer name eth0 netns {}",
-            n.ns.name, ns.name
-        )))?;
+        crate::run(&mut crate::cmd(&format!("ip link add x{k} netns {} type veth peer name eth0 netns {}", n.ns.name, ns.name)))?;
         n.ns.ip(&format!("addr add {node_ip}/24 dev x{k}"))?;
         n.ns.ip(&format!("link set x{k} up"))?;
         ns.ip(&format!("addr add {ext_ip}/24 dev eth0"))?;
@@ -451,7 +448,9 @@ impl Cluster {
     pub fn logs(&self) -> String {
         self.nodes
             .iter()
-            .filter_map(|n| n.agent.as_ref().map(|a| format!("--- agent {} ---\n{}{}", n.name, a.log_text(), n.dataplane_state())))
+            .filter_map(|n| {
+                n.agent.as_ref().map(|a| format!("--- agent {} ---\n{}{}", n.name, a.log_text(), n.dataplane_state()))
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }

@@ -16,7 +16,13 @@ pub struct Peer {
 }
 
 /// Creates `flannel.1` in `node`.
-pub fn setup_device(node: &Netns, underlay: std::net::Ipv4Addr, own_cidr: ipnetwork::Ipv4Network, vtep_mac: &str, uplink_mtu: u32) -> Result<()> {
+pub fn setup_device(
+    node: &Netns,
+    underlay: std::net::Ipv4Addr,
+    own_cidr: ipnetwork::Ipv4Network,
+    vtep_mac: &str,
+    uplink_mtu: u32,
+) -> Result<()> {
     node.ip(&format!("link add flannel.1 address {vtep_mac} type vxlan id 1 local {underlay} dev ul0 dstport 8472 nolearning"))?;
     node.ip(&format!("link set flannel.1 mtu {}", uplink_mtu - 50))?;
     node.ip(&format!("addr add {}/32 dev flannel.1", own_cidr.network()))?;

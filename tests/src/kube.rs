@@ -135,10 +135,7 @@ pub fn lease(node: &Value) -> Option<Lease> {
 
 /// Every node's lease, by name.
 pub fn leases(api: &ApiServer) -> BTreeMap<String, Lease> {
-    api.nodes()
-        .iter()
-        .filter_map(|n| Some((n["metadata"]["name"].as_str()?.to_string(), lease(n)?)))
-        .collect()
+    api.nodes().iter().filter_map(|n| Some((n["metadata"]["name"].as_str()?.to_string(), lease(n)?))).collect()
 }
 
 /// flanneld's work on one node: program `flannel.1` for every other node's lease and

@@ -19,10 +19,7 @@ pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8
 
 /// RFC 1071 checksum of `bytes` (odd length padded with zero).
 pub fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
+    let mut sum: u32 = bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -92,8 +89,11 @@ pub struct VxlanFrame<'a> {
 impl VxlanFrame<'_> {
     pub fn build(&self) -> Vec<u8> {
         let inner_eth = eth(self.inner_dst_mac, self.inner_src_mac, ETH_P_IPV4, self.inner);
-        let outer = Ipv4 { ttl: 64, ..Ipv4::new(self.outer_src, self.outer_dst, IPPROTO_UDP) }
-            .build(&udp(self.sport, self.dport, &vxlan(0x08, self.vni, &inner_eth)));
+        let outer = Ipv4 { ttl: 64, ..Ipv4::new(self.outer_src, self.outer_dst, IPPROTO_UDP) }.build(&udp(
+            self.sport,
+            self.dport,
+            &vxlan(0x08, self.vni, &inner_eth),
+        ));
         eth([0x02, 0, 0, 0, 0, 0xaa], [0x02, 0, 0, 0, 0, 0xbb], ETH_P_IPV4, &outer)
     }
 }

@@ -23,9 +23,7 @@ const CNI_PLUGINS: &[&str] = &["bridge", "host-local", "portmap", "loopback"];
 pub const CNI_DIR: &str = "/usr/lib/cni";
 
 fn on_path(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file())).unwrap_or(false)
 }
 
 /// Panics, naming what to install, unless everything the tests use is here. Mounts
@@ -38,20 +36,13 @@ pub fn require() {
         nix::mount::mount(Some("bpffs"), "/sys/fs/bpf", Some("bpf"), nix::mount::MsFlags::empty(), Some("mode=0700"))
             .expect("mounting bpffs at /sys/fs/bpf");
     }
-    let mut missing: Vec<String> = TOOLS
-        .iter()
-        .filter(|(prog, _)| !on_path(prog))
-        .map(|(prog, how)| format!("{prog} ({how})"))
-        .collect();
+    let mut missing: Vec<String> =
+        TOOLS.iter().filter(|(prog, _)| !on_path(prog)).map(|(prog, how)| format!("{prog} ({how})")).collect();
     missing.extend(
         CNI_PLUGINS
             .iter()
             .filter(|p| !Path::new(CNI_DIR).join(p).is_file())
             .map(|p| format!("{CNI_DIR}/{p} (apt-get install containernetworking-plugins)")),
     );
-    assert!(
-        missing.is_empty(),
-        "missing test prerequisites: {}; `cargo xtask setup` installs them all",
-        missing.join(", ")
-    );
+    assert!(missing.is_empty(), "missing test prerequisites: {}; `cargo xtask setup` installs them all", missing.join(", "));
 }

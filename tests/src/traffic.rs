@@ -26,15 +26,11 @@ pub struct Ping {
 
 /// `ping -c COUNT` from inside `from`, extra flags as given (e.g. `-M do -s 1500`).
 pub fn ping(from: &Netns, to: Ipv4Addr, count: u32, flags: &str) -> Result<Ping> {
-    let out = from
-        .exec(&format!("ping -n -c {count} -i 0.2 -W 1 -w {} {flags} {to}", count + 2))
-        .output()
-        .context("running ping")?;
+    let out =
+        from.exec(&format!("ping -n -c {count} -i 0.2 -W 1 -w {} {flags} {to}", count + 2)).output().context("running ping")?;
     let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let stats = output
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .ok_or_else(|| anyhow!("no ping statistics in:\n{output}"))?;
+    let stats =
+        output.lines().find(|l| l.contains("packets transmitted")).ok_or_else(|| anyhow!("no ping statistics in:\n{output}"))?;
     let num = |key: &str| -> u32 {
         stats
             .split(',')

@@ -82,9 +82,7 @@ fn has_route(c: &Cluster, node: &str, cidr: &str) -> bool {
 #[test]
 fn node_table_edits_apply_live() -> Result<()> {
     let c = cluster();
-    let lines = |skip: &str| -> Vec<String> {
-        c.nodes.iter().filter(|n| n.name != skip).map(|n| n.table_line()).collect()
-    };
+    let lines = |skip: &str| -> Vec<String> { c.nodes.iter().filter(|n| n.name != skip).map(|n| n.table_line()).collect() };
     let b_cidr = c.node("b").pod_cidr.to_string();
     // A flow to c runs through every edit: it must not lose a packet.
     let a_pod = c.pod_on("a").ns.name.clone();
@@ -124,7 +122,8 @@ fn node_table_edits_apply_live() -> Result<()> {
     c.write_peers(&lines(""))?;
     c.node("a").agent.as_ref().unwrap().signal(Signal::SIGHUP)?;
     let t = Instant::now();
-    let back = wait_for(Duration::from_secs(5), || ping(&c.pod_on("a").ns, c.pod_on("b").ip, 1, "").ok().filter(|p| p.received == 1));
+    let back =
+        wait_for(Duration::from_secs(5), || ping(&c.pod_on("a").ns, c.pod_on("b").ip, 1, "").ok().filter(|p| p.received == 1));
     assert!(back.is_some(), "b reachable again within 5 s\n{}", c.logs());
     println!("peer added back, reachable {:?} after the edit", t.elapsed());
     assert!(c.agent_log("a").contains("SIGHUP"), "SIGHUP was handled");
@@ -212,7 +211,8 @@ const GOOD: &str = "a 198.19.0.10 10.244.1.0/24 0a:58:0a:f4:01:00\nb 198.19.0.11
 
 #[test]
 fn bad_node_table_names_the_file_line_and_reason() -> Result<()> {
-    let bare = Bare::new("a 198.19.0.10 10.244.1.0/24 0a:58:0a:f4:01:00\n\n# comment\nb 198.19.0.11 10.244.2.7/24 0a:58:0a:f4:02:00\n")?;
+    let bare =
+        Bare::new("a 198.19.0.10 10.244.1.0/24 0a:58:0a:f4:01:00\n\n# comment\nb 198.19.0.11 10.244.2.7/24 0a:58:0a:f4:02:00\n")?;
     let out = bare.fail(bare.command(&[]))?;
     let path = bare.dir.join("nodes");
     assert!(

@@ -313,7 +313,11 @@ fn kube_discovery_finds_nodes() -> Result<()> {
             let d = kube::discovery::Discovery::new(client.clone());
             let d = if aggregated { d.run_aggregated().await? } else { d.run().await? };
             let (ar, caps) = d.resolve_gvk(&kube::api::GroupVersionKind::gvk("", "v1", "Node")).context("Node not discovered")?;
-            out.push((ar.plural, caps.scope == kube::discovery::Scope::Cluster, caps.supports_operation(kube::discovery::verbs::WATCH)));
+            out.push((
+                ar.plural,
+                caps.scope == kube::discovery::Scope::Cluster,
+                caps.supports_operation(kube::discovery::verbs::WATCH),
+            ));
         }
         Ok(out)
     })?;
@@ -543,7 +547,10 @@ fn kube_watcher_relists_after_compaction() -> Result<()> {
     assert_eq!(relist[init..], [Seen::Init, Seen::InitApply("b".into()), Seen::InitDone], "{relist:?}");
     let after: Vec<String> = fx.api.requests()[before..].to_vec();
     let watch = after.iter().position(|r| r.contains("watch=true")).context(format!("no resumed watch in {after:?}"))?;
-    assert!(after[watch + 1..].iter().any(|r| r.starts_with("GET /api/v1/nodes?") && !r.contains("watch=")), "relisted: {after:?}");
+    assert!(
+        after[watch + 1..].iter().any(|r| r.starts_with("GET /api/v1/nodes?") && !r.contains("watch=")),
+        "relisted: {after:?}"
+    );
 
     // Converged: live again.
     fx.api.update_node("b", |n| n["metadata"]["labels"]["after"] = json!("relist"))?;
@@ -565,14 +572,26 @@ fn kubectl_get_nodes_wide() -> Result<()> {
     let mut cp = node("n2", "10.0.0.2", None);
     cp["metadata"]["labels"]["node-role.kubernetes.io/control-plane"] = json!("");
     cp["status"]["conditions"][0]["status"] = json!("False");
-    cp["status"]["addresses"] = json!([{ "type": "InternalIP", "address": "10.0.0.2" }, { "type": "ExternalIP", "address": "203.0.113.2" }]);
+    cp["status"]["addresses"] =
+        json!([{ "type": "InternalIP", "address": "10.0.0.2" }, { "type": "ExternalIP", "address": "203.0.113.2" }]);
     fx.api.create_node(cp)?;
 
     let wide = fx.kubectl_ok(&["get", "nodes", "-o", "wide"])?;
     let rows: Vec<Vec<&str>> = wide.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(
         rows[0],
-        ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "INTERNAL-IP", "EXTERNAL-IP", "OS-IMAGE", "KERNEL-VERSION", "CONTAINER-RUNTIME"],
+        [
+            "NAME",
+            "STATUS",
+            "ROLES",
+            "AGE",
+            "VERSION",
+            "INTERNAL-IP",
+            "EXTERNAL-IP",
+            "OS-IMAGE",
+            "KERNEL-VERSION",
+            "CONTAINER-RUNTIME"
+        ],
         "{wide}"
     );
     let n1 = &rows[1];
@@ -583,7 +602,10 @@ fn kubectl_get_nodes_wide() -> Result<()> {
     assert_eq!((n2[0], n2[1], n2[2], n2[5], n2[6]), ("n2", "NotReady", "control-plane", "10.0.0.2", "203.0.113.2"), "{wide}");
 
     let narrow = fx.kubectl_ok(&["get", "nodes"])?;
-    assert_eq!(narrow.lines().next().map(|l| l.split_whitespace().collect::<Vec<_>>()), Some(vec!["NAME", "STATUS", "ROLES", "AGE", "VERSION"]));
+    assert_eq!(
+        narrow.lines().next().map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["NAME", "STATUS", "ROLES", "AGE", "VERSION"])
+    );
     let selected = fx.kubectl_ok(&["get", "nodes", "-l", "node-role.kubernetes.io/control-plane", "-o", "name"])?;
     assert_eq!(selected.trim(), "node/n2");
     Ok(())
@@ -604,9 +626,21 @@ fn kubectl_create_annotate_patch_delete() -> Result<()> {
     fx.kubectl_ok(&["annotate", "node", "k1", "weft.example/owner=tests"])?;
     fx.kubectl_ok(&["patch", "node", "k1", "-p", r#"{"metadata":{"labels":{"a":"b"}}}"#])?;
     fx.kubectl_ok(&["patch", "node", "k1", "--type", "merge", "-p", r#"{"metadata":{"labels":{"role":null,"c":"d"}}}"#])?;
-    fx.kubectl_ok(&["patch", "node", "k1", "--type", "json", "-p", r#"[{"op":"add","path":"/spec/unschedulable","value":true}]"#])?;
     fx.kubectl_ok(&[
-        "patch", "node", "k1", "--subresource=status", "-p",
+        "patch",
+        "node",
+        "k1",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/unschedulable","value":true}]"#,
+    ])?;
+    fx.kubectl_ok(&[
+        "patch",
+        "node",
+        "k1",
+        "--subresource=status",
+        "-p",
         r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#,
     ])?;
     let n = fx.api.get_node("k1").context("still there")?;
@@ -624,7 +658,10 @@ fn kubectl_create_annotate_patch_delete() -> Result<()> {
     std::fs::write(&file, node_yaml("k2", "  bogus: 1\n"))?;
     let strict = fx.kubectl(&["create", "-f", &path])?;
     assert!(!strict.status.success());
-    assert!(String::from_utf8_lossy(&strict.stderr).contains(r#"strict decoding error: unknown field "spec.bogus""#), "{strict:?}");
+    assert!(
+        String::from_utf8_lossy(&strict.stderr).contains(r#"strict decoding error: unknown field "spec.bogus""#),
+        "{strict:?}"
+    );
 
     assert_eq!(fx.kubectl_ok(&["delete", "node", "k1"])?.trim(), r#"node "k1" deleted"#);
     assert!(fx.api.get_node("k1").is_none());
@@ -640,7 +677,10 @@ fn kubectl_patch_pod_cidr_is_rejected() -> Result<()> {
     let fx = Fixture::new()?;
     fx.api.create_node(node("n1", "10.0.0.1", Some("10.244.1.0/24")))?;
     let before = fx.api.get_node("n1").context("created")?;
-    for patch in [vec!["-p", r#"{"spec":{"podCIDR":"10.244.9.0/24"}}"#], vec!["--type", "merge", "-p", r#"{"spec":{"podCIDR":"10.244.9.0/24","podCIDRs":["10.244.9.0/24"]}}"#]] {
+    for patch in [
+        vec!["-p", r#"{"spec":{"podCIDR":"10.244.9.0/24"}}"#],
+        vec!["--type", "merge", "-p", r#"{"spec":{"podCIDR":"10.244.9.0/24","podCIDRs":["10.244.9.0/24"]}}"#],
+    ] {
         let mut args = vec!["patch", "node", "n1"];
         args.extend(patch);
         let out = fx.kubectl(&args)?;
@@ -652,7 +692,8 @@ fn kubectl_patch_pod_cidr_is_rejected() -> Result<()> {
     }
     // With both fields set and different, `podCIDR` wins (the v1 conversion's rule):
     // changing only `podCIDRs` is no change at all.
-    let only_list = fx.kubectl_ok(&["patch", "node", "n1", "--type", "merge", "-p", r#"{"spec":{"podCIDRs":["10.244.9.0/24"]}}"#])?;
+    let only_list =
+        fx.kubectl_ok(&["patch", "node", "n1", "--type", "merge", "-p", r#"{"spec":{"podCIDRs":["10.244.9.0/24"]}}"#])?;
     assert_eq!(only_list.trim(), "node/n1 patched (no change)");
     assert_eq!(fx.api.get_node("n1"), Some(before), "unchanged, same resourceVersion");
     Ok(())

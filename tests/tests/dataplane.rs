@@ -316,7 +316,8 @@ fn xdp_decap_forwards_intact_and_gro_aggregates() -> Result<()> {
         c.set_underlay_segmentation(segmentation)?;
         for (from, to) in pairs() {
             let weft = c.node(to).kind == Kind::Weft;
-            let before = if weft { (count(&c, to, Verdict::Decapsulated)?, count(&c, to, Verdict::DeliveredFromXdp)?) } else { (0, 0) };
+            let before =
+                if weft { (count(&c, to, Verdict::Decapsulated)?, count(&c, to, Verdict::DeliveredFromXdp)?) } else { (0, 0) };
             let (src, dst) = (c.pod_on(from), c.pod_on(to));
             let t = tcp_transfer(&src.ns, &dst.ns, dst.ip, BYTES)
                 .map_err(|e| anyhow::anyhow!("pod {from} -> pod {to} (segmentation {segmentation}): {e}\n{}", c.logs()))?;
@@ -328,7 +329,10 @@ fn xdp_decap_forwards_intact_and_gro_aggregates() -> Result<()> {
                     t.bytes >> 20
                 );
                 assert!(frames >= BYTES / 1500, "node {to}: {frames} frames decapsulated in XDP for {BYTES} bytes");
-                assert!(delivered > 0 && delivered * 2 < frames, "node {to}: GRO did not aggregate ({delivered} deliveries for {frames} frames)");
+                assert!(
+                    delivered > 0 && delivered * 2 < frames,
+                    "node {to}: GRO did not aggregate ({delivered} deliveries for {frames} frames)"
+                );
             }
         }
     }

@@ -185,7 +185,12 @@ fn relist_sweeps_unknown_entries_and_bad_nodes_are_skipped() -> Result<()> {
     let mut maps = a.maps()?;
     maps.set_tunnel(
         ghost,
-        weft_common::tunnel::TunnelEndpoint { underlay_ip: [198, 19, 0, 99], vni: 1, vtep_mac: [0x0a, 0, 0, 0, 0, 0x99], _pad: [0; 2] },
+        weft_common::tunnel::TunnelEndpoint {
+            underlay_ip: [198, 19, 0, 99],
+            vni: 1,
+            vtep_mac: [0x0a, 0, 0, 0, 0, 0x99],
+            _pad: [0; 2],
+        },
     )?;
     a.ns.ip("route add 10.244.99.0/24 via 10.244.99.0 dev weft0 onlink")?;
     // Force a relist: forget history and cut every watch; the watchers get 410 Gone.
@@ -193,7 +198,9 @@ fn relist_sweeps_unknown_entries_and_bad_nodes_are_skipped() -> Result<()> {
     cp.api.compact();
     cp.stop();
     cp.resume()?;
-    let swept = wait_for(Duration::from_secs(10), || (!has_route(&c, "a", "10.244.99.0/24") && !has_tunnel(&c, "a", "10.244.99.0/24")).then_some(()));
+    let swept = wait_for(Duration::from_secs(10), || {
+        (!has_route(&c, "a", "10.244.99.0/24") && !has_tunnel(&c, "a", "10.244.99.0/24")).then_some(())
+    });
     assert!(swept.is_some(), "planted entries swept\n{}", c.agent_log("a"));
 
     // A node whose backend-data is not JSON: skipped, with one warning; others fine.
@@ -205,7 +212,9 @@ fn relist_sweeps_unknown_entries_and_bad_nodes_are_skipped() -> Result<()> {
         format!("{P}/kube-subnet-manager"): "true",
     });
     cp.kubectl_create(&bad, &c.dir)?;
-    let warned = wait_for(Duration::from_secs(5), || c.agent_log("a").contains("skipping node: flannel.alpha.coreos.com/backend-data: not JSON").then_some(()));
+    let warned = wait_for(Duration::from_secs(5), || {
+        c.agent_log("a").contains("skipping node: flannel.alpha.coreos.com/backend-data: not JSON").then_some(())
+    });
     assert!(warned.is_some(), "{}", c.agent_log("a"));
     // An overlapping podCIDR is skipped too.
     let mut overlap = node_manifest("f", Ipv4Addr::new(198, 19, 0, 61), "10.244.2.0/25".parse()?);
@@ -231,7 +240,8 @@ fn api_server_outage_keeps_traffic_and_resyncs() -> Result<()> {
     ghost["metadata"]["annotations"] = kube::flannel_annotations(Ipv4Addr::new(198, 19, 0, 77), "0a:58:0a:f4:77:00");
     cp.api.create_node(ghost).map_err(|e| anyhow!("{e:?}"))?;
     let ghost_cidr = "10.244.77.0/24";
-    let known = wait_for(Duration::from_secs(5), || (has_route(&c, "a", ghost_cidr) && has_route(&c, "b", ghost_cidr)).then_some(()));
+    let known =
+        wait_for(Duration::from_secs(5), || (has_route(&c, "a", ghost_cidr) && has_route(&c, "b", ghost_cidr)).then_some(()));
     assert!(known.is_some(), "ghost node programmed\n{}", c.logs());
 
     let a_pod = c.pod_on("a").ns.name.clone();
@@ -252,7 +262,8 @@ fn api_server_outage_keeps_traffic_and_resyncs() -> Result<()> {
     assert!(has_route(&c, "a", ghost_cidr), "nothing changes while the API server is away");
     cp.resume()?;
     let back = Instant::now();
-    let caught_up = wait_for(Duration::from_secs(15), || (!has_route(&c, "a", ghost_cidr) && !has_route(&c, "b", ghost_cidr)).then_some(()));
+    let caught_up =
+        wait_for(Duration::from_secs(15), || (!has_route(&c, "a", ghost_cidr) && !has_route(&c, "b", ghost_cidr)).then_some(()));
     assert!(caught_up.is_some(), "agents resync after the outage\n{}", c.logs());
     println!("agents caught up {:?} after the API server returned", back.elapsed());
     for p in pings {

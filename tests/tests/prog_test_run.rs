@@ -311,9 +311,7 @@ fn encap_then_decap_round_trips() {
     let (rc, wire) = dp.run(ENCAP, &input);
     assert_eq!(rc, TC_ACT_REDIRECT);
     // Now play node b: our config becomes b's, and a is its known peer.
-    dp.maps
-        .set_config(DataplaneConfig { underlay_ip: B_IP.octets(), vtep_mac: B_MAC, ..config() })
-        .unwrap();
+    dp.maps.set_config(DataplaneConfig { underlay_ip: B_IP.octets(), vtep_mac: B_MAC, ..config() }).unwrap();
     dp.maps.set_peer(A_IP, PeerNode { vtep_mac: A_MAC, ..Default::default() }).unwrap();
     let out = dp.expect(DECAP, &wire, TC_ACT_REDIRECT, Verdict::Decapsulated);
     assert_eq!(&out[14..], inner_ip(&input));

@@ -132,15 +132,9 @@ fn test(args: &[String]) -> Result<()> {
     build(false)?;
     let root = workspace_root();
     // Unit and BPF_PROG_TEST_RUN tests: in parallel.
-    run(Command::new("cargo")
-        .current_dir(&root)
-        .args(["test", "--workspace", "--exclude", "weft-e2e", "--"])
-        .args(args))?;
+    run(Command::new("cargo").current_dir(&root).args(["test", "--workspace", "--exclude", "weft-e2e", "--"]).args(args))?;
     // End-to-end tests share the machine's namespaces and CPU: one at a time.
-    run(Command::new("cargo")
-        .current_dir(&root)
-        .args(["test", "--package", "weft-e2e", "--", "--test-threads=1"])
-        .args(args))
+    run(Command::new("cargo").current_dir(&root).args(["test", "--package", "weft-e2e", "--", "--test-threads=1"]).args(args))
 }
 
 fn sandbox(once: bool) -> Result<()> {

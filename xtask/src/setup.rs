@@ -67,10 +67,12 @@ fn apt_packages() -> Result<()> {
         bail!("missing Debian packages {missing:?}: run as root or `apt-get install {}`", missing.join(" "));
     }
     run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
-    run_cmd(Command::new("apt-get")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing))
+    run_cmd(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing),
+    )
     .context("apt-get install")
 }
 
@@ -84,9 +86,15 @@ fn pip_packages() -> Result<()> {
         println!("setup: installing {} (pip)", p.spec);
         // Debian's own Python refuses root installs outside a venv (PEP 668); the
         // variable lets pip put the package under /usr/local, and older pips ignore it.
-        run_cmd(Command::new("python3")
-            .env("PIP_BREAK_SYSTEM_PACKAGES", "1")
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--root-user-action=ignore", p.spec]))
+        run_cmd(Command::new("python3").env("PIP_BREAK_SYSTEM_PACKAGES", "1").args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--root-user-action=ignore",
+            p.spec,
+        ]))
         .with_context(|| format!("pip install {}", p.spec))?;
         // pyenv only sees new console scripts after a rehash.
         let _ = Command::new("pyenv").arg("rehash").output();
@@ -107,9 +115,7 @@ fn nix_is_root() -> bool {
 }
 
 fn ebpf_toolchain_present() -> bool {
-    let out = Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN])
-        .output();
+    let out = Command::new("rustup").args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN]).output();
     matches!(out, Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"))
 }
 

@@ -154,8 +154,16 @@ const PATCH: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";
 const DELETE_OPTIONS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions";
 const WRITE: &[&str] = &["dryRun", "fieldManager", "fieldValidation"];
 const LIST: &[&str] = &[
-    "allowWatchBookmarks", "continue", "fieldSelector", "labelSelector", "limit", "resourceVersion",
-    "resourceVersionMatch", "sendInitialEvents", "timeoutSeconds", "watch",
+    "allowWatchBookmarks",
+    "continue",
+    "fieldSelector",
+    "labelSelector",
+    "limit",
+    "resourceVersion",
+    "resourceVersionMatch",
+    "sendInitialEvents",
+    "timeoutSeconds",
+    "watch",
 ];
 
 fn paths() -> Value {
@@ -169,7 +177,13 @@ fn paths() -> Value {
             "parameters": params(&["name", "pretty"]),
         });
         if suffix.is_empty() {
-            p["delete"] = op("deleteCoreV1Node", "delete", &deletes, Some(body_of(DELETE_OPTIONS, &["*/*"])), &[("200", STATUS), ("202", STATUS)]);
+            p["delete"] = op(
+                "deleteCoreV1Node",
+                "delete",
+                &deletes,
+                Some(body_of(DELETE_OPTIONS, &["*/*"])),
+                &[("200", STATUS), ("202", STATUS)],
+            );
         }
         p
     };
@@ -256,9 +270,10 @@ pub fn openapi_v2() -> &'static Value {
                     let types: Vec<&String> = body["content"].as_object().map(|c| c.keys().collect()).unwrap_or_default();
                     let schema = body["content"].as_object().and_then(|c| c.values().next()).map(|c| c["schema"].clone());
                     o.insert("consumes".into(), json!(types));
-                    o["parameters"].as_array_mut().expect("operations have parameters").push(
-                        json!({ "name": "body", "in": "body", "required": true, "schema": schema }),
-                    );
+                    o["parameters"]
+                        .as_array_mut()
+                        .expect("operations have parameters")
+                        .push(json!({ "name": "body", "in": "body", "required": true, "schema": schema }));
                 }
                 o.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten().for_each(v2_parameter);
                 if let Some(rs) = o.get_mut("responses").and_then(Value::as_object_mut) {

@@ -81,8 +81,7 @@ pub fn read_request<R: Read>(r: &mut BufReader<R>) -> Result<Request, ReadError>
         first = read_line(r, &mut budget)?;
     }
     let mut parts = first.split(' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(ReadError::Malformed(format!("bad request line {first:?}")));
     };
     if !version.starts_with("HTTP/1.") || !target.starts_with('/') || method.is_empty() {
@@ -310,7 +309,9 @@ mod tests {
 
     #[test]
     fn chunked_body_and_connection_close() {
-        let r = parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n").unwrap();
+        let r =
+            parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n")
+                .unwrap();
         assert_eq!(r.body, b"abcd");
         assert!(!r.keep_alive);
     }

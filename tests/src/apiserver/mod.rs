@@ -202,9 +202,7 @@ impl ApiServer {
     /// Deletes a Node as `DELETE /api/v1/nodes/{name}` would; returns it as it
     /// was, or as marked for deletion while finalizers remain.
     pub fn delete_node(&self, name: &str) -> Result<Value, Status> {
-        self.shared
-            .write(|s| registry::delete(s, name, &registry::Preconditions::default(), false))
-            .map(|d| d.object)
+        self.shared.write(|s| registry::delete(s, name, &registry::Preconditions::default(), false)).map(|d| d.object)
     }
 
     /// Forgets the event history up to now, as etcd compaction does: a watch from

@@ -155,7 +155,10 @@ pub fn prepare_update(new: &mut Value, old: &Value, sub: Subresource) -> Result<
         Some(uid) if !uid.is_empty() && Some(uid) != old_meta["uid"].as_str() => {
             return Err(Status::conflict(
                 &name,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", old_meta["uid"].as_str().unwrap_or("")),
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    old_meta["uid"].as_str().unwrap_or("")
+                ),
             ));
         }
         _ => {}
@@ -270,7 +273,9 @@ pub fn validate(node: &Value) -> Vec<FieldError> {
     if let Some(annotations) = meta["annotations"].as_object() {
         let mut size = 0;
         for (k, v) in annotations {
-            errs.extend(qualified_name_error(&k.to_lowercase()).map(|e| FieldError::invalid("metadata.annotations", k.as_str(), e)));
+            errs.extend(
+                qualified_name_error(&k.to_lowercase()).map(|e| FieldError::invalid("metadata.annotations", k.as_str(), e)),
+            );
             size += k.len() + v.as_str().map_or(0, str::len);
         }
         const MAX: usize = 256 * 1024;
@@ -397,7 +402,10 @@ mod tests {
         let dual = node(json!({"metadata": {"name": "a"}, "spec": {"podCIDRs": ["10.0.0.0/24", "fd00::/64"]}}));
         assert!(validate(&dual).is_empty());
         let taints = node(json!({"metadata": {"name": "a"}, "spec": {"taints": [{"key": "k", "effect": "Sometimes"}]}}));
-        assert_eq!(validate(&taints)[0].to_string(), "spec.taints[0].effect: Unsupported value: \"Sometimes\": supported values: \"NoSchedule\", \"PreferNoSchedule\", \"NoExecute\"");
+        assert_eq!(
+            validate(&taints)[0].to_string(),
+            "spec.taints[0].effect: Unsupported value: \"Sometimes\": supported values: \"NoSchedule\", \"PreferNoSchedule\", \"NoExecute\""
+        );
     }
 
     #[test]
@@ -406,7 +414,8 @@ mod tests {
                                        "spec": {"unschedulable": true}, "status": {"phase": "Running"}}))
         .unwrap()
         .node;
-        let mut new = decode_value(&json!({"metadata": {"name": "a", "annotations": {"x": "y"}}, "spec": {}, "status": {}})).unwrap().node;
+        let mut new =
+            decode_value(&json!({"metadata": {"name": "a", "annotations": {"x": "y"}}, "spec": {}, "status": {}})).unwrap().node;
         prepare_update(&mut new, &old, Subresource::Status).unwrap();
         assert_eq!((new["spec"]["unschedulable"].clone(), new["status"].clone()), (json!(true), json!({})));
         assert_eq!((new["metadata"]["uid"].as_str(), new["metadata"]["annotations"]["x"].as_str()), (Some("u1"), Some("y")));

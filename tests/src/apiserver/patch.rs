@@ -141,9 +141,7 @@ fn strategic_list(
                     return Err(PatchError::BadRequest(format!("expected a map list element, got {e}")));
                 };
                 let Some(id) = em.get(key) else {
-                    return Err(PatchError::BadRequest(format!(
-                        "map: {e} does not contain declared merge key: {key}"
-                    )));
+                    return Err(PatchError::BadRequest(format!("map: {e} does not contain declared merge key: {key}")));
                 };
                 let pos = list.iter().position(|o| o.get(key) == Some(id));
                 match (em.get(DIRECTIVE).and_then(Value::as_str), pos) {
@@ -189,7 +187,8 @@ fn array_index(token: &str, len: usize, allow_end: bool) -> Option<usize> {
 
 /// The container holding `path`'s last token, and that token.
 fn parent<'a>(doc: &'a mut Value, path: &'a [String], op: &str) -> Result<(&'a mut Value, &'a str), PatchError> {
-    let (last, init) = path.split_last().ok_or_else(|| PatchError::Unprocessable(format!("{op}: cannot target the document root")))?;
+    let (last, init) =
+        path.split_last().ok_or_else(|| PatchError::Unprocessable(format!("{op}: cannot target the document root")))?;
     let mut cur = doc;
     for t in init {
         cur = match cur {
@@ -230,7 +229,8 @@ fn add(doc: &mut Value, path: &[String], value: Value) -> Result<(), PatchError>
 }
 
 fn remove(doc: &mut Value, path: &[String]) -> Result<Value, PatchError> {
-    let missing = || PatchError::Unprocessable(format!("remove operation does not apply: doc is missing path: /{}", path.join("/")));
+    let missing =
+        || PatchError::Unprocessable(format!("remove operation does not apply: doc is missing path: /{}", path.join("/")));
     match parent(doc, path, "remove")? {
         (Value::Object(m), key) => m.remove(key).ok_or_else(missing),
         (Value::Array(a), key) => {
@@ -265,7 +265,10 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
                     doc = v;
                 } else {
                     remove(&mut doc, &path).map_err(|_| {
-                        PatchError::Unprocessable(format!("replace operation does not apply: doc is missing key: /{}", path.join("/")))
+                        PatchError::Unprocessable(format!(
+                            "replace operation does not apply: doc is missing key: /{}",
+                            path.join("/")
+                        ))
                     })?;
                     add(&mut doc, &path, v)?;
                 }
@@ -280,9 +283,12 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
             }
             Some("copy") => {
                 let from = field("from")?;
-                let v = get(&doc, &from)
-                    .cloned()
-                    .ok_or_else(|| PatchError::Unprocessable(format!("copy operation does not apply: doc is missing from path: /{}", from.join("/"))))?;
+                let v = get(&doc, &from).cloned().ok_or_else(|| {
+                    PatchError::Unprocessable(format!(
+                        "copy operation does not apply: doc is missing from path: /{}",
+                        from.join("/")
+                    ))
+                })?;
                 add(&mut doc, &path, v)?;
             }
             Some("test") => {

@@ -115,8 +115,8 @@ pub fn update(
     if opts.dry_run {
         return Ok(Written { object: new, warnings });
     }
-    let finalized = new["metadata"]["deletionTimestamp"].is_string()
-        && new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
+    let finalized =
+        new["metadata"]["deletionTimestamp"].is_string() && new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
     let object = store.put(new);
     if finalized {
         // The last finalizer is gone from an object being deleted: delete it now.
@@ -200,10 +200,9 @@ pub struct Deletion {
 pub fn delete(store: &mut Store, name: &str, pre: &Preconditions, dry_run: bool) -> Result<Deletion, Status> {
     let current = store.get(name).ok_or_else(|| Status::not_found(name))?.clone();
     let meta = &current["metadata"];
-    for (what, want, have) in [
-        ("UID", &pre.uid, meta["uid"].as_str()),
-        ("ResourceVersion", &pre.resource_version, meta["resourceVersion"].as_str()),
-    ] {
+    for (what, want, have) in
+        [("UID", &pre.uid, meta["uid"].as_str()), ("ResourceVersion", &pre.resource_version, meta["resourceVersion"].as_str())]
+    {
         if let Some(want) = want.as_deref().filter(|w| Some(*w) != have) {
             return Err(Status::conflict(
                 name,
@@ -250,7 +249,8 @@ mod tests {
         let strict = WriteOptions { validation: FieldValidation::Strict, ..Default::default() };
         let e = create(&mut s, decoded(json!({"metadata": {"name": "b"}, "spec": {"nope": 1}})), strict).unwrap_err();
         assert_eq!(e.message, "strict decoding error: unknown field \"spec.nope\"");
-        let w = create(&mut s, decoded(json!({"metadata": {"name": "b"}, "spec": {"nope": 1}})), WriteOptions::default()).unwrap();
+        let w =
+            create(&mut s, decoded(json!({"metadata": {"name": "b"}, "spec": {"nope": 1}})), WriteOptions::default()).unwrap();
         assert_eq!(w.warnings, ["unknown field \"spec.nope\""]);
         let g = create(&mut s, decoded(json!({"metadata": {"generateName": "gen-"}})), WriteOptions::default()).unwrap();
         assert!(node::name(&g.object).starts_with("gen-") && node::name(&g.object).len() == 9);

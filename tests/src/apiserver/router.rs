@@ -38,7 +38,9 @@ impl Output {
     pub fn object(self, obj: &Value) -> Value {
         match self {
             Output::Json => obj.clone(),
-            Output::Table(include) => table::table([obj], json!({ "resourceVersion": obj["metadata"]["resourceVersion"] }), include),
+            Output::Table(include) => {
+                table::table([obj], json!({ "resourceVersion": obj["metadata"]["resourceVersion"] }), include)
+            }
             Output::Metadata => table::partial_metadata(obj),
         }
     }
@@ -101,7 +103,8 @@ pub fn negotiate(req: &Request) -> Result<Output, Status> {
     let include = IncludeObject::parse(req.param("includeObject"))
         .ok_or_else(|| Status::bad_request("includeObject must be one of None, Metadata or Object"))?;
     for c in accept_clauses(req).into_iter().filter(|c| json_like(&c.ty)) {
-        let meta_v1 = c.params.get("g").map(String::as_str) == Some("meta.k8s.io") && c.params.get("v").map(String::as_str) == Some("v1");
+        let meta_v1 =
+            c.params.get("g").map(String::as_str) == Some("meta.k8s.io") && c.params.get("v").map(String::as_str) == Some("v1");
         match c.params.get("as").map(String::as_str) {
             None => return Ok(Output::Json),
             Some("Table") if meta_v1 => return Ok(Output::Table(include)),
@@ -202,7 +205,9 @@ fn item(shared: &Shared, req: &Request, name: &str, sub: Subresource) -> Result<
                 // Deleted at once: kube-apiserver answers with a Status naming it.
                 let meta = &d.object["metadata"];
                 let details = json!({ "name": meta["name"], "kind": "nodes", "uid": meta["uid"] });
-                return Ok(ok(&json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details })));
+                return Ok(ok(
+                    &json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details }),
+                ));
             }
             let obj = d.object;
             Ok(Reply::Full(Response::with_type(200, output.content_type(), &output.object(&obj))))
@@ -305,17 +310,32 @@ fn validate_list_options(req: &Request, watch: bool) -> Result<(), Status> {
             errs.push(FieldError::forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"));
         }
         if rv_match != "NotOlderThan" {
-            errs.push(FieldError::forbidden("resourceVersionMatch", "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"));
+            errs.push(FieldError::forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
         }
         if !flag(req, "allowWatchBookmarks") {
-            errs.push(FieldError::forbidden("allowWatchBookmarks", "sendInitialEvents requires setting allowWatchBookmarks to true"));
+            errs.push(FieldError::forbidden(
+                "allowWatchBookmarks",
+                "sendInitialEvents requires setting allowWatchBookmarks to true",
+            ));
         }
     } else if watch && !rv_match.is_empty() {
-        errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"));
+        errs.push(FieldError::forbidden(
+            "resourceVersionMatch",
+            "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+        ));
     } else if !rv_match.is_empty() && rv.is_empty() {
-        errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden unless resourceVersion is provided"));
+        errs.push(FieldError::forbidden(
+            "resourceVersionMatch",
+            "resourceVersionMatch is forbidden unless resourceVersion is provided",
+        ));
     } else if rv_match == "Exact" && rv == "0" {
-        errs.push(FieldError::forbidden("resourceVersionMatch", "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""));
+        errs.push(FieldError::forbidden(
+            "resourceVersionMatch",
+            "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+        ));
     }
     if errs.is_empty() { Ok(()) } else { Err(Status::invalid("ListOptions", "meta.k8s.io", "", &errs)) }
 }
@@ -341,43 +361,44 @@ fn list_or_watch(shared: &Shared, req: &Request) -> Result<Reply, Status> {
     let limit = number::<usize>(req, "limit")?.filter(|l| *l > 0);
     let exact = req.param("resourceVersionMatch") == Some("Exact");
     let store = shared.store.lock().expect("store lock");
-    let (objects, list_rv, after): (BTreeMap<String, Value>, u64, Option<String>) =
-        match req.param("continue").filter(|c| !c.is_empty()) {
-            Some(token) => {
-                if !rv.is_empty() && rv != "0" {
-                    return Err(Status::bad_request("specifying resource version is not allowed when using continue"));
-                }
-                let (at, after) = decode_continue(token)?;
-                let snap = store.snapshot_at(at).map_err(|_| {
+    let (objects, list_rv, after): (BTreeMap<String, Value>, u64, Option<String>) = match req
+        .param("continue")
+        .filter(|c| !c.is_empty())
+    {
+        Some(token) => {
+            if !rv.is_empty() && rv != "0" {
+                return Err(Status::bad_request("specifying resource version is not allowed when using continue"));
+            }
+            let (at, after) = decode_continue(token)?;
+            let snap = store.snapshot_at(at).map_err(|_| {
                     Status::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.")
                 })?;
-                (snap, at, Some(after))
+            (snap, at, Some(after))
+        }
+        None if exact => {
+            let at = parse_rv(rv)?;
+            if at > store.rv() {
+                return Err(too_large(at, store.rv()));
             }
-            None if exact => {
-                let at = parse_rv(rv)?;
-                if at > store.rv() {
-                    return Err(too_large(at, store.rv()));
-                }
-                let snap = store.snapshot_at(at).map_err(|_| Status::expired("The resourceVersion for the provided list is too old."))?;
-                (snap, at, None)
+            let snap =
+                store.snapshot_at(at).map_err(|_| Status::expired("The resourceVersion for the provided list is too old."))?;
+            (snap, at, None)
+        }
+        None => {
+            let at = if rv.is_empty() { 0 } else { parse_rv(rv)? };
+            // NotOlderThan a revision this server has not reached: upstream waits
+            // a few seconds for it, then gives up.
+            let (store, timed_out) =
+                shared.changed.wait_timeout_while(store, Duration::from_secs(3), |s| s.rv() < at).expect("store lock");
+            if timed_out.timed_out() && store.rv() < at {
+                return Err(too_large(at, store.rv()));
             }
-            None => {
-                let at = if rv.is_empty() { 0 } else { parse_rv(rv)? };
-                // NotOlderThan a revision this server has not reached: upstream waits
-                // a few seconds for it, then gives up.
-                let (store, timed_out) = shared
-                    .changed
-                    .wait_timeout_while(store, Duration::from_secs(3), |s| s.rv() < at)
-                    .expect("store lock");
-                if timed_out.timed_out() && store.rv() < at {
-                    return Err(too_large(at, store.rv()));
-                }
-                let current = store.rv();
-                let objects = store.objects().clone();
-                drop(store);
-                (objects, current, None)
-            }
-        };
+            let current = store.rv();
+            let objects = store.objects().clone();
+            drop(store);
+            (objects, current, None)
+        }
+    };
     let mut matching = objects
         .values()
         .filter(|o| after.as_deref().is_none_or(|a| node::name(o) > a))
@@ -426,12 +447,20 @@ fn delete_collection(shared: &Shared, req: &Request) -> Result<Reply, Status> {
     validate_list_options(req, false)?;
     let (selectors, (_, dry_run), output) = (selectors(req)?, delete_options(req)?, negotiate(req)?);
     let (deleted, rv) = shared.write(|s| {
-        let names: Vec<String> = s.objects().values().filter(|o| selectors.matches(o)).map(|o| node::name(o).to_string()).collect();
-        let deleted: Vec<Value> =
-            names.iter().filter_map(|n| registry::delete(s, n, &Preconditions::default(), dry_run).ok()).map(|d| d.object).collect();
+        let names: Vec<String> =
+            s.objects().values().filter(|o| selectors.matches(o)).map(|o| node::name(o).to_string()).collect();
+        let deleted: Vec<Value> = names
+            .iter()
+            .filter_map(|n| registry::delete(s, n, &Preconditions::default(), dry_run).ok())
+            .map(|d| d.object)
+            .collect();
         (deleted, s.rv())
     });
-    Ok(Reply::Full(Response::with_type(200, output.content_type(), &output.list(&deleted, json!({ "resourceVersion": rv.to_string() })))))
+    Ok(Reply::Full(Response::with_type(
+        200,
+        output.content_type(),
+        &output.list(&deleted, json!({ "resourceVersion": rv.to_string() })),
+    )))
 }
 
 #[cfg(test)]

@@ -68,7 +68,8 @@ fn build() -> Map<String, Value> {
         }),
         &[],
     );
-    node["description"] = json!("Node is a worker node in Kubernetes. Each node will have a unique identifier in the cache (i.e. in etcd).");
+    node["description"] =
+        json!("Node is a worker node in Kubernetes. Each node will have a unique identifier in the cache (i.e. in etcd).");
     node["x-kubernetes-group-version-kind"] = gvk("", "v1", "Node");
     let mut node_list = object(
         json!({

@@ -77,10 +77,7 @@ impl LabelSelector {
                     return Err(bad(s, "expected 'key in (...)' or 'key notin (...)'"));
                 };
                 let k = check_key(k, s)?;
-                let values = close[open + 1..]
-                    .split(',')
-                    .map(|v| check_value(v.trim(), s))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let values = close[open + 1..].split(',').map(|v| check_value(v.trim(), s)).collect::<Result<Vec<_>, _>>()?;
                 match op {
                     "in" => Requirement::In(k, values),
                     "notin" => Requirement::NotIn(k, values),

@@ -28,12 +28,15 @@ impl IncludeObject {
 }
 
 fn columns() -> Value {
-    let col = |name: &str, format: &str, priority: u8, description: &str| {
-        json!({ "name": name, "type": "string", "format": format, "description": description, "priority": priority })
-    };
+    let col = |name: &str, format: &str, priority: u8, description: &str| json!({ "name": name, "type": "string", "format": format, "description": description, "priority": priority });
     let addresses = "List of addresses reachable to the node. Queried from cloud provider, if available.";
     json!([
-        col("Name", "name", 0, "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated."),
+        col(
+            "Name",
+            "name",
+            0,
+            "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated."
+        ),
         col("Status", "", 0, "The status of the node"),
         col("Roles", "", 0, "The roles of the node"),
         col("Age", "", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."),
@@ -42,18 +45,19 @@ fn columns() -> Value {
         col("External-IP", "", 1, addresses),
         col("OS-Image", "", 1, "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy))."),
         col("Kernel-Version", "", 1, "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64)."),
-        col("Container-Runtime", "", 1, "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2)."),
+        col(
+            "Container-Runtime",
+            "",
+            1,
+            "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2)."
+        ),
     ])
 }
 
 /// `Ready`/`NotReady` from the Ready condition, `Unknown` without one, then
 /// `SchedulingDisabled` for a cordoned node.
 fn status(node: &Value) -> String {
-    let ready = node["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Ready");
+    let ready = node["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready");
     let mut parts = vec![match ready {
         Some(c) if c["status"] == "True" => "Ready",
         Some(_) => "NotReady",
@@ -205,7 +209,10 @@ mod tests {
         let cells = t["rows"][0]["cells"].as_array().unwrap();
         assert_eq!(cells[0..3], [json!("n1"), json!("NotReady,SchedulingDisabled"), json!("control-plane,worker")]);
         assert!(cells[3].as_str().unwrap().ends_with('s'));
-        assert_eq!(cells[4..], [json!("v1.34.0"), json!("10.0.0.1"), json!("<none>"), json!("<unknown>"), json!("<unknown>"), json!("<unknown>")]);
+        assert_eq!(
+            cells[4..],
+            [json!("v1.34.0"), json!("10.0.0.1"), json!("<none>"), json!("<unknown>"), json!("<unknown>"), json!("<unknown>")]
+        );
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
         assert_eq!(t["columnDefinitions"].as_array().unwrap().len(), 10);
         assert_eq!(status(&json!({})), "Unknown");

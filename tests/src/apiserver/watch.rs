@@ -92,9 +92,9 @@ fn visible(e: &Event, sel: &Selectors) -> Option<(&'static str, Value)> {
 /// Collects the lines for everything after `cursor`, advancing it; `Err` carries
 /// the final ERROR line when the history is gone.
 fn pending(store: &Store, cursor: &mut u64, req: &WatchRequest) -> Result<Vec<Vec<u8>>, Vec<u8>> {
-    let events = store.events_after(*cursor).map_err(|c| {
-        error(&Status::expired(format!("too old resource version: {} ({})", cursor, c.0)))
-    })?;
+    let events = store
+        .events_after(*cursor)
+        .map_err(|c| error(&Status::expired(format!("too old resource version: {} ({})", cursor, c.0))))?;
     let lines = events.filter_map(|e| visible(e, &req.selectors)).map(|(k, o)| line(k, req.output.object(&o))).collect();
     *cursor = store.rv();
     Ok(lines)
@@ -162,9 +162,7 @@ pub fn serve<W: Write>(shared: &Shared, stop: &AtomicBool, w: &mut W, req: Watch
         let wake = if req.bookmarks { next_bookmark.min(deadline) } else { deadline };
         let (store, _) = shared
             .changed
-            .wait_timeout_while(store, wake.saturating_duration_since(now), |s| {
-                s.rv() == cursor && !stop.load(Ordering::SeqCst)
-            })
+            .wait_timeout_while(store, wake.saturating_duration_since(now), |s| s.rv() == cursor && !stop.load(Ordering::SeqCst))
             .expect("store lock");
         if stop.load(Ordering::SeqCst) {
             return Err(stopped());

@@ -101,7 +101,11 @@ pub fn run(client_ns: &Netns, server_ns: &Netns, ip: Ipv4Addr, seconds: u32, cli
                                             served.fetch_add(1, Ordering::Relaxed);
                                         }
                                     }
-                                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                                    Err(e)
+                                        if matches!(
+                                            e.kind(),
+                                            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                                        ) => {}
                                     Err(e) if e.kind() == ErrorKind::ConnectionAborted => {}
                                     Err(e) => return Err(e).context("accept"),
                                 }

@@ -66,10 +66,7 @@ fn iperf3(client_ns: &Netns, server_ns: &Netns, ip: Ipv4Addr, seconds: u32, args
 }
 
 fn num(v: &Value, path: &[&str]) -> Result<f64> {
-    path.iter()
-        .fold(v, |v, k| &v[*k])
-        .as_f64()
-        .ok_or_else(|| anyhow!("no {} in iperf3 output", path.join(".")))
+    path.iter().fold(v, |v, k| &v[*k]).as_f64().ok_or_else(|| anyhow!("no {} in iperf3 output", path.join(".")))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -272,7 +272,11 @@ type Features = Vec<(&'static str, &'static str)>;
 fn nic_settings(c: &Cluster) -> Vec<(&Netns, String, Features)> {
     let mut out = Vec::new();
     for n in &c.nodes {
-        out.push((&n.ns, "ul0".to_owned(), vec![("tso", "off"), ("gso", "off"), ("tx-udp_tnl-segmentation", "off"), ("gro", "on")]));
+        out.push((
+            &n.ns,
+            "ul0".to_owned(),
+            vec![("tso", "off"), ("gso", "off"), ("tx-udp_tnl-segmentation", "off"), ("gro", "on")],
+        ));
     }
     for n in &c.nodes {
         out.push((&c.underlay, format!("u-{}", n.name), vec![("tso", "off"), ("gso", "off"), ("gro", "off")]));
@@ -325,7 +329,11 @@ pub fn apply_nic(c: &Cluster) -> Result<()> {
                         .unwrap_or(true)
                 })
                 .collect();
-            bail!("`{line}` in {} failed (features refused: {}): {e:#}", ns.name, if unknown.is_empty() { "?".into() } else { unknown.join(", ") });
+            bail!(
+                "`{line}` in {} failed (features refused: {}): {e:#}",
+                ns.name,
+                if unknown.is_empty() { "?".into() } else { unknown.join(", ") }
+            );
         }
         let bad = feature_mismatches(ns, &dev, &features)?;
         if !bad.is_empty() {
@@ -360,7 +368,14 @@ fn stopped() -> Result<()> {
 }
 
 /// Runs every metric once on one topology; values and failures are appended.
-fn measure(t: &Topology, wire: Wire, round: u32, seconds: u32, samples: &mut Vec<Sample>, failures: &mut Vec<String>) -> Result<()> {
+fn measure(
+    t: &Topology,
+    wire: Wire,
+    round: u32,
+    seconds: u32,
+    samples: &mut Vec<Sample>,
+    failures: &mut Vec<String>,
+) -> Result<()> {
     let (client, server, ip) = (t.client(), t.server(), t.server_ip());
     let mut line = format!("  [{} round {round}] {:<8}", wire.name(), t.mode.name());
     let mut record = |metric: Metric, value: f64, line: &mut String| {
@@ -449,9 +464,8 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         stopped()?;
         println!("\nwire {}: {}", wire.name(), wire.describe());
         if wire == Wire::Nic {
-            let applied: Result<()> = topologies.iter().try_for_each(|t| {
-                apply_nic(&t.cluster).with_context(|| format!("{} cluster", t.mode.name()))
-            });
+            let applied: Result<()> =
+                topologies.iter().try_for_each(|t| apply_nic(&t.cluster).with_context(|| format!("{} cluster", t.mode.name())));
             if let Err(e) = applied {
                 println!("  cannot simulate the nic wire, skipping it: {e:#}");
                 failures.push(format!("nic wire skipped: {e:#}"));

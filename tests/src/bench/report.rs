@@ -137,7 +137,8 @@ pub fn table(rows: &[Row], wire: Wire, rounds: u32) -> String {
 pub fn results_csv(samples: &[Sample]) -> String {
     let mut out = String::from("wire,mode,metric,round,value,unit\n");
     for s in samples {
-        let _ = writeln!(out, "{},{},{},{},{},{}", s.wire.name(), s.mode.name(), s.metric.key(), s.round, s.value, s.metric.unit());
+        let _ =
+            writeln!(out, "{},{},{},{},{},{}", s.wire.name(), s.mode.name(), s.metric.key(), s.round, s.value, s.metric.unit());
     }
     out
 }
@@ -223,20 +224,28 @@ pub fn chart_svg(rows: &[Row], wires: &[Wire], modes: &[Mode], rounds: u32, seco
     for (p, &wire) in wires.iter().enumerate() {
         let top = TOP + p as f64 * (PANEL_H + PANEL_GAP) + 30.0;
         let base = top + PANEL_H;
-        let peak = Metric::ALL
-            .iter()
-            .flat_map(|&m| modes.iter().filter_map(move |&mode| norm(wire, m, mode)))
-            .fold(1.0f64, f64::max);
+        let peak =
+            Metric::ALL.iter().flat_map(|&m| modes.iter().filter_map(move |&mode| norm(wire, m, mode))).fold(1.0f64, f64::max);
         // Axis to the next 0.25 above the tallest bar, at most 3 (taller bars are clipped and say so).
         let ymax = ((peak * 1.1 / 0.25).ceil() * 0.25).clamp(1.25, 3.0);
         let y = |v: f64| base - v.min(ymax) / ymax * PANEL_H;
-        let _ = writeln!(s, r##"<text x="{LEFT}" y="{}" font-size="14" font-weight="bold">{}</text>"##, top - 16.0, esc(&format!("wire {}: {}", wire.name(), wire.describe())));
+        let _ = writeln!(
+            s,
+            r##"<text x="{LEFT}" y="{}" font-size="14" font-weight="bold">{}</text>"##,
+            top - 16.0,
+            esc(&format!("wire {}: {}", wire.name(), wire.describe()))
+        );
         let mut tick = 0.0;
         while tick <= ymax + 1e-9 {
             let ty = y(tick);
             let (stroke, dash) = if (tick - 1.0).abs() < 1e-9 { ("#333", r##" stroke-dasharray="5,3""##) } else { ("#ddd", "") };
-            let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{ty:.1}" x2="{:.1}" y2="{ty:.1}" stroke="{stroke}"{dash}/>"##, width - 20.0);
-            let _ = writeln!(s, r##"<text x="{}" y="{:.1}" text-anchor="end" fill="#555">{tick:.2}</text>"##, LEFT - 6.0, ty + 4.0);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{LEFT}" y1="{ty:.1}" x2="{:.1}" y2="{ty:.1}" stroke="{stroke}"{dash}/>"##,
+                width - 20.0
+            );
+            let _ =
+                writeln!(s, r##"<text x="{}" y="{:.1}" text-anchor="end" fill="#555">{tick:.2}</text>"##, LEFT - 6.0, ty + 4.0);
             tick += 0.25;
         }
         let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{top}" x2="{LEFT}" y2="{base}" stroke="#333"/>"##);
@@ -247,7 +256,12 @@ pub fn chart_svg(rows: &[Row], wires: &[Wire], modes: &[Mode], rounds: u32, seco
             for (b, &mode) in modes.iter().enumerate() {
                 let x = x0 + b as f64 * BAR;
                 let Some(v) = norm(wire, metric, mode) else {
-                    let _ = writeln!(s, r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#a00">n/a</text>"##, x + BAR / 2.0, base - 4.0);
+                    let _ = writeln!(
+                        s,
+                        r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#a00">n/a</text>"##,
+                        x + BAR / 2.0,
+                        base - 4.0
+                    );
                     continue;
                 };
                 let by = y(v);
@@ -280,8 +294,14 @@ pub fn chart_svg(rows: &[Row], wires: &[Wire], modes: &[Mode], rounds: u32, seco
             }
             let cx = gx + GROUP / 2.0;
             let arrow = if metric.higher_is_better() { "↑" } else { "↓" };
-            let _ = writeln!(s, r##"<text x="{cx:.1}" y="{:.1}" text-anchor="middle">{}</text>"##, base + 16.0, esc(&format!("{} {arrow}", metric.short())));
-            let reference_value = median_of(wire, metric, reference).map(|v| format!("{} = {} {}", reference.name(), fmt_value(v), metric.unit()));
+            let _ = writeln!(
+                s,
+                r##"<text x="{cx:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+                base + 16.0,
+                esc(&format!("{} {arrow}", metric.short()))
+            );
+            let reference_value =
+                median_of(wire, metric, reference).map(|v| format!("{} = {} {}", reference.name(), fmt_value(v), metric.unit()));
             let _ = writeln!(
                 s,
                 r##"<text x="{cx:.1}" y="{:.1}" text-anchor="middle" font-size="10" fill="#555">{}</text>"##,

@@ -48,8 +48,7 @@ fn main() -> Result<()> {
     }
 
     println!("weft sandbox: API server + 4 nodes (a, b: weft; c, d: Flannel's kernel vxlan) ...");
-    let mut c =
-        Cluster::new_kube(&[("a", Kind::Weft), ("b", Kind::Weft), ("c", Kind::Flannel), ("d", Kind::Flannel)])?;
+    let mut c = Cluster::new_kube(&[("a", Kind::Weft), ("b", Kind::Weft), ("c", Kind::Flannel), ("d", Kind::Flannel)])?;
     for n in ["a", "b", "c", "d"] {
         c.add_pod(n)?;
     }
@@ -144,16 +143,11 @@ pub fn iperf3(c: &Cluster, from: &str, to: &str, seconds: u32) -> Result<f64> {
         .spawn()
         .context("starting iperf3 -s")?;
     std::thread::sleep(Duration::from_millis(300));
-    let out = weft_e2e::run(&mut c.pod_on(from).ns.exec(&format!(
-        "iperf3 -c {} -p 5201 -t {seconds} -J",
-        server_pod.ip
-    )));
+    let out = weft_e2e::run(&mut c.pod_on(from).ns.exec(&format!("iperf3 -c {} -p 5201 -t {seconds} -J", server_pod.ip)));
     let _ = server.kill();
     let _ = server.wait();
     let json: serde_json::Value = serde_json::from_slice(&out?.stdout)?;
-    let bps = json["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .ok_or_else(|| anyhow!("no throughput in iperf3 output"))?;
+    let bps = json["end"]["sum_received"]["bits_per_second"].as_f64().ok_or_else(|| anyhow!("no throughput in iperf3 output"))?;
     Ok(bps / 1e9)
 }
 
