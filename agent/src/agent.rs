@@ -31,14 +31,20 @@ use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
 };
-use weft_common::{ABI_VERSION, config::DataplaneConfig, maps as spec};
+use weft_common::{
+    ABI_VERSION,
+    config::{DataplaneConfig, FLAG_FAST_PATH},
+    maps as spec,
+};
 
 use crate::{
     annotations::{self, Advert, Skip},
     bpffs, cni,
     config::{Args, CniConf, DecapMode, STATIC_DEFAULTS},
     dataplane::{Attached, Dataplane},
-    ethtool, kube_sync,
+    ethtool,
+    fastpath::{self, FastPath},
+    kube_sync,
     maps::PinState,
     netconf,
     netlink::{Link, Netlink},
@@ -111,6 +117,8 @@ pub struct Agent {
     /// What the last reconcile applied (None: read the kernel next time).
     applied: Option<node::Desired>,
     source: Source,
+    /// `--fast-path`: the pod veths' program and the local endpoints.
+    fast: Option<FastPath>,
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -304,9 +312,11 @@ impl Agent {
             xdp: false,
             applied: None,
             source,
+            fast: None,
         };
         agent.write_config()?;
         agent.attach(created)?;
+        agent.start_fast_path(created).await?;
         Ok(agent)
     }
 
@@ -319,6 +329,7 @@ impl Agent {
             vtep_mac: self.own.vtep_mac.0,
             uplink_ifindex: self.uplink.index,
             weft0_ifindex: self.weft0.index,
+            flags: if self.args.fast_path { FLAG_FAST_PATH } else { 0 },
             ..Default::default()
         };
         if self.dataplane.maps.config()? != config {
@@ -347,7 +358,7 @@ impl Agent {
     fn attach_xdp(&mut self, created: &mut Created) -> Result<()> {
         let pin = spec::links::DECAP_XDP;
         if self.args.decap == DecapMode::Tc {
-            if self.dataplane.detach_xdp(pin)? {
+            if self.dataplane.detach_pinned(pin)? {
                 tracing::info!(iface = %self.uplink.name, "removed XDP decap (--decap tc)");
             }
             self.xdp = false;
@@ -363,7 +374,9 @@ impl Agent {
                 // The point of decapsulating in XDP is GRO on the inner flows: NICs have
                 // it on by default, a veth does not.
                 match ethtool::set_gro(&self.uplink.name, true) {
-                    Ok(true) => tracing::info!(iface = %self.uplink.name, "turned GRO on (XDP decap aggregates through it)"),
+                    Ok(true) => {
+                        tracing::info!(iface = %self.uplink.name, "turned GRO on (XDP decap aggregates through it)")
+                    }
                     Ok(false) => {}
                     Err(e) => {
                         tracing::warn!(iface = %self.uplink.name, "cannot turn GRO on ({e}): XDP decap delivers unaggregated")
@@ -374,9 +387,30 @@ impl Agent {
                 tracing::info!(iface = %self.uplink.name, "no native XDP ({e:#}): decapsulating in TC");
                 self.xdp = false;
             }
-            Err(e) => return Err(e).context("--decap xdp needs a driver with native XDP; --decap tc works everywhere"),
+            Err(e) => {
+                return Err(e).context("--decap xdp needs a driver with native XDP; --decap tc works everywhere");
+            }
         }
         Ok(())
+    }
+
+    /// `--fast-path` on: subscribe, attach to the pod veths there are, fill the
+    /// endpoints. Off: undo what an earlier agent with it on left.
+    async fn start_fast_path(&mut self, created: &mut Created) -> Result<()> {
+        if !self.args.fast_path {
+            return fastpath::disable(&mut self.dataplane);
+        }
+        let mut fast = FastPath::new(cni::BRIDGE)?;
+        created.pins.extend(fast.sync(&self.nl, &mut self.dataplane, self.own.pod_cidr).await?);
+        self.fast = Some(fast);
+        Ok(())
+    }
+
+    async fn sync_fast_path(&mut self) {
+        let Some(fast) = &mut self.fast else { return };
+        if let Err(e) = fast.sync(&self.nl, &mut self.dataplane, self.own.pod_cidr).await {
+            tracing::error!("fast path: {e:#}");
+        }
     }
 
     /// `full`: against what the kernel holds; else against what the last pass applied.
@@ -395,7 +429,9 @@ impl Agent {
 
     /// Recomputes this node and the table from the source (Kubernetes mode).
     fn refresh_from_store(&mut self) -> Result<()> {
-        let Source::Kube(kube) = &self.source else { return Ok(()) };
+        let Source::Kube(kube) = &self.source else {
+            return Ok(());
+        };
         if let Some(node) = kube.store.state().iter().find(|n| n.metadata.name.as_deref() == Some(&self.own.name)) {
             let ip = kube_sync::own_public_ip(node, self.args.public_ip, self.uplink_address).map_err(|e| anyhow!(e))?;
             if ip != self.own.underlay_ip {
@@ -444,6 +480,10 @@ impl Agent {
             self.attach(&mut created)?;
         }
         self.reconcile(true).await?;
+        if let Some(fast) = &mut self.fast {
+            fast.recheck();
+        }
+        self.sync_fast_path().await;
         if matches!(self.source, Source::Kube(_)) {
             self.write_cni_files()?;
             self.sync_node_object().await;
@@ -457,7 +497,9 @@ impl Agent {
 
     /// subnet.env always; the conflist as `--cni-conf` says. Rewritten only on change.
     fn write_cni_files(&self) -> Result<()> {
-        let Source::Kube(kube) = &self.source else { return Ok(()) };
+        let Source::Kube(kube) = &self.source else {
+            return Ok(());
+        };
         let env = cni::subnet_env(kube.network, self.own.pod_cidr, self.tunnel_mtu());
         if std::fs::read_to_string(&self.args.subnet_file).ok().as_deref() != Some(env.as_str()) {
             cni::write_atomic(&self.args.subnet_file, &env)?;
@@ -492,7 +534,9 @@ impl Agent {
     /// an edit by someone else is put right and a failed patch is retried. A patch
     /// not yet seen in the watch is not repeated within a resync period.
     async fn sync_node_object(&mut self) {
-        let Source::Kube(kube) = &mut self.source else { return };
+        let Source::Kube(kube) = &mut self.source else {
+            return;
+        };
         let advert = Advert { public_ip: self.own.underlay_ip, vni: self.vni, vtep_mac: self.own.vtep_mac };
         let node = kube.store.state().into_iter().find(|n| n.metadata.name.as_deref() == Some(&self.own.name));
         let published = node.as_deref().and_then(|n| annotations::parse_peer(n, self.vni).ok());
@@ -519,7 +563,9 @@ impl Agent {
     }
 
     fn reload_file(&mut self) {
-        let Source::File { path, .. } = &self.source else { return };
+        let Source::File { path, .. } = &self.source else {
+            return;
+        };
         match peers::load(path) {
             Ok(table) if table.split(&self.own.name).is_none() => {
                 tracing::error!("{}: this node ({}) is missing: keeping the previous node table", path.display(), self.own.name);
@@ -580,6 +626,9 @@ impl Agent {
                 }
                 item = next_node_event(&mut self.source), if is_kube => self.on_node_event(item).await,
                 _ = resync.tick() => self.resync_logged().await,
+                _ = async { self.fast.as_mut().expect("guarded").changed().await }, if self.fast.is_some() => {
+                    self.sync_fast_path().await;
+                }
                 ready = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
                     let mut guard = ready?;
                     guard.get_inner_mut().flush();
@@ -620,7 +669,9 @@ impl Agent {
                 }
             }
             Some(Err(e)) => {
-                let Source::Kube(kube) = &mut self.source else { return };
+                let Source::Kube(kube) = &mut self.source else {
+                    return;
+                };
                 if kube.last_watch_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
                     tracing::warn!("watching nodes: {e}; keeping the last known table and retrying");
                     kube.last_watch_error = Some(Instant::now());

@@ -22,6 +22,9 @@ use thiserror::Error;
 /// The conflist's file name: sorts before most others, as the runtime picks the first.
 pub const CONFLIST_NAME: &str = "10-weft.conflist";
 
+/// The pod bridge the conflist names (Flannel's); `--fast-path` attaches to its ports.
+pub const BRIDGE: &str = "cni0";
+
 #[derive(Debug, Error)]
 #[error("writing {path}")]
 pub struct WriteError {
@@ -61,7 +64,7 @@ pub fn conflist(subnet: Ipv4Network, mtu: u32, ipam_data_dir: Option<&Path>) -> 
         "plugins": [
             {
                 "type": "bridge",
-                "bridge": "cni0",
+                "bridge": BRIDGE,
                 "isGateway": true,
                 "isDefaultGateway": true,
                 // weft masquerades pod → outside traffic itself; the bridge's rule would
@@ -78,7 +81,9 @@ pub fn conflist(subnet: Ipv4Network, mtu: u32, ipam_data_dir: Option<&Path>) -> 
 
 /// CNI config files other than ours in `dir` (a runtime would use them).
 pub fn other_configs(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
     entries
         .flatten()
         .map(|e| e.path())

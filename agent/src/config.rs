@@ -93,6 +93,14 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = DecapMode::Auto)]
     pub decap: DecapMode,
 
+    /// Opt-in fast path for pod-to-pod traffic between nodes: encapsulate at the pod
+    /// bridge and deliver straight into the destination pod's namespace, skipping the
+    /// host's routing, conntrack and netfilter on both ends (so NetworkPolicy and host
+    /// firewall rules do not see these packets). Flows that leave through the host
+    /// stack (e.g. to a Service address) keep the stack both ways. See the README.
+    #[arg(long)]
+    pub fast_path: bool,
+
     /// Seconds between full resyncs of link, routes and maps with the node table.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_seconds: u64,

@@ -95,7 +95,7 @@ impl Dataplane {
         loader.override_global(aya_log::LEVEL, &log_level, true);
         let mut ebpf = loader.load(crate::DATAPLANE_OBJECT).map_err(DataplaneError::Load)?;
         let logger = if log_level > 0 { Some(EbpfLogger::init(&mut ebpf).map_err(DataplaneError::Logger)?) } else { None };
-        for name in [spec::programs::ENCAP, spec::programs::DECAP] {
+        for name in [spec::programs::ENCAP, spec::programs::DECAP, spec::programs::POD_EGRESS] {
             let prog = classifier(&mut ebpf, name)?;
             prog.load().map_err(|source| DataplaneError::Program { name, op: "loading (verifier)".into(), source })?;
         }
@@ -229,9 +229,9 @@ impl Dataplane {
         Ok(Attached::Created)
     }
 
-    /// Removes the pinned XDP link, if any: the last reference goes, so the program
-    /// leaves the interface (TC decap, always attached, takes over).
-    pub fn detach_xdp(&self, pin: &str) -> Result<bool> {
+    /// Removes a pinned link, if any: the last reference goes, so its program leaves
+    /// the interface (for XDP decap: TC decap, always attached, takes over).
+    pub fn detach_pinned(&self, pin: &str) -> Result<bool> {
         let path = self.dir.join(pin);
         if !path.exists() {
             return Ok(false);

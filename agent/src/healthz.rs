@@ -12,7 +12,9 @@ pub async fn spawn(addr: SocketAddr) -> std::io::Result<()> {
     tracing::info!(%addr, "health endpoint listening");
     tokio::spawn(async move {
         loop {
-            let Ok((mut conn, _)) = listener.accept().await else { continue };
+            let Ok((mut conn, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];
                 let n = conn.read(&mut buf).await.unwrap_or(0);

@@ -100,7 +100,9 @@ pub async fn wait_for_own_node(api: &Api<Node>, name: &str) -> Result<(Node, Ipv
             Ok(Some(node)) => match annotations::pod_cidr(&node) {
                 Ok(Some(cidr)) => return Ok((node, cidr)),
                 Ok(None) => "waiting for kube-controller-manager to assign spec.podCIDR".to_string(),
-                Err(reason) => return Err(KubeError::OwnNode { name: name.into(), reason }),
+                Err(reason) => {
+                    return Err(KubeError::OwnNode { name: name.into(), reason });
+                }
             },
             Ok(None) => "the Node object does not exist yet; waiting".to_string(),
             Err(e) => format!("API server unavailable ({e}); retrying"),
@@ -130,7 +132,9 @@ pub fn peers(own: &NodeEntry, nodes: &[Arc<Node>], network: Ipv4Network, vni: u3
     let mut taken = Taken::default();
     taken.insert(own.pod_cidr, &own.name);
     for node in sorted {
-        let Some(name) = node.metadata.name.clone() else { continue };
+        let Some(name) = node.metadata.name.clone() else {
+            continue;
+        };
         if name == own.name {
             continue;
         }

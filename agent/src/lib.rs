@@ -13,6 +13,7 @@
 //! - [`bpffs`]: where pins live, and mounting bpffs only where pins outlive us;
 //! - [`dataplane`]: loading the programs, pinning maps, attaching through pinned TCX links;
 //! - [`maps`]: typed access to the pinned maps;
+//! - [`fastpath`]: `--fast-path`: the program on each pod veth, and the local pod endpoints;
 //! - [`reconcile`]: desired vs actual, applied in the order the kernel needs;
 //! - [`agent`]: startup with rollback, the event loop, resync.
 
@@ -23,6 +24,7 @@ pub mod cni;
 pub mod config;
 pub mod dataplane;
 pub mod ethtool;
+pub mod fastpath;
 pub mod healthz;
 pub mod kube_sync;
 pub mod maps;

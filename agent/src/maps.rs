@@ -20,6 +20,7 @@ use weft_common::{
     Ipv4Octets,
     config::DataplaneConfig,
     counters::{Counter, Verdict},
+    fastpath::{FlowKey, FlowSeen, LocalEndpoint},
     maps::{self as spec, MapSpec},
     tunnel::{PeerNode, TunnelEndpoint},
 };
@@ -54,6 +55,8 @@ pub struct Maps {
     peers: HashMap<MapData, Ipv4Octets, PeerNode>,
     config: Array<MapData, DataplaneConfig>,
     counters: PerCpuArray<MapData, Counter>,
+    endpoints: HashMap<MapData, Ipv4Octets, LocalEndpoint>,
+    stack_flows: HashMap<MapData, FlowKey, FlowSeen>,
 }
 
 /// How a map was found at its pin path before loading.
@@ -116,6 +119,8 @@ impl Maps {
             take(ebpf, spec::PEERS.name)?,
             take(ebpf, spec::CONFIG.name)?,
             take(ebpf, spec::COUNTERS.name)?,
+            take(ebpf, spec::ENDPOINTS.name)?,
+            take(ebpf, spec::STACK_FLOWS.name)?,
         )
     }
 
@@ -126,15 +131,19 @@ impl Maps {
             open(dir, &spec::PEERS)?,
             open(dir, &spec::CONFIG)?,
             open(dir, &spec::COUNTERS)?,
+            open(dir, &spec::ENDPOINTS)?,
+            open(dir, &spec::STACK_FLOWS)?,
         )
     }
 
-    fn from_maps(tunnels: Map, peers: Map, config: Map, counters: Map) -> Result<Self> {
+    fn from_maps(tunnels: Map, peers: Map, config: Map, counters: Map, endpoints: Map, stack_flows: Map) -> Result<Self> {
         Ok(Maps {
             tunnels: tunnels.try_into().map_err(err(spec::TUNNELS.name, "typing"))?,
             peers: peers.try_into().map_err(err(spec::PEERS.name, "typing"))?,
             config: config.try_into().map_err(err(spec::CONFIG.name, "typing"))?,
             counters: counters.try_into().map_err(err(spec::COUNTERS.name, "typing"))?,
+            endpoints: endpoints.try_into().map_err(err(spec::ENDPOINTS.name, "typing"))?,
+            stack_flows: stack_flows.try_into().map_err(err(spec::STACK_FLOWS.name, "typing"))?,
         })
     }
 
@@ -210,5 +219,28 @@ impl Maps {
     /// One verdict's total.
     pub fn counter(&self, verdict: Verdict) -> Result<Counter> {
         Ok(self.counters()?.into_iter().find(|(v, _)| *v == verdict).map(|(_, c)| c).unwrap_or_default())
+    }
+
+    /// `--fast-path`: the local pods it delivers to.
+    pub fn endpoints(&self) -> Result<BTreeMap<Ipv4Addr, LocalEndpoint>> {
+        let name = spec::ENDPOINTS.name;
+        self.endpoints.iter().map(|r| r.map(|(k, v)| (Ipv4Addr::from(k), v)).map_err(err(name, "iterating"))).collect()
+    }
+
+    pub fn set_endpoint(&mut self, ip: Ipv4Addr, endpoint: LocalEndpoint) -> Result<()> {
+        self.endpoints.insert(ip.octets(), endpoint, 0).map_err(err(spec::ENDPOINTS.name, "inserting"))
+    }
+
+    pub fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<()> {
+        match self.endpoints.remove(&ip.octets()) {
+            Err(MapError::KeyNotFound) => Ok(()),
+            r => r.map_err(err(spec::ENDPOINTS.name, "removing")),
+        }
+    }
+
+    /// `--fast-path`: the flows remembered as leaving through `weft0`.
+    pub fn stack_flows(&self) -> Result<Vec<FlowKey>> {
+        let name = spec::STACK_FLOWS.name;
+        self.stack_flows.keys().map(|r| r.map_err(err(name, "iterating"))).collect()
     }
 }

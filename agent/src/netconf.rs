@@ -68,7 +68,9 @@ pub fn parse(text: &str) -> Result<NetConf, String> {
     };
     match backend.get("Type").and_then(Value::as_str) {
         None | Some("vxlan") => {}
-        Some(other) => return Err(format!("\"Backend.Type\": {other:?}; weft implements Flannel's \"vxlan\" backend only")),
+        Some(other) => {
+            return Err(format!("\"Backend.Type\": {other:?}; weft implements Flannel's \"vxlan\" backend only"));
+        }
     }
     let int = |key: &str| -> Result<Option<u64>, String> {
         match backend.get(key) {

@@ -15,6 +15,7 @@ use rtnetlink::{
         AddressFamily,
         address::{AddressAttribute, AddressMessage},
         link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp},
+        neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
         route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope},
     },
 };
@@ -54,6 +55,8 @@ pub struct Link {
     pub noarp: bool,
     /// Id of the program at the native (driver) XDP hook, if any.
     pub xdp_drv_prog: Option<u32>,
+    /// The bridge (or bond) this link is a port of.
+    pub master: Option<u32>,
 }
 
 impl Link {
@@ -67,11 +70,13 @@ impl Link {
             up: m.header.flags.contains(LinkFlags::Up),
             noarp: m.header.flags.contains(LinkFlags::Noarp),
             xdp_drv_prog: None,
+            master: None,
         };
         for attr in m.attributes {
             match attr {
                 LinkAttribute::IfName(n) => link.name = n,
                 LinkAttribute::Mtu(mtu) => link.mtu = mtu,
+                LinkAttribute::Controller(index) => link.master = Some(index),
                 LinkAttribute::Address(a) if a.len() == 6 => link.mac = a.try_into().ok(),
                 LinkAttribute::Xdp(xdp) => {
                     for x in xdp {
@@ -141,6 +146,77 @@ impl Netlink {
             Err(e) if matches!(errno_of(&e), Some(ENODEV)) => Ok(None),
             Err(e) => Err(op(|| format!("looking up link {index}"))(e)),
         }
+    }
+
+    /// The IPv4 neighbours of link `index` that have a usable MAC (not incomplete or
+    /// failed), as (address, MAC).
+    pub async fn neighbours(&self, index: u32) -> Result<Vec<(Ipv4Addr, MacAddr)>> {
+        let msgs: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(op(|| "listing neighbours".into()))?;
+        Ok(msgs
+            .into_iter()
+            .filter(|m| m.header.ifindex == index)
+            .filter(|m| {
+                matches!(
+                    m.header.state,
+                    NeighbourState::Reachable
+                        | NeighbourState::Stale
+                        | NeighbourState::Delay
+                        | NeighbourState::Probe
+                        | NeighbourState::Permanent
+                )
+            })
+            .filter_map(|m| {
+                let mut ip = None;
+                let mut mac = None;
+                for attr in m.attributes {
+                    match attr {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(a),
+                        NeighbourAttribute::LinkLayerAddress(l) => mac = MacAddr::try_from(l.as_slice()).ok(),
+                        _ => {}
+                    }
+                }
+                Some((ip?, mac?))
+            })
+            .collect())
+    }
+
+    /// The MACs a bridge has learned on its ports (`bridge fdb show br`, without the
+    /// ports' own addresses), as (MAC, port ifindex).
+    pub async fn bridge_fdb(&self, bridge: u32) -> Result<Vec<(MacAddr, u32)>> {
+        let msgs: Vec<NeighbourMessage> = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Bridge)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(op(|| "listing the bridge FDB".into()))?;
+        Ok(msgs
+            .into_iter()
+            // The ports' own addresses are permanent ("local") entries.
+            .filter(|m| m.header.state != NeighbourState::Permanent)
+            .filter_map(|m| {
+                let mut mac = None;
+                let mut master = None;
+                for attr in m.attributes {
+                    match attr {
+                        NeighbourAttribute::LinkLayerAddress(l) => mac = MacAddr::try_from(l.as_slice()).ok(),
+                        NeighbourAttribute::Controller(b) => master = Some(b),
+                        _ => {}
+                    }
+                }
+                (master == Some(bridge) && m.header.ifindex != bridge).then_some((mac?, m.header.ifindex))
+            })
+            .collect())
     }
 
     /// IPv4 addresses (address, prefix length) on a link.

@@ -26,9 +26,15 @@ pub struct DataplaneConfig {
     pub uplink_ifindex: u32,
     /// Ifindex of `weft0` (decap redirects into its ingress).
     pub weft0_ifindex: u32,
+    /// `FLAG_*` bits; 0 = the default, stack-compatible dataplane.
+    pub flags: u32,
     /// Reserved for future versions; zero.
-    pub _reserved: [u32; 4],
+    pub _reserved: [u32; 3],
 }
+
+/// `--fast-path`: pod-to-pod traffic between nodes bypasses the host stack on both
+/// ends (see `crate::fastpath`). Off, the receive side never reads the fast-path maps.
+pub const FLAG_FAST_PATH: u32 = 1;
 
 const _: () = assert!(core::mem::size_of::<DataplaneConfig>() == 48);
 

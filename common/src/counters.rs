@@ -54,13 +54,19 @@ pub enum Verdict {
     /// it and the driver lost the metadata (use `--decap tc`), or a raw frame from the
     /// underlay addressed to the VtepMAC. Never delivered.
     DropXdpMarkLost = 12,
+    /// `--fast-path`, a pod veth's TC ingress: a pod's packet to a remote pod,
+    /// encapsulated and sent to the uplink without the host's routing and netfilter.
+    FastEncapsulated = 13,
+    /// `--fast-path`, the uplink's TC ingress: a decapsulated packet (or XDP aggregate)
+    /// delivered straight into its local pod (`bpf_redirect_peer`), not into `weft0`.
+    FastDelivered = 14,
 }
 
 /// Slots in the counters map: room for verdicts added later without resizing the map.
 pub const VERDICT_SLOTS: u32 = 32;
 
 impl Verdict {
-    pub const ALL: [Verdict; 13] = [
+    pub const ALL: [Verdict; 15] = [
         Verdict::Passed,
         Verdict::Encapsulated,
         Verdict::Decapsulated,
@@ -74,6 +80,8 @@ impl Verdict {
         Verdict::DropEcnNotEct,
         Verdict::DeliveredFromXdp,
         Verdict::DropXdpMarkLost,
+        Verdict::FastEncapsulated,
+        Verdict::FastDelivered,
     ];
 
     pub const fn index(self) -> u32 {
@@ -85,7 +93,15 @@ impl Verdict {
     }
 
     pub const fn is_drop(self) -> bool {
-        !matches!(self, Verdict::Passed | Verdict::Encapsulated | Verdict::Decapsulated | Verdict::DeliveredFromXdp)
+        !matches!(
+            self,
+            Verdict::Passed
+                | Verdict::Encapsulated
+                | Verdict::Decapsulated
+                | Verdict::DeliveredFromXdp
+                | Verdict::FastEncapsulated
+                | Verdict::FastDelivered
+        )
     }
 
     /// Metric label and log name; stable like the number.
@@ -104,6 +120,8 @@ impl Verdict {
             Verdict::DropEcnNotEct => "drop_ecn_not_ect",
             Verdict::DeliveredFromXdp => "delivered_from_xdp",
             Verdict::DropXdpMarkLost => "drop_xdp_mark_lost",
+            Verdict::FastEncapsulated => "fast_encapsulated",
+            Verdict::FastDelivered => "fast_delivered",
         }
     }
 }

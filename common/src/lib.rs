@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod counters;
+pub mod fastpath;
 pub mod maps;
 pub mod tunnel;
 pub mod wire;

@@ -19,6 +19,7 @@ pub struct MapSpec {
 const BPF_MAP_TYPE_HASH: u32 = 1;
 const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 
 /// Remote nodes a weft node can tunnel to (pod CIDRs in the LPM trie, underlay
@@ -62,8 +63,34 @@ pub const COUNTERS: MapSpec = MapSpec {
     max_entries: crate::counters::VERDICT_SLOTS,
 };
 
+/// Local pods the fast path delivers to: far above Kubernetes' pods per node (110
+/// by default); a pod beyond it takes the stack path.
+pub const MAX_ENDPOINTS: u32 = 4096;
+
+/// Flows through `weft0` the fast path remembers. An evicted flow's replies would
+/// skip conntrack: size it above the node's concurrent NATed pod flows.
+pub const MAX_STACK_FLOWS: u32 = 65_536;
+
+pub const ENDPOINTS: MapSpec = MapSpec {
+    name: "WEFT_ENDPOINTS",
+    pin: "endpoints",
+    map_type: BPF_MAP_TYPE_HASH,
+    key_size: 4,
+    value_size: core::mem::size_of::<crate::fastpath::LocalEndpoint>() as u32,
+    max_entries: MAX_ENDPOINTS,
+};
+
+pub const STACK_FLOWS: MapSpec = MapSpec {
+    name: "WEFT_STACK_FLOWS",
+    pin: "stack_flows",
+    map_type: BPF_MAP_TYPE_LRU_HASH,
+    key_size: core::mem::size_of::<crate::fastpath::FlowKey>() as u32,
+    value_size: core::mem::size_of::<crate::fastpath::FlowSeen>() as u32,
+    max_entries: MAX_STACK_FLOWS,
+};
+
 /// Every pinned map.
-pub const ALL: [MapSpec; 4] = [TUNNELS, PEERS, CONFIG, COUNTERS];
+pub const ALL: [MapSpec; 6] = [TUNNELS, PEERS, CONFIG, COUNTERS, ENDPOINTS, STACK_FLOWS];
 
 /// Program names (the `#[classifier]` function names).
 pub mod programs {
@@ -73,6 +100,8 @@ pub mod programs {
     pub const DECAP: &str = "weft_decap";
     /// XDP on the uplink: decapsulation before GRO (see `--decap`).
     pub const DECAP_XDP: &str = "weft_decap_xdp";
+    /// TC ingress of each pod's host-side veth (`--fast-path`): encapsulate pod → remote pod.
+    pub const POD_EGRESS: &str = "weft_pod_egress";
 }
 
 /// Pin names of the TCX links under the agent's bpffs directory.
@@ -80,4 +109,6 @@ pub mod links {
     pub const ENCAP: &str = "link_encap";
     pub const DECAP: &str = "link_decap";
     pub const DECAP_XDP: &str = "link_decap_xdp";
+    /// One per pod veth: this prefix and the veth's ifindex.
+    pub const POD_EGRESS_PREFIX: &str = "link_pod_egress_";
 }

@@ -30,13 +30,13 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use weft_common::{
     MacAddr,
-    config::DataplaneConfig,
+    config::{DataplaneConfig, FLAG_FAST_PATH},
     counters::Verdict,
     wire::{ETH_HLEN, ETH_P_IPV4, IPPROTO_UDP, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN, XDP_DECAP_MARK},
 };
 
 use crate::{
-    csum, maps,
+    csum, fastpath, maps,
     parse::{self, EthHdr, Ipv4Hdr, Packet, UdpHdr, VxlanHdr},
 };
 
@@ -150,7 +150,7 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
         && u16::from_be_bytes(eth.ethertype) == ETH_P_IPV4
     {
         if xdp_decapsulated(ctx) {
-            return deliver(cfg, Verdict::DeliveredFromXdp);
+            return deliver(ctx, cfg, Verdict::DeliveredFromXdp);
         }
         // Decapsulated by XDP but the driver lost the metadata (or a raw frame to our
         // VtepMAC from the underlay): never delivered unchecked, and counted, so a
@@ -185,12 +185,16 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
     // the host (not PACKET_OTHERHOST), so IP accepts it.
     *eth = EthHdr { dst: cfg.vtep_mac, src: plan.inner_src, ethertype: ETH_P_IPV4.to_be_bytes() };
 
-    deliver(cfg, Verdict::Decapsulated)
+    deliver(ctx, cfg, Verdict::Decapsulated)
 }
 
-/// Redirects the (inner) frame into `weft0`'s ingress.
+/// Redirects the (inner) frame into `weft0`'s ingress — or, with `--fast-path`,
+/// straight into its pod where [`fastpath::deliver_to_pod`] allows.
 #[inline(always)]
-fn deliver(cfg: &DataplaneConfig, verdict: Verdict) -> Result<Verdict, Verdict> {
+fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<Verdict, Verdict> {
+    if cfg.flags & FLAG_FAST_PATH != 0 && fastpath::deliver_to_pod(ctx)? {
+        return Ok(Verdict::FastDelivered);
+    }
     // SAFETY: plain helper call with scalar arguments.
     let rc = unsafe { bpf_redirect(cfg.weft0_ifindex, u64::from(BPF_F_INGRESS)) };
     if rc != i64::from(TC_ACT_REDIRECT) {

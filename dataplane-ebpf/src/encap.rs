@@ -10,6 +10,9 @@
 //!    becomes the outer one;
 //! 4. redirect: `bpf_redirect_neigh` to the uplink routes the outer destination and
 //!    fills in the outer MACs, resolving the next hop (ARP) if needed.
+//!
+//! Steps 3 and 4 are [`encapsulate`], which the fast path shares. With `--fast-path`
+//! on, step 2 also remembers the flow (see [`fastpath::remember_stack_flow`]).
 
 use aya_ebpf::{
     bindings::{
@@ -21,7 +24,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use weft_common::{
-    config::DataplaneConfig,
+    config::{DataplaneConfig, FLAG_FAST_PATH},
     counters::Verdict,
     tunnel::TunnelEndpoint,
     wire::{
@@ -31,7 +34,7 @@ use weft_common::{
 };
 
 use crate::{
-    csum, maps,
+    csum, fastpath, maps,
     parse::{EthHdr, Ipv4Hdr, Packet, UdpHdr, VxlanHdr},
 };
 
@@ -67,25 +70,36 @@ pub fn tc_encap(ctx: &TcContext) -> Result<Verdict, Verdict> {
     // decide
     let cfg = maps::config().ok_or(Verdict::DropNoConfig)?;
     let peer = *maps::WEFT_TUNNELS.get(&Key::new(32, ip.daddr)).ok_or(Verdict::DropNoTunnel)?;
-    let outer_tos = ecn_encapsulate(ip.tos);
+    if cfg.flags & FLAG_FAST_PATH != 0 {
+        fastpath::remember_stack_flow(pkt, ip);
+    }
+    let tos = ip.tos;
 
-    // rewrite. The flow hash must be taken from the inner headers now: after
-    // adjust_room the kernel may hash the new outer header, and every flow would get
-    // the same source port.
+    encapsulate(ctx, cfg, &peer, tos)?;
+    Ok(Verdict::Encapsulated)
+}
+
+/// Rewrite and redirect, for `weft0`'s egress and the fast path alike: the frame (an
+/// Ethernet header, then the inner IPv4 packet with type of service `inner_tos`)
+/// becomes VXLAN to `peer` and leaves through the uplink.
+#[inline(always)]
+pub fn encapsulate(ctx: &TcContext, cfg: &DataplaneConfig, peer: &TunnelEndpoint, inner_tos: u8) -> Result<(), Verdict> {
+    let outer_tos = ecn_encapsulate(inner_tos);
+    // The flow hash must be taken from the inner headers now: after adjust_room the
+    // kernel may hash the new outer header, and every flow would get the same source port.
     // SAFETY: `ctx.skb.skb` is the context pointer the kernel passed to this program.
     let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
     ctx.adjust_room(ENCAP_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS).map_err(|_| Verdict::DropResize)?;
     // adjust_room invalidated every packet pointer: derive them again.
     let pkt = Packet::new(ctx.data(), ctx.data_end());
-    write_headers(pkt, cfg, &peer, ctx.len(), hash, outer_tos)?;
+    write_headers(pkt, cfg, peer, ctx.len(), hash, outer_tos)?;
 
-    // redirect
     // SAFETY: a null `params` with length 0 asks the helper to look up the next hop itself.
     let rc = unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) };
     if rc != i64::from(TC_ACT_REDIRECT) {
         return Err(Verdict::DropRedirect);
     }
-    Ok(Verdict::Encapsulated)
+    Ok(())
 }
 
 /// RFC 6040 normal mode, as the kernel's `INET_ECN_encapsulate`: copy the inner ECN

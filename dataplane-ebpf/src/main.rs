@@ -4,6 +4,7 @@
 //! The packet path, top to bottom:
 //! - [`parse`]: bounds-checked header access (the only place that compares with `data_end`);
 //! - [`encap`] / [`decap`]: decide (tunnel and peer lookups), rewrite, redirect;
+//! - [`fastpath`]: the opt-in bypass of the host stack for pod-to-pod traffic;
 //! - [`csum`]: checksum arithmetic;
 //! - [`counters`]: one count per packet and hook, by verdict.
 //!
@@ -17,6 +18,7 @@ mod counters;
 mod csum;
 mod decap;
 mod encap;
+mod fastpath;
 mod maps;
 mod parse;
 
@@ -45,6 +47,15 @@ pub fn weft_encap(ctx: TcContext) -> i32 {
 pub fn weft_decap(ctx: TcContext) -> i32 {
     let len = ctx.len();
     let result = decap::tc_decap(&ctx);
+    finish(&ctx, len, result)
+}
+
+/// TC ingress of each pod's host-side veth (`--fast-path`): a pod's packet for a remote pod is
+/// encapsulated here, skipping the host stack; everything else passes to it.
+#[classifier]
+pub fn weft_pod_egress(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    let result = fastpath::tc_pod_egress(&ctx);
     finish(&ctx, len, result)
 }
 

@@ -3,14 +3,15 @@
 //! under its bpffs directory and fills all but the counters.
 
 use aya_ebpf::{
-    btf_maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    btf_maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
     macros::btf_map,
 };
 use weft_common::{
     Ipv4Octets,
     config::DataplaneConfig,
     counters::{Counter, VERDICT_SLOTS},
-    maps::MAX_NODES,
+    fastpath::{FlowKey, FlowSeen, LocalEndpoint},
+    maps::{MAX_ENDPOINTS, MAX_NODES, MAX_STACK_FLOWS},
     tunnel::{PeerNode, TunnelEndpoint},
 };
 
@@ -29,6 +30,14 @@ pub static WEFT_CONFIG: Array<DataplaneConfig, 1> = Array::new();
 /// Packets and bytes per verdict, per CPU.
 #[btf_map]
 pub static WEFT_COUNTERS: PerCpuArray<Counter, { VERDICT_SLOTS as usize }> = PerCpuArray::new();
+
+/// `--fast-path`: local pod address → its veth, for delivery into its namespace.
+#[btf_map]
+pub static WEFT_ENDPOINTS: HashMap<Ipv4Octets, LocalEndpoint, { MAX_ENDPOINTS as usize }> = HashMap::new();
+
+/// `--fast-path`: flows that left through `weft0`, whose replies must take the stack.
+#[btf_map]
+pub static WEFT_STACK_FLOWS: LruHashMap<FlowKey, FlowSeen, { MAX_STACK_FLOWS as usize }> = LruHashMap::new();
 
 /// This node's config, or `None` until the agent has written it.
 #[inline(always)]

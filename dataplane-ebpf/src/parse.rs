@@ -41,6 +41,12 @@ impl Ipv4Hdr {
         self.version_ihl >> 4 == 4 && self.header_len() >= 20
     }
 
+    /// A non-zero fragment offset: no transport header in this packet.
+    #[inline(always)]
+    pub fn is_later_fragment(&self) -> bool {
+        u16::from_be_bytes(self.frag_off) & 0x1fff != 0
+    }
+
     /// More-fragments set or a non-zero offset: not a whole datagram.
     #[inline(always)]
     pub fn is_fragment(&self) -> bool {
@@ -54,6 +60,13 @@ pub struct UdpHdr {
     pub dest: [u8; 2],
     pub len: [u8; 2],
     pub check: [u8; 2],
+}
+
+/// The first four bytes of TCP and UDP headers alike.
+#[repr(C)]
+pub struct L4Ports {
+    pub source: [u8; 2],
+    pub dest: [u8; 2],
 }
 
 #[repr(C)]
@@ -76,6 +89,7 @@ const _: () = assert!(size_of::<EthHdr>() == 14);
 const _: () = assert!(size_of::<Ipv4Hdr>() == 20);
 const _: () = assert!(size_of::<UdpHdr>() == 8);
 const _: () = assert!(size_of::<VxlanHdr>() == 8);
+const _: () = assert!(size_of::<L4Ports>() == 4);
 
 /// The linear bytes of a packet, `[data, data_end)`.
 #[derive(Clone, Copy)]

@@ -20,6 +20,11 @@ pub struct AgentProcess {
     pub node: String,
 }
 
+/// Tests resync every 2 s, unless they ask for another period.
+fn resync(extra: &[&str]) -> &'static [&'static str] {
+    if extra.contains(&"--resync-seconds") { &[] } else { &["--resync-seconds", "2"] }
+}
+
 /// The command line an agent of `node` is started with.
 pub fn command(ns: &Netns, peers: &Path, node: &str, bpffs_dir: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new("nsenter");
@@ -30,7 +35,8 @@ pub fn command(ns: &Netns, peers: &Path, node: &str, bpffs_dir: &Path, extra: &[
         .args(["--node-name", node])
         .arg("--bpffs-dir")
         .arg(bpffs_dir)
-        .args(["--bpf-log", "warn", "--resync-seconds", "2"])
+        .args(["--bpf-log", "warn"])
+        .args(resync(extra))
         .args(extra);
     c
 }
@@ -43,7 +49,8 @@ pub fn kube_command(ns: &Netns, node: &str, bpffs_dir: &Path, extra: &[&str]) ->
         .args(["--node-name", node])
         .arg("--bpffs-dir")
         .arg(bpffs_dir)
-        .args(["--bpf-log", "warn", "--resync-seconds", "2"])
+        .args(["--bpf-log", "warn"])
+        .args(resync(extra))
         .args(extra);
     c
 }
@@ -87,7 +94,9 @@ impl AgentProcess {
 
     /// SIGTERM, then wait (SIGKILL after 10 s).
     pub fn stop(&mut self) -> Result<Option<ExitStatus>> {
-        let Some(mut child) = self.child.take() else { return Ok(None) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
         let _ = nix::sys::signal::kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
         let status = wait_for(Duration::from_secs(10), || child.try_wait().ok().flatten());
         match status {

@@ -205,6 +205,13 @@ impl Cluster {
         let underlay = Netns::new(format!("{}{id}-ul", netns::PREFIX))?;
         underlay.ip("link add br0 type bridge")?;
         underlay.ip("link set br0 up")?;
+        // The switch is the wire: with br_netfilter loaded (kube-proxy's nodes have it),
+        // the kernel would run iptables for every frame it switches, a cost no real
+        // switch adds to any mode. Nodes keep their own setting.
+        let status = underlay
+            .exec_args(&["sh", "-c", "[ ! -d /proc/sys/net/bridge ] || sysctl -q -w net.bridge.bridge-nf-call-iptables=0"])
+            .status()?;
+        anyhow::ensure!(status.success(), "turning bridge-nf-call-iptables off on the underlay switch");
         let mut cluster = Cluster {
             bpffs_root: PathBuf::from(format!("/sys/fs/bpf/weft-e2e-{id}")),
             peers_file: dir.join("nodes"),
@@ -339,6 +346,15 @@ impl Cluster {
         let agent = AgentProcess::start(cmd, &self.nodes[i].name, log)?;
         self.nodes[i].agent = Some(agent);
         Ok(())
+    }
+
+    /// Stops node `i`'s agent (SIGTERM, as a DaemonSet rollout does) and starts a new
+    /// one with `extra` arguments; the pinned dataplane carries traffic in between.
+    pub fn restart_agent(&mut self, i: usize, extra: &[&str]) -> Result<()> {
+        if let Some(agent) = self.nodes[i].agent.as_mut() {
+            agent.stop()?;
+        }
+        self.start_agent(i, extra)
     }
 
     fn program_flannel(&self, i: usize) -> Result<()> {

@@ -148,7 +148,9 @@ pub fn flanneld_sync(ns: &Netns, own: &str, leases: &BTreeMap<String, Lease>) ->
     let routes = ns.ip("-o route show dev flannel.1")?;
     for line in routes.lines() {
         let dst = line.split_whitespace().next().unwrap_or_default();
-        let Ok(cidr) = dst.parse::<Ipv4Network>() else { continue };
+        let Ok(cidr) = dst.parse::<Ipv4Network>() else {
+            continue;
+        };
         if cidr.prefix() < 32 && !leases.values().any(|l| l.pod_cidr == cidr) {
             ns.ip(&format!("route del {cidr} dev flannel.1"))?;
         }

@@ -11,6 +11,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("setpriv", "apt-get install util-linux"),
     ("ping", "apt-get install iputils-ping"),
     ("ethtool", "apt-get install ethtool"),
+    ("iptables", "apt-get install iptables"),
     ("bpftool", "apt-get install bpftool"),
     ("tshark", "apt-get install tshark"),
     ("iperf3", "apt-get install iperf3"),

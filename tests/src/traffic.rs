@@ -81,6 +81,12 @@ const CHUNK: usize = 64 * 1024;
 /// Sends `bytes` of a seeded stream over TCP from `from` to `to_ip` in `to`, and
 /// checks every received byte. Bounded: 60 s of inactivity fails it.
 pub fn tcp_transfer(from: &Netns, to: &Netns, to_ip: Ipv4Addr, bytes: u64) -> Result<Transfer> {
+    tcp_transfer_via(from, to, to_ip, to_ip, bytes)
+}
+
+/// As [`tcp_transfer`], but the client connects to `connect_ip` (e.g. a Service
+/// address some node translates to `to_ip`), same port.
+pub fn tcp_transfer_via(from: &Netns, to: &Netns, to_ip: Ipv4Addr, connect_ip: Ipv4Addr, bytes: u64) -> Result<Transfer> {
     let port = next_port();
     let seed = 0x9e37_79b9_7f4a_7c15 ^ u64::from(port);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -109,7 +115,7 @@ pub fn tcp_transfer(from: &Netns, to: &Netns, to_ip: Ipv4Addr, bytes: u64) -> Re
     ready_rx.recv_timeout(Duration::from_secs(10)).context("server did not start")?;
     let start = Instant::now();
     let client = from.spawn(move || -> Result<()> {
-        let addr = SocketAddr::from((to_ip, port));
+        let addr = SocketAddr::from((connect_ip, port));
         let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).context("connect")?;
         conn.set_write_timeout(Some(Duration::from_secs(60)))?;
         let mut stream = Stream(seed);

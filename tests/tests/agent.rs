@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Result, anyhow};
 use aya::programs::{SchedClassifier, TcAttachType};
 use nix::sys::signal::Signal;
-use weft_common::counters::Verdict;
+use weft_common::{counters::Verdict, maps as spec};
 use weft_e2e::{
     agent::run_to_exit,
     cluster::{Cluster, Kind},
@@ -58,7 +58,7 @@ fn restart_keeps_forwarding_and_adopts_pinned_state() -> Result<()> {
 
     c.start_agent(a, &[])?;
     let log = c.agent_log("a");
-    assert_eq!(log.matches("state=Adopted").count(), 4, "all four maps adopted:\n{log}");
+    assert_eq!(log.matches("state=Adopted").count(), spec::ALL.len(), "every map adopted:\n{log}");
     // TCX encap and decap, and the XDP decap link (veth has native XDP).
     assert_eq!(log.matches("how=Replaced").count(), 3, "all three links reused:\n{log}");
     let after = tcx_programs(&c.nodes[a].ns, "weft0", TcAttachType::Egress)?;

@@ -485,9 +485,15 @@ fn kube_raw_watch_bookmarks_selectors_and_timeout() -> Result<()> {
         while let Some(e) = stream.next().await {
             let e = e?;
             let kind = match &e {
-                WatchEvent::Added(n) => format!("ADDED {}", n.metadata.name.clone().unwrap_or_default()),
-                WatchEvent::Modified(n) => format!("MODIFIED {}", n.metadata.name.clone().unwrap_or_default()),
-                WatchEvent::Deleted(n) => format!("DELETED {}", n.metadata.name.clone().unwrap_or_default()),
+                WatchEvent::Added(n) => {
+                    format!("ADDED {}", n.metadata.name.clone().unwrap_or_default())
+                }
+                WatchEvent::Modified(n) => {
+                    format!("MODIFIED {}", n.metadata.name.clone().unwrap_or_default())
+                }
+                WatchEvent::Deleted(n) => {
+                    format!("DELETED {}", n.metadata.name.clone().unwrap_or_default())
+                }
                 WatchEvent::Bookmark(_) => "BOOKMARK".to_string(),
                 WatchEvent::Error(s) => format!("ERROR {}", s.code),
             };

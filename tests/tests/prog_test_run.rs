@@ -16,8 +16,10 @@ use weft_agent::{DATAPLANE_OBJECT, maps::Maps};
 use weft_common::{
     ABI_VERSION,
     config::DataplaneConfig,
+    config::FLAG_FAST_PATH,
     counters::Verdict,
-    maps::programs::{DECAP, DECAP_XDP, ENCAP},
+    fastpath::LocalEndpoint,
+    maps::programs::{DECAP, DECAP_XDP, ENCAP, POD_EGRESS},
     tunnel::{PeerNode, TunnelEndpoint},
 };
 use weft_e2e::packet::{
@@ -60,7 +62,7 @@ fn config() -> DataplaneConfig {
 /// Loads a private copy of the programs and maps (nothing pinned, nothing attached).
 fn dataplane(configured: bool) -> Dataplane {
     let mut ebpf = EbpfLoader::new().load(DATAPLANE_OBJECT).expect("loading the object");
-    for name in [ENCAP, DECAP] {
+    for name in [ENCAP, DECAP, POD_EGRESS] {
         let p: &mut SchedClassifier = ebpf.program_mut(name).expect("program").try_into().expect("classifier");
         p.load().expect("verifier accepts the program");
     }
@@ -431,4 +433,97 @@ fn decap_unconfigured_passes_everything() {
     let dp = dataplane(false);
     let frame = from_b(&inner_packet()).build();
     dp.expect(DECAP, &frame, TC_ACT_UNSPEC, Verdict::Passed);
+}
+
+// ---------------------------------------------------------------- fast path
+
+/// Pod A's MAC and its bridge's (the gateway's), for fast-path delivery.
+const POD_A_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x05];
+const GW_A_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x01];
+
+/// The dataplane with `--fast-path` on and pod A a known endpoint (test_run runs on
+/// `lo`, ifindex 1, which also stands in for weft0's MTU).
+fn fast_dataplane() -> Dataplane {
+    let mut dp = dataplane(true);
+    dp.maps.set_config(DataplaneConfig { flags: FLAG_FAST_PATH, ..config() }).unwrap();
+    dp.maps.set_endpoint(POD_A, LocalEndpoint { ifindex: 1, mac: POD_A_MAC, gw_mac: GW_A_MAC }).unwrap();
+    dp
+}
+
+/// What pod A sends to `dst` as the host end of its veth receives it.
+fn from_pod_a(dst: Ipv4Addr, proto: u8, ttl: u8) -> Vec<u8> {
+    let l4 = udp(40000, 80, b"hello weft");
+    let ip = Ipv4 { ttl, ..Ipv4::new(POD_A, dst, proto) }.build(&l4);
+    eth(GW_A_MAC, POD_A_MAC, ETH_P_IPV4, &ip)
+}
+
+/// Pod egress: a packet for a remote pod leaves as the same VXLAN weft0's encap
+/// builds, with the inner TTL lowered by one and the inner checksum still right.
+#[test]
+fn fast_egress_encapsulates_with_the_ttl_lowered() {
+    let dp = fast_dataplane();
+    let input = from_pod_a(POD_B, IPPROTO_UDP, 64);
+    let out = dp.expect(POD_EGRESS, &input, TC_ACT_REDIRECT, Verdict::FastEncapsulated);
+    let e = Encapsulated::parse(&out).expect("long enough");
+    assert_eq!(&e.outer_ip[16..20], &B_IP.octets(), "to the node of the destination pod");
+    assert_eq!(e.vxlan, &[0x08, 0, 0, 0, 0, 0, 1, 0], "I flag, VNI 1");
+    assert_eq!(&e.inner_eth[0..6], &B_MAC, "inner destination = peer VtepMAC");
+    let inner = &out[14 + 50..];
+    assert_eq!(inner[8], 63, "TTL lowered once, as a router would");
+    assert_eq!(checksum(&inner[..20]), 0, "inner IPv4 checksum still verifies");
+    let mut expect = input[14..].to_vec();
+    expect[8] = 63;
+    assert_eq!(&inner[..8], &expect[..8]);
+    assert_eq!(&inner[12..], &expect[12..], "the rest of the inner packet byte for byte");
+}
+
+/// Pod egress hands on, untouched, what the stack must see: the node or a Service
+/// address (no tunnel), TTL expiring here, anything not IPv4; and, with the flag off,
+/// everything.
+#[rstest]
+#[case::not_a_remote_pod(from_pod_a(Ipv4Addr::new(10, 96, 0, 10), IPPROTO_TCP, 64), true)]
+#[case::ttl_expires_here(from_pod_a(POD_B, IPPROTO_UDP, 1), true)]
+#[case::arp(eth(GW_A_MAC, POD_A_MAC, ETH_P_ARP, &[0u8; 28]), true)]
+#[case::fast_path_off(from_pod_a(POD_B, IPPROTO_UDP, 64), false)]
+fn fast_egress_passes_what_the_stack_must_see(#[case] frame: Vec<u8>, #[case] on: bool) {
+    let dp = if on { fast_dataplane() } else { dataplane(true) };
+    assert_eq!(dp.expect(POD_EGRESS, &frame, TC_ACT_UNSPEC, Verdict::Passed), frame);
+}
+
+/// Decap with the fast path: a UDP packet for a known local pod goes straight to it,
+/// addressed with the pod's MAC from its gateway's, TTL lowered.
+#[test]
+fn fast_decap_delivers_to_the_pod() {
+    let dp = fast_dataplane();
+    let inner = inner_packet();
+    let out = dp.expect(DECAP, &from_b(&inner).build(), TC_ACT_REDIRECT, Verdict::FastDelivered);
+    assert_eq!(&out[0..6], &POD_A_MAC, "to the pod");
+    assert_eq!(&out[6..12], &GW_A_MAC, "from its gateway");
+    assert_eq!(out[14 + 8], inner[8] - 1, "TTL lowered once");
+    assert_eq!(checksum(&out[14..34]), 0, "IPv4 checksum still verifies");
+    assert_eq!(&out[14 + 12..], &inner[12..], "addresses and payload byte for byte");
+}
+
+/// Decap with the fast path still hands to weft0 (the stack) what it must: ICMP, a
+/// pod it does not know, TTL expiring here, and the reply of a flow that left through
+/// weft0 — here one weft0's encap has just seen going out (as after a Service's DNAT).
+#[test]
+fn fast_decap_leaves_to_the_stack_what_it_must() {
+    let dp = fast_dataplane();
+    let to_weft0 = |inner: &[u8]| {
+        let out = dp.expect(DECAP, &from_b(inner).build(), TC_ACT_REDIRECT, Verdict::Decapsulated);
+        assert_eq!(&out[0..6], &A_MAC, "to weft0");
+        assert_eq!(&out[14..], inner, "untouched");
+    };
+    to_weft0(&Ipv4::new(POD_B, POD_A, 1).build(&[8, 0, 0, 0, 0, 1, 0, 1]));
+    to_weft0(&Ipv4::new(POD_B, Ipv4Addr::new(10, 244, 1, 99), IPPROTO_UDP).build(&udp(5000, 6000, b"x")));
+    to_weft0(&Ipv4 { ttl: 1, ..Ipv4::new(POD_B, POD_A, IPPROTO_UDP) }.build(&udp(5000, 6000, b"x")));
+
+    // Pod A → pod B:6000 leaves through weft0 (sport 5000)...
+    let request = Ipv4::new(POD_A, POD_B, IPPROTO_UDP).build(&udp(6000, 5000, b"request"));
+    dp.expect(ENCAP, &eth(A_MAC, A_MAC, ETH_P_IPV4, &request), TC_ACT_REDIRECT, Verdict::Encapsulated);
+    // ...so its reply takes weft0 too, while an unrelated flow to the same pod does not.
+    to_weft0(&inner_packet());
+    let other = Ipv4 { ttl: 63, ..Ipv4::new(POD_B, POD_A, IPPROTO_UDP) }.build(&udp(5001, 6000, b"other flow"));
+    dp.expect(DECAP, &from_b(&other).build(), TC_ACT_REDIRECT, Verdict::FastDelivered);
 }

@@ -20,6 +20,7 @@ const APT_PACKAGES: &[&str] = &[
     "sockperf",
     "tshark",
     "containernetworking-plugins",
+    "iptables",
     "python3-pip",
 ];
 

@@ -264,7 +264,9 @@ pub fn openapi_v2() -> &'static Value {
                     op.as_array_mut().into_iter().flatten().for_each(v2_parameter);
                     continue;
                 }
-                let Some(o) = op.as_object_mut() else { continue };
+                let Some(o) = op.as_object_mut() else {
+                    continue;
+                };
                 // v2 operations name content types and put the body among the parameters.
                 if let Some(body) = o.remove("requestBody") {
                     let types: Vec<&String> = body["content"].as_object().map(|c| c.keys().collect()).unwrap_or_default();

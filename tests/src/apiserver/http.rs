@@ -90,7 +90,9 @@ pub fn read_request<R: Read>(r: &mut BufReader<R>) -> Result<Request, ReadError>
     let mut headers = Vec::new();
     loop {
         let line = match read_line(r, &mut budget) {
-            Err(ReadError::Closed) => return Err(ReadError::Malformed("connection closed in headers".into())),
+            Err(ReadError::Closed) => {
+                return Err(ReadError::Malformed("connection closed in headers".into()));
+            }
             other => other?,
         };
         if line.is_empty() {

@@ -129,7 +129,9 @@ impl ApiServer {
     /// An outage: stops accepting and closes every open connection (watch streams
     /// end abruptly, without their final chunk). State is kept.
     pub fn stop(&self) {
-        let Some(serving) = self.serving.lock().expect("serving lock").take() else { return };
+        let Some(serving) = self.serving.lock().expect("serving lock").take() else {
+            return;
+        };
         {
             // Under the store lock, so no watch can miss the flag between its check and its wait.
             let _store = self.shared.store.lock().expect("store lock");
@@ -263,8 +265,12 @@ fn connection(shared: &Shared, stop: &AtomicBool, stream: TcpStream) {
 }
 
 fn serve_requests(shared: &Shared, stop: &AtomicBool, stream: &TcpStream) {
-    let Ok(local) = stream.local_addr() else { return };
-    let (Ok(read_half), Ok(mut writer)) = (stream.try_clone(), stream.try_clone()) else { return };
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let (Ok(read_half), Ok(mut writer)) = (stream.try_clone(), stream.try_clone()) else {
+        return;
+    };
     let mut reader = BufReader::new(read_half);
     while !stop.load(Ordering::SeqCst) {
         let req = match http::read_request(&mut reader) {

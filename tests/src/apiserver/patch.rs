@@ -65,7 +65,9 @@ fn strategic_map(target: &mut Value, patch: &Map<String, Value>, schema: Option<
             *target = Value::Object(Map::new());
             return Ok(());
         }
-        Some(other) => return Err(PatchError::BadRequest(format!("unknown patch type {other:?} in map"))),
+        Some(other) => {
+            return Err(PatchError::BadRequest(format!("unknown patch type {other:?} in map")));
+        }
     }
     if !target.is_object() {
         *target = Value::Object(Map::new());
@@ -296,7 +298,9 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
                     return Err(PatchError::Unprocessable(format!("testing value /{} failed: test failed", path.join("/"))));
                 }
             }
-            other => return Err(PatchError::BadRequest(format!("unexpected operation {other:?} in JSON patch"))),
+            other => {
+                return Err(PatchError::BadRequest(format!("unexpected operation {other:?} in JSON patch")));
+            }
         }
     }
     *target = doc;

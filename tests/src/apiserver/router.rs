@@ -108,7 +108,9 @@ pub fn negotiate(req: &Request) -> Result<Output, Status> {
         match c.params.get("as").map(String::as_str) {
             None => return Ok(Output::Json),
             Some("Table") if meta_v1 => return Ok(Output::Table(include)),
-            Some("PartialObjectMetadata" | "PartialObjectMetadataList") if meta_v1 => return Ok(Output::Metadata),
+            Some("PartialObjectMetadata" | "PartialObjectMetadataList") if meta_v1 => {
+                return Ok(Output::Metadata);
+            }
             Some(_) => {}
         }
     }
@@ -121,7 +123,9 @@ fn wants_aggregated(req: &Request) -> bool {
         let p = |k: &str| c.params.get(k).map(String::as_str);
         match (p("as"), p("g"), p("v")) {
             (None, ..) => return false,
-            (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2")) => return true,
+            (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some("v2")) => {
+                return true;
+            }
             _ => {}
         }
     }
@@ -147,7 +151,9 @@ pub fn handle(shared: &Shared, req: &Request, local: SocketAddr) -> Reply {
 fn route(shared: &Shared, req: &Request, local: SocketAddr) -> Result<Reply, Status> {
     let path = req.path.trim_end_matches('/');
     let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let get_only = |r: Reply| if req.method == "GET" { Ok(r) } else { Err(Status::method_not_allowed()) };
+    let get_only = |r: Reply| {
+        if req.method == "GET" { Ok(r) } else { Err(Status::method_not_allowed()) }
+    };
     match segments.as_slice() {
         ["healthz" | "livez" | "readyz"] => get_only(Reply::Full(Response::text(200, "ok"))),
         ["version"] => get_only(ok(&discovery::version())),
@@ -235,7 +241,9 @@ fn write_options(req: &Request) -> Result<WriteOptions, Status> {
     let dry_run = match req.param("dryRun") {
         None | Some("") => false,
         Some("All") => true,
-        Some(other) => return Err(Status::bad_request(format!("invalid dry run option {other:?}: only \"All\" is supported"))),
+        Some(other) => {
+            return Err(Status::bad_request(format!("invalid dry run option {other:?}: only \"All\" is supported")));
+        }
     };
     let validation = match req.param("fieldValidation").unwrap_or_default() {
         "" | "Warn" => FieldValidation::Warn,

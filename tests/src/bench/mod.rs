@@ -48,22 +48,26 @@ pub enum Mode {
     /// weft with the decap in TC alone (`--decap tc`): the placement before XDP, and
     /// what drivers without native XDP get.
     WeftTc,
+    /// weft with the opt-in `--fast-path` (and the default decap): pod-to-pod traffic
+    /// skips the host stack on both nodes.
+    WeftFast,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 4] = [Mode::HostGw, Mode::Flannel, Mode::Weft, Mode::WeftTc];
+    pub const ALL: [Mode; 5] = [Mode::HostGw, Mode::Flannel, Mode::Weft, Mode::WeftTc, Mode::WeftFast];
 
     pub fn kind(self) -> Kind {
         match self {
             Mode::HostGw => Kind::HostGw,
             Mode::Flannel => Kind::Flannel,
-            Mode::Weft | Mode::WeftTc => Kind::Weft,
+            Mode::Weft | Mode::WeftTc | Mode::WeftFast => Kind::Weft,
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Mode::WeftTc => "weft-tc",
+            Mode::WeftFast => "weft-fast",
             m => m.kind().name(),
         }
     }
@@ -72,6 +76,7 @@ impl Mode {
     fn agent_args(self) -> &'static [&'static str] {
         match self {
             Mode::WeftTc => &["--decap", "tc"],
+            Mode::WeftFast => &["--fast-path"],
             _ => &[],
         }
     }
@@ -80,7 +85,7 @@ impl Mode {
         Mode::ALL
             .into_iter()
             .find(|m| m.name() == s.trim() || (s.trim() == "hostgw" && *m == Mode::HostGw))
-            .ok_or_else(|| anyhow!("unknown mode {s:?} (host-gw, flannel, weft, weft-tc)"))
+            .ok_or_else(|| anyhow!("unknown mode {s:?} (host-gw, flannel, weft, weft-tc, weft-fast)"))
     }
 
     /// `a,b,c` → modes in the canonical order (host-gw, flannel, weft), no duplicates.
@@ -242,7 +247,7 @@ impl Topology {
         let mut notes = Vec::new();
         for n in self.cluster.nodes.iter().filter(|n| n.agent.is_some()) {
             for line in self.cluster.agent_log(&n.name).lines() {
-                if ["XDP", "decap", "GRO"].iter().any(|k| line.contains(k)) {
+                if ["XDP", "decap", "GRO", "fast path"].iter().any(|k| line.contains(k)) {
                     // Drop the timestamp and level the log format starts with.
                     let text = line.split_once(" weft").map(|(_, rest)| format!("weft{rest}")).unwrap_or_else(|| line.to_owned());
                     notes.push(format!("node {}: {}", n.name, text.trim()));
@@ -522,7 +527,7 @@ mod tests {
     #[test]
     fn modes_parse_in_canonical_order_and_rotate() {
         assert_eq!(Mode::parse_list("weft,host-gw").unwrap(), vec![Mode::HostGw, Mode::Weft]);
-        assert_eq!(Mode::parse_list("hostgw,flannel,weft,weft,weft-tc").unwrap(), Mode::ALL.to_vec());
+        assert_eq!(Mode::parse_list("hostgw,flannel,weft,weft,weft-tc,weft-fast").unwrap(), Mode::ALL.to_vec());
         assert!(Mode::parse_list("vxlan").is_err());
         assert_eq!(rotation(&[1, 2, 3], 0), vec![1, 2, 3]);
         assert_eq!(rotation(&[1, 2, 3], 1), vec![2, 3, 1]);

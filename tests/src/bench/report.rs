@@ -63,7 +63,9 @@ pub fn summarise(samples: &[Sample], wires: &[Wire], modes: &[Mode]) -> Vec<Row>
         for metric in Metric::ALL {
             let med = |mode: Mode| median(&values(wire, metric, mode));
             for &mode in modes {
-                let Some(st) = stats(&values(wire, metric, mode)) else { continue };
+                let Some(st) = stats(&values(wire, metric, mode)) else {
+                    continue;
+                };
                 let against = |reference: Mode| {
                     if mode == reference || mode == Mode::HostGw {
                         return None;
@@ -172,6 +174,7 @@ fn colour(mode: Mode) -> &'static str {
         Mode::Flannel => "#4e79a7",
         Mode::Weft => "#f28e2b",
         Mode::WeftTc => "#f7c99a",
+        Mode::WeftFast => "#2ca02c",
     }
 }
 

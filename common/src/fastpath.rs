@@ -1,0 +1,74 @@
+//! The opt-in fast path (`--fast-path`): its two maps.
+//!
+//! Pod → remote pod is encapsulated at the TC ingress of the pod's veth and sent to the
+//! uplink; remote pod → local pod is delivered from the uplink's TC ingress straight
+//! into the pod's namespace. Neither end's routing, conntrack or netfilter sees it.
+//! Flows whose packets *do* leave through the host stack (via `weft0`: a Service's
+//! DNAT, anything the fast path hands on) are remembered in [`FlowKey`]s, and their
+//! replies take the stack too, so conntrack can reverse its NAT.
+
+use crate::{Ipv4Octets, MacAddr};
+
+/// Value of `WEFT_ENDPOINTS`, a hash keyed by a local pod's IPv4 address (network
+/// order): where the fast path delivers that pod's packets. The agent fills it from
+/// the kernel's neighbour table on the pod bridge joined with the bridge's FDB.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalEndpoint {
+    /// The host end of the pod's veth (its peer, the pod's `eth0`, receives).
+    pub ifindex: u32,
+    /// The pod's `eth0` MAC: destination of delivered frames.
+    pub mac: MacAddr,
+    /// The pod bridge's MAC (the pod's gateway): source of delivered frames.
+    pub gw_mac: MacAddr,
+}
+
+const _: () = assert!(core::mem::size_of::<LocalEndpoint>() == 16);
+
+/// Key of `WEFT_STACK_FLOWS`, an LRU hash: a TCP or UDP flow as it left this node
+/// through `weft0` (after any NAT), addresses and ports in network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowKey {
+    pub saddr: Ipv4Octets,
+    pub daddr: Ipv4Octets,
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub protocol: u8,
+    pub _pad: [u8; 3],
+}
+
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
+
+impl FlowKey {
+    /// The same flow seen from the other end.
+    #[inline(always)]
+    pub fn reversed(&self) -> FlowKey {
+        FlowKey {
+            saddr: self.daddr,
+            daddr: self.saddr,
+            sport: self.dport,
+            dport: self.sport,
+            protocol: self.protocol,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Value of `WEFT_STACK_FLOWS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSeen {
+    /// `bpf_ktime_get_ns` when the flow was first seen leaving through `weft0`.
+    pub first_ns: u64,
+}
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), only integer fields, explicit padding: every bit pattern is valid.
+unsafe impl aya::Pod for LocalEndpoint {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for FlowKey {}
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for FlowSeen {}

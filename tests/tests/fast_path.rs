@@ -1,0 +1,214 @@
+//! `--fast-path` on real packets: a and b run weft with the fast path, c is a Flannel
+//! node (kernel vxlan), one pod on each, pods made by the reference CNI plugins.
+//!
+//! What the fast path promises, checked here: pod-to-pod traffic between nodes
+//! arrives intact without the host stack (the nodes' FORWARD chain never sees it),
+//! with Flannel peers too; what it must leave to the stack still goes there — a
+//! Service's NAT in both directions, TTL expiry, packets too big for the tunnel; and
+//! turning it off takes it off the pod bridge.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use anyhow::{Context, Result, anyhow};
+use weft_common::{counters::Verdict, fastpath::FlowKey, maps::links};
+use weft_e2e::{
+    cluster::{Cluster, Kind},
+    traffic::{ping, ping_ok, tcp_transfer, tcp_transfer_via},
+    wait_for,
+};
+
+const NODES: [&str; 3] = ["a", "b", "c"];
+const WEFT: [&str; 2] = ["a", "b"];
+const POD_NET: &str = "10.244.0.0/16";
+
+/// The mesh with the fast path on a and b; every pod has talked to every other (ARP
+/// done, so the endpoints are known) and each weft node counts forwarded pod traffic.
+fn cluster(extra: &[&str]) -> Cluster {
+    let args: Vec<&str> = ["--fast-path"].iter().chain(extra).copied().collect();
+    let mut c =
+        Cluster::new_with_agent_args(&[("a", Kind::Weft), ("b", Kind::Weft), ("c", Kind::Flannel)], &args).expect("cluster");
+    for n in NODES {
+        c.add_pod(n).expect("CNI ADD");
+    }
+    for (from, to) in pairs() {
+        ping_ok(&c.pod_on(from).ns, c.pod_on(to).ip, 1).expect("warm-up ping");
+    }
+    for n in WEFT {
+        // A rule without a target only counts: pod traffic the stack forwards.
+        c.node(n)
+            .ns
+            .sh(&format!("iptables -w -I FORWARD 1 -s {POD_NET} -d {POD_NET} -m comment --comment weft-test"))
+            .expect("iptables (apt-get install iptables)");
+        let pod = c.pod_on(n).ip;
+        let known =
+            wait_for(Duration::from_secs(5), || c.node(n).maps().ok()?.endpoints().ok()?.contains_key(&pod).then_some(()));
+        assert!(known.is_some(), "node {n}: pod {pod} never became a fast-path endpoint\n{}", c.logs());
+    }
+    c
+}
+
+fn pairs() -> impl Iterator<Item = (&'static str, &'static str)> {
+    NODES.iter().flat_map(|&x| NODES.iter().filter(move |&&y| y != x).map(move |&y| (x, y)))
+}
+
+/// Packets node `n`'s stack forwarded between pod addresses (the counting rule).
+fn forwarded(c: &Cluster, n: &str) -> Result<u64> {
+    let line = c.node(n).ns.sh("iptables -w -L FORWARD 1 -v -x -n")?;
+    line.split_whitespace().next().and_then(|p| p.parse().ok()).ok_or_else(|| anyhow!("node {n}: no counting rule: {line}"))
+}
+
+fn count(c: &Cluster, n: &str, v: Verdict) -> Result<u64> {
+    Ok(c.node(n).maps()?.counter(v)?.packets)
+}
+
+/// 100 MB between every pair, both ways, with and without GSO on the wire: intact,
+/// encapsulated at the sending weft node's pod bridge, delivered straight into the
+/// receiving weft node's pod, and not one packet through either weft node's FORWARD
+/// chain. (The Service test below shows the same counter counting stack traffic.)
+#[test]
+fn fast_path_forwards_intact_without_the_host_stack() -> Result<()> {
+    let c = cluster(&[]);
+    const BYTES: u64 = 100 * 1024 * 1024;
+    let fwd_before: Vec<u64> = WEFT.iter().map(|n| forwarded(&c, n)).collect::<Result<_>>()?;
+    for segmentation in [true, false] {
+        c.set_underlay_segmentation(segmentation)?;
+        for (from, to) in pairs() {
+            let weft = |n: &str| c.node(n).kind == Kind::Weft;
+            let enc = if weft(from) { count(&c, from, Verdict::FastEncapsulated)? } else { 0 };
+            let del = if weft(to) { count(&c, to, Verdict::FastDelivered)? } else { 0 };
+            let (src, dst) = (c.pod_on(from), c.pod_on(to));
+            let t = tcp_transfer(&src.ns, &dst.ns, dst.ip, BYTES)
+                .map_err(|e| anyhow!("pod {from} -> pod {to} (segmentation {segmentation}): {e}\n{}", c.logs()))?;
+            println!("fast path: pod {from} -> pod {to}, segmentation {segmentation}: {} MiB intact", t.bytes >> 20);
+            if weft(from) {
+                let n = count(&c, from, Verdict::FastEncapsulated)? - enc;
+                assert!(n > 0, "node {from}: nothing encapsulated at the pod bridge\n{}", c.node(from).dataplane_state());
+            }
+            if weft(to) {
+                let n = count(&c, to, Verdict::FastDelivered)? - del;
+                assert!(n > 0, "node {to}: nothing delivered straight to the pod\n{}", c.node(to).dataplane_state());
+            }
+        }
+    }
+    for (n, before) in WEFT.iter().zip(fwd_before) {
+        assert_eq!(
+            forwarded(&c, n)?,
+            before,
+            "node {n}: pod traffic went through the host stack\n{}",
+            c.node(n).dataplane_state()
+        );
+        let maps = c.node(n).maps()?;
+        for v in [Verdict::DropResize, Verdict::DropRedirect, Verdict::DropMalformed, Verdict::DropXdpMarkLost] {
+            assert_eq!(maps.counter(v)?.packets, 0, "node {n}: unexpected {v:?}\n{}", c.logs());
+        }
+    }
+    Ok(())
+}
+
+/// What the fast path must leave to the stack goes there:
+/// - a Service address translated on node a (kube-proxy's DNAT): the flow leaves
+///   through weft0 and is remembered, so the replies also take the stack and conntrack
+///   reverses the NAT — the transfer through the Service address arrives intact;
+/// - TTL expiry: the node where it expires reports it, as without the fast path;
+/// - a packet too big for weft0: frag-needed with weft0's MTU from the sending node.
+#[test]
+fn fast_path_leaves_nat_ttl_and_mtu_to_the_stack() -> Result<()> {
+    let c = cluster(&["--resync-seconds", "3600"]);
+    let (a, b) = (c.pod_on("a"), c.pod_on("b"));
+
+    let service = Ipv4Addr::new(10, 96, 0, 10);
+    c.node("a").ns.sh(&format!("iptables -w -t nat -A PREROUTING -d {service}/32 -p tcp -j DNAT --to-destination {}", b.ip))?;
+    let fwd = forwarded(&c, "a")?;
+    let t = tcp_transfer_via(&a.ns, &b.ns, b.ip, service, 10 << 20)
+        .map_err(|e| anyhow!("pod a -> Service {service} -> pod b: {e}\n{}", c.logs()))?;
+    println!("fast path: pod a -> Service -> pod b: {} MiB intact", t.bytes >> 20);
+    assert!(forwarded(&c, "a")? > fwd, "node a: the Service flow did not go through the stack");
+    let flows = c.node("a").maps()?.stack_flows()?;
+    let remembered = |k: &FlowKey| k.saddr == a.ip.octets() && k.daddr == b.ip.octets() && k.protocol == 6;
+    assert!(flows.iter().any(remembered), "node a: the NATed flow is not remembered: {flows:?}");
+
+    for (from, to) in [("a", "b"), ("c", "a")] {
+        let src = &c.pod_on(from).ns;
+        let dst = c.pod_on(to).ip;
+        let gw = c.node(from).pod_cidr.network().octets();
+        let from_gw = Ipv4Addr::new(gw[0], gw[1], gw[2], 1);
+        let t1 = ping(src, dst, 1, "-t 1")?;
+        assert!(
+            t1.output.contains("Time to live exceeded") && t1.output.contains(&from_gw.to_string()),
+            "ttl 1, pod {from} -> pod {to}: node {from} ({from_gw}) must report the expiry\n{}",
+            t1.output
+        );
+        let t2 = ping(src, dst, 1, "-t 2")?;
+        let to_overlay = c.node(to).overlay_ip().to_string();
+        assert!(
+            t2.output.contains("Time to live exceeded") && t2.output.contains(&to_overlay),
+            "ttl 2, pod {from} -> pod {to}: node {to} ({to_overlay}) must report the expiry\n{}",
+            t2.output
+        );
+    }
+
+    // A smaller tunnel MTU than the pods': the fast path hands the packet to the stack,
+    // which answers as it does for weft0 (the agent's resync would restore 1450).
+    c.node("a").ns.ip("link set weft0 mtu 1400")?;
+    let big = ping(&a.ns, b.ip, 1, "-M do -s 1422")?;
+    assert_eq!(big.received, 0, "a 1450-byte DF packet must not cross a 1400-byte tunnel\n{}", big.output);
+    assert!(big.output.contains("mtu = 1400"), "expected frag-needed with weft0's MTU from node a:\n{}", big.output);
+    let fits = ping(&a.ns, b.ip, 2, "-M do -s 1372")?;
+    assert_eq!(fits.received, 2, "a 1400-byte DF packet fits\n{}", fits.output);
+    Ok(())
+}
+
+/// The pinned links of node `n`'s pod veths.
+fn pod_link_pins(c: &Cluster, n: &str) -> Result<Vec<std::path::PathBuf>> {
+    Ok(std::fs::read_dir(&c.node(n).bpffs_dir)?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(links::POD_EGRESS_PREFIX))
+        .map(|e| e.path())
+        .collect())
+}
+
+/// The host end of the veth of node `n`'s pod (the bridge's port).
+fn pod_veth(c: &Cluster, n: &str) -> Result<String> {
+    let out = c.node(n).ns.sh("ip -o link show master cni0 type veth")?;
+    let name = out.split(": ").nth(1).and_then(|s| s.split('@').next()).ok_or_else(|| anyhow!("no pod veth on {n}: {out}"))?;
+    Ok(name.to_owned())
+}
+
+/// Restarting with the fast path adopts the pod veths' pinned links; a new pod gets
+/// the program, and its veth's pin goes with it; restarting without the fast path
+/// takes the program off every pod veth and empties the endpoints, and traffic keeps
+/// flowing (b still sends to a over its fast path; a receives through weft0).
+#[test]
+fn fast_path_restarts_follows_pods_and_turns_off() -> Result<()> {
+    let mut c = cluster(&[]);
+    let ai = c.node_index("a");
+    assert_eq!(pod_link_pins(&c, "a")?.len(), 1, "one pinned link per pod veth");
+    c.restart_agent(ai, &["--fast-path"])?;
+    let log = c.agent_log("a");
+    assert!(log.contains("attached (fast path)") && log.contains("how=Replaced"), "{log}");
+
+    let extra = c.add_pod("a")?;
+    let more = wait_for(Duration::from_secs(5), || (pod_link_pins(&c, "a").ok()?.len() == 2).then_some(()));
+    assert!(more.is_some(), "no link for the new pod's veth\n{}", c.agent_log("a"));
+    c.del_pod(extra)?;
+    let fewer = wait_for(Duration::from_secs(5), || (pod_link_pins(&c, "a").ok()?.len() == 1).then_some(()));
+    assert!(fewer.is_some(), "the deleted pod's link is still pinned\n{}", c.agent_log("a"));
+
+    c.restart_agent(ai, &[])?;
+    assert_eq!(pod_link_pins(&c, "a")?, Vec::<std::path::PathBuf>::new(), "pins left after --fast-path was turned off");
+    let veth = pod_veth(&c, "a")?;
+    let progs = c.node("a").ns.sh(&format!("bpftool net show dev {veth}")).context("bpftool")?;
+    assert!(!progs.contains("weft_pod_egress"), "program still on {veth}:\n{progs}");
+    assert!(c.node("a").maps()?.endpoints()?.is_empty(), "endpoints left behind");
+
+    let enc = count(&c, "a", Verdict::FastEncapsulated)?;
+    let del = count(&c, "a", Verdict::FastDelivered)?;
+    for (from, to) in [("a", "b"), ("b", "a")] {
+        let (src, dst) = (c.pod_on(from), c.pod_on(to));
+        tcp_transfer(&src.ns, &dst.ns, dst.ip, 10 << 20).map_err(|e| anyhow!("pod {from} -> pod {to}: {e}\n{}", c.logs()))?;
+    }
+    assert_eq!(count(&c, "a", Verdict::FastEncapsulated)?, enc, "node a still encapsulates at the pod veth");
+    assert_eq!(count(&c, "a", Verdict::FastDelivered)?, del, "node a still delivers past weft0");
+    assert!(count(&c, "b", Verdict::FastEncapsulated)? > 0);
+    Ok(())
+}
