@@ -42,7 +42,7 @@ use crate::{
     bpffs, cni,
     config::{Args, CniConf, DecapMode, STATIC_DEFAULTS},
     dataplane::{Attached, Dataplane},
-    ethtool,
+    ethtool::{self, Feature},
     fastpath::{self, FastPath},
     kube_sync,
     maps::PinState,
@@ -112,6 +112,8 @@ pub struct Agent {
     uplink: Link,
     uplink_address: Option<Ipv4Addr>,
     weft0: Link,
+    /// Ifindex of `weft0`'s veth peer (TC decap sends inner frames out of it).
+    weft0_peer: u32,
     /// Whether XDP decap runs on the uplink (else TC alone decapsulates).
     xdp: bool,
     /// What the last reconcile applied (None: read the kernel next time).
@@ -296,7 +298,7 @@ impl Agent {
                 .filter(|s| pins.iter().any(|(n, st)| n == &s.name && *st != PinState::Adopted))
                 .map(|s| args.bpffs_dir.join(s.pin)),
         );
-        let weft0 = ensure_device(&nl, &own, &up.link, mtu, created).await?;
+        let (weft0, weft0_peer) = ensure_device(&nl, &own, &up.link, mtu, created).await?;
         let mut agent = Agent {
             args,
             vni,
@@ -309,6 +311,7 @@ impl Agent {
             uplink: up.link,
             uplink_address: up.address,
             weft0,
+            weft0_peer,
             xdp: false,
             applied: None,
             source,
@@ -330,6 +333,7 @@ impl Agent {
             uplink_ifindex: self.uplink.index,
             weft0_ifindex: self.weft0.index,
             flags: if self.args.fast_path { FLAG_FAST_PATH } else { 0 },
+            weft0_peer_ifindex: self.weft0_peer,
             ..Default::default()
         };
         if self.dataplane.maps.config()? != config {
@@ -470,7 +474,7 @@ impl Agent {
         self.uplink =
             self.nl.link_by_index(self.uplink.index).await?.ok_or_else(|| anyhow!("uplink {} disappeared", self.uplink.name))?;
         let mut created = Created::default();
-        self.weft0 = ensure_device(&self.nl, &self.own, &self.uplink, self.mtu, &mut created).await?;
+        (self.weft0, self.weft0_peer) = ensure_device(&self.nl, &self.own, &self.uplink, self.mtu, &mut created).await?;
         self.write_config()?;
         let attached = self.dataplane.is_attached(spec::programs::ENCAP, &self.weft0.name, TcAttachType::Egress)?
             && self.dataplane.is_attached(spec::programs::DECAP, &self.uplink.name, TcAttachType::Ingress)?
@@ -697,8 +701,15 @@ async fn next_node_event(source: &mut Source) -> Option<Result<watcher::Event<No
     }
 }
 
-/// Creates `weft0` (and its peer end) if missing, and brings it to the spec.
-async fn ensure_device(nl: &Netlink, own: &NodeEntry, uplink: &Link, mtu: Option<u32>, created: &mut Created) -> Result<Link> {
+/// Creates `weft0` (and its peer end) if missing, and brings it to the spec; returns
+/// `weft0` and its peer's ifindex.
+async fn ensure_device(
+    nl: &Netlink,
+    own: &NodeEntry,
+    uplink: &Link,
+    mtu: Option<u32>,
+    created: &mut Created,
+) -> Result<(Link, u32)> {
     let spec = node::device_spec(own, uplink.mtu, mtu);
     let link = match nl.link_by_name(WEFT0).await? {
         Some(link) if link.kind == Some(rtnetlink::packet_route::link::InfoKind::Veth) => link,
@@ -720,6 +731,15 @@ async fn ensure_device(nl: &Netlink, own: &NodeEntry, uplink: &Link, mtu: Option
     if peer.mtu != spec.mtu || !peer.up || !peer.noarp {
         nl.configure_link(peer.index, None, spec.mtu, false).await?;
     }
+    // TC decap sends inner frames out of the peer, to be aggregated by weft0's GRO (the
+    // veth's NAPI), which a veth uses only with GRO on the receiving end and TSO off on
+    // the sending one.
+    let gro = ethtool::set(WEFT0, Feature::Gro, true).and_then(|a| Ok(a | ethtool::set(WEFT0_PEER, Feature::Tso, false)?));
+    match gro {
+        Ok(true) => tracing::info!("turned GRO on for {WEFT0}, TSO off for {WEFT0_PEER} (TC decap's frames are aggregated)"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!("cannot set up GRO on {WEFT0} ({e}): TC decap delivers unaggregated"),
+    }
     // No IPv6 on the pair: router solicitations and MLD would only meet the encap drop.
     for dev in [WEFT0, WEFT0_PEER] {
         sysctl::ensure(&format!("net.ipv6.conf.{dev}.disable_ipv6"), "1").ok();
@@ -737,5 +757,5 @@ async fn ensure_device(nl: &Netlink, own: &NodeEntry, uplink: &Link, mtu: Option
     if !addrs.contains(&(spec.address, 32)) {
         nl.add_address(link.index, spec.address, 32).await?;
     }
-    Ok(nl.link_by_index(link.index).await?.ok_or_else(|| anyhow!("{WEFT0} vanished"))?)
+    Ok((nl.link_by_index(link.index).await?.ok_or_else(|| anyhow!("{WEFT0} vanished"))?, peer.index))
 }

@@ -6,6 +6,8 @@
 use std::{ffi::c_void, io};
 
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
+const ETHTOOL_GTSO: u32 = 0x1e;
+const ETHTOOL_STSO: u32 = 0x1f;
 const ETHTOOL_GGRO: u32 = 0x2b;
 const ETHTOOL_SGRO: u32 = 0x2c;
 
@@ -37,7 +39,7 @@ fn ethtool(iface: &str, value: &mut EthtoolValue) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `req` and the value it points to outlive the call and have the layout
-    // SIOCETHTOOL expects for the GRO get/set commands.
+    // SIOCETHTOOL expects for the GRO and TSO get/set commands.
     let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL as _, &mut req as *mut IfReq) };
     let err = io::Error::last_os_error();
     // SAFETY: fd is ours.
@@ -45,19 +47,41 @@ fn ethtool(iface: &str, value: &mut EthtoolValue) -> io::Result<()> {
     if rc < 0 { Err(err) } else { Ok(()) }
 }
 
-/// Whether GRO is on for `iface`.
-pub fn gro(iface: &str) -> io::Result<bool> {
-    let mut v = EthtoolValue { cmd: ETHTOOL_GGRO, data: 0 };
+/// A feature's get and set commands.
+#[derive(Clone, Copy)]
+pub enum Feature {
+    Gro,
+    /// Every TSO flavour (`NETIF_F_ALL_TSO`).
+    Tso,
+}
+
+impl Feature {
+    fn commands(self) -> (u32, u32) {
+        match self {
+            Feature::Gro => (ETHTOOL_GGRO, ETHTOOL_SGRO),
+            Feature::Tso => (ETHTOOL_GTSO, ETHTOOL_STSO),
+        }
+    }
+}
+
+/// Whether `feature` is on for `iface`.
+pub fn get(iface: &str, feature: Feature) -> io::Result<bool> {
+    let mut v = EthtoolValue { cmd: feature.commands().0, data: 0 };
     ethtool(iface, &mut v)?;
     Ok(v.data != 0)
 }
 
-/// Turns GRO on or off; returns whether anything changed.
-pub fn set_gro(iface: &str, on: bool) -> io::Result<bool> {
-    if gro(iface)? == on {
+/// Turns `feature` on or off; returns whether anything changed.
+pub fn set(iface: &str, feature: Feature, on: bool) -> io::Result<bool> {
+    if get(iface, feature)? == on {
         return Ok(false);
     }
-    let mut v = EthtoolValue { cmd: ETHTOOL_SGRO, data: u32::from(on) };
+    let mut v = EthtoolValue { cmd: feature.commands().1, data: u32::from(on) };
     ethtool(iface, &mut v)?;
     Ok(true)
+}
+
+/// Turns GRO on or off; returns whether anything changed.
+pub fn set_gro(iface: &str, on: bool) -> io::Result<bool> {
+    set(iface, Feature::Gro, on)
 }

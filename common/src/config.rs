@@ -28,8 +28,11 @@ pub struct DataplaneConfig {
     pub weft0_ifindex: u32,
     /// `FLAG_*` bits; 0 = the default, stack-compatible dataplane.
     pub flags: u32,
+    /// Ifindex of `weft0`'s veth peer: TC decap sends inner frames out of it, so they
+    /// arrive on `weft0` through its NAPI and GRO (0: into `weft0`'s ingress directly).
+    pub weft0_peer_ifindex: u32,
     /// Reserved for future versions; zero.
-    pub _reserved: [u32; 3],
+    pub _reserved: [u32; 2],
 }
 
 /// `--fast-path`: pod-to-pod traffic between nodes bypasses the host stack on both

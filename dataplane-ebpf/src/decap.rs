@@ -9,7 +9,8 @@
 //!
 //! [`tc_decap`] then strips outer IPv4/UDP/VXLAN and the inner Ethernet header,
 //! keeping the outer Ethernet header, rewrites it as a frame to `weft0`'s MAC (the
-//! VtepMAC) and redirects it into `weft0`'s ingress: routing, conntrack and netfilter
+//! VtepMAC) and sends it out of `weft0`'s veth peer, so it arrives on `weft0` through
+//! the veth's NAPI and GRO aggregates the inner flows: routing, conntrack and netfilter
 //! see the inner packet arrive on `weft0`, as they see it arrive on `flannel.1`.
 //!
 //! [`xdp_decap`] makes the same decision before GRO, at the uplink's native XDP hook:
@@ -36,7 +37,7 @@ use weft_common::{
 };
 
 use crate::{
-    csum, fastpath, maps,
+    csum, fastpath, maps, mtu,
     parse::{self, EthHdr, Ipv4Hdr, Packet, UdpHdr, VxlanHdr},
 };
 
@@ -188,15 +189,27 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
     deliver(ctx, cfg, Verdict::Decapsulated)
 }
 
-/// Redirects the (inner) frame into `weft0`'s ingress — or, with `--fast-path`,
-/// straight into its pod where [`fastpath::deliver_to_pod`] allows.
+/// Redirects the (inner) frame to `weft0` — or, with `--fast-path`, straight into its
+/// pod where [`fastpath::deliver_to_pod`] allows.
+///
+/// A wire-sized frame TC decapsulated itself (`Decapsulated`) is sent out of `weft0`'s
+/// veth peer when the agent configured one: it then arrives on `weft0` through the
+/// veth's NAPI, whose GRO aggregates the inner flows (the aggregation XDP decap gets
+/// from the uplink's GRO; the agent turns GRO on for `weft0` and TSO off for the peer,
+/// without which a veth bypasses its NAPI). XDP's aggregates, GSO super-packets (a
+/// veth underlay's; the peer would segment them) and a frame too big for `weft0` (a
+/// veth would drop it; the kernel's vxlan accepts it) go into `weft0`'s ingress.
 #[inline(always)]
 fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<Verdict, Verdict> {
     if cfg.flags & FLAG_FAST_PATH != 0 && fastpath::deliver_to_pod(ctx)? {
         return Ok(Verdict::FastDelivered);
     }
+    // SAFETY: reading a field of the context the kernel passed us.
+    let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
+    let via_peer = verdict == Verdict::Decapsulated && !gso && cfg.weft0_peer_ifindex != 0 && mtu::fits(ctx, cfg.weft0_ifindex);
+    let (ifindex, flags) = if via_peer { (cfg.weft0_peer_ifindex, 0) } else { (cfg.weft0_ifindex, BPF_F_INGRESS) };
     // SAFETY: plain helper call with scalar arguments.
-    let rc = unsafe { bpf_redirect(cfg.weft0_ifindex, u64::from(BPF_F_INGRESS)) };
+    let rc = unsafe { bpf_redirect(ifindex, u64::from(flags)) };
     if rc != i64::from(TC_ACT_REDIRECT) {
         return Err(Verdict::DropRedirect);
     }

@@ -21,10 +21,10 @@
 //! trade-off an operator opts into; the README lists it.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_REDIRECT, bpf_check_mtu_flags::BPF_MTU_CHK_SEGS},
+    bindings::TC_ACT_REDIRECT,
     helpers::{
         bpf_ktime_get_ns,
-        generated::{bpf_check_mtu, bpf_redirect_peer, bpf_skb_change_type},
+        generated::{bpf_redirect_peer, bpf_skb_change_type},
     },
     maps::lpm_trie::Key,
     programs::TcContext,
@@ -37,7 +37,7 @@ use weft_common::{
 };
 
 use crate::{
-    csum, encap, maps,
+    csum, encap, maps, mtu,
     parse::{EthHdr, Ipv4Hdr, L4Ports, Packet},
 };
 
@@ -71,7 +71,7 @@ pub fn tc_pod_egress(ctx: &TcContext) -> Result<Verdict, Verdict> {
     // TTL expiring here, or too big for the tunnel: the stack forwards it to weft0,
     // which answers with time-exceeded or frag-needed (or fragments it) as it does
     // without the fast path.
-    if ip.ttl <= 1 || !fits(ctx, cfg.weft0_ifindex) {
+    if ip.ttl <= 1 || !mtu::fits(ctx, cfg.weft0_ifindex) {
         return Ok(Verdict::Passed);
     }
 
@@ -80,15 +80,6 @@ pub fn tc_pod_egress(ctx: &TcContext) -> Result<Verdict, Verdict> {
     let tos = ip.tos;
     encap::encapsulate(ctx, cfg, &peer, tos)?;
     Ok(Verdict::FastEncapsulated)
-}
-
-/// Whether the packet (every segment, if it is GSO) fits `ifindex`'s MTU.
-#[inline(always)]
-fn fits(ctx: &TcContext, ifindex: u32) -> bool {
-    let mut mtu_len: u32 = 0;
-    // SAFETY: plain helper call on this program's own context; `mtu_len` is ours.
-    let rc = unsafe { bpf_check_mtu(ctx.skb.skb as *mut _, ifindex, &mut mtu_len, 0, u64::from(BPF_MTU_CHK_SEGS)) };
-    rc == 0
 }
 
 /// Lowers the TTL by one, as forwarding does, keeping the header checksum right.

@@ -5,7 +5,7 @@
 //! - [`parse`]: bounds-checked header access (the only place that compares with `data_end`);
 //! - [`encap`] / [`decap`]: decide (tunnel and peer lookups), rewrite, redirect;
 //! - [`fastpath`]: the opt-in bypass of the host stack for pod-to-pod traffic;
-//! - [`csum`]: checksum arithmetic;
+//! - [`csum`], [`mtu`]: checksum arithmetic, MTU checks;
 //! - [`counters`]: one count per packet and hook, by verdict.
 //!
 //! Each TC entry point below is a thin shim: it runs its stage and hands the
@@ -20,6 +20,7 @@ mod decap;
 mod encap;
 mod fastpath;
 mod maps;
+mod mtu;
 mod parse;
 
 use aya_ebpf::{
