@@ -1,21 +1,25 @@
-//! `--fast-path`: attaches the pod-egress program to every pod's veth and keeps
+//! `--fast-path`: attaches the fast path's two programs to every pod's veth and keeps
 //! `WEFT_ENDPOINTS` (local pod → its veth) in step with the kernel.
 //!
-//! The program sits at the host end of each pod's veth (TC ingress: what the pod
-//! sends), before the bridge: there a packet is still as the pod sent it, before
-//! `br_netfilter` runs PREROUTING (and kube-proxy's DNAT) for the bridge. Each
-//! attachment is a TCX link pinned as `link_pod_egress_<ifindex>`, so the fast path
+//! The programs sit at the host end of each pod's veth: TC ingress (what the pod
+//! sends, before the bridge and before `br_netfilter` runs PREROUTING, where
+//! kube-proxy's DNAT happens) and TC egress (what the stack delivers to the pod,
+//! whose flows then stay on the stack). Each attachment is a TCX link pinned as
+//! `link_pod_egress_<ifindex>` / `link_pod_ingress_<ifindex>`, so the fast path
 //! outlives the agent like the rest of the dataplane; pins of veths that are gone
-//! are swept.
+//! are swept. A veth that cannot be attached is logged and retried on the next scan;
+//! without its programs its pod simply takes the stack path.
 //!
-//! The endpoints come from what the kernel has already validated, not from packets:
+//! The endpoints come from the kernel's own tables, as the stack path would use them:
 //! the bridge's neighbour table (pod IP → MAC, learned by ARP as for any routed
 //! traffic) joined with the bridge's FDB (MAC → port, learned by the bridge). A pod
-//! the join does not cover yet (no ARP exchanged, or its veth just went) takes the
-//! stack path, which resolves it and so fills the tables for the next packet.
-//! Link and neighbour events trigger a rescan; the periodic resync catches anything
-//! missed. The bridge and the veths are the CNI plugin's: weft never creates or
-//! removes them.
+//! the join does not cover yet (no ARP exchanged) takes the stack path, which
+//! resolves it and so fills the tables for the next packet. Once known, an endpoint
+//! stays while its veth exists: fast traffic no longer refreshes the FDB (its entry
+//! ages out) and a forged ARP or frame from another pod must not move it; it goes
+//! with its veth (the pod's deletion). Link and neighbour events on the bridge and its
+//! ports trigger a rescan; the periodic resync catches anything missed. The bridge and
+//! the veths are the CNI plugin's: weft never creates or removes them.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -29,8 +33,8 @@ use futures::channel::mpsc::UnboundedReceiver;
 use ipnetwork::Ipv4Network;
 use rtnetlink::{
     MulticastGroup,
-    packet_core::NetlinkMessage,
-    packet_route::{RouteNetlinkMessage, link::InfoKind},
+    packet_core::{NetlinkMessage, NetlinkPayload},
+    packet_route::{RouteNetlinkMessage, link::InfoKind, neighbour::NeighbourAttribute},
     sys::SocketAddr,
 };
 use weft_common::{
@@ -40,18 +44,26 @@ use weft_common::{
 
 use crate::{
     dataplane::{Attached, Dataplane},
-    netlink::Netlink,
+    netlink::{Link, Netlink},
 };
 
 type Events = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
+
+/// The programs on each pod veth: (program, hook, pin prefix).
+const HOOKS: [(&str, TcAttachType, &str); 2] = [
+    (programs::POD_EGRESS, TcAttachType::Ingress, links::POD_EGRESS_PREFIX),
+    (programs::POD_INGRESS, TcAttachType::Egress, links::POD_INGRESS_PREFIX),
+];
 
 pub struct FastPath {
     /// The pod bridge's name (the CNI conflist's `bridge`).
     bridge: String,
     /// Link and neighbour notifications of this network namespace.
     events: Events,
-    /// Veths this agent has seen carrying our program (checked again on every resync).
+    /// Veths this agent has seen carrying both programs (checked again on every resync).
     attached: BTreeSet<u32>,
+    /// The bridge and its ports at the last scan: whose neighbour events matter.
+    watched: BTreeSet<u32>,
 }
 
 impl FastPath {
@@ -61,54 +73,72 @@ impl FastPath {
         let (conn, _, events) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Neigh])
             .context("subscribing to link and neighbour events")?;
         tokio::spawn(conn);
-        Ok(FastPath { bridge: bridge.to_owned(), events, attached: BTreeSet::new() })
+        Ok(FastPath { bridge: bridge.to_owned(), events, attached: BTreeSet::new(), watched: BTreeSet::new() })
     }
 
-    /// Waits for the next link or neighbour event, then takes every queued one with it:
-    /// a burst costs one rescan.
+    /// Waits for a link event, or a neighbour event on the bridge or one of its ports
+    /// (the uplink's ARP traffic is not ours), then takes every queued one with it: a
+    /// burst costs one rescan.
     pub async fn changed(&mut self) {
         use futures::StreamExt;
-        if self.events.next().await.is_none() {
-            // The subscription ended: only the periodic resync rescans from now on.
-            std::future::pending::<()>().await;
+        loop {
+            let Some((msg, _)) = self.events.next().await else {
+                // The subscription ended: only the periodic resync rescans from now on.
+                return std::future::pending::<()>().await;
+            };
+            let mut relevant = self.relevant(&msg);
+            while let Ok((msg, _)) = self.events.try_recv() {
+                relevant |= self.relevant(&msg);
+            }
+            if relevant {
+                return;
+            }
         }
-        while self.events.try_recv().is_ok() {}
     }
 
-    /// Forgets which veths carry the program: the next [`FastPath::sync`] asks the kernel.
+    fn relevant(&self, msg: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
+        match &msg.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m) | RouteNetlinkMessage::DelNeighbour(m)) => {
+                self.watched.contains(&m.header.ifindex)
+                    || m.attributes.iter().any(|a| matches!(a, NeighbourAttribute::Controller(b) if self.watched.contains(b)))
+            }
+            _ => true,
+        }
+    }
+
+    /// Forgets which veths carry the programs: the next [`FastPath::sync`] asks the kernel.
     pub fn recheck(&mut self) {
         self.attached.clear();
     }
 
-    /// Attaches to every pod veth on the bridge that lacks the program, sweeps the pins
-    /// of veths that are gone, and brings `WEFT_ENDPOINTS` to the kernel's view of the
-    /// local pods in `pod_cidr`. Returns the pins it created.
+    /// Attaches to every pod veth on the bridge that lacks the programs, sweeps the pins
+    /// of veths that are gone, and brings `WEFT_ENDPOINTS` up to date with the local pods
+    /// in `pod_cidr`. Returns the pins it created.
     pub async fn sync(&mut self, nl: &Netlink, dataplane: &mut Dataplane, pod_cidr: Ipv4Network) -> Result<Vec<PathBuf>> {
         let links = nl.links().await?;
         let bridge = links.iter().find(|l| l.name == self.bridge && l.kind == Some(InfoKind::Bridge));
-        let ports: Vec<_> = links
+        let ports: Vec<&Link> = links
             .iter()
             .filter(|l| bridge.is_some_and(|b| l.master == Some(b.index)) && l.kind == Some(InfoKind::Veth))
             .collect();
+        self.watched = bridge.iter().chain(&ports).map(|l| l.index).collect();
         self.attached.retain(|i| ports.iter().any(|p| p.index == *i));
         let mut created = Vec::new();
         for port in &ports {
             if self.attached.contains(&port.index) {
                 continue;
             }
-            let pin = format!("{}{}", links::POD_EGRESS_PREFIX, port.index);
-            if !dataplane.is_attached(programs::POD_EGRESS, &port.name, TcAttachType::Ingress)? {
-                let how = dataplane.attach(programs::POD_EGRESS, &port.name, TcAttachType::Ingress, &pin)?;
-                tracing::info!(program = programs::POD_EGRESS, iface = %port.name, how = ?how, "attached (fast path)");
-                if how == Attached::Created {
-                    created.push(dataplane.link_pin(&pin));
+            // One veth's failure (a pod going away mid-scan) must not hold up the others.
+            match attach(dataplane, port, &mut created) {
+                Ok(()) => {
+                    self.attached.insert(port.index);
                 }
+                Err(e) => tracing::warn!(iface = %port.name, "fast path: not attached ({e:#}); its pod takes the stack path"),
             }
-            self.attached.insert(port.index);
         }
         sweep(dataplane, |ifindex| ports.iter().any(|p| p.index == ifindex))?;
 
-        let desired = match bridge.and_then(|b| b.mac.map(|mac| (b.index, mac))) {
+        let learned = match bridge.and_then(|b| b.mac.map(|mac| (b.index, mac))) {
             // No pod yet (the CNI plugin makes the bridge with the first one).
             None => BTreeMap::new(),
             Some((index, gw_mac)) => {
@@ -122,13 +152,58 @@ impl FastPath {
                     .collect()
             }
         };
-        apply(dataplane, desired)?;
+        let current = dataplane.maps.endpoints()?;
+        let desired = settle(&current, learned, |ifindex| ports.iter().any(|p| p.index == ifindex));
+        apply(dataplane, &current, &desired)?;
         Ok(created)
     }
 }
 
+/// Both programs on `port`, each through its pinned link (adopted if an earlier agent
+/// pinned it); new pins go to `created`.
+fn attach(dataplane: &mut Dataplane, port: &Link, created: &mut Vec<PathBuf>) -> Result<()> {
+    for (program, hook, prefix) in HOOKS {
+        if dataplane.is_attached(program, &port.name, hook)? {
+            continue;
+        }
+        let pin = format!("{prefix}{}", port.index);
+        let how = dataplane.attach(program, &port.name, hook, &pin)?;
+        tracing::info!(program, iface = %port.name, how = ?how, "attached (fast path)");
+        if how == Attached::Created {
+            created.push(dataplane.link_pin(&pin));
+        }
+    }
+    Ok(())
+}
+
+/// The endpoints to hold: what the kernel's tables say (`learned`), except that a
+/// known endpoint whose veth still exists is kept — through its FDB entry ageing out
+/// (fast traffic does not refresh it) and against a move to another veth (only a
+/// forged ARP reply or frame moves a live pod's address; IPAM reuses an address only
+/// after its pod, and so its veth, is gone).
+fn settle(
+    current: &BTreeMap<Ipv4Addr, LocalEndpoint>,
+    mut learned: BTreeMap<Ipv4Addr, LocalEndpoint>,
+    port_exists: impl Fn(u32) -> bool,
+) -> BTreeMap<Ipv4Addr, LocalEndpoint> {
+    for (ip, known) in current.iter().filter(|(_, e)| port_exists(e.ifindex)) {
+        match learned.get(ip) {
+            Some(new) if new.ifindex == known.ifindex => {}
+            Some(new) => {
+                tracing::warn!(pod = %ip, veth = known.ifindex, claimed_by = new.ifindex,
+                    "fast path: another veth claims this pod's address; keeping the pod's own");
+                learned.insert(*ip, *known);
+            }
+            None => {
+                learned.insert(*ip, *known);
+            }
+        }
+    }
+    learned
+}
+
 /// Removes the pinned pod-veth links whose veth `keep` does not name (the veth is
-/// gone: its link is defunct and only the pin holds it).
+/// gone: its links are defunct and only the pins hold them).
 fn sweep(dataplane: &Dataplane, keep: impl Fn(u32) -> bool) -> Result<()> {
     for (ifindex, path) in pod_link_pins(dataplane)? {
         if !keep(ifindex) {
@@ -147,16 +222,19 @@ fn pod_link_pins(dataplane: &Dataplane) -> Result<Vec<(u32, PathBuf)>> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let ifindex = name.strip_prefix(links::POD_EGRESS_PREFIX)?.parse().ok()?;
+            let ifindex = HOOKS.iter().find_map(|(_, _, prefix)| name.strip_prefix(prefix))?.parse().ok()?;
             Some((ifindex, e.path()))
         })
         .collect())
 }
 
-/// Writes the difference between `WEFT_ENDPOINTS` and `desired`.
-fn apply(dataplane: &mut Dataplane, desired: BTreeMap<Ipv4Addr, LocalEndpoint>) -> Result<()> {
+/// Writes the difference between `current` (what `WEFT_ENDPOINTS` holds) and `desired`.
+fn apply(
+    dataplane: &mut Dataplane,
+    current: &BTreeMap<Ipv4Addr, LocalEndpoint>,
+    desired: &BTreeMap<Ipv4Addr, LocalEndpoint>,
+) -> Result<()> {
     let maps = &mut dataplane.maps;
-    let current = maps.endpoints()?;
     for ip in current.keys().filter(|ip| !desired.contains_key(ip)) {
         maps.remove_endpoint(*ip)?;
         tracing::debug!(pod = %ip, "fast path: endpoint removed");
@@ -168,13 +246,40 @@ fn apply(dataplane: &mut Dataplane, desired: BTreeMap<Ipv4Addr, LocalEndpoint>) 
     Ok(())
 }
 
-/// `--fast-path` off: takes the program off every pod veth (their pinned links go)
+/// `--fast-path` off: takes the programs off every pod veth (their pinned links go)
 /// and empties the endpoints; weft0's encap stops remembering flows with the config flag.
 pub fn disable(dataplane: &mut Dataplane) -> Result<()> {
     let pins = pod_link_pins(dataplane)?;
     if !pins.is_empty() {
         sweep(dataplane, |_| false)?;
-        tracing::info!(veths = pins.len(), "removed the fast path from the pod veths (--fast-path off)");
+        tracing::info!(links = pins.len(), "removed the fast path from the pod veths (--fast-path off)");
     }
-    apply(dataplane, BTreeMap::new())
+    let current = dataplane.maps.endpoints()?;
+    apply(dataplane, &current, &BTreeMap::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(ifindex: u32, last: u8) -> LocalEndpoint {
+        LocalEndpoint { ifindex, mac: [2, 0, 0, 0, 0, last], gw_mac: [2, 0, 0, 0, 0, 1] }
+    }
+
+    #[test]
+    fn endpoints_stay_with_their_veth() {
+        let ip = |d| Ipv4Addr::new(10, 244, 1, d);
+        let current = BTreeMap::from([(ip(5), ep(7, 5)), (ip(6), ep(8, 6)), (ip(9), ep(9, 9))]);
+        let learned = BTreeMap::from([
+            // A forged claim: pod 6's address from veth 7.
+            (ip(6), ep(7, 5)),
+            // A new pod.
+            (ip(10), ep(10, 10)),
+            // Pod 5's MAC changed on its own veth.
+            (ip(5), ep(7, 55)),
+        ]);
+        // Veth 9 is gone (pod 9 deleted); pod 6's FDB entry aged out of `learned`.
+        let settled = settle(&current, learned, |i| [7, 8, 10].contains(&i));
+        assert_eq!(settled, BTreeMap::from([(ip(5), ep(7, 55)), (ip(6), ep(8, 6)), (ip(10), ep(10, 10))]));
+    }
 }

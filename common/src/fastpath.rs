@@ -3,9 +3,9 @@
 //! Pod → remote pod is encapsulated at the TC ingress of the pod's veth and sent to the
 //! uplink; remote pod → local pod is delivered from the uplink's TC ingress straight
 //! into the pod's namespace. Neither end's routing, conntrack or netfilter sees it.
-//! Flows whose packets *do* leave through the host stack (via `weft0`: a Service's
-//! DNAT, anything the fast path hands on) are remembered in [`FlowKey`]s, and their
-//! replies take the stack too, so conntrack can reverse its NAT.
+//! Flows the host stack has carried at this node, either way (out through `weft0`: a
+//! Service's DNAT; in to a pod's veth: a hostPort's), are remembered as [`FlowKey`]s
+//! and stay on the stack both ways, so conntrack can reverse its NAT.
 
 use crate::{Ipv4Octets, MacAddr};
 
@@ -25,8 +25,8 @@ pub struct LocalEndpoint {
 
 const _: () = assert!(core::mem::size_of::<LocalEndpoint>() == 16);
 
-/// Key of `WEFT_STACK_FLOWS`, an LRU hash: a TCP or UDP flow as it left this node
-/// through `weft0` (after any NAT), addresses and ports in network order.
+/// Key of `WEFT_STACK_FLOWS`, an LRU hash: a TCP or UDP flow as the stack forwarded it
+/// (after any NAT) to `weft0` or to a pod's veth, addresses and ports in network order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowKey {
@@ -59,7 +59,8 @@ impl FlowKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowSeen {
-    /// `bpf_ktime_get_ns` when the flow was first seen leaving through `weft0`.
+    /// `bpf_ktime_get_ns` when the stack was first seen forwarding the flow (for
+    /// `bpftool` readers; the programs only test for the key).
     pub first_ns: u64,
 }
 

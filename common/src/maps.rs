@@ -102,6 +102,8 @@ pub mod programs {
     pub const DECAP_XDP: &str = "weft_decap_xdp";
     /// TC ingress of each pod's host-side veth (`--fast-path`): encapsulate pod → remote pod.
     pub const POD_EGRESS: &str = "weft_pod_egress";
+    /// TC egress of each pod's host-side veth (`--fast-path`): remember stack flows.
+    pub const POD_INGRESS: &str = "weft_pod_ingress";
 }
 
 /// Pin names of the TCX links under the agent's bpffs directory.
@@ -111,4 +113,5 @@ pub mod links {
     pub const DECAP_XDP: &str = "link_decap_xdp";
     /// One per pod veth: this prefix and the veth's ifindex.
     pub const POD_EGRESS_PREFIX: &str = "link_pod_egress_";
+    pub const POD_INGRESS_PREFIX: &str = "link_pod_ingress_";
 }

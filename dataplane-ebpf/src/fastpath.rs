@@ -1,24 +1,31 @@
 //! The opt-in fast path (`--fast-path`): pod-to-pod traffic between nodes without
 //! the host stack at either end.
 //!
+//! The decision is per flow and the same both ways: a TCP or UDP flow (whole
+//! datagrams only) takes the fast path at this node unless it has been through this
+//! node's stack in either direction — then conntrack may hold NAT state for it (a
+//! Service's DNAT on the client's node, a hostPort's or NodePort's on the server's),
+//! and all of it stays on the stack. The stack's traffic is seen at its two exits
+//! towards the tunnel and the pods, and remembered in `WEFT_STACK_FLOWS`:
+//! [`remember_stack_flow`] at `weft0`'s egress, [`tc_pod_ingress`] at the egress of
+//! each pod's host-side veth (what the stack delivers to the pod).
+//!
 //! - [`tc_pod_egress`], at the TC ingress of each pod's host-side veth (what the pod
 //!   sends, before the bridge — and before `br_netfilter` runs PREROUTING, where
 //!   kube-proxy's DNAT would already have rewritten a Service address to a pod's):
-//!   parse; decide — a remote pod CIDR, TTL left, fits `weft0`'s
-//!   MTU; rewrite — lower the TTL as a router does, then [`encap::encapsulate`];
-//!   redirect to the uplink. Anything else (the node itself, a Service address, the
-//!   outside world, a packet the stack must answer with ICMP) goes on to the stack.
-//! - [`deliver_to_pod`], where decap would redirect into `weft0`: a whole TCP/UDP
-//!   packet for a pod in `WEFT_ENDPOINTS` is addressed to the pod, its TTL lowered,
-//!   and redirected into the pod's namespace (`bpf_redirect_peer`: no backlog, no
-//!   bridge, no second pass through the stack).
-//! - [`remember_stack_flow`], at `weft0`'s egress: a flow that left through the stack
-//!   (a Service's DNAT happens there) is remembered, and [`deliver_to_pod`] sends its
-//!   replies through `weft0` too, so conntrack reverses the NAT.
+//!   parse; decide — from the pod's own address and MAC on its own veth (no spoofed
+//!   source), to a remote pod CIDR, a flow never seen on the stack, TTL left, fits
+//!   `weft0`'s MTU; rewrite — lower the TTL as a router does, then
+//!   [`encap::encapsulate`]; redirect to the uplink. Anything else goes on to the
+//!   stack, which handles it as without the fast path.
+//! - [`deliver_to_pod`], where decap would redirect into `weft0`: the same decision
+//!   for a packet to a pod in `WEFT_ENDPOINTS`, then the pod's MAC, a lowered TTL,
+//!   and `bpf_redirect_peer` into the pod's namespace (no backlog, no bridge, no
+//!   second pass through the stack).
 //!
-//! What the host stack would have done and no longer does — netfilter (NetworkPolicy,
-//! host firewalls), conntrack for these flows, the bridge's forwarding — is the
-//! trade-off an operator opts into; the README lists it.
+//! What the host stack would have done and no longer does for these flows —
+//! netfilter (NetworkPolicy, host firewalls), conntrack, the bridge's forwarding — is
+//! the trade-off an operator opts into; the README lists it.
 
 use aya_ebpf::{
     bindings::TC_ACT_REDIRECT,
@@ -63,15 +70,29 @@ pub fn tc_pod_egress(ctx: &TcContext) -> Result<Verdict, Verdict> {
     if !ip.is_valid() {
         return Ok(Verdict::Passed);
     }
+    let Some(flow) = fast_flow(pkt, ip) else {
+        return Ok(Verdict::Passed);
+    };
 
     // decide
+    // The pod's own address and MAC, on its own veth: a spoofed source never gets past
+    // the stack's checks (rp_filter, the firewall) by way of the fast path.
+    let Some(pod) = maps::WEFT_ENDPOINTS.get_ptr(ip.saddr) else {
+        return Ok(Verdict::Passed);
+    };
+    // SAFETY: a value pointer from a successful lookup; the agent replaces values whole.
+    let pod = unsafe { *pod };
+    // SAFETY: reading a field of the context the kernel passed us.
+    let veth = unsafe { (*ctx.skb.skb).ifindex };
+    if pod.ifindex != veth || pod.mac != eth.src {
+        return Ok(Verdict::Passed);
+    }
     let Some(peer) = maps::WEFT_TUNNELS.get(&Key::new(32, ip.daddr)).copied() else {
         return Ok(Verdict::Passed);
     };
     // TTL expiring here, or too big for the tunnel: the stack forwards it to weft0,
-    // which answers with time-exceeded or frag-needed (or fragments it) as it does
-    // without the fast path.
-    if ip.ttl <= 1 || !mtu::fits(ctx, cfg.weft0_ifindex) {
+    // which answers with time-exceeded or frag-needed as it does without the fast path.
+    if ip.ttl <= 1 || seen_on_stack(&flow) || !mtu::fits(ctx, cfg.weft0_ifindex) {
         return Ok(Verdict::Passed);
     }
 
@@ -80,6 +101,38 @@ pub fn tc_pod_egress(ctx: &TcContext) -> Result<Verdict, Verdict> {
     let tos = ip.tos;
     encap::encapsulate(ctx, cfg, &peer, tos)?;
     Ok(Verdict::FastEncapsulated)
+}
+
+/// TC egress of a pod's host-side veth: what the stack delivers to the pod. Its flow
+/// is remembered (the pod's replies then take the stack too); the packet goes on,
+/// uncounted (it is the stack's, not weft's).
+pub fn tc_pod_ingress(ctx: &TcContext) {
+    if maps::config().is_none_or(|c| c.flags & FLAG_FAST_PATH == 0) {
+        return;
+    }
+    let pkt = Packet::new(ctx.data(), ctx.data_end());
+    if let Some(eth) = pkt.header::<EthHdr>(0)
+        && u16::from_be_bytes(eth.ethertype) == ETH_P_IPV4
+        && let Some(ip) = pkt.header::<Ipv4Hdr>(ETH_HLEN)
+        && ip.is_valid()
+    {
+        remember_stack_flow(pkt, ip);
+    }
+}
+
+/// The flow of a packet the fast path may carry: TCP or UDP, a whole datagram.
+#[inline(always)]
+fn fast_flow(pkt: Packet, ip: &Ipv4Hdr) -> Option<FlowKey> {
+    if ip.is_fragment() {
+        return None;
+    }
+    flow_of(pkt, ETH_HLEN, ip)
+}
+
+/// Whether this flow has been through this node's stack, either way.
+#[inline(always)]
+fn seen_on_stack(flow: &FlowKey) -> bool {
+    maps::WEFT_STACK_FLOWS.get_ptr(flow).is_some() || maps::WEFT_STACK_FLOWS.get_ptr(flow.reversed()).is_some()
 }
 
 /// Lowers the TTL by one, as forwarding does, keeping the header checksum right.
@@ -109,8 +162,9 @@ fn flow_of(pkt: Packet, ip_off: usize, ip: &Ipv4Hdr) -> Option<FlowKey> {
     })
 }
 
-/// `weft0`'s egress: remembers the flow of a packet leaving through the stack.
-/// Looked up first: an update per packet would take the LRU's locks on every one.
+/// Remembers the flow of a packet the stack forwarded (seen at `weft0`'s egress or a
+/// pod veth's). Looked up first: an update per packet would take the LRU's locks on
+/// every one.
 #[inline(always)]
 pub fn remember_stack_flow(pkt: Packet, ip: &Ipv4Hdr) {
     let Some(key) = flow_of(pkt, ETH_HLEN, ip) else {
@@ -128,21 +182,24 @@ pub fn remember_stack_flow(pkt: Packet, ip: &Ipv4Hdr) {
 /// After decap, at the uplink's TC ingress, with the inner frame at the start of the
 /// packet: delivers it straight into its local pod if it may skip the stack.
 /// `Ok(false)`: it may not (not TCP/UDP, a fragment, TTL expiring, no such pod, or a
-/// reply of a flow that left through the stack); the caller delivers it into `weft0`.
+/// flow this node's stack has seen); the caller delivers it into `weft0`.
 #[inline(always)]
 pub fn deliver_to_pod(ctx: &TcContext) -> Result<bool, Verdict> {
     let pkt = Packet::new(ctx.data(), ctx.data_end());
-    let ip: &mut Ipv4Hdr = pkt.header_mut(ETH_HLEN).ok_or(Verdict::DropMalformed)?;
-    if ip.is_fragment() || ip.ttl <= 1 {
+    // Not in the linear head (XDP's aggregate): the stack copes, so hand it on.
+    let Some(ip) = pkt.header_mut::<Ipv4Hdr>(ETH_HLEN) else {
+        return Ok(false);
+    };
+    if ip.ttl <= 1 {
         return Ok(false);
     }
-    let Some(flow) = flow_of(pkt, ETH_HLEN, ip) else {
+    let Some(flow) = fast_flow(pkt, ip) else {
         return Ok(false);
     };
     let Some(pod) = maps::WEFT_ENDPOINTS.get_ptr(ip.daddr) else {
         return Ok(false);
     };
-    if maps::WEFT_STACK_FLOWS.get_ptr(flow.reversed()).is_some() {
+    if seen_on_stack(&flow) {
         return Ok(false);
     }
     // SAFETY: a value pointer from a successful lookup; the agent replaces values whole.

@@ -60,6 +60,14 @@ pub fn weft_pod_egress(ctx: TcContext) -> i32 {
     finish(&ctx, len, result)
 }
 
+/// TC egress of each pod's host-side veth (`--fast-path`): what the stack delivers to
+/// the pod; its flow is remembered, so the pod's replies take the stack too.
+#[classifier]
+pub fn weft_pod_ingress(ctx: TcContext) -> i32 {
+    fastpath::tc_pod_ingress(&ctx);
+    TC_ACT_UNSPEC
+}
+
 /// XDP of the uplink (`--decap xdp`): VXLAN for us is decapsulated before GRO, and
 /// the TC program above delivers the aggregates into `weft0`.
 #[xdp]

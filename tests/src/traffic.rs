@@ -180,8 +180,14 @@ pub fn udp_receive(ns: &Netns, ip: Ipv4Addr, port: u16, listen: Duration) -> std
 
 /// Sends `count` datagrams from inside `ns`.
 pub fn udp_send(ns: &Netns, to: Ipv4Addr, port: u16, count: u32, payload: &'static [u8]) -> Result<()> {
+    udp_send_ttl(ns, to, port, count, payload, 64)
+}
+
+/// As [`udp_send`], with the IP TTL `ttl`.
+pub fn udp_send_ttl(ns: &Netns, to: Ipv4Addr, port: u16, count: u32, payload: &'static [u8], ttl: u32) -> Result<()> {
     ns.spawn(move || {
         let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        sock.set_ttl(ttl)?;
         for _ in 0..count {
             sock.send_to(payload, (to, port))?;
             std::thread::sleep(Duration::from_millis(10));

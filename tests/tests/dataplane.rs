@@ -48,18 +48,17 @@ fn pods_and_nodes_reach_remote_pods_on_weft_and_flannel_nodes() -> Result<()> {
     Ok(())
 }
 
-/// Restarts the weft agents with `args` (they adopt their pinned state).
 /// Packets the pod's eth0 has received.
 fn rx_packets(pod: &Netns) -> Result<u64> {
     let out = pod.sh("cat /sys/class/net/eth0/statistics/rx_packets")?;
     out.trim().parse().map_err(|e| anyhow::anyhow!("rx_packets {out:?}: {e}"))
 }
 
+/// Restarts the weft agents with `args` (they adopt their pinned state).
 fn restart_weft_agents(c: &mut Cluster, args: &[&str]) -> Result<()> {
     for i in 0..c.nodes.len() {
-        if let Some(agent) = c.nodes[i].agent.as_mut() {
-            agent.stop()?;
-            c.start_agent(i, args)?;
+        if c.nodes[i].agent.is_some() {
+            c.restart_agent(i, args)?;
         }
     }
     Ok(())

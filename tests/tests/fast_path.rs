@@ -13,7 +13,7 @@ use anyhow::{Context, Result, anyhow};
 use weft_common::{counters::Verdict, fastpath::FlowKey, maps::links};
 use weft_e2e::{
     cluster::{Cluster, Kind},
-    traffic::{ping, ping_ok, tcp_transfer, tcp_transfer_via},
+    traffic::{next_port, ping, ping_ok, tcp_transfer, tcp_transfer_via, udp_receive, udp_send_ttl},
     wait_for,
 };
 
@@ -106,10 +106,13 @@ fn fast_path_forwards_intact_without_the_host_stack() -> Result<()> {
 }
 
 /// What the fast path must leave to the stack goes there:
-/// - a Service address translated on node a (kube-proxy's DNAT): the flow leaves
-///   through weft0 and is remembered, so the replies also take the stack and conntrack
-///   reverses the NAT — the transfer through the Service address arrives intact;
-/// - TTL expiry: the node where it expires reports it, as without the fast path;
+/// - a Service address translated on node a (kube-proxy's DNAT on the client's node):
+///   the flow leaves through weft0 and is remembered, so the replies also take the
+///   stack and conntrack reverses the NAT — the transfer arrives intact;
+/// - a DNAT on the server's node (a hostPort): the stack delivers the flow to the pod,
+///   its veth remembers it, and the pod's replies take the stack too;
+/// - TTL expiry, on UDP the fast path carries and on ping: the node where it expires
+///   reports it, as without the fast path;
 /// - a packet too big for weft0: frag-needed with weft0's MTU from the sending node.
 #[test]
 fn fast_path_leaves_nat_ttl_and_mtu_to_the_stack() -> Result<()> {
@@ -126,6 +129,31 @@ fn fast_path_leaves_nat_ttl_and_mtu_to_the_stack() -> Result<()> {
     let flows = c.node("a").maps()?.stack_flows()?;
     let remembered = |k: &FlowKey| k.saddr == a.ip.octets() && k.daddr == b.ip.octets() && k.protocol == 6;
     assert!(flows.iter().any(remembered), "node a: the NATed flow is not remembered: {flows:?}");
+
+    // A hostPort-style DNAT on the server's node: pod b connects to node a's own
+    // address, a's stack translates it to pod a and delivers it through the bridge;
+    // pod a's replies must take the stack too (conntrack restores node a's address as
+    // their source), or pod b would see them come from pod a and reset.
+    let node_a = c.node("a").underlay;
+    c.node("a").ns.sh(&format!("iptables -w -t nat -A PREROUTING -d {node_a}/32 -p tcp -j DNAT --to-destination {}", a.ip))?;
+    let t = tcp_transfer_via(&b.ns, &a.ns, a.ip, node_a, 10 << 20)
+        .map_err(|e| anyhow!("pod b -> node a {node_a} (DNAT to pod a): {e}\n{}", c.logs()))?;
+    println!("fast path: pod b -> node a's address -> pod a: {} MiB intact", t.bytes >> 20);
+
+    // TTL on UDP, which the fast path carries (ping's ICMP always takes the stack):
+    // with TTL 2 a datagram expires at the receiving node (each node lowers it once),
+    // with TTL 3 it arrives. Both ways between weft nodes and from the Flannel node.
+    for (from, to) in [("a", "b"), ("c", "a")] {
+        for (ttl, arrives) in [(2, false), (3, true)] {
+            let (src, dst) = (c.pod_on(from), c.pod_on(to));
+            let port = next_port();
+            let rx = udp_receive(&dst.ns, dst.ip, port, Duration::from_secs(1));
+            std::thread::sleep(Duration::from_millis(100));
+            udp_send_ttl(&src.ns, dst.ip, port, 3, b"ttl probe", ttl)?;
+            let got = rx.join().map_err(|_| anyhow!("receiver panicked"))??;
+            assert_eq!(!got.is_empty(), arrives, "UDP with TTL {ttl}, pod {from} -> pod {to}: {} datagrams arrived", got.len());
+        }
+    }
 
     for (from, to) in [("a", "b"), ("c", "a")] {
         let src = &c.pod_on(from).ns;
@@ -162,7 +190,10 @@ fn fast_path_leaves_nat_ttl_and_mtu_to_the_stack() -> Result<()> {
 fn pod_link_pins(c: &Cluster, n: &str) -> Result<Vec<std::path::PathBuf>> {
     Ok(std::fs::read_dir(&c.node(n).bpffs_dir)?
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(links::POD_EGRESS_PREFIX))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(links::POD_EGRESS_PREFIX) || name.starts_with(links::POD_INGRESS_PREFIX)
+        })
         .map(|e| e.path())
         .collect())
 }
@@ -182,33 +213,45 @@ fn pod_veth(c: &Cluster, n: &str) -> Result<String> {
 fn fast_path_restarts_follows_pods_and_turns_off() -> Result<()> {
     let mut c = cluster(&[]);
     let ai = c.node_index("a");
-    assert_eq!(pod_link_pins(&c, "a")?.len(), 1, "one pinned link per pod veth");
+    assert_eq!(pod_link_pins(&c, "a")?.len(), 2, "two pinned links per pod veth");
     c.restart_agent(ai, &["--fast-path"])?;
     let log = c.agent_log("a");
     assert!(log.contains("attached (fast path)") && log.contains("how=Replaced"), "{log}");
 
     let extra = c.add_pod("a")?;
-    let more = wait_for(Duration::from_secs(5), || (pod_link_pins(&c, "a").ok()?.len() == 2).then_some(()));
-    assert!(more.is_some(), "no link for the new pod's veth\n{}", c.agent_log("a"));
+    let more = wait_for(Duration::from_secs(5), || (pod_link_pins(&c, "a").ok()?.len() == 4).then_some(()));
+    assert!(more.is_some(), "no links for the new pod's veth\n{}", c.agent_log("a"));
+    let extra_ip = c.pods[extra].ip;
+    ping_ok(&c.pods[extra].ns, c.pod_on("b").ip, 1)?;
+    let known =
+        wait_for(Duration::from_secs(5), || c.node("a").maps().ok()?.endpoints().ok()?.contains_key(&extra_ip).then_some(()));
+    assert!(known.is_some(), "the new pod {extra_ip} never became an endpoint\n{}", c.agent_log("a"));
     c.del_pod(extra)?;
-    let fewer = wait_for(Duration::from_secs(5), || (pod_link_pins(&c, "a").ok()?.len() == 1).then_some(()));
-    assert!(fewer.is_some(), "the deleted pod's link is still pinned\n{}", c.agent_log("a"));
+    let fewer = wait_for(Duration::from_secs(5), || (pod_link_pins(&c, "a").ok()?.len() == 2).then_some(()));
+    assert!(fewer.is_some(), "the deleted pod's links are still pinned\n{}", c.agent_log("a"));
+    let gone =
+        wait_for(Duration::from_secs(5), || (!c.node("a").maps().ok()?.endpoints().ok()?.contains_key(&extra_ip)).then_some(()));
+    assert!(gone.is_some(), "the deleted pod {extra_ip} is still an endpoint");
 
     c.restart_agent(ai, &[])?;
     assert_eq!(pod_link_pins(&c, "a")?, Vec::<std::path::PathBuf>::new(), "pins left after --fast-path was turned off");
     let veth = pod_veth(&c, "a")?;
     let progs = c.node("a").ns.sh(&format!("bpftool net show dev {veth}")).context("bpftool")?;
-    assert!(!progs.contains("weft_pod_egress"), "program still on {veth}:\n{progs}");
+    assert!(!progs.contains("weft_pod_"), "program still on {veth}:\n{progs}");
     assert!(c.node("a").maps()?.endpoints()?.is_empty(), "endpoints left behind");
 
     let enc = count(&c, "a", Verdict::FastEncapsulated)?;
     let del = count(&c, "a", Verdict::FastDelivered)?;
+    let b_enc = count(&c, "b", Verdict::FastEncapsulated)?;
+    let a_stack = count(&c, "a", Verdict::DeliveredFromXdp)? + count(&c, "a", Verdict::Decapsulated)?;
     for (from, to) in [("a", "b"), ("b", "a")] {
         let (src, dst) = (c.pod_on(from), c.pod_on(to));
         tcp_transfer(&src.ns, &dst.ns, dst.ip, 10 << 20).map_err(|e| anyhow!("pod {from} -> pod {to}: {e}\n{}", c.logs()))?;
     }
     assert_eq!(count(&c, "a", Verdict::FastEncapsulated)?, enc, "node a still encapsulates at the pod veth");
     assert_eq!(count(&c, "a", Verdict::FastDelivered)?, del, "node a still delivers past weft0");
-    assert!(count(&c, "b", Verdict::FastEncapsulated)? > 0);
+    assert!(count(&c, "b", Verdict::FastEncapsulated)? > b_enc, "node b stopped using its fast path");
+    let a_stack_now = count(&c, "a", Verdict::DeliveredFromXdp)? + count(&c, "a", Verdict::Decapsulated)?;
+    assert!(a_stack_now > a_stack, "node a did not receive through weft0");
     Ok(())
 }

@@ -19,7 +19,7 @@ use weft_common::{
     config::FLAG_FAST_PATH,
     counters::Verdict,
     fastpath::LocalEndpoint,
-    maps::programs::{DECAP, DECAP_XDP, ENCAP, POD_EGRESS},
+    maps::programs::{DECAP, DECAP_XDP, ENCAP, POD_EGRESS, POD_INGRESS},
     tunnel::{PeerNode, TunnelEndpoint},
 };
 use weft_e2e::packet::{
@@ -62,7 +62,7 @@ fn config() -> DataplaneConfig {
 /// Loads a private copy of the programs and maps (nothing pinned, nothing attached).
 fn dataplane(configured: bool) -> Dataplane {
     let mut ebpf = EbpfLoader::new().load(DATAPLANE_OBJECT).expect("loading the object");
-    for name in [ENCAP, DECAP, POD_EGRESS] {
+    for name in [ENCAP, DECAP, POD_EGRESS, POD_INGRESS] {
         let p: &mut SchedClassifier = ebpf.program_mut(name).expect("program").try_into().expect("classifier");
         p.load().expect("verifier accepts the program");
     }
@@ -478,16 +478,41 @@ fn fast_egress_encapsulates_with_the_ttl_lowered() {
 }
 
 /// Pod egress hands on, untouched, what the stack must see: the node or a Service
-/// address (no tunnel), TTL expiring here, anything not IPv4; and, with the flag off,
+/// address (no tunnel), TTL expiring here, anything not TCP or UDP, fragments, a
+/// source that is not the pod on this veth (address or MAC); and, with the flag off,
 /// everything.
 #[rstest]
 #[case::not_a_remote_pod(from_pod_a(Ipv4Addr::new(10, 96, 0, 10), IPPROTO_TCP, 64), true)]
 #[case::ttl_expires_here(from_pod_a(POD_B, IPPROTO_UDP, 1), true)]
+#[case::icmp(from_pod_a(POD_B, 1, 64), true)]
+#[case::fragment(eth(GW_A_MAC, POD_A_MAC, ETH_P_IPV4, &Ipv4 { frag_off: 0x2000, ..Ipv4::new(POD_A, POD_B, IPPROTO_UDP) }.build(&udp(40000, 80, b"first of two"))), true)]
+#[case::spoofed_address(eth(GW_A_MAC, POD_A_MAC, ETH_P_IPV4, &Ipv4::new(Ipv4Addr::new(10, 244, 1, 6), POD_B, IPPROTO_UDP).build(&udp(40000, 80, b"x"))), true)]
+#[case::spoofed_mac(eth(GW_A_MAC, [2, 0, 0, 0, 0, 0x66], ETH_P_IPV4, &Ipv4::new(POD_A, POD_B, IPPROTO_UDP).build(&udp(40000, 80, b"x"))), true)]
 #[case::arp(eth(GW_A_MAC, POD_A_MAC, ETH_P_ARP, &[0u8; 28]), true)]
 #[case::fast_path_off(from_pod_a(POD_B, IPPROTO_UDP, 64), false)]
 fn fast_egress_passes_what_the_stack_must_see(#[case] frame: Vec<u8>, #[case] on: bool) {
     let dp = if on { fast_dataplane() } else { dataplane(true) };
     assert_eq!(dp.expect(POD_EGRESS, &frame, TC_ACT_UNSPEC, Verdict::Passed), frame);
+}
+
+/// A flow the stack delivered to the pod (seen at its veth's egress, e.g. after a
+/// hostPort's DNAT) keeps the stack for the pod's replies; the seen packet goes on
+/// unchanged and uncounted.
+#[test]
+fn fast_egress_leaves_flows_the_stack_delivered() {
+    let dp = fast_dataplane();
+    let request = Ipv4::new(POD_B, POD_A, IPPROTO_UDP).build(&udp(5000, 40000, b"request"));
+    let request = eth(POD_A_MAC, GW_A_MAC, ETH_P_IPV4, &request);
+    let before: Vec<u64> = Verdict::ALL.iter().map(|&v| dp.packets(v)).collect();
+    let (rc, out) = dp.run(POD_INGRESS, &request);
+    assert_eq!((rc, &out), (TC_ACT_UNSPEC, &request), "seen, passed on unchanged");
+    let after: Vec<u64> = Verdict::ALL.iter().map(|&v| dp.packets(v)).collect();
+    assert_eq!(before, after, "not counted");
+    // The reply (pod A:40000 -> pod B:5000) stays on the stack; another flow does not.
+    let reply = eth(GW_A_MAC, POD_A_MAC, ETH_P_IPV4, &Ipv4::new(POD_A, POD_B, IPPROTO_UDP).build(&udp(40000, 5000, b"reply")));
+    assert_eq!(dp.expect(POD_EGRESS, &reply, TC_ACT_UNSPEC, Verdict::Passed), reply);
+    let other = eth(GW_A_MAC, POD_A_MAC, ETH_P_IPV4, &Ipv4::new(POD_A, POD_B, IPPROTO_UDP).build(&udp(40001, 5000, b"other")));
+    dp.expect(POD_EGRESS, &other, TC_ACT_REDIRECT, Verdict::FastEncapsulated);
 }
 
 /// Decap with the fast path: a UDP packet for a known local pod goes straight to it,
@@ -519,7 +544,7 @@ fn fast_decap_leaves_to_the_stack_what_it_must() {
     to_weft0(&Ipv4::new(POD_B, Ipv4Addr::new(10, 244, 1, 99), IPPROTO_UDP).build(&udp(5000, 6000, b"x")));
     to_weft0(&Ipv4 { ttl: 1, ..Ipv4::new(POD_B, POD_A, IPPROTO_UDP) }.build(&udp(5000, 6000, b"x")));
 
-    // Pod A → pod B:6000 leaves through weft0 (sport 5000)...
+    // Pod A:6000 → pod B:5000 leaves through weft0...
     let request = Ipv4::new(POD_A, POD_B, IPPROTO_UDP).build(&udp(6000, 5000, b"request"));
     dp.expect(ENCAP, &eth(A_MAC, A_MAC, ETH_P_IPV4, &request), TC_ACT_REDIRECT, Verdict::Encapsulated);
     // ...so its reply takes weft0 too, while an unrelated flow to the same pod does not.
