@@ -1,6 +1,7 @@
 //! Every topology the bench measures forwards traffic intact, on both of its wires:
 //! built by the bench's own code (host-gw, Flannel's kernel vxlan, weft with XDP
-//! decap, weft with TC decap), 100 MB each way through the pod bridges, content
+//! decap, weft with TC decap, weft with the fast path), 100 MB each way between the
+//! pods, content
 //! checked byte by byte — first with the veths' offloads on, then on the simulated
 //! NIC wire (segmentation off towards the wire, GRO on the receiving uplink).
 

@@ -255,3 +255,24 @@ fn fast_path_restarts_follows_pods_and_turns_off() -> Result<()> {
     assert!(a_stack_now > a_stack, "node a did not receive through weft0");
     Ok(())
 }
+
+/// With `--decap tc` (no XDP) the fast path delivers what TC decapsulated straight to
+/// the pod as well: 100 MB both ways between the weft nodes and from the Flannel node,
+/// intact, on a wire whose senders segment, and still nothing through FORWARD.
+#[test]
+fn fast_path_works_with_tc_decap() -> Result<()> {
+    let c = cluster(&["--decap", "tc"]);
+    c.set_underlay_segmentation(false)?;
+    let fwd: Vec<u64> = WEFT.iter().map(|n| forwarded(&c, n)).collect::<Result<_>>()?;
+    for (from, to) in [("a", "b"), ("b", "a"), ("c", "a")] {
+        let del = count(&c, to, Verdict::FastDelivered)?;
+        let (src, dst) = (c.pod_on(from), c.pod_on(to));
+        tcp_transfer(&src.ns, &dst.ns, dst.ip, 100 << 20).map_err(|e| anyhow!("pod {from} -> pod {to}: {e}\n{}", c.logs()))?;
+        assert!(count(&c, to, Verdict::FastDelivered)? > del, "node {to}: nothing delivered straight to the pod");
+    }
+    for (n, before) in WEFT.iter().zip(fwd) {
+        assert_eq!(forwarded(&c, n)?, before, "node {n}: pod traffic went through the host stack");
+        assert_eq!(count(&c, n, Verdict::DeliveredFromXdp)?, 0, "node {n}: XDP decapsulated under --decap tc");
+    }
+    Ok(())
+}
