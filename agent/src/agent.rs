@@ -96,7 +96,7 @@ struct Kube {
 }
 
 enum Source {
-    File { path: PathBuf, stamp: Option<(SystemTime, u64)> },
+    File { path: PathBuf, stamp: Option<FileStamp> },
     Kube(Box<Kube>),
 }
 
@@ -146,10 +146,17 @@ fn selector(args: &Args) -> Selector {
     Selector { iface: args.iface.clone(), iface_regex: args.iface_regex.clone() }
 }
 
-fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+/// What tells one version of the node table file from another: mtime and size, and
+/// the inode, because mtime is only as fine as the kernel's clock tick and an atomic
+/// replace (write a temporary file, rename it over) of a same-sized table within one
+/// tick keeps both.
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
 }
+
+type FileStamp = (SystemTime, u64, u64);
 
 async fn start_static(args: Args, path: PathBuf, nl: Netlink, created: &mut Created) -> Result<Agent> {
     let table = peers::load(&path)?;
@@ -405,14 +412,15 @@ impl Agent {
             return fastpath::disable(&mut self.dataplane);
         }
         let mut fast = FastPath::new(cni::BRIDGE)?;
-        created.pins.extend(fast.sync(&self.nl, &mut self.dataplane, self.own.pod_cidr).await?);
+        fast.sync(&self.nl, &mut self.dataplane, self.own.pod_cidr, &mut created.pins).await?;
         self.fast = Some(fast);
         Ok(())
     }
 
     async fn sync_fast_path(&mut self) {
         let Some(fast) = &mut self.fast else { return };
-        if let Err(e) = fast.sync(&self.nl, &mut self.dataplane, self.own.pod_cidr).await {
+        // After start, new pins are this agent's to keep: nothing rolls them back.
+        if let Err(e) = fast.sync(&self.nl, &mut self.dataplane, self.own.pod_cidr, &mut Vec::new()).await {
             tracing::error!("fast path: {e:#}");
         }
     }
@@ -728,6 +736,10 @@ async fn ensure_device(
         nl.configure_link(link.index, Some(spec.mac), spec.mtu, false).await?;
     }
     let peer = nl.link_by_name(WEFT0_PEER).await?.ok_or_else(|| anyhow!("{WEFT0_PEER} is missing"))?;
+    // TC decap sends inner frames out of the peer: it must be weft0's own other end.
+    if link.peer.is_some_and(|p| p != peer.index) {
+        bail!("{WEFT0_PEER} (index {}) is not {WEFT0}'s veth peer: remove both (`ip link del {WEFT0}`)", peer.index);
+    }
     if peer.mtu != spec.mtu || !peer.up || !peer.noarp {
         nl.configure_link(peer.index, None, spec.mtu, false).await?;
     }
@@ -739,6 +751,16 @@ async fn ensure_device(
         Ok(true) => tracing::info!("turned GRO on for {WEFT0}, TSO off for {WEFT0_PEER} (TC decap's frames are aggregated)"),
         Ok(false) => {}
         Err(e) => tracing::warn!("cannot set up GRO on {WEFT0} ({e}): TC decap delivers unaggregated"),
+    }
+    // One queue (and NAPI instance) per CPU, as the per-CPU backlog had: a veth uses
+    // one by default, and every CPU's decap would funnel through its 256-slot ring.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    for dev in [WEFT0_PEER, WEFT0] {
+        match ethtool::set_queues(dev, cpus) {
+            Ok(Some(n)) => tracing::info!("{dev}: {n} rx/tx queues"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("cannot set {dev}'s queue count to {cpus} ({e}): TC decap's frames share one queue"),
+        }
     }
     // No IPv6 on the pair: router solicitations and MLD would only meet the encap drop.
     for dev in [WEFT0, WEFT0_PEER] {

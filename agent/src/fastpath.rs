@@ -38,6 +38,7 @@ use rtnetlink::{
     sys::SocketAddr,
 };
 use weft_common::{
+    MacAddr,
     fastpath::LocalEndpoint,
     maps::{links, programs},
 };
@@ -50,9 +51,10 @@ use crate::{
 type Events = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
 
 /// The programs on each pod veth: (program, hook, pin prefix).
+/// The flow-remembering one first: a veth must never carry fast egress without it.
 const HOOKS: [(&str, TcAttachType, &str); 2] = [
-    (programs::POD_EGRESS, TcAttachType::Ingress, links::POD_EGRESS_PREFIX),
     (programs::POD_INGRESS, TcAttachType::Egress, links::POD_INGRESS_PREFIX),
+    (programs::POD_EGRESS, TcAttachType::Ingress, links::POD_EGRESS_PREFIX),
 ];
 
 pub struct FastPath {
@@ -113,8 +115,15 @@ impl FastPath {
 
     /// Attaches to every pod veth on the bridge that lacks the programs, sweeps the pins
     /// of veths that are gone, and brings `WEFT_ENDPOINTS` up to date with the local pods
-    /// in `pod_cidr`. Returns the pins it created.
-    pub async fn sync(&mut self, nl: &Netlink, dataplane: &mut Dataplane, pod_cidr: Ipv4Network) -> Result<Vec<PathBuf>> {
+    /// in `pod_cidr`. Pins it creates go into `created` as they are made (a start that
+    /// fails later rolls them back).
+    pub async fn sync(
+        &mut self,
+        nl: &Netlink,
+        dataplane: &mut Dataplane,
+        pod_cidr: Ipv4Network,
+        created: &mut Vec<PathBuf>,
+    ) -> Result<()> {
         let links = nl.links().await?;
         let bridge = links.iter().find(|l| l.name == self.bridge && l.kind == Some(InfoKind::Bridge));
         let ports: Vec<&Link> = links
@@ -123,13 +132,12 @@ impl FastPath {
             .collect();
         self.watched = bridge.iter().chain(&ports).map(|l| l.index).collect();
         self.attached.retain(|i| ports.iter().any(|p| p.index == *i));
-        let mut created = Vec::new();
         for port in &ports {
             if self.attached.contains(&port.index) {
                 continue;
             }
             // One veth's failure (a pod going away mid-scan) must not hold up the others.
-            match attach(dataplane, port, &mut created) {
+            match attach(dataplane, port, created) {
                 Ok(()) => {
                     self.attached.insert(port.index);
                 }
@@ -138,24 +146,25 @@ impl FastPath {
         }
         sweep(dataplane, |ifindex| ports.iter().any(|p| p.index == ifindex))?;
 
-        let learned = match bridge.and_then(|b| b.mac.map(|mac| (b.index, mac))) {
+        let (learned, fdb) = match bridge.and_then(|b| b.mac.map(|mac| (b.index, mac))) {
             // No pod yet (the CNI plugin makes the bridge with the first one).
-            None => BTreeMap::new(),
+            None => (BTreeMap::new(), BTreeMap::new()),
             Some((index, gw_mac)) => {
                 let fdb: BTreeMap<_, _> =
                     nl.bridge_fdb(index).await?.into_iter().filter(|(_, port)| ports.iter().any(|p| p.index == *port)).collect();
-                nl.neighbours(index)
+                let learned = nl
+                    .neighbours(index)
                     .await?
                     .into_iter()
                     .filter(|(ip, _)| pod_cidr.contains(*ip) && *ip != pod_cidr.network() && *ip != pod_cidr.broadcast())
                     .filter_map(|(ip, mac)| fdb.get(&mac).map(|&ifindex| (ip, LocalEndpoint { ifindex, mac, gw_mac })))
-                    .collect()
+                    .collect();
+                (learned, fdb)
             }
         };
         let current = dataplane.maps.endpoints()?;
-        let desired = settle(&current, learned, |ifindex| ports.iter().any(|p| p.index == ifindex));
-        apply(dataplane, &current, &desired)?;
-        Ok(created)
+        let desired = settle(&current, learned, &fdb, |ifindex| ports.iter().any(|p| p.index == ifindex));
+        apply(dataplane, &current, &desired)
     }
 }
 
@@ -176,23 +185,30 @@ fn attach(dataplane: &mut Dataplane, port: &Link, created: &mut Vec<PathBuf>) ->
     Ok(())
 }
 
-/// The endpoints to hold: what the kernel's tables say (`learned`), except that a
-/// known endpoint whose veth still exists is kept — through its FDB entry ageing out
-/// (fast traffic does not refresh it) and against a move to another veth (only a
-/// forged ARP reply or frame moves a live pod's address; IPAM reuses an address only
-/// after its pod, and so its veth, is gone).
+/// The endpoints to hold: what the kernel's tables say (`learned`, from the neighbour
+/// table joined with `fdb`), except that a known endpoint whose veth still exists is
+/// kept while nothing else is known for its address (fast traffic does not refresh
+/// the FDB, so its entry ages out), and kept against another veth's claim while its
+/// own pod is still on its own port (`fdb` has its MAC there): only a forged ARP
+/// reply or frame moves a live pod's address. Once the old pod is silent (its FDB
+/// entry aged out, e.g. a veth left behind by a leaked namespace), a new claim with
+/// both a neighbour and an FDB entry wins: IPAM has given the address to a new pod.
 fn settle(
     current: &BTreeMap<Ipv4Addr, LocalEndpoint>,
     mut learned: BTreeMap<Ipv4Addr, LocalEndpoint>,
+    fdb: &BTreeMap<MacAddr, u32>,
     port_exists: impl Fn(u32) -> bool,
 ) -> BTreeMap<Ipv4Addr, LocalEndpoint> {
     for (ip, known) in current.iter().filter(|(_, e)| port_exists(e.ifindex)) {
         match learned.get(ip) {
             Some(new) if new.ifindex == known.ifindex => {}
-            Some(new) => {
+            Some(new) if fdb.get(&known.mac) == Some(&known.ifindex) => {
                 tracing::warn!(pod = %ip, veth = known.ifindex, claimed_by = new.ifindex,
                     "fast path: another veth claims this pod's address; keeping the pod's own");
                 learned.insert(*ip, *known);
+            }
+            Some(new) => {
+                tracing::info!(pod = %ip, from = known.ifindex, to = new.ifindex, "fast path: address moved to a new pod");
             }
             None => {
                 learned.insert(*ip, *known);
@@ -269,17 +285,23 @@ mod tests {
     #[test]
     fn endpoints_stay_with_their_veth() {
         let ip = |d| Ipv4Addr::new(10, 244, 1, d);
-        let current = BTreeMap::from([(ip(5), ep(7, 5)), (ip(6), ep(8, 6)), (ip(9), ep(9, 9))]);
+        let current = BTreeMap::from([(ip(5), ep(7, 5)), (ip(6), ep(8, 6)), (ip(9), ep(9, 9)), (ip(11), ep(11, 11))]);
         let learned = BTreeMap::from([
-            // A forged claim: pod 6's address from veth 7.
+            // A forged claim: pod 6's address from veth 7, while pod 6 is on its port.
             (ip(6), ep(7, 5)),
             // A new pod.
             (ip(10), ep(10, 10)),
             // Pod 5's MAC changed on its own veth.
             (ip(5), ep(7, 55)),
+            // Address 11 given to a new pod on veth 12; veth 11 lingers, silent.
+            (ip(11), ep(12, 12)),
         ]);
-        // Veth 9 is gone (pod 9 deleted); pod 6's FDB entry aged out of `learned`.
-        let settled = settle(&current, learned, |i| [7, 8, 10].contains(&i));
-        assert_eq!(settled, BTreeMap::from([(ip(5), ep(7, 55)), (ip(6), ep(8, 6)), (ip(10), ep(10, 10))]));
+        let fdb = BTreeMap::from([(ep(8, 6).mac, 8), (ep(7, 55).mac, 7), (ep(10, 10).mac, 10), (ep(12, 12).mac, 12)]);
+        // Veth 9 is gone (pod 9 deleted).
+        let settled = settle(&current, learned, &fdb, |i| [7, 8, 10, 11, 12].contains(&i));
+        assert_eq!(settled, BTreeMap::from([(ip(5), ep(7, 55)), (ip(6), ep(8, 6)), (ip(10), ep(10, 10)), (ip(11), ep(12, 12))]));
+        // Pod 6 silent (its FDB entry aged out), nobody else claiming: kept.
+        let settled = settle(&current, BTreeMap::new(), &BTreeMap::new(), |i| i == 8);
+        assert_eq!(settled, BTreeMap::from([(ip(6), ep(8, 6))]));
     }
 }

@@ -57,6 +57,8 @@ pub struct Link {
     pub xdp_drv_prog: Option<u32>,
     /// The bridge (or bond) this link is a port of.
     pub master: Option<u32>,
+    /// The other end's ifindex (a veth's peer: `IFLA_LINK`).
+    pub peer: Option<u32>,
 }
 
 impl Link {
@@ -71,12 +73,14 @@ impl Link {
             noarp: m.header.flags.contains(LinkFlags::Noarp),
             xdp_drv_prog: None,
             master: None,
+            peer: None,
         };
         for attr in m.attributes {
             match attr {
                 LinkAttribute::IfName(n) => link.name = n,
                 LinkAttribute::Mtu(mtu) => link.mtu = mtu,
                 LinkAttribute::Controller(index) => link.master = Some(index),
+                LinkAttribute::Link(index) => link.peer = Some(index),
                 LinkAttribute::Address(a) if a.len() == 6 => link.mac = a.try_into().ok(),
                 LinkAttribute::Xdp(xdp) => {
                     for x in xdp {

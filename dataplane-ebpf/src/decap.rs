@@ -192,21 +192,21 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
 /// Redirects the (inner) frame to `weft0` — or, with `--fast-path`, straight into its
 /// pod where [`fastpath::deliver_to_pod`] allows.
 ///
-/// A wire-sized frame TC decapsulated itself (`Decapsulated`) is sent out of `weft0`'s
-/// veth peer when the agent configured one: it then arrives on `weft0` through the
-/// veth's NAPI, whose GRO aggregates the inner flows (the aggregation XDP decap gets
-/// from the uplink's GRO; the agent turns GRO on for `weft0` and TSO off for the peer,
-/// without which a veth bypasses its NAPI). XDP's aggregates, GSO super-packets (a
-/// veth underlay's; the peer would segment them) and a frame too big for `weft0` (a
-/// veth would drop it; the kernel's vxlan accepts it) go into `weft0`'s ingress.
+/// What TC decapsulated itself (`Decapsulated`) is sent out of `weft0`'s veth peer
+/// when the agent configured one: it then arrives on `weft0` through the veth's NAPI
+/// (one queue per CPU), whose GRO aggregates the inner flows — the aggregation XDP
+/// decap gets from the uplink's GRO. The agent turns GRO on for `weft0` and TSO off
+/// for the peer, without which a veth bypasses its NAPI; a GSO super-packet (a veth
+/// underlay's) is segmented on the way, so a flow's packets keep one path and their
+/// order. XDP's aggregates (always XDP's, for a whole flow), and a frame too big for
+/// `weft0` (a veth would drop it; the kernel's vxlan accepts it), go into `weft0`'s
+/// ingress.
 #[inline(always)]
 fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<Verdict, Verdict> {
     if cfg.flags & FLAG_FAST_PATH != 0 && fastpath::deliver_to_pod(ctx)? {
         return Ok(Verdict::FastDelivered);
     }
-    // SAFETY: reading a field of the context the kernel passed us.
-    let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
-    let via_peer = verdict == Verdict::Decapsulated && !gso && cfg.weft0_peer_ifindex != 0 && mtu::fits(ctx, cfg.weft0_ifindex);
+    let via_peer = verdict == Verdict::Decapsulated && cfg.weft0_peer_ifindex != 0 && mtu::fits(ctx, cfg.weft0_ifindex);
     let (ifindex, flags) = if via_peer { (cfg.weft0_peer_ifindex, 0) } else { (cfg.weft0_ifindex, BPF_F_INGRESS) };
     // SAFETY: plain helper call with scalar arguments.
     let rc = unsafe { bpf_redirect(ifindex, u64::from(flags)) };

@@ -103,9 +103,11 @@ pub fn tc_pod_egress(ctx: &TcContext) -> Result<Verdict, Verdict> {
     Ok(Verdict::FastEncapsulated)
 }
 
-/// TC egress of a pod's host-side veth: what the stack delivers to the pod. Its flow
-/// is remembered (the pod's replies then take the stack too); the packet goes on,
-/// uncounted (it is the stack's, not weft's).
+/// TC egress of a pod's host-side veth: what the stack delivers to the pod. A flow
+/// from a remote pod (the only kind whose replies could take the fast path) is
+/// remembered, so the pod's replies take the stack too; probes, local and outside
+/// traffic are not (they would only churn the map). The packet goes on, uncounted
+/// (it is the stack's, not weft's).
 pub fn tc_pod_ingress(ctx: &TcContext) {
     if maps::config().is_none_or(|c| c.flags & FLAG_FAST_PATH == 0) {
         return;
@@ -115,6 +117,7 @@ pub fn tc_pod_ingress(ctx: &TcContext) {
         && u16::from_be_bytes(eth.ethertype) == ETH_P_IPV4
         && let Some(ip) = pkt.header::<Ipv4Hdr>(ETH_HLEN)
         && ip.is_valid()
+        && maps::WEFT_TUNNELS.get(&Key::new(32, ip.saddr)).is_some()
     {
         remember_stack_flow(pkt, ip);
     }

@@ -103,6 +103,14 @@ fn large_transfers_arrive_intact_between_every_pair() -> Result<()> {
             assert_eq!(maps.counter(v)?.packets, 0, "node {n}: unexpected {v:?}");
         }
         assert_eq!(maps.counter(Verdict::DeliveredFromXdp)?.packets, 0, "node {n}: XDP decapsulated under --decap tc");
+        // Decapsulated frames reach weft0 through its peer's queues: one per CPU (a
+        // single 256-slot ring would funnel every CPU's decap), and none dropped there.
+        let ns = &c.node(n).ns;
+        let queues = ns.sh("ls /sys/class/net/weft0/queues")?.split_whitespace().filter(|q| q.starts_with("rx-")).count();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(queues, cpus, "node {n}: weft0 rx queues");
+        let dropped = ns.sh("cat /sys/class/net/weft0_peer/statistics/tx_dropped")?;
+        assert_eq!(dropped.trim(), "0", "node {n}: frames dropped on the way into weft0");
         assert!(maps.counter(Verdict::Decapsulated)?.packets > 0);
     }
     Ok(())

@@ -272,7 +272,6 @@ fn fast_path_works_with_tc_decap() -> Result<()> {
     }
     for (n, before) in WEFT.iter().zip(fwd) {
         assert_eq!(forwarded(&c, n)?, before, "node {n}: pod traffic went through the host stack");
-        assert_eq!(count(&c, n, Verdict::DeliveredFromXdp)?, 0, "node {n}: XDP decapsulated under --decap tc");
     }
     Ok(())
 }
