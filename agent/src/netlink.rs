@@ -152,19 +152,17 @@ impl Netlink {
         }
     }
 
+    /// Every neighbour entry of `family` (`ip neigh`; `bridge fdb` for AF_BRIDGE).
+    async fn neighbour_dump(&self, family: AddressFamily, what: &'static str) -> Result<Vec<NeighbourMessage>> {
+        self.handle.neighbours().get().set_address_family(family).execute().try_collect().await.map_err(op(|| what.into()))
+    }
+
     /// The IPv4 neighbours of link `index` that have a usable MAC (not incomplete or
     /// failed), as (address, MAC).
     pub async fn neighbours(&self, index: u32) -> Result<Vec<(Ipv4Addr, MacAddr)>> {
-        let msgs: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Inet)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(op(|| "listing neighbours".into()))?;
-        Ok(msgs
+        Ok(self
+            .neighbour_dump(AddressFamily::Inet, "listing neighbours")
+            .await?
             .into_iter()
             .filter(|m| m.header.ifindex == index)
             .filter(|m| {
@@ -195,16 +193,9 @@ impl Netlink {
     /// The MACs a bridge has learned on its ports (`bridge fdb show br`, without the
     /// ports' own addresses), as (MAC, port ifindex).
     pub async fn bridge_fdb(&self, bridge: u32) -> Result<Vec<(MacAddr, u32)>> {
-        let msgs: Vec<NeighbourMessage> = self
-            .handle
-            .neighbours()
-            .get()
-            .set_address_family(AddressFamily::Bridge)
-            .execute()
-            .try_collect()
-            .await
-            .map_err(op(|| "listing the bridge FDB".into()))?;
-        Ok(msgs
+        Ok(self
+            .neighbour_dump(AddressFamily::Bridge, "listing the bridge FDB")
+            .await?
             .into_iter()
             // The ports' own addresses are permanent ("local") entries.
             .filter(|m| m.header.state != NeighbourState::Permanent)
