@@ -49,6 +49,7 @@ use crate::{
     netconf,
     netlink::{Link, Netlink},
     node::{self, WEFT0, WEFT0_PEER},
+    node_object::WatchedNode,
     peers::{self, NodeEntry, NodeTable},
     privileges, reconcile, sysctl,
     uplink::{self, Selector},
@@ -77,12 +78,12 @@ impl Created {
     }
 }
 
-type NodeEvents = Pin<Box<dyn Stream<Item = Result<watcher::Event<Node>, watcher::Error>> + Send>>;
+type NodeEvents = Pin<Box<dyn Stream<Item = Result<watcher::Event<WatchedNode>, watcher::Error>> + Send>>;
 
 /// The API server side of Kubernetes mode.
 struct Kube {
     api: Api<Node>,
-    store: Store<Node>,
+    store: Store<WatchedNode>,
     events: NodeEvents,
     network: Ipv4Network,
     /// What this agent last published on its Node, and when; when it last cleared
@@ -222,7 +223,7 @@ async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Ag
     let mut events: NodeEvents = Box::pin(
         reflector(
             writer,
-            watcher(api.clone(), watcher::Config::default()).modify({
+            watcher(Api::<WatchedNode>::all(api.clone().into_client()), watcher::Config::default()).modify({
                 let own = args.node_name.clone();
                 move |n| kube_sync::slim(&own, n)
             }),
@@ -445,7 +446,7 @@ impl Agent {
             return Ok(());
         };
         if let Some(node) = kube.store.state().iter().find(|n| n.metadata.name.as_deref() == Some(&self.own.name)) {
-            let ip = kube_sync::own_public_ip(node, self.args.public_ip, self.uplink_address).map_err(|e| anyhow!(e))?;
+            let ip = kube_sync::own_public_ip(node.as_ref(), self.args.public_ip, self.uplink_address).map_err(|e| anyhow!(e))?;
             if ip != self.own.underlay_ip {
                 tracing::info!(old = %self.own.underlay_ip, new = %ip, "this node's public address changed");
                 self.own.underlay_ip = ip;
@@ -654,7 +655,7 @@ impl Agent {
         Ok(())
     }
 
-    async fn on_node_event(&mut self, item: Option<Result<watcher::Event<Node>, watcher::Error>>) {
+    async fn on_node_event(&mut self, item: Option<Result<watcher::Event<WatchedNode>, watcher::Error>>) {
         match item {
             // A relist's objects land in the store all at once, at InitDone.
             Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => {}
@@ -702,7 +703,7 @@ impl Agent {
     }
 }
 
-async fn next_node_event(source: &mut Source) -> Option<Result<watcher::Event<Node>, watcher::Error>> {
+async fn next_node_event(source: &mut Source) -> Option<Result<watcher::Event<WatchedNode>, watcher::Error>> {
     match source {
         Source::Kube(kube) => kube.events.next().await,
         Source::File { .. } => std::future::pending().await,

@@ -9,10 +9,9 @@
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use ipnetwork::Ipv4Network;
-use k8s_openapi::api::core::v1::Node;
 use serde_json::{Value, json};
 
-use crate::peers::Mac;
+use crate::{node_object::NodeFields, peers::Mac};
 
 pub const PREFIX: &str = "flannel.alpha.coreos.com";
 pub const BACKEND_TYPE: &str = "flannel.alpha.coreos.com/backend-type";
@@ -39,19 +38,21 @@ pub enum Skip {
     Malformed(String),
 }
 
-fn annotations(node: &Node) -> BTreeMap<String, String> {
-    node.metadata.annotations.clone().unwrap_or_default()
+/// The node's annotations, borrowed (an empty map when it has none).
+fn annotations(node: &impl NodeFields) -> &BTreeMap<String, String> {
+    static NONE: BTreeMap<String, String> = BTreeMap::new();
+    node.meta().annotations.as_ref().unwrap_or(&NONE)
 }
 
 /// The VtepMAC this node advertised before (reused on restart so peers stay valid).
-pub fn own_vtep_mac(node: &Node) -> Option<Mac> {
-    let data = annotations(node).get(BACKEND_DATA)?.clone();
-    let v: Value = serde_json::from_str(&data).ok()?;
+pub fn own_vtep_mac(node: &impl NodeFields) -> Option<Mac> {
+    let data = annotations(node).get(BACKEND_DATA)?;
+    let v: Value = serde_json::from_str(data).ok()?;
     v.get("VtepMAC")?.as_str()?.parse().ok()
 }
 
 /// The operator's override of this node's public address.
-pub fn public_ip_overwrite(node: &Node) -> Result<Option<Ipv4Addr>, String> {
+pub fn public_ip_overwrite(node: &impl NodeFields) -> Result<Option<Ipv4Addr>, String> {
     match annotations(node).get(PUBLIC_IP_OVERWRITE) {
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),
@@ -60,7 +61,7 @@ pub fn public_ip_overwrite(node: &Node) -> Result<Option<Ipv4Addr>, String> {
 }
 
 /// Reads a peer's advertisement; `vni` is ours (a different VNI cannot talk to us).
-pub fn parse_peer(node: &Node, vni: u32) -> Result<Advert, Skip> {
+pub fn parse_peer(node: &impl NodeFields, vni: u32) -> Result<Advert, Skip> {
     let a = annotations(node);
     match a.get(BACKEND_TYPE).map(String::as_str) {
         Some("vxlan") => {}
@@ -85,13 +86,12 @@ pub fn parse_peer(node: &Node, vni: u32) -> Result<Advert, Skip> {
 }
 
 /// The node's IPv4 pod CIDR (`spec.podCIDRs`, else `spec.podCIDR`); `Ok(None)` while unassigned.
-pub fn pod_cidr(node: &Node) -> Result<Option<Ipv4Network>, String> {
-    let spec = node.spec.clone().unwrap_or_default();
-    let mut cidrs: Vec<String> = spec.pod_cidrs.unwrap_or_default();
-    if cidrs.is_empty() {
-        cidrs.extend(spec.pod_cidr.filter(|c| !c.is_empty()));
-    }
-    for c in &cidrs {
+pub fn pod_cidr(node: &impl NodeFields) -> Result<Option<Ipv4Network>, String> {
+    let cidrs: Vec<&str> = match node.pod_cidrs() {
+        [] => node.pod_cidr().filter(|c| !c.is_empty()).into_iter().collect(),
+        many => many.iter().map(String::as_str).collect(),
+    };
+    for c in cidrs {
         if c.contains(':') {
             continue; // IPv6: not yet
         }
@@ -105,16 +105,13 @@ pub fn pod_cidr(node: &Node) -> Result<Option<Ipv4Network>, String> {
 }
 
 /// The node's InternalIP as the kubelet reports it.
-pub fn internal_ip(node: &Node) -> Option<Ipv4Addr> {
-    node.status.as_ref()?.addresses.as_ref()?.iter().find(|a| a.type_ == "InternalIP").and_then(|a| a.address.parse().ok())
+pub fn internal_ip(node: &impl NodeFields) -> Option<Ipv4Addr> {
+    node.addresses().iter().find(|a| a.type_ == "InternalIP").and_then(|a| a.address.parse().ok())
 }
 
 /// Whether the node's `NetworkUnavailable` condition is `False`.
-pub fn network_available(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "NetworkUnavailable" && c.status == "False"))
+pub fn network_available(node: &impl NodeFields) -> bool {
+    node.conditions().iter().any(|c| c.type_ == "NetworkUnavailable" && c.status == "False")
 }
 
 /// The metadata patch that advertises this node, in Flannel's format.
@@ -150,6 +147,7 @@ pub fn network_available_patch(now: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Node;
 
     fn node(annotations: &[(&str, &str)], cidr: Option<&str>) -> Node {
         let mut n = Node::default();

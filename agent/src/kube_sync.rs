@@ -19,6 +19,7 @@ use thiserror::Error;
 
 use crate::{
     annotations::{self, Advert, Skip},
+    node_object::{NodeFields, WatchedNode},
     peers::{Mac, NodeEntry, NodeTable},
 };
 
@@ -125,8 +126,8 @@ pub struct Peers {
 /// Peers from a snapshot of all nodes. Conflicts are settled by age: of two nodes
 /// with overlapping pod CIDRs the newer one is skipped (the older one was fine
 /// until the newcomer arrived), and nothing may overlap this node's own.
-pub fn peers(own: &NodeEntry, nodes: &[Arc<Node>], network: Ipv4Network, vni: u32) -> Peers {
-    let mut sorted: Vec<&Node> = nodes.iter().map(Arc::as_ref).collect();
+pub fn peers(own: &NodeEntry, nodes: &[Arc<WatchedNode>], network: Ipv4Network, vni: u32) -> Peers {
+    let mut sorted: Vec<&WatchedNode> = nodes.iter().map(Arc::as_ref).collect();
     sorted.sort_by_cached_key(|n| (n.metadata.creation_timestamp.clone().map(|t| t.0), n.metadata.name.clone()));
     let mut out = Peers::default();
     let mut taken = Taken::default();
@@ -191,29 +192,22 @@ impl Taken {
     }
 }
 
-/// Drops what the agent never reads from a watched Node before the store keeps it:
-/// in a real cluster, managed fields, the image list, labels and others' annotations
-/// are most of a Node's size, and the store holds every Node of the cluster. The own
-/// node keeps its conditions (NetworkUnavailable is ours to clear).
-pub fn slim(own: &str, node: &mut Node) {
+/// Drops what the agent never reads from a watched Node before the store keeps it
+/// ([`WatchedNode`] already left out the spec and status fields weft does not read):
+/// managed fields, labels and others' annotations are most of what remains, and the
+/// store holds every Node of the cluster. The own node keeps its conditions
+/// (NetworkUnavailable is ours to clear).
+pub fn slim(own: &str, node: &mut WatchedNode) {
     node.metadata.managed_fields = None;
     node.metadata.labels = None;
     if let Some(a) = node.metadata.annotations.as_mut() {
         a.retain(|k, _| k.starts_with(annotations::PREFIX) && k.as_bytes().get(annotations::PREFIX.len()) == Some(&b'/'));
     }
     let is_own = node.metadata.name.as_deref() == Some(own);
-    if let Some(status) = node.status.as_mut() {
-        if !is_own {
-            status.conditions = None;
-        }
-        status.images = None;
-        status.volumes_attached = None;
-        status.volumes_in_use = None;
-        status.node_info = None;
-        status.capacity = None;
-        status.allocatable = None;
-        status.daemon_endpoints = None;
-        status.config = None;
+    if let Some(status) = node.status.as_mut()
+        && !is_own
+    {
+        status.conditions = None;
     }
 }
 
@@ -244,7 +238,7 @@ pub async fn set_network_available(api: &Api<Node>, name: &str) -> Result<(), Ku
 
 /// The VtepMAC to use: the one advertised before (so peers' state stays valid across
 /// restarts), else the existing device's, else a new locally administered unicast one.
-pub fn choose_vtep_mac(node: &Node, existing: Option<Mac>) -> Mac {
+pub fn choose_vtep_mac(node: &impl NodeFields, existing: Option<Mac>) -> Mac {
     annotations::own_vtep_mac(node).or(existing).unwrap_or_else(random_mac)
 }
 
@@ -258,7 +252,7 @@ fn random_mac() -> Mac {
 }
 
 /// This node's public address: `public-ip-overwrite`, else `--public-ip`, else the uplink's.
-pub fn own_public_ip(node: &Node, flag: Option<Ipv4Addr>, uplink: Option<Ipv4Addr>) -> Result<Ipv4Addr, String> {
+pub fn own_public_ip(node: &impl NodeFields, flag: Option<Ipv4Addr>, uplink: Option<Ipv4Addr>) -> Result<Ipv4Addr, String> {
     if let Some(ip) = annotations::public_ip_overwrite(node)? {
         return Ok(ip);
     }
@@ -271,8 +265,8 @@ mod tests {
     use crate::annotations::{BACKEND_DATA, BACKEND_TYPE, PUBLIC_IP, SUBNET_MANAGER};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-    fn node(name: &str, cidr: &str, ip: &str, mac: &str, age: i64) -> Arc<Node> {
-        let mut n = Node::default();
+    fn node(name: &str, cidr: &str, ip: &str, mac: &str, age: i64) -> Arc<WatchedNode> {
+        let mut n = WatchedNode::default();
         n.metadata.name = Some(name.into());
         n.metadata.creation_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + age).unwrap()));
         n.metadata.annotations = Some(
@@ -286,7 +280,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
         );
-        n.spec = Some(k8s_openapi::api::core::v1::NodeSpec { pod_cidr: Some(cidr.into()), ..Default::default() });
+        n.spec = Some(crate::node_object::WatchedSpec { pod_cidr: Some(cidr.into()), ..Default::default() });
         Arc::new(n)
     }
 
@@ -375,7 +369,7 @@ mod tests {
     #[test]
     fn vtep_mac_is_reused_from_the_annotation() {
         let n = node("a", "10.244.1.0/24", "198.19.0.10", "0a:58:0a:f4:01:00", 0);
-        assert_eq!(choose_vtep_mac(&n, None).to_string(), "0a:58:0a:f4:01:00");
+        assert_eq!(choose_vtep_mac(n.as_ref(), None).to_string(), "0a:58:0a:f4:01:00");
         let mut fresh = (*n).clone();
         fresh.metadata.annotations = None;
         let existing: Mac = "0a:00:00:00:00:99".parse().unwrap();

@@ -3,8 +3,9 @@
 //! One module per concern:
 //! - [`config`]: command line and its validation;
 //! - [`peers`]: the node table file (static mode);
-//! - [`kube_sync`], [`annotations`], [`netconf`]: the node table from the API server
-//!   (Kubernetes mode), Flannel's annotations and net-conf.json;
+//! - [`kube_sync`], [`node_object`], [`annotations`], [`netconf`]: the node table from
+//!   the API server (Kubernetes mode; the lean Node the watch keeps), Flannel's
+//!   annotations and net-conf.json;
 //! - [`uplink`]: which interface and address carry the tunnel;
 //! - [`cni`]: subnet.env and the CNI conflist pods get their addresses from;
 //! - [`healthz`]: the health endpoint;
@@ -31,6 +32,7 @@ pub mod maps;
 pub mod netconf;
 pub mod netlink;
 pub mod node;
+pub mod node_object;
 pub mod peers;
 pub mod privileges;
 pub mod reconcile;
