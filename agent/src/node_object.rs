@@ -77,41 +77,31 @@ pub trait NodeFields {
     fn conditions(&self) -> &[NodeCondition];
 }
 
-impl NodeFields for WatchedNode {
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn pod_cidr(&self) -> Option<&str> {
-        self.spec.as_ref()?.pod_cidr.as_deref()
-    }
-    fn pod_cidrs(&self) -> &[String] {
-        self.spec.as_ref().and_then(|s| s.pod_cidrs.as_deref()).unwrap_or_default()
-    }
-    fn addresses(&self) -> &[NodeAddress] {
-        self.status.as_ref().and_then(|s| s.addresses.as_deref()).unwrap_or_default()
-    }
-    fn conditions(&self) -> &[NodeCondition] {
-        self.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default()
-    }
+/// `Node` and `WatchedNode` name these fields alike: one body serves both.
+macro_rules! node_fields {
+    ($node:ty) => {
+        impl NodeFields for $node {
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+            fn pod_cidr(&self) -> Option<&str> {
+                self.spec.as_ref()?.pod_cidr.as_deref()
+            }
+            fn pod_cidrs(&self) -> &[String] {
+                self.spec.as_ref().and_then(|s| s.pod_cidrs.as_deref()).unwrap_or_default()
+            }
+            fn addresses(&self) -> &[NodeAddress] {
+                self.status.as_ref().and_then(|s| s.addresses.as_deref()).unwrap_or_default()
+            }
+            fn conditions(&self) -> &[NodeCondition] {
+                self.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default()
+            }
+        }
+    };
 }
 
-impl NodeFields for Node {
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn pod_cidr(&self) -> Option<&str> {
-        self.spec.as_ref()?.pod_cidr.as_deref()
-    }
-    fn pod_cidrs(&self) -> &[String] {
-        self.spec.as_ref().and_then(|s| s.pod_cidrs.as_deref()).unwrap_or_default()
-    }
-    fn addresses(&self) -> &[NodeAddress] {
-        self.status.as_ref().and_then(|s| s.addresses.as_deref()).unwrap_or_default()
-    }
-    fn conditions(&self) -> &[NodeCondition] {
-        self.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default()
-    }
-}
+node_fields!(WatchedNode);
+node_fields!(Node);
 
 #[cfg(test)]
 mod tests {
