@@ -352,10 +352,17 @@ impl Agent {
 
     /// Attaches both programs; records links this start pinned anew.
     fn attach(&mut self, created: &mut Created) -> Result<()> {
-        let hooks = [
+        let mut hooks = vec![
             (spec::programs::ENCAP, self.weft0.name.clone(), TcAttachType::Egress, spec::links::ENCAP),
             (spec::programs::DECAP, self.uplink.name.clone(), TcAttachType::Ingress, spec::links::DECAP),
         ];
+        if self.args.fast_path {
+            // Before TC decap sends anything through weft0's peer under the new flags.
+            hooks.insert(
+                0,
+                (spec::programs::WEFT0_INGRESS, self.weft0.name.clone(), TcAttachType::Ingress, spec::links::WEFT0_INGRESS),
+            );
+        }
         for (prog, iface, hook, pin) in hooks {
             let how = self.dataplane.attach(prog, &iface, hook, pin)?;
             tracing::info!(program = prog, iface = %iface, how = ?how, "attached");
@@ -487,6 +494,8 @@ impl Agent {
         self.write_config()?;
         let attached = self.dataplane.is_attached(spec::programs::ENCAP, &self.weft0.name, TcAttachType::Egress)?
             && self.dataplane.is_attached(spec::programs::DECAP, &self.uplink.name, TcAttachType::Ingress)?
+            && (!self.args.fast_path
+                || self.dataplane.is_attached(spec::programs::WEFT0_INGRESS, &self.weft0.name, TcAttachType::Ingress)?)
             && (!self.xdp || self.uplink.xdp_drv_prog == Some(self.dataplane.xdp_program_id()?));
         if !attached {
             tracing::warn!("a program is no longer attached (interface recreated?): attaching again");

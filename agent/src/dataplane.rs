@@ -95,7 +95,13 @@ impl Dataplane {
         loader.override_global(aya_log::LEVEL, &log_level, true);
         let mut ebpf = loader.load(crate::DATAPLANE_OBJECT).map_err(DataplaneError::Load)?;
         let logger = if log_level > 0 { Some(EbpfLogger::init(&mut ebpf).map_err(DataplaneError::Logger)?) } else { None };
-        for name in [spec::programs::ENCAP, spec::programs::DECAP, spec::programs::POD_EGRESS, spec::programs::POD_INGRESS] {
+        for name in [
+            spec::programs::ENCAP,
+            spec::programs::DECAP,
+            spec::programs::POD_EGRESS,
+            spec::programs::POD_INGRESS,
+            spec::programs::WEFT0_INGRESS,
+        ] {
             let prog = classifier(&mut ebpf, name)?;
             prog.load().map_err(|source| DataplaneError::Program { name, op: "loading (verifier)".into(), source })?;
         }

@@ -270,6 +270,9 @@ pub fn disable(dataplane: &mut Dataplane) -> Result<()> {
         sweep(dataplane, |_| false)?;
         tracing::info!(links = pins.len(), "removed the fast path from the pod veths (--fast-path off)");
     }
+    if dataplane.detach_pinned(links::WEFT0_INGRESS)? {
+        tracing::info!("removed the fast path from weft0's ingress (--fast-path off)");
+    }
     let current = dataplane.maps.endpoints()?;
     apply(dataplane, &current, &BTreeMap::new())
 }

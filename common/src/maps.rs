@@ -104,6 +104,8 @@ pub mod programs {
     pub const POD_EGRESS: &str = "weft_pod_egress";
     /// TC egress of each pod's host-side veth (`--fast-path`): remember stack flows.
     pub const POD_INGRESS: &str = "weft_pod_ingress";
+    /// TC ingress of `weft0` (`--fast-path`): TC decap's aggregates straight into their pod.
+    pub const WEFT0_INGRESS: &str = "weft_weft0_ingress";
 }
 
 /// Pin names of the TCX links under the agent's bpffs directory.
@@ -111,6 +113,8 @@ pub mod links {
     pub const ENCAP: &str = "link_encap";
     pub const DECAP: &str = "link_decap";
     pub const DECAP_XDP: &str = "link_decap_xdp";
+    /// `--fast-path` only.
+    pub const WEFT0_INGRESS: &str = "link_weft0_ingress";
     /// One per pod veth: this prefix and the veth's ifindex.
     pub const POD_EGRESS_PREFIX: &str = "link_pod_egress_";
     pub const POD_INGRESS_PREFIX: &str = "link_pod_ingress_";

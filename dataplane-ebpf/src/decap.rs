@@ -203,10 +203,12 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
 /// ingress.
 #[inline(always)]
 fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<Verdict, Verdict> {
-    if cfg.flags & FLAG_FAST_PATH != 0 && fastpath::deliver_to_pod(ctx)? {
+    let via_peer = verdict == Verdict::Decapsulated && cfg.weft0_peer_ifindex != 0 && mtu::fits(ctx, cfg.weft0_ifindex);
+    // Through the peer, the fast path decides after GRO, at weft0's ingress
+    // ([`fastpath::tc_weft0_ingress`]): one delivery per aggregate, not per frame.
+    if !via_peer && cfg.flags & FLAG_FAST_PATH != 0 && fastpath::deliver_to_pod(ctx)? {
         return Ok(Verdict::FastDelivered);
     }
-    let via_peer = verdict == Verdict::Decapsulated && cfg.weft0_peer_ifindex != 0 && mtu::fits(ctx, cfg.weft0_ifindex);
     let (ifindex, flags) = if via_peer { (cfg.weft0_peer_ifindex, 0) } else { (cfg.weft0_ifindex, BPF_F_INGRESS) };
     // SAFETY: plain helper call with scalar arguments.
     let rc = unsafe { bpf_redirect(ifindex, u64::from(flags)) };

@@ -21,7 +21,9 @@
 //! - [`deliver_to_pod`], where decap would redirect into `weft0`: the same decision
 //!   for a packet to a pod in `WEFT_ENDPOINTS`, then the pod's MAC, a lowered TTL,
 //!   and `bpf_redirect_peer` into the pod's namespace (no backlog, no bridge, no
-//!   second pass through the stack).
+//!   second pass through the stack). It runs on an aggregate, after GRO: at the
+//!   uplink's TC ingress for XDP decap's aggregates, and at `weft0`'s TC ingress
+//!   ([`tc_weft0_ingress`]) for what TC decap sends through `weft0`'s veth peer.
 //!
 //! What the host stack would have done and no longer does for these flows —
 //! netfilter (NetworkPolicy, host firewalls), conntrack, the bridge's forwarding — is
@@ -123,6 +125,20 @@ pub fn tc_pod_ingress(ctx: &TcContext) {
     }
 }
 
+/// TC ingress of `weft0`: what TC decap sent through `weft0`'s veth peer, after
+/// `weft0`'s GRO. A flow for a local pod that may skip the stack goes straight into
+/// the pod, one aggregate at a time; the rest (`Passed`) goes on into the stack.
+pub fn tc_weft0_ingress(ctx: &TcContext) -> Result<Verdict, Verdict> {
+    if maps::config().is_none_or(|c| c.flags & FLAG_FAST_PATH == 0) {
+        return Ok(Verdict::Passed);
+    }
+    let pkt = Packet::new(ctx.data(), ctx.data_end());
+    if pkt.header::<EthHdr>(0).is_none_or(|eth| u16::from_be_bytes(eth.ethertype) != ETH_P_IPV4) {
+        return Ok(Verdict::Passed);
+    }
+    Ok(if deliver_to_pod(ctx)? { Verdict::FastDelivered } else { Verdict::Passed })
+}
+
 /// The flow of a packet the fast path may carry: TCP or UDP, a whole datagram.
 #[inline(always)]
 fn fast_flow(pkt: Packet, ip: &Ipv4Hdr) -> Option<FlowKey> {
@@ -182,8 +198,8 @@ pub fn remember_stack_flow(pkt: Packet, ip: &Ipv4Hdr) {
     }
 }
 
-/// After decap, at the uplink's TC ingress, with the inner frame at the start of the
-/// packet: delivers it straight into its local pod if it may skip the stack.
+/// After decap (at the uplink's or `weft0`'s TC ingress), with the inner frame at the
+/// start of the packet: delivers it straight into its local pod if it may skip the stack.
 /// `Ok(false)`: it may not (not TCP/UDP, a fragment, TTL expiring, no such pod, or a
 /// flow this node's stack has seen); the caller delivers it into `weft0`.
 #[inline(always)]
@@ -214,6 +230,7 @@ pub fn deliver_to_pod(ctx: &TcContext) -> Result<bool, Verdict> {
     eth.src = pod.gw_mac;
     // The uplink classified the frame by its first destination MAC (our VtepMAC, not
     // the uplink's: PACKET_OTHERHOST); a peer redirect does not classify it again.
+    // (On weft0 it is already PACKET_HOST.)
     // SAFETY: plain helper calls on this program's own context.
     unsafe {
         bpf_skb_change_type(ctx.skb.skb, PACKET_HOST);

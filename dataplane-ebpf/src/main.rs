@@ -68,6 +68,17 @@ pub fn weft_pod_ingress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// TC ingress of `weft0` (`--fast-path`): TC decap's aggregates for a local pod go
+/// straight into it; everything else goes on, uncounted (it is the stack's).
+#[classifier]
+pub fn weft_weft0_ingress(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    match fastpath::tc_weft0_ingress(&ctx) {
+        Ok(Verdict::Passed) => TC_ACT_UNSPEC,
+        result => finish(&ctx, len, result),
+    }
+}
+
 /// XDP of the uplink (`--decap xdp`): VXLAN for us is decapsulated before GRO, and
 /// the TC program above delivers the aggregates into `weft0`.
 #[xdp]

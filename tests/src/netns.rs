@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use aya::programs::{SchedClassifier, TcAttachType};
 use nix::sched::{CloneFlags, setns};
 
 use crate::run;
@@ -101,6 +102,20 @@ impl Netns {
             setns(file, CloneFlags::CLONE_NEWNET).with_context(|| format!("entering {path}"))?;
             f()
         })
+    }
+}
+
+impl Netns {
+    /// The programs (id, name) attached to `iface`'s TCX `hook` in this namespace.
+    /// (`bpftool net` of Debian 12 does not list TCX attachments.)
+    pub fn tcx_programs(&self, iface: &str, hook: TcAttachType) -> Result<Vec<(u32, String)>> {
+        let iface = iface.to_owned();
+        self.spawn(move || {
+            let (_, progs) = SchedClassifier::query_tcx(&iface, hook).with_context(|| format!("querying TCX of {iface}"))?;
+            Ok(progs.iter().map(|p| (p.id(), p.name_as_str().unwrap_or_default().to_owned())).collect())
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("query thread panicked"))?
     }
 }
 

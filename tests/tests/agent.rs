@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Result, anyhow};
-use aya::programs::{SchedClassifier, TcAttachType};
+use aya::programs::TcAttachType;
 use nix::sys::signal::Signal;
 use weft_common::{counters::Verdict, maps as spec};
 use weft_e2e::{
@@ -26,14 +26,9 @@ fn cluster() -> Cluster {
     c
 }
 
-/// Programs attached to `iface`'s TCX hook inside `ns`.
+/// Ids of the programs attached to `iface`'s TCX hook inside `ns`.
 fn tcx_programs(ns: &Netns, iface: &'static str, hook: TcAttachType) -> Result<Vec<u32>> {
-    ns.spawn(move || {
-        let (_, progs) = SchedClassifier::query_tcx(iface, hook)?;
-        Ok(progs.iter().map(|p| p.id()).collect())
-    })
-    .join()
-    .map_err(|_| anyhow!("query thread panicked"))?
+    Ok(ns.tcx_programs(iface, hook)?.into_iter().map(|(id, _)| id).collect())
 }
 
 fn link_exists(ns: &Netns, name: &str) -> bool {

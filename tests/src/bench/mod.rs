@@ -51,16 +51,18 @@ pub enum Mode {
     /// weft with the opt-in `--fast-path` (and the default decap): pod-to-pod traffic
     /// skips the host stack on both nodes.
     WeftFast,
+    /// `--fast-path` with `--decap tc`: fast delivery after `weft0`'s GRO.
+    WeftFastTc,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 5] = [Mode::HostGw, Mode::Flannel, Mode::Weft, Mode::WeftTc, Mode::WeftFast];
+    pub const ALL: [Mode; 6] = [Mode::HostGw, Mode::Flannel, Mode::Weft, Mode::WeftTc, Mode::WeftFast, Mode::WeftFastTc];
 
     pub fn kind(self) -> Kind {
         match self {
             Mode::HostGw => Kind::HostGw,
             Mode::Flannel => Kind::Flannel,
-            Mode::Weft | Mode::WeftTc | Mode::WeftFast => Kind::Weft,
+            Mode::Weft | Mode::WeftTc | Mode::WeftFast | Mode::WeftFastTc => Kind::Weft,
         }
     }
 
@@ -68,6 +70,7 @@ impl Mode {
         match self {
             Mode::WeftTc => "weft-tc",
             Mode::WeftFast => "weft-fast",
+            Mode::WeftFastTc => "weft-fast-tc",
             m => m.kind().name(),
         }
     }
@@ -77,6 +80,7 @@ impl Mode {
         match self {
             Mode::WeftTc => &["--decap", "tc"],
             Mode::WeftFast => &["--fast-path"],
+            Mode::WeftFastTc => &["--fast-path", "--decap", "tc"],
             _ => &[],
         }
     }
@@ -85,7 +89,7 @@ impl Mode {
         Mode::ALL
             .into_iter()
             .find(|m| m.name() == s.trim() || (s.trim() == "hostgw" && *m == Mode::HostGw))
-            .ok_or_else(|| anyhow!("unknown mode {s:?} (host-gw, flannel, weft, weft-tc, weft-fast)"))
+            .ok_or_else(|| anyhow!("unknown mode {s:?} (host-gw, flannel, weft, weft-tc, weft-fast, weft-fast-tc)"))
     }
 
     /// `a,b,c` → modes in the canonical order (host-gw, flannel, weft), no duplicates.

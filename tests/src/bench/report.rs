@@ -175,6 +175,7 @@ fn colour(mode: Mode) -> &'static str {
         Mode::Weft => "#f28e2b",
         Mode::WeftTc => "#f7c99a",
         Mode::WeftFast => "#2ca02c",
+        Mode::WeftFastTc => "#98df8a",
     }
 }
 

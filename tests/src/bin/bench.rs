@@ -30,8 +30,8 @@ struct Cli {
     /// GRO on the receiving uplink, as with real NICs (the figures that count).
     #[arg(long, value_enum, default_value_t = WireArg::Both)]
     wire: WireArg,
-    /// Comma-separated subset of host-gw,flannel,weft,weft-tc,weft-fast (weft-tc, the
-    /// TC-only placement, is left out by default to keep the bench under 15 minutes).
+    /// Comma-separated subset of host-gw,flannel,weft,weft-tc,weft-fast,weft-fast-tc
+    /// (the TC-only placements are left out by default to keep the bench under 15 minutes).
     #[arg(long, default_value = "host-gw,flannel,weft,weft-fast")]
     modes: String,
     /// Output directory (default: the workspace's target/bench).
