@@ -198,15 +198,21 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
 /// decap gets from the uplink's GRO. The agent turns GRO on for `weft0` and TSO off
 /// for the peer, without which a veth bypasses its NAPI; a GSO super-packet (a veth
 /// underlay's) is segmented on the way, so a flow's packets keep one path and their
-/// order. XDP's aggregates (always XDP's, for a whole flow), and a frame too big for
-/// `weft0` (a veth would drop it; the kernel's vxlan accepts it), go into `weft0`'s
-/// ingress.
+/// order — and because after decap it still carries the tunnel's GSO type, which
+/// would have the stack segment it in software further on anyway. XDP's aggregates
+/// (always XDP's, for a whole flow), and a frame too big for `weft0` (a veth would
+/// drop it; the kernel's vxlan accepts it), go into `weft0`'s ingress.
+///
+/// The fast path decides on aggregates: here for XDP's and for super-packets (a pod's
+/// TCP takes them whole, whatever their GSO type says), at `weft0`'s ingress
+/// ([`fastpath::tc_weft0_ingress`]) for what goes through the peer.
 #[inline(always)]
 fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<Verdict, Verdict> {
+    let fast = cfg.flags & FLAG_FAST_PATH != 0;
+    // SAFETY: reading a field of the context the kernel passed us.
+    let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
     let via_peer = verdict == Verdict::Decapsulated && cfg.weft0_peer_ifindex != 0 && mtu::fits(ctx, cfg.weft0_ifindex);
-    // Through the peer, the fast path decides after GRO, at weft0's ingress
-    // ([`fastpath::tc_weft0_ingress`]): one delivery per aggregate, not per frame.
-    if !via_peer && cfg.flags & FLAG_FAST_PATH != 0 && fastpath::deliver_to_pod(ctx)? {
+    if fast && (!via_peer || gso) && fastpath::deliver_to_pod(ctx)? {
         return Ok(Verdict::FastDelivered);
     }
     let (ifindex, flags) = if via_peer { (cfg.weft0_peer_ifindex, 0) } else { (cfg.weft0_ifindex, BPF_F_INGRESS) };
