@@ -27,6 +27,7 @@ use kube::{
     Api,
     runtime::{WatchStreamExt, reflector, reflector::Store, watcher},
 };
+use rtnetlink::packet_route::link::InfoKind;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -117,6 +118,8 @@ pub struct Agent {
     weft0_peer: u32,
     /// Whether XDP decap runs on the uplink (else TC alone decapsulates).
     xdp: bool,
+    /// The TC placement was logged once (re-attaches do not repeat it).
+    xdp_choice_logged: bool,
     /// What the last reconcile applied (None: read the kernel next time).
     applied: Option<node::Desired>,
     source: Source,
@@ -321,6 +324,7 @@ impl Agent {
             weft0,
             weft0_peer,
             xdp: false,
+            xdp_choice_logged: false,
             applied: None,
             source,
             fast: None,
@@ -374,11 +378,25 @@ impl Agent {
     }
 
     /// XDP decap on the uplink as `--decap` says (TC decap stays attached either way).
+    ///
+    /// `auto` leaves a veth uplink (a kind-style node) to TC: a veth's XDP copies every
+    /// frame into a page of its own first, and attaching it turns off GSO on the peer,
+    /// so the other side segments every super-packet — TC decap is ahead there on
+    /// every bulk figure (docs/performance.md). `--decap xdp` still forces it.
     fn attach_xdp(&mut self, created: &mut Created) -> Result<()> {
         let pin = spec::links::DECAP_XDP;
-        if self.args.decap == DecapMode::Tc {
+        let tc = match self.args.decap {
+            DecapMode::Tc => Some("--decap tc"),
+            DecapMode::Auto if self.uplink.kind == Some(InfoKind::Veth) => Some("--decap auto on a veth uplink"),
+            _ => None,
+        };
+        if let Some(why) = tc {
             if self.dataplane.detach_pinned(pin)? {
-                tracing::info!(iface = %self.uplink.name, "removed XDP decap (--decap tc)");
+                tracing::info!(iface = %self.uplink.name, "removed XDP decap ({why})");
+            }
+            if !self.xdp_choice_logged {
+                tracing::info!(iface = %self.uplink.name, "decapsulating in TC ({why})");
+                self.xdp_choice_logged = true;
             }
             self.xdp = false;
             return Ok(());
@@ -730,7 +748,7 @@ async fn ensure_device(
 ) -> Result<(Link, u32)> {
     let spec = node::device_spec(own, uplink.mtu, mtu);
     let link = match nl.link_by_name(WEFT0).await? {
-        Some(link) if link.kind == Some(rtnetlink::packet_route::link::InfoKind::Veth) => link,
+        Some(link) if link.kind == Some(InfoKind::Veth) => link,
         Some(link) => {
             bail!("a link named {WEFT0} exists but is a {:?}, not weft's veth: remove it (`ip link del {WEFT0}`)", link.kind)
         }

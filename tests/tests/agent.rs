@@ -41,6 +41,11 @@ fn link_exists(ns: &Netns, name: &str) -> bool {
 fn restart_keeps_forwarding_and_adopts_pinned_state() -> Result<()> {
     let mut c = cluster();
     let a = c.node_index("a");
+    // `auto` leaves a veth uplink to TC decap...
+    assert!(!c.nodes[a].ns.ip("-d link show ul0")?.contains("prog/xdp"), "XDP decap on a veth uplink under --decap auto");
+    assert!(c.agent_log("a").contains("decapsulating in TC (--decap auto on a veth uplink)"), "{}", c.agent_log("a"));
+    // ...so ask for XDP decap, to have its pinned link adopted as well.
+    c.restart_agent(a, &["--decap", "xdp"])?;
     let before = tcx_programs(&c.nodes[a].ns, "weft0", TcAttachType::Egress)?;
     assert_eq!(before.len(), 1, "one encap program on weft0");
 
@@ -51,10 +56,10 @@ fn restart_keeps_forwarding_and_adopts_pinned_state() -> Result<()> {
     }
     assert_eq!(tcx_programs(&c.nodes[a].ns, "weft0", TcAttachType::Egress)?, before, "still attached");
 
-    c.start_agent(a, &[])?;
+    c.start_agent(a, &["--decap", "xdp"])?;
     let log = c.agent_log("a");
     assert_eq!(log.matches("state=Adopted").count(), spec::ALL.len(), "every map adopted:\n{log}");
-    // TCX encap and decap, and the XDP decap link (veth has native XDP).
+    // TCX encap and decap, and the XDP decap link.
     assert_eq!(log.matches("how=Replaced").count(), 3, "all three links reused:\n{log}");
     let after = tcx_programs(&c.nodes[a].ns, "weft0", TcAttachType::Egress)?;
     assert_eq!(after.len(), 1, "still exactly one program on weft0");

@@ -11,6 +11,7 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{Result, anyhow};
 use aya::programs::TcAttachType;
+use rstest::rstest;
 use weft_common::{
     counters::Verdict,
     fastpath::FlowKey,
@@ -70,9 +71,10 @@ fn count(c: &Cluster, n: &str, v: Verdict) -> Result<u64> {
 /// encapsulated at the sending weft node's pod bridge, delivered straight into the
 /// receiving weft node's pod, and not one packet through either weft node's FORWARD
 /// chain. (The Service test below shows the same counter counting stack traffic.)
+/// XDP decap here (`auto` picks TC on these veth uplinks: its own test is below).
 #[test]
 fn fast_path_forwards_intact_without_the_host_stack() -> Result<()> {
-    let c = cluster(&[]);
+    let c = cluster(&["--decap", "xdp"]);
     const BYTES: u64 = 100 * 1024 * 1024;
     let fwd_before: Vec<u64> = WEFT.iter().map(|n| forwarded(&c, n)).collect::<Result<_>>()?;
     for segmentation in [true, false] {
@@ -119,9 +121,13 @@ fn fast_path_forwards_intact_without_the_host_stack() -> Result<()> {
 /// - TTL expiry, on UDP the fast path carries and on ping: the node where it expires
 ///   reports it, as without the fast path;
 /// - a packet too big for weft0: frag-needed with weft0's MTU from the sending node.
-#[test]
-fn fast_path_leaves_nat_ttl_and_mtu_to_the_stack() -> Result<()> {
-    let c = cluster(&["--resync-seconds", "3600"]);
+///
+/// With either decap placement (they deliver to pods from different hooks).
+#[rstest]
+#[case::xdp("xdp")]
+#[case::tc("tc")]
+fn fast_path_leaves_nat_ttl_and_mtu_to_the_stack(#[case] decap: &str) -> Result<()> {
+    let c = cluster(&["--resync-seconds", "3600", "--decap", decap]);
     let (a, b) = (c.pod_on("a"), c.pod_on("b"));
 
     let service = Ipv4Addr::new(10, 96, 0, 10);

@@ -43,34 +43,35 @@ pub static STOP: AtomicBool = AtomicBool::new(false);
 pub enum Mode {
     HostGw,
     Flannel,
-    /// weft as deployed by default (`--decap auto`: XDP decap where the driver has it).
+    /// weft as deployed by default (`--decap auto`; on these veth uplinks that is TC
+    /// decap, as on a kind-style node).
     Weft,
-    /// weft with the decap in TC alone (`--decap tc`): the placement before XDP, and
-    /// what drivers without native XDP get.
-    WeftTc,
     /// weft with the opt-in `--fast-path` (and the default decap): pod-to-pod traffic
     /// skips the host stack on both nodes.
     WeftFast,
-    /// `--fast-path` with `--decap tc`: fast delivery after `weft0`'s GRO.
-    WeftFastTc,
+    /// weft with `--decap xdp`: what `auto` picks on a NIC with native XDP (on a veth,
+    /// plus the veth's copy of every frame).
+    WeftXdp,
+    /// `--fast-path` with `--decap xdp`.
+    WeftFastXdp,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 6] = [Mode::HostGw, Mode::Flannel, Mode::Weft, Mode::WeftTc, Mode::WeftFast, Mode::WeftFastTc];
+    pub const ALL: [Mode; 6] = [Mode::HostGw, Mode::Flannel, Mode::Weft, Mode::WeftFast, Mode::WeftXdp, Mode::WeftFastXdp];
 
     pub fn kind(self) -> Kind {
         match self {
             Mode::HostGw => Kind::HostGw,
             Mode::Flannel => Kind::Flannel,
-            Mode::Weft | Mode::WeftTc | Mode::WeftFast | Mode::WeftFastTc => Kind::Weft,
+            Mode::Weft | Mode::WeftFast | Mode::WeftXdp | Mode::WeftFastXdp => Kind::Weft,
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
-            Mode::WeftTc => "weft-tc",
             Mode::WeftFast => "weft-fast",
-            Mode::WeftFastTc => "weft-fast-tc",
+            Mode::WeftXdp => "weft-xdp",
+            Mode::WeftFastXdp => "weft-fast-xdp",
             m => m.kind().name(),
         }
     }
@@ -78,9 +79,9 @@ impl Mode {
     /// Agent arguments the mode implies (before the bench's `--weft-args`).
     fn agent_args(self) -> &'static [&'static str] {
         match self {
-            Mode::WeftTc => &["--decap", "tc"],
             Mode::WeftFast => &["--fast-path"],
-            Mode::WeftFastTc => &["--fast-path", "--decap", "tc"],
+            Mode::WeftXdp => &["--decap", "xdp"],
+            Mode::WeftFastXdp => &["--fast-path", "--decap", "xdp"],
             _ => &[],
         }
     }
@@ -89,7 +90,7 @@ impl Mode {
         Mode::ALL
             .into_iter()
             .find(|m| m.name() == s.trim() || (s.trim() == "hostgw" && *m == Mode::HostGw))
-            .ok_or_else(|| anyhow!("unknown mode {s:?} (host-gw, flannel, weft, weft-tc, weft-fast, weft-fast-tc)"))
+            .ok_or_else(|| anyhow!("unknown mode {s:?} (host-gw, flannel, weft, weft-fast, weft-xdp, weft-fast-xdp)"))
     }
 
     /// `a,b,c` → modes in the canonical order (host-gw, flannel, weft), no duplicates.
@@ -531,7 +532,7 @@ mod tests {
     #[test]
     fn modes_parse_in_canonical_order_and_rotate() {
         assert_eq!(Mode::parse_list("weft,host-gw").unwrap(), vec![Mode::HostGw, Mode::Weft]);
-        assert_eq!(Mode::parse_list("hostgw,flannel,weft,weft,weft-tc,weft-fast").unwrap(), Mode::ALL.to_vec());
+        assert_eq!(Mode::parse_list("hostgw,flannel,weft-fast-xdp,weft,weft,weft-xdp,weft-fast").unwrap(), Mode::ALL.to_vec());
         assert!(Mode::parse_list("vxlan").is_err());
         assert_eq!(rotation(&[1, 2, 3], 0), vec![1, 2, 3]);
         assert_eq!(rotation(&[1, 2, 3], 1), vec![2, 3, 1]);

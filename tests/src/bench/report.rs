@@ -173,9 +173,9 @@ fn colour(mode: Mode) -> &'static str {
         Mode::HostGw => "#9a9a9a",
         Mode::Flannel => "#4e79a7",
         Mode::Weft => "#f28e2b",
-        Mode::WeftTc => "#f7c99a",
+        Mode::WeftXdp => "#f7c99a",
         Mode::WeftFast => "#2ca02c",
-        Mode::WeftFastTc => "#98df8a",
+        Mode::WeftFastXdp => "#98df8a",
     }
 }
 

@@ -30,9 +30,9 @@ struct Cli {
     /// GRO on the receiving uplink, as with real NICs (the figures that count).
     #[arg(long, value_enum, default_value_t = WireArg::Both)]
     wire: WireArg,
-    /// Comma-separated subset of host-gw,flannel,weft,weft-tc,weft-fast,weft-fast-tc
-    /// (the TC-only placements are left out by default to keep the bench under 15 minutes).
-    #[arg(long, default_value = "host-gw,flannel,weft,weft-fast")]
+    /// Comma-separated subset of host-gw,flannel,weft,weft-fast,weft-xdp,weft-fast-xdp
+    /// (weft-fast-xdp is left out by default to keep the bench under 15 minutes).
+    #[arg(long, default_value = "host-gw,flannel,weft,weft-fast,weft-xdp")]
     modes: String,
     /// Output directory (default: the workspace's target/bench).
     #[arg(long)]
