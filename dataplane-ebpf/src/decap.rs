@@ -33,7 +33,7 @@ use weft_common::{
     MacAddr,
     config::{DataplaneConfig, FLAG_FAST_PATH},
     counters::Verdict,
-    wire::{ETH_HLEN, ETH_P_IPV4, IPPROTO_UDP, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN, XDP_DECAP_MARK},
+    wire::{ETH_HLEN, ETH_P_IPV4, IPPROTO_TCP, IPPROTO_UDP, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN, XDP_DECAP_MARK},
 };
 
 use crate::{
@@ -192,16 +192,18 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
 /// Redirects the (inner) frame to `weft0` — or, with `--fast-path`, straight into its
 /// pod where [`fastpath::deliver_to_pod`] allows.
 ///
-/// What TC decapsulated itself (`Decapsulated`) is sent out of `weft0`'s veth peer
-/// when the agent configured one: it then arrives on `weft0` through the veth's NAPI
+/// What TC decapsulated itself (`Decapsulated`), if TCP, is sent out of `weft0`'s veth
+/// peer when the agent configured one: it then arrives on `weft0` through the veth's NAPI
 /// (one queue per CPU), whose GRO aggregates the inner flows — the aggregation XDP
 /// decap gets from the uplink's GRO. The agent turns GRO on for `weft0` and TSO off
 /// for the peer, without which a veth bypasses its NAPI; a GSO super-packet (a veth
 /// underlay's) is segmented on the way, so a flow's packets keep one path and their
 /// order — and because after decap it still carries the tunnel's GSO type, which
 /// would have the stack segment it in software further on anyway. XDP's aggregates
-/// (always XDP's, for a whole flow), and a frame too big for `weft0` (a veth would
-/// drop it; the kernel's vxlan accepts it), go into `weft0`'s ingress.
+/// (always XDP's, for a whole flow), other protocols (nothing aggregates them there,
+/// so the hop would be pure cost: 64-byte UDP went from 87 to 96 kpps) and a frame too
+/// big for `weft0` (a veth would drop it; the kernel's vxlan accepts it) go into
+/// `weft0`'s ingress.
 ///
 /// The fast path decides on aggregates: here for XDP's and for super-packets (a pod's
 /// TCP takes them whole, whatever their GSO type says), at `weft0`'s ingress
@@ -211,7 +213,10 @@ fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<V
     let fast = cfg.flags & FLAG_FAST_PATH != 0;
     // SAFETY: reading a field of the context the kernel passed us.
     let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
-    let via_peer = verdict == Verdict::Decapsulated && cfg.weft0_peer_ifindex != 0 && mtu::fits(ctx, cfg.weft0_ifindex);
+    // Only TCP gains from weft0's GRO (nothing aggregates forwarded UDP there); a flow
+    // never changes protocol, so it still keeps one path.
+    let tcp = Packet::new(ctx.data(), ctx.data_end()).header::<Ipv4Hdr>(ETH_HLEN).is_some_and(|ip| ip.protocol == IPPROTO_TCP);
+    let via_peer = verdict == Verdict::Decapsulated && tcp && cfg.weft0_peer_ifindex != 0 && mtu::fits(ctx, cfg.weft0_ifindex);
     if fast && (!via_peer || gso) && fastpath::deliver_to_pod(ctx)? {
         return Ok(Verdict::FastDelivered);
     }

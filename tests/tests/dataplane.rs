@@ -14,7 +14,7 @@ use weft_common::counters::Verdict;
 use weft_e2e::{
     cluster::{Cluster, Kind},
     netns::Netns,
-    traffic::{self, ping, ping_ok, tcp_transfer},
+    traffic::{self, next_port, ping, ping_ok, tcp_transfer, udp_receive, udp_send},
     wait_for,
 };
 
@@ -113,6 +113,19 @@ fn large_transfers_arrive_intact_between_every_pair() -> Result<()> {
         assert_eq!(dropped.trim(), "0", "node {n}: frames dropped on the way into weft0");
         assert!(maps.counter(Verdict::Decapsulated)?.packets > 0);
     }
+    // Only TCP takes weft0's peer (its GRO aggregates nothing else): UDP goes straight
+    // into weft0's ingress, and arrives.
+    let peer_tx =
+        |n: &str| -> Result<u64> { Ok(c.node(n).ns.sh("cat /sys/class/net/weft0_peer/statistics/tx_packets")?.trim().parse()?) };
+    let (src, dst) = (c.pod_on("a"), c.pod_on("b"));
+    let (port, before) = (next_port(), peer_tx("b")?);
+    let rx = udp_receive(&dst.ns, dst.ip, port, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(200));
+    udp_send(&src.ns, dst.ip, port, 50, b"weft udp")?;
+    let got = rx.join().map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+    assert_eq!(got.len(), 50, "UDP pod a -> pod b: {} of 50 datagrams", got.len());
+    let through_peer = peer_tx("b")? - before;
+    assert!(through_peer < 10, "node b: {through_peer} packets of a UDP flow of 50 through weft0's peer");
     Ok(())
 }
 
