@@ -44,7 +44,7 @@ pub enum BpffsError {
 /// The filesystem magic of the nearest existing ancestor of `path`.
 fn fs_magic(path: &Path) -> Option<i64> {
     let existing = path.ancestors().find(|p| p.exists())?;
-    nix::sys::statfs::statfs(existing).ok().map(|s| s.filesystem_type().0 as i64)
+    nix::sys::statfs::statfs(existing).ok().map(|s| s.filesystem_type().0)
 }
 
 fn ns_inode(link: &str) -> Option<u64> {

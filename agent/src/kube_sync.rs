@@ -392,8 +392,9 @@ mod tests {
     #[test]
     fn public_ip_overwrite_wins() {
         let mut n = (*node("a", "10.244.1.0/24", "198.19.0.10", "0a:58:0a:f4:01:00", 0)).clone();
-        let up = Some(Ipv4Addr::new(198, 19, 0, 10));
-        assert_eq!(own_public_ip(&n, None, up).unwrap(), up.unwrap());
+        let addr = Ipv4Addr::new(198, 19, 0, 10);
+        let up = Some(addr);
+        assert_eq!(own_public_ip(&n, None, up).unwrap(), addr);
         assert_eq!(own_public_ip(&n, Some(Ipv4Addr::new(192, 0, 2, 1)), up).unwrap(), Ipv4Addr::new(192, 0, 2, 1));
         n.metadata.annotations.as_mut().unwrap().insert(annotations::PUBLIC_IP_OVERWRITE.into(), "192.0.2.99".into());
         assert_eq!(own_public_ip(&n, Some(Ipv4Addr::new(192, 0, 2, 1)), up).unwrap(), Ipv4Addr::new(192, 0, 2, 99));

@@ -87,10 +87,10 @@ pub fn parse(text: &str) -> Result<NetConf, String> {
         return Err(format!("\"Backend.Port\": {port} is not a UDP port"));
     }
     let mtu = int("MTU")?;
-    if let Some(m) = mtu {
-        if !(576..=65535).contains(&m) {
-            return Err(format!("\"Backend.MTU\": {m} is out of range"));
-        }
+    if let Some(m) = mtu
+        && !(576..=65535).contains(&m)
+    {
+        return Err(format!("\"Backend.MTU\": {m} is out of range"));
     }
     ignored.extend(
         backend

@@ -478,10 +478,10 @@ impl Cluster {
 }
 
 fn remove_tree(path: &Path) {
-    if path.exists() {
-        if let Err(e) = std::fs::remove_dir_all(path) {
-            eprintln!("cleanup: removing {}: {e}", path.display());
-        }
+    if path.exists()
+        && let Err(e) = std::fs::remove_dir_all(path)
+    {
+        eprintln!("cleanup: removing {}: {e}", path.display());
     }
 }
 

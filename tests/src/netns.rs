@@ -35,10 +35,10 @@ pub fn sweep_stale() {
             continue;
         };
         let pid: Option<i32> = rest.split('-').next().and_then(|p| p.parse().ok());
-        if let Some(pid) = pid {
-            if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
-                let _ = Command::new("ip").args(["netns", "del", name]).status();
-            }
+        if let Some(pid) = pid
+            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err()
+        {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
 }

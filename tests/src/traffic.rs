@@ -139,7 +139,7 @@ pub fn tcp_transfer_via(from: &Netns, to: &Netns, to_ip: Ipv4Addr, connect_ip: I
 
 /// The sender fills whole CHUNK-sized blocks from the stream; the receiver sees
 /// arbitrary read sizes. Keep a window of the expected stream aligned to blocks.
-fn verify(expect: &mut Stream, got: &[u8], window: &mut Vec<u8>, offset: u64) -> Result<()> {
+fn verify(expect: &mut Stream, got: &[u8], window: &mut [u8], offset: u64) -> Result<()> {
     // `window` holds the current expected block; refill at block boundaries.
     let mut pos = offset;
     let mut i = 0;

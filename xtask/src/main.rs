@@ -5,7 +5,8 @@
 //!   idempotent and fast when everything is there.
 //! - `build-ebpf`: the one pipeline that builds the eBPF object; the agent embeds it.
 //! - `build`: `build-ebpf`, then the agent.
-//! - `test`: `setup`, `build`, then every test (unit, BPF_PROG_TEST_RUN, end-to-end).
+//! - `test`: `setup`, `build`, formatting and lints, then every test (unit,
+//!   BPF_PROG_TEST_RUN, end-to-end).
 //! - `sandbox`: `build`, then the local multi-node sandbox (the README's main command).
 //! - `bench`: `setup`, `build`, then host-gw vs Flannel vs weft (`weft-bench`, release).
 
@@ -131,6 +132,19 @@ fn test(args: &[String]) -> Result<()> {
     setup::run()?;
     build(false)?;
     let root = workspace_root();
+    // Formatting and lints first: cheap, and they name the line. (The eBPF crate is
+    // no_std for another target; its build with the pinned nightly is its check.)
+    run(Command::new("cargo").current_dir(&root).args(["fmt", "--all", "--check"]))?;
+    run(Command::new("cargo").current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "weft-dataplane",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // Unit and BPF_PROG_TEST_RUN tests: in parallel.
     run(Command::new("cargo").current_dir(&root).args(["test", "--workspace", "--exclude", "weft-e2e", "--"]).args(args))?;
     // End-to-end tests share the machine's namespaces and CPU: one at a time.

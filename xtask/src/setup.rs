@@ -44,7 +44,17 @@ pub fn run() -> Result<()> {
     pip_packages()?;
     ebpf_toolchain()?;
     bpf_linker()?;
-    Ok(())
+    lint_tools()
+}
+
+/// rustfmt and clippy for the userspace toolchain: `test` checks formatting and lints.
+fn lint_tools() -> Result<()> {
+    let present = |tool: &str| command_ok(Command::new("cargo").args([tool, "--version"]));
+    if present("fmt") && present("clippy") {
+        return Ok(());
+    }
+    println!("setup: installing rustfmt and clippy");
+    run_cmd(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
 }
 
 fn command_ok(cmd: &mut Command) -> bool {

@@ -74,11 +74,14 @@ impl Shared {
     }
 }
 
+/// Open connections and their serving threads.
+type Connections = Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>>;
+
 /// One listener's worth of serving; stopping it ends its connections too.
 struct Serving {
     stop: Arc<AtomicBool>,
     accept: JoinHandle<()>,
-    connections: Arc<Mutex<Vec<(TcpStream, JoinHandle<()>)>>>,
+    connections: Connections,
 }
 
 /// A Kubernetes API server serving Nodes; see the [module docs](self).

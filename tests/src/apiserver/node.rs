@@ -62,10 +62,10 @@ pub fn decode_value(v: &Value) -> Result<Decoded, Status> {
     let spec = typed.spec.get_or_insert_default();
     let single = spec.pod_cidr.clone().filter(|c| !c.is_empty());
     let mut list = spec.pod_cidrs.clone().unwrap_or_default();
-    if let Some(c) = single {
-        if list.first() != Some(&c) {
-            list = vec![c];
-        }
+    if let Some(c) = single
+        && list.first() != Some(&c)
+    {
+        list = vec![c];
     }
     spec.pod_cidr = list.first().cloned();
     spec.pod_cidrs = (!list.is_empty()).then_some(list);

@@ -87,7 +87,7 @@ fn pairs(c: &Cluster) -> Vec<(&str, &str)> {
 }
 
 fn print_topology(c: &Cluster) {
-    println!("{:<5} {:<8} {:<13} {:<15} {:<18} {:<10} {}", "node", "kind", "public-ip", "podCIDR", "VtepMAC", "tunnel", "pod");
+    println!("{:<5} {:<8} {:<13} {:<15} {:<18} {:<10} pod", "node", "kind", "public-ip", "podCIDR", "VtepMAC", "tunnel");
     let leases = weft_e2e::kube::leases(&c.control().api);
     for n in &c.nodes {
         let kind = n.kind.name();
