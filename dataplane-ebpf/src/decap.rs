@@ -38,7 +38,7 @@ use weft_common::{
 
 use crate::{
     csum, fastpath, maps, mtu,
-    parse::{self, EthHdr, Ipv4Hdr, Packet, UdpHdr, VxlanHdr},
+    parse::{self, EthHdr, Ipv4Hdr, Packet, TcpHdr, UdpHdr, VxlanHdr},
 };
 
 /// What to do with a frame that is ours.
@@ -200,8 +200,9 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
 /// underlay's) is segmented on the way, so a flow's packets keep one path and their
 /// order — and because after decap it still carries the tunnel's GSO type, which
 /// would have the stack segment it in software further on anyway. XDP's aggregates
-/// (always XDP's, for a whole flow), other protocols (nothing aggregates them there,
-/// so the hop would be pure cost: 64-byte UDP went from 87 to 96 kpps) and a frame too
+/// (always XDP's, for a whole flow), other protocols and TCP segments without data
+/// (nothing aggregates them there, so the hop would be pure cost: 64-byte UDP went
+/// from 87 to 96 kpps) and a frame too
 /// big for `weft0` (a veth would drop it; the kernel's vxlan accepts it) go into
 /// `weft0`'s ingress.
 ///
@@ -213,10 +214,11 @@ fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<V
     let fast = cfg.flags & FLAG_FAST_PATH != 0;
     // SAFETY: reading a field of the context the kernel passed us.
     let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
-    // Only TCP gains from weft0's GRO (nothing aggregates forwarded UDP there); a flow
-    // never changes protocol, so it still keeps one path.
-    let tcp = Packet::new(ctx.data(), ctx.data_end()).header::<Ipv4Hdr>(ETH_HLEN).is_some_and(|ip| ip.protocol == IPPROTO_TCP);
-    let via_peer = verdict == Verdict::Decapsulated && tcp && cfg.weft0_peer_ifindex != 0 && mtu::fits(ctx, cfg.weft0_ifindex);
+    // Only TCP data gains from weft0's GRO: the rest goes straight in (see aggregatable).
+    let via_peer = verdict == Verdict::Decapsulated
+        && aggregatable(Packet::new(ctx.data(), ctx.data_end()))
+        && cfg.weft0_peer_ifindex != 0
+        && mtu::fits(ctx, cfg.weft0_ifindex);
     if fast && (!via_peer || gso) && fastpath::deliver_to_pod(ctx)? {
         return Ok(Verdict::FastDelivered);
     }
@@ -227,6 +229,29 @@ fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<V
         return Err(Verdict::DropRedirect);
     }
     Ok(verdict)
+}
+
+/// Whether weft0's GRO could merge this inner frame with others: TCP carrying data.
+/// Not a handshake segment or bare ACK: GRO has nothing to merge, and when one
+/// overtakes its flow's data still in the peer's ring, the receiver takes it all the
+/// same (a segment without data never waits in the out-of-order queue; conntrack
+/// accepts sequence numbers anywhere in the window). A FIN or RST keeps the data's
+/// path: it ends the stream after that data.
+#[inline(always)]
+fn aggregatable(pkt: Packet) -> bool {
+    let Some(ip) = pkt.header::<Ipv4Hdr>(ETH_HLEN) else {
+        return false;
+    };
+    if ip.protocol != IPPROTO_TCP {
+        return false;
+    }
+    let tcp_off = ETH_HLEN + ip.header_len();
+    let Some(tcp) = pkt.header::<TcpHdr>(tcp_off) else {
+        // Not in the linear head: keep the data path.
+        return true;
+    };
+    let payload = usize::from(u16::from_be_bytes(ip.tot_len)) > ip.header_len() + tcp.header_len();
+    payload || tcp.flags & (TcpHdr::FIN | TcpHdr::RST) != 0
 }
 
 /// Whether XDP decapsulated this frame: its metadata carries our mark. Metadata is

@@ -69,6 +69,28 @@ pub struct L4Ports {
     pub dest: [u8; 2],
 }
 
+/// A TCP header up to its flags.
+#[repr(C)]
+pub struct TcpHdr {
+    pub source: [u8; 2],
+    pub dest: [u8; 2],
+    pub seq: [u8; 4],
+    pub ack_seq: [u8; 4],
+    /// Data offset (in 32-bit words) in the high nibble.
+    pub doff: u8,
+    pub flags: u8,
+}
+
+impl TcpHdr {
+    pub const FIN: u8 = 0x01;
+    pub const RST: u8 = 0x04;
+
+    #[inline(always)]
+    pub fn header_len(&self) -> usize {
+        usize::from(self.doff >> 4) * 4
+    }
+}
+
 #[repr(C)]
 pub struct VxlanHdr {
     pub flags: u8,

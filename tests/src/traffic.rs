@@ -197,3 +197,32 @@ pub fn udp_send_ttl(ns: &Netns, to: Ipv4Addr, port: u16, count: u32, payload: &'
     .join()
     .map_err(|_| anyhow!("sender panicked"))?
 }
+
+/// `count` TCP connections from `from` to `to_ip` in `to`, each opened and closed
+/// without data (handshake and teardown only). Bounded by a 5-second timeout per step.
+pub fn tcp_connect_close(from: &Netns, to: &Netns, to_ip: Ipv4Addr, count: u32) -> Result<()> {
+    let port = next_port();
+    let listener = to.spawn(move || {
+        let l = TcpListener::bind((to_ip, port)).context("bind")?;
+        for _ in 0..count {
+            let (mut s, _) = l.accept().context("accept")?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            // Wait for the client's FIN, then close our end.
+            let mut buf = [0u8; 1];
+            let n = s.read(&mut buf).context("read")?;
+            ensure!(n == 0, "data on a connection that should carry none");
+        }
+        Ok(())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    from.spawn(move || {
+        for _ in 0..count {
+            let s = TcpStream::connect_timeout(&(to_ip, port).into(), Duration::from_secs(5)).context("connect")?;
+            drop(s);
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow!("client panicked"))??;
+    listener.join().map_err(|_| anyhow!("listener panicked"))?
+}

@@ -126,6 +126,13 @@ fn large_transfers_arrive_intact_between_every_pair() -> Result<()> {
     assert_eq!(got.len(), 50, "UDP pod a -> pod b: {} of 50 datagrams", got.len());
     let through_peer = peer_tx("b")? - before;
     assert!(through_peer < 10, "node b: {through_peer} packets of a UDP flow of 50 through weft0's peer");
+    // Nor do TCP segments without data, except a FIN (it must not overtake the data
+    // before it): per connection node b receives SYN, ACK, FIN and ACK, one via the peer.
+    let (before, decap) = (peer_tx("b")?, count(&c, "b", Verdict::Decapsulated)?);
+    traffic::tcp_connect_close(&src.ns, &dst.ns, dst.ip, 50)?;
+    let (through_peer, frames) = (peer_tx("b")? - before, count(&c, "b", Verdict::Decapsulated)? - decap);
+    assert!(frames >= 150, "node b: {frames} frames decapsulated for 50 connections");
+    assert!(through_peer < 100, "node b: {through_peer} of {frames} handshake and teardown frames through weft0's peer");
     Ok(())
 }
 
