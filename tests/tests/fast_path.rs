@@ -228,19 +228,23 @@ fn fast_path_restarts_follows_pods_and_turns_off() -> Result<()> {
     let weft0_pin = c.node("a").bpffs_dir.join(links::WEFT0_INGRESS);
     assert!(weft0_pin.exists(), "no pinned link on weft0's ingress");
     let veth = pod_veth(&c, "a")?;
-    let on = |iface: &str, hook| -> Result<Vec<String>> {
+    let on = |c: &Cluster, iface: &str, hook| -> Result<Vec<String>> {
         Ok(c.node("a").ns.tcx_programs(iface, hook)?.into_iter().map(|(_, name)| name).collect())
     };
     // The kernel truncates program names to 15 bytes.
-    assert_eq!(on("weft0", TcAttachType::Ingress)?, [&programs::WEFT0_INGRESS[..15]]);
-    assert_eq!(on(&veth, TcAttachType::Ingress)?, [&programs::POD_EGRESS[..15]]);
-    assert_eq!(on(&veth, TcAttachType::Egress)?, [&programs::POD_INGRESS[..15]]);
+    assert_eq!(on(&c, "weft0", TcAttachType::Ingress)?, [&programs::WEFT0_INGRESS[..15]]);
+    assert_eq!(on(&c, &veth, TcAttachType::Ingress)?, [&programs::POD_EGRESS[..15]]);
+    assert_eq!(on(&c, &veth, TcAttachType::Egress)?, [&programs::POD_INGRESS[..15]]);
     c.restart_agent(ai, &["--fast-path"])?;
     let log = c.agent_log("a");
     // Both programs on the pod's veth adopted through their pins, none made anew (the
     // encap and decap lines also say how=Replaced: count only the fast path's).
     let fast: Vec<&str> = log.lines().filter(|l| l.contains("attached (fast path)")).collect();
     assert!(fast.len() == 2 && fast.iter().all(|l| l.contains("how=Replaced")), "fast-path links not adopted:\n{log}");
+    // And weft0's: still exactly one program there, the new agent's.
+    let weft0 = log.lines().find(|l| l.contains(&format!("program=\"{}\"", programs::WEFT0_INGRESS)));
+    assert!(weft0.is_some_and(|l| l.contains("how=Replaced")), "weft0's fast-path link not adopted:\n{log}");
+    assert_eq!(on(&c, "weft0", TcAttachType::Ingress)?, [&programs::WEFT0_INGRESS[..15]]);
 
     let extra = c.add_pod("a")?;
     let more = wait_for(Duration::from_secs(5), || (pod_link_pins(&c, "a").ok()?.len() == 4).then_some(()));
