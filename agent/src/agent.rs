@@ -361,7 +361,8 @@ impl Agent {
             (spec::programs::DECAP, self.uplink.name.clone(), TcAttachType::Ingress, spec::links::DECAP),
         ];
         if self.args.fast_path {
-            // Before TC decap sends anything through weft0's peer under the new flags.
+            // First: the config already says fast path, and until this program is on
+            // weft0, what TC decap sends through the peer simply takes the stack.
             hooks.insert(
                 0,
                 (spec::programs::WEFT0_INGRESS, self.weft0.name.clone(), TcAttachType::Ingress, spec::links::WEFT0_INGRESS),

@@ -87,8 +87,8 @@ pub struct Args {
     /// Where VXLAN is decapsulated. `xdp`: at the uplink's native (driver) XDP hook,
     /// before GRO, so the inner flows are aggregated as Flannel's vxlan socket
     /// aggregates them (GRO is turned on for the uplink); TC then hands the aggregates
-    /// to weft0. `tc`: at the uplink's TC ingress alone (every driver), then through
-    /// weft0's veth peer, whose GRO aggregates. `auto`: xdp where the driver has
+    /// to weft0. `tc`: at the uplink's TC ingress alone (every driver), TCP data then
+    /// through weft0's veth peer, whose GRO aggregates. `auto`: xdp where the driver has
     /// native XDP and is not a veth (a veth's XDP copies every frame and disables its
     /// peer's GSO), else tc. Either way the inner packet arrives on weft0, as on flannel.1.
     #[arg(long, value_enum, default_value_t = DecapMode::Auto)]

@@ -57,8 +57,10 @@ pub enum Verdict {
     /// `--fast-path`, a pod veth's TC ingress: a pod's packet to a remote pod,
     /// encapsulated and sent to the uplink without the host's routing and netfilter.
     FastEncapsulated = 13,
-    /// `--fast-path`, the uplink's TC ingress: a decapsulated packet (or XDP aggregate)
-    /// delivered straight into its local pod (`bpf_redirect_peer`), not into `weft0`.
+    /// `--fast-path`: a decapsulated packet or aggregate delivered straight into its
+    /// local pod (`bpf_redirect_peer`) — at the uplink's TC ingress, or at `weft0`'s
+    /// after GRO for what TC decap sent through `weft0`'s peer (those frames were
+    /// counted `decapsulated` at the uplink first).
     FastDelivered = 14,
 }
 

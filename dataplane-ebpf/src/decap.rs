@@ -9,9 +9,10 @@
 //!
 //! [`tc_decap`] then strips outer IPv4/UDP/VXLAN and the inner Ethernet header,
 //! keeping the outer Ethernet header, rewrites it as a frame to `weft0`'s MAC (the
-//! VtepMAC) and sends it out of `weft0`'s veth peer, so it arrives on `weft0` through
-//! the veth's NAPI and GRO aggregates the inner flows: routing, conntrack and netfilter
-//! see the inner packet arrive on `weft0`, as they see it arrive on `flannel.1`.
+//! VtepMAC) and delivers it to `weft0`: TCP data out of `weft0`'s veth peer, so it
+//! arrives through the veth's NAPI and GRO aggregates the inner flows, the rest
+//! straight into `weft0`'s ingress ([`deliver`]). Either way routing, conntrack and
+//! netfilter see the inner packet arrive on `weft0`, as on `flannel.1`.
 //!
 //! [`xdp_decap`] makes the same decision before GRO, at the uplink's native XDP hook:
 //! it strips outer Ethernet/IPv4/UDP/VXLAN, leaving the inner frame (to our VtepMAC),
@@ -192,23 +193,26 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
 /// Redirects the (inner) frame to `weft0` — or, with `--fast-path`, straight into its
 /// pod where [`fastpath::deliver_to_pod`] allows.
 ///
-/// What TC decapsulated itself (`Decapsulated`), if TCP, is sent out of `weft0`'s veth
-/// peer when the agent configured one: it then arrives on `weft0` through the veth's NAPI
+/// What TC decapsulated itself (`Decapsulated`), if TCP data ([`aggregatable`]), is
+/// sent out of `weft0`'s veth peer when the agent configured one: it then arrives on `weft0` through the veth's NAPI
 /// (one queue per CPU), whose GRO aggregates the inner flows — the aggregation XDP
 /// decap gets from the uplink's GRO. The agent turns GRO on for `weft0` and TSO off
 /// for the peer, without which a veth bypasses its NAPI; a GSO super-packet (a veth
-/// underlay's) is segmented on the way, so a flow's packets keep one path and their
+/// underlay's) is segmented on the way, so a flow's data keeps one path and its
 /// order — and because after decap it still carries the tunnel's GSO type, which
 /// would have the stack segment it in software further on anyway. XDP's aggregates
 /// (always XDP's, for a whole flow), other protocols and TCP segments without data
 /// (nothing aggregates them there, so the hop would be pure cost: 64-byte UDP went
-/// from 87 to 96 kpps) and a frame too
-/// big for `weft0` (a veth would drop it; the kernel's vxlan accepts it) go into
-/// `weft0`'s ingress.
+/// from 87 to 96 kpps) and a frame too big for `weft0` (a veth would drop it; the
+/// kernel's vxlan accepts it) go into `weft0`'s ingress.
 ///
-/// The fast path decides on aggregates: here for XDP's and for super-packets (a pod's
-/// TCP takes them whole, whatever their GSO type says), at `weft0`'s ingress
-/// ([`fastpath::tc_weft0_ingress`]) for what goes through the peer.
+/// The fast path decides here for everything that does not take the peer, and for
+/// super-packets (a pod's TCP takes them whole, whatever their GSO type says); at
+/// `weft0`'s ingress ([`fastpath::tc_weft0_ingress`]) for what does, after GRO. On
+/// an underlay carrying super-packets, a flow's short segments between them (a
+/// burst's tail) take the peer while its super-packets do not, and one can overtake
+/// the other: a trade measured as 2× the throughput, with the receiving pod's
+/// out-of-order queueing at Flannel's level (docs/performance.md).
 #[inline(always)]
 fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<Verdict, Verdict> {
     let fast = cfg.flags & FLAG_FAST_PATH != 0;
@@ -244,6 +248,11 @@ fn aggregatable(pkt: Packet) -> bool {
     };
     if ip.protocol != IPPROTO_TCP {
         return false;
+    }
+    // Fragments carry data (and a later one no TCP header to read); a zero total
+    // length is a BIG TCP super-packet's.
+    if ip.is_fragment() || ip.tot_len == [0, 0] {
+        return true;
     }
     let tcp_off = ETH_HLEN + ip.header_len();
     let Some(tcp) = pkt.header::<TcpHdr>(tcp_off) else {

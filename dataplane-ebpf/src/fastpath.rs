@@ -128,6 +128,8 @@ pub fn tc_pod_ingress(ctx: &TcContext) {
 /// TC ingress of `weft0`: what TC decap sent through `weft0`'s veth peer, after
 /// `weft0`'s GRO. A flow for a local pod that may skip the stack goes straight into
 /// the pod, one aggregate at a time; the rest (`Passed`) goes on into the stack.
+/// What the uplink redirected into `weft0`'s ingress passes here too, and gets the
+/// same answer the uplink gave it (only map lookups spent twice).
 pub fn tc_weft0_ingress(ctx: &TcContext) -> Result<Verdict, Verdict> {
     if maps::config().is_none_or(|c| c.flags & FLAG_FAST_PATH == 0) {
         return Ok(Verdict::Passed);

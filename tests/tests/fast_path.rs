@@ -311,7 +311,7 @@ fn fast_path_works_with_tc_decap() -> Result<()> {
             let (decap, decap_bytes) = (dec1.packets - dec0.packets, dec1.bytes - dec0.bytes);
             let what = format!(
                 "node {to}, segmenting wire {segmenting_wire}: {packets} fast deliveries ({bytes} B), \
-                 {decap} frames through weft0's peer ({decap_bytes} B)"
+                 {decap} frames decapsulated and not delivered at the uplink ({decap_bytes} B)"
             );
             assert!(bytes > 100 << 20, "{what}: not all 100 MiB delivered straight to the pod");
             // 100 MiB is ~75,000 MTU-sized packets: aggregates are many times fewer.
