@@ -194,8 +194,9 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
 /// pod where [`fastpath::deliver_to_pod`] allows.
 ///
 /// What TC decapsulated itself (`Decapsulated`), if TCP data ([`aggregatable`]), is
-/// sent out of `weft0`'s veth peer when the agent configured one: it then arrives on `weft0` through the veth's NAPI
-/// (one queue per CPU), whose GRO aggregates the inner flows — the aggregation XDP
+/// sent out of `weft0`'s veth peer when the agent configured one: it then arrives on
+/// `weft0` through the veth's NAPI (one queue per CPU), whose GRO aggregates the
+/// inner flows — the aggregation XDP
 /// decap gets from the uplink's GRO. The agent turns GRO on for `weft0` and TSO off
 /// for the peer, without which a veth bypasses its NAPI; a GSO super-packet (a veth
 /// underlay's) is segmented on the way, so a flow's data keeps one path and its
@@ -242,7 +243,7 @@ fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<V
 /// accepts sequence numbers anywhere in the window). A FIN or RST keeps the data's
 /// path: it ends the stream after that data.
 #[inline(always)]
-fn aggregatable(pkt: Packet) -> bool {
+pub fn aggregatable(pkt: Packet) -> bool {
     let Some(ip) = pkt.header::<Ipv4Hdr>(ETH_HLEN) else {
         return false;
     };

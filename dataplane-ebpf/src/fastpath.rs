@@ -46,7 +46,7 @@ use weft_common::{
 };
 
 use crate::{
-    csum, encap, maps, mtu,
+    csum, decap, encap, maps, mtu,
     parse::{EthHdr, Ipv4Hdr, L4Ports, Packet},
 };
 
@@ -128,14 +128,16 @@ pub fn tc_pod_ingress(ctx: &TcContext) {
 /// TC ingress of `weft0`: what TC decap sent through `weft0`'s veth peer, after
 /// `weft0`'s GRO. A flow for a local pod that may skip the stack goes straight into
 /// the pod, one aggregate at a time; the rest (`Passed`) goes on into the stack.
-/// What the uplink redirected into `weft0`'s ingress passes here too, and gets the
-/// same answer the uplink gave it (only map lookups spent twice).
+/// What the uplink redirected into `weft0`'s ingress passes here too; the uplink
+/// already declined it. Only what may have come through the peer (TCP data,
+/// [`decap::aggregatable`]) is decided again, so UDP and bare ACKs of flows that stay
+/// on the stack do not pay the lookups twice.
 pub fn tc_weft0_ingress(ctx: &TcContext) -> Result<Verdict, Verdict> {
     if maps::config().is_none_or(|c| c.flags & FLAG_FAST_PATH == 0) {
         return Ok(Verdict::Passed);
     }
     let pkt = Packet::new(ctx.data(), ctx.data_end());
-    if pkt.header::<EthHdr>(0).is_none_or(|eth| u16::from_be_bytes(eth.ethertype) != ETH_P_IPV4) {
+    if pkt.header::<EthHdr>(0).is_none_or(|eth| u16::from_be_bytes(eth.ethertype) != ETH_P_IPV4) || !decap::aggregatable(pkt) {
         return Ok(Verdict::Passed);
     }
     Ok(if deliver_to_pod(ctx)? { Verdict::FastDelivered } else { Verdict::Passed })
