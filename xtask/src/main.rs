@@ -163,12 +163,11 @@ fn sandbox(once: bool) -> Result<()> {
     run(&mut cmd)
 }
 
-/// The bench harness runs in release, so its in-process connect/request/close tool is
-/// not the bottleneck; the agent it starts stays the debug build `build(false)` makes
-/// (`weft_e2e::agent_binary()` looks in target/debug): the datapath is the eBPF object,
-/// built in release by `build-ebpf` either way.
 /// The dataplane bench (arguments go to weft-bench), then the control-plane scale
-/// bench; both with the release agent, as deployed.
+/// bench. Both run in release (the harness's in-process connect/request/close tool
+/// must not be the bottleneck) and start the release agent, as deployed, through
+/// `WEFT_AGENT_BIN` (tests use the debug one). The datapath is the eBPF object, built
+/// in release by `build-ebpf` either way.
 fn bench(args: &[String]) -> Result<()> {
     setup::run()?;
     build(true)?;
