@@ -113,6 +113,10 @@ pub struct Agent {
     table: NodeTable,
     uplink: Link,
     uplink_address: Option<Ipv4Addr>,
+    /// The address the tunnel uses on the underlay (outer source, what decap accepts),
+    /// and the advertised address it was chosen for; see [`Agent::refresh_tunnel_ip`].
+    tunnel_ip: Ipv4Addr,
+    tunnel_for: Ipv4Addr,
     weft0: Link,
     /// Ifindex of `weft0`'s veth peer (TC decap sends inner frames out of it).
     weft0_peer: u32,
@@ -175,7 +179,10 @@ async fn start_static(args: Args, path: PathBuf, nl: Netlink, created: &mut Crea
         e => e.into(),
     })?;
     if up.address != Some(own.underlay_ip) && !nl.addresses(up.link.index).await?.iter().any(|(a, _)| *a == own.underlay_ip) {
-        tracing::warn!(iface = %up.link.name, underlay = %own.underlay_ip, "the interface does not hold this node's underlay address");
+        tracing::warn!(
+            iface = %up.link.name, underlay = %own.underlay_ip,
+            "the interface does not hold this node's underlay address: the tunnel uses the interface's own (NAT?)"
+        );
     }
     let (vni, port) = (args.vni.unwrap_or(STATIC_DEFAULTS.0), args.port.unwrap_or(STATIC_DEFAULTS.1));
     let stamp = file_stamp(&path);
@@ -321,6 +328,8 @@ impl Agent {
             table,
             uplink: up.link,
             uplink_address: up.address,
+            tunnel_ip: Ipv4Addr::UNSPECIFIED,
+            tunnel_for: Ipv4Addr::UNSPECIFIED,
             weft0,
             weft0_peer,
             xdp: false,
@@ -329,17 +338,43 @@ impl Agent {
             source,
             fast: None,
         };
+        agent.refresh_tunnel_ip().await?;
         agent.write_config()?;
         agent.attach(created)?;
         agent.start_fast_path(created).await?;
         Ok(agent)
     }
 
+    /// The tunnel's own underlay address: the advertised one when the uplink holds it;
+    /// else (behind NAT: a `--public-ip` or `public-ip-overwrite` no interface here
+    /// holds) the uplink's own, which peers' packets to the advertised address arrive
+    /// at once translated, and which our packets must leave from — as Flannel's vxlan
+    /// device, bound to the interface's address, does.
+    async fn refresh_tunnel_ip(&mut self) -> Result<()> {
+        let held = self.nl.addresses(self.uplink.index).await?.iter().any(|(a, _)| *a == self.own.underlay_ip);
+        let ip = match self.uplink_address {
+            Some(local) if !held => local,
+            _ => self.own.underlay_ip,
+        };
+        if (ip, self.own.underlay_ip) != (self.tunnel_ip, self.tunnel_for) {
+            if ip == self.own.underlay_ip {
+                tracing::info!(tunnel = %ip, "tunnel endpoint");
+            } else {
+                tracing::info!(
+                    advertised = %self.own.underlay_ip, tunnel = %ip, uplink = %self.uplink.name,
+                    "the advertised address is not on the uplink (NAT?): the tunnel uses the uplink's own"
+                );
+            }
+            (self.tunnel_ip, self.tunnel_for) = (ip, self.own.underlay_ip);
+        }
+        Ok(())
+    }
+
     fn write_config(&mut self) -> Result<()> {
         let config = DataplaneConfig {
             abi_version: ABI_VERSION,
             vni: self.vni,
-            underlay_ip: self.own.underlay_ip.octets(),
+            underlay_ip: self.tunnel_ip.octets(),
             udp_port: self.port,
             vtep_mac: self.own.vtep_mac.0,
             uplink_ifindex: self.uplink.index,
@@ -487,6 +522,7 @@ impl Agent {
     /// resync's business.
     async fn sync_nodes(&mut self) -> Result<()> {
         self.refresh_from_store()?;
+        self.refresh_tunnel_ip().await?;
         self.write_config()?;
         self.reconcile(false).await?;
         self.write_cni_files()?;
@@ -510,6 +546,7 @@ impl Agent {
             self.nl.link_by_index(self.uplink.index).await?.ok_or_else(|| anyhow!("uplink {} disappeared", self.uplink.name))?;
         let mut created = Created::default();
         (self.weft0, self.weft0_peer) = ensure_device(&self.nl, &self.own, &self.uplink, self.mtu, &mut created).await?;
+        self.refresh_tunnel_ip().await?;
         self.write_config()?;
         let attached = self.dataplane.is_attached(spec::programs::ENCAP, &self.weft0.name, TcAttachType::Egress)?
             && self.dataplane.is_attached(spec::programs::DECAP, &self.uplink.name, TcAttachType::Ingress)?

@@ -174,6 +174,56 @@ fn traffic_follows_ip_and_vtep_mac_changes() -> Result<()> {
     all_pods_reach_each_other(&c)
 }
 
+/// A node behind 1:1 NAT, as with k3s's `flannel-external-ip`: it advertises a
+/// public address (`public-ip-overwrite`) that no interface of its own holds. Peers
+/// send to that address and the NAT hands the frames over addressed to the node's own;
+/// the node's frames leave from its own address and reach peers translated. The
+/// tunnel must use the node's own address on the wire, as Flannel's vxlan device
+/// (bound to the interface's address) does, while peers know it by the public one.
+/// The NAT is the underlay switch's namespace routing for 198.19.0.50 with
+/// iptables DNAT/SNAT: outside node b, so b sees only its own address.
+#[test]
+fn a_node_behind_nat_is_reached_at_its_public_address() -> Result<()> {
+    let c = cluster();
+    let public = Ipv4Addr::new(198, 19, 0, 50);
+    let b = c.node("b").underlay;
+    let sw = &c.underlay;
+    sw.ip(&format!("addr add {public}/24 dev br0"))?;
+    sw.sh("sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.br0.send_redirects=0")?;
+    sw.sh(&format!("iptables -t nat -A PREROUTING -d {public} -p udp --dport 8472 -j DNAT --to-destination {b}"))?;
+    sw.sh(&format!("iptables -t nat -A POSTROUTING -s {b} -p udp --dport 8472 -j SNAT --to-source {public}"))?;
+    // b reaches its peers through the NAT (their replies come back the same way).
+    for peer in ["a", "c"] {
+        c.node("b").ns.ip(&format!("route add {}/32 via {public} dev ul0", c.node(peer).underlay))?;
+    }
+    let cp = c.control();
+    cp.kubectl(&["annotate", "node", "b", &format!("{P}/public-ip-overwrite={public}")])?;
+    let followed = wait_for(Duration::from_secs(5), || {
+        let l = kube::require_lease(&cp.api, "b").ok()?;
+        let tunnels = c.node("a").maps().ok()?.tunnels().ok()?;
+        let a_follows = tunnels.values().any(|e| Ipv4Addr::from(e.underlay_ip) == public);
+        (l.public_ip == public && a_follows).then_some(())
+    });
+    assert!(followed.is_some(), "b advertises {public} and a follows\n{}", c.logs());
+    c.sync_flannel()?;
+    // b's tunnel stays on its own address: what decap accepts and encap sends from.
+    let config = c.node("b").maps()?.config()?;
+    assert_eq!(Ipv4Addr::from(config.underlay_ip), b, "b's tunnel address\n{}", c.logs());
+    assert!(c.agent_log("b").contains("NAT?"), "b says why the tunnel is not on {public}\n{}", c.agent_log("b"));
+    all_pods_reach_each_other(&c)?;
+    // The traffic did cross the NAT, both ways.
+    let nat = sw.sh("iptables -t nat -L -v -n -x")?;
+    for target in ["DNAT", "SNAT"] {
+        let packets: u64 = nat
+            .lines()
+            .find(|l| l.contains(target) && l.contains("8472"))
+            .and_then(|l| l.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| anyhow!("no {target} rule in\n{nat}"))?;
+        ensure!(packets > 0, "no tunnel traffic through the {target} rule\n{nat}");
+    }
+    Ok(())
+}
+
 /// Entries of a node that does not exist (planted while nobody watched) are swept when
 /// the agent relists; a node with malformed annotations is skipped with one warning
 /// and the others are unaffected.
