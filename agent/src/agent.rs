@@ -94,6 +94,8 @@ struct Kube {
     available_at: Option<Instant>,
     /// Skipped nodes and why, to warn once per node and reason.
     warned: BTreeMap<String, Skip>,
+    /// Why our own Node's address could not be read, to warn once per reason.
+    own_error: Option<String>,
     last_watch_error: Option<Instant>,
 }
 
@@ -262,6 +264,7 @@ async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Ag
         advertised_at: None,
         available_at: None,
         warned: BTreeMap::new(),
+        own_error: None,
         last_watch_error: None,
     };
     let mut source = Source::Kube(Box::new(kube));
@@ -501,27 +504,38 @@ impl Agent {
         Ok(())
     }
 
-    /// Recomputes this node and the table from the source (Kubernetes mode).
-    fn refresh_from_store(&mut self) -> Result<()> {
-        let Source::Kube(kube) = &self.source else {
-            return Ok(());
+    /// Recomputes this node and the table from the source (Kubernetes mode). A bad
+    /// address on our own Node (a mistyped `public-ip-overwrite`) keeps the one in
+    /// use, with a warning, rather than stopping every other update.
+    fn refresh_from_store(&mut self) {
+        let Source::Kube(kube) = &mut self.source else {
+            return;
         };
         if let Some(node) = kube.store.state().iter().find(|n| n.metadata.name.as_deref() == Some(&self.own.name)) {
-            let ip = kube_sync::own_public_ip(node.as_ref(), self.args.public_ip, self.uplink_address).map_err(|e| anyhow!(e))?;
-            if ip != self.own.underlay_ip {
-                tracing::info!(old = %self.own.underlay_ip, new = %ip, "this node's public address changed");
-                self.own.underlay_ip = ip;
+            match kube_sync::own_public_ip(node.as_ref(), self.args.public_ip, self.uplink_address) {
+                Ok(ip) => {
+                    kube.own_error = None;
+                    if ip != self.own.underlay_ip {
+                        tracing::info!(old = %self.own.underlay_ip, new = %ip, "this node's public address changed");
+                        self.own.underlay_ip = ip;
+                    }
+                }
+                Err(e) => {
+                    if kube.own_error.as_ref() != Some(&e) {
+                        tracing::warn!(keeping = %self.own.underlay_ip, "this node's address: {e}");
+                    }
+                    kube.own_error = Some(e);
+                }
             }
         }
         self.table = kube_table(&self.own.clone(), &mut self.source, self.vni);
-        Ok(())
     }
 
     /// After Node events: the table, the config (our own address may have moved), maps
     /// and routes, our files and Node object. Device and attachments are the periodic
     /// resync's business.
     async fn sync_nodes(&mut self) -> Result<()> {
-        self.refresh_from_store()?;
+        self.refresh_from_store();
         self.refresh_tunnel_ip().await?;
         self.write_config()?;
         self.reconcile(false).await?;
@@ -534,7 +548,7 @@ impl Agent {
     async fn resync(&mut self) -> Result<()> {
         // weft0 may be recreated below (routes gone): nothing applied is known any more.
         self.applied = None;
-        self.refresh_from_store()?;
+        self.refresh_from_store();
         if let Source::File { path, .. } = &self.source {
             self.own = self
                 .table

@@ -224,6 +224,34 @@ fn a_node_behind_nat_is_reached_at_its_public_address() -> Result<()> {
     Ok(())
 }
 
+/// A mistyped `public-ip-overwrite` on a node's own Node object, set while its agent
+/// runs, costs one warning: the agent keeps the address it uses and goes on following
+/// the other nodes (here: a's move to another address).
+#[test]
+fn a_bad_own_address_annotation_does_not_stop_updates() -> Result<()> {
+    let c = cluster();
+    let cp = c.control();
+    cp.kubectl(&["annotate", "node", "b", &format!("{P}/public-ip-overwrite=198.19.0.x")])?;
+    c.node("a").ns.ip("addr add 198.19.0.60/24 dev ul0")?;
+    cp.kubectl(&["annotate", "node", "a", &format!("{P}/public-ip-overwrite=198.19.0.60")])?;
+    let t = Instant::now();
+    let followed = wait_for(Duration::from_secs(5), || {
+        let tunnels = c.node("b").maps().ok()?.tunnels().ok()?;
+        tunnels.values().any(|e| Ipv4Addr::from(e.underlay_ip) == Ipv4Addr::new(198, 19, 0, 60)).then_some(())
+    });
+    assert!(followed.is_some(), "b follows a's move despite its own bad annotation\n{}", c.logs());
+    println!("b followed a's move {:?} after its own annotation went bad", t.elapsed());
+    // One more resync (2 s here) must neither fail nor warn again.
+    std::thread::sleep(Duration::from_millis(2500));
+    let log = c.agent_log("b");
+    let warnings = log.lines().filter(|l| l.contains("WARN") && l.contains("198.19.0.x")).count();
+    assert_eq!(warnings, 1, "b warns once about its own annotation\n{log}");
+    assert!(!log.contains("ERROR"), "b's syncs failed\n{log}");
+    assert_eq!(kube::require_lease(&cp.api, "b")?.public_ip, c.node("b").underlay, "b keeps advertising its address");
+    c.sync_flannel()?;
+    all_pods_reach_each_other(&c)
+}
+
 /// Entries of a node that does not exist (planted while nobody watched) are swept when
 /// the agent relists; a node with malformed annotations is skipped with one warning
 /// and the others are unaffected.
