@@ -636,7 +636,8 @@ impl Agent {
         let quiet = Duration::from_secs(self.args.resync_seconds);
         let due = |last: Option<Instant>| last.is_none_or(|t| t.elapsed() >= quiet);
 
-        if published.as_ref() != Some(&advert) && (kube.advertised.as_ref() != Some(&advert) || due(kube.advertised_at)) {
+        let already_published = published.as_ref() == Some(&advert);
+        if !already_published && (kube.advertised.as_ref() != Some(&advert) || due(kube.advertised_at)) {
             match kube_sync::advertise(&kube.api, &self.own.name, &advert).await {
                 Ok(()) => {
                     tracing::info!(public_ip = %advert.public_ip, vtep_mac = %advert.vtep_mac, "advertised this node");
@@ -646,7 +647,9 @@ impl Agent {
                 Err(e) => tracing::warn!("{e:#}; will retry"),
             }
         }
-        if kube.advertised.is_some() && !available && due(kube.available_at) {
+        // Advertised (by us, or by the agent before us: a restart finds it published),
+        // so peers can reach this node: its network is available.
+        if (already_published || kube.advertised.is_some()) && !available && due(kube.available_at) {
             match kube_sync::set_network_available(&kube.api, &self.own.name).await {
                 Ok(()) => kube.available_at = Some(Instant::now()),
                 Err(e) => tracing::warn!("{e:#}; will retry"),

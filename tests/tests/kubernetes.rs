@@ -352,7 +352,9 @@ fn api_server_outage_keeps_traffic_and_resyncs() -> Result<()> {
     Ok(())
 }
 
-/// A restarted agent keeps its VtepMAC (from its own annotation), even if weft0 is gone.
+/// A restarted agent keeps its VtepMAC (from its own annotation), even if weft0 is gone,
+/// and clears a NetworkUnavailable set while it was down (its annotations are already
+/// published, so it has nothing to advertise).
 #[test]
 fn restart_keeps_the_vtep_mac() -> Result<()> {
     let mut c = cluster();
@@ -360,9 +362,31 @@ fn restart_keeps_the_vtep_mac() -> Result<()> {
     let before = kube::require_lease(&c.control().api, "a")?.vtep_mac;
     c.nodes[a].agent.as_mut().unwrap().stop()?;
     c.nodes[a].ns.ip("link del weft0")?;
+    let condition = |node: &Value| {
+        node["status"]["conditions"].as_array().and_then(|cs| {
+            cs.iter().find(|c| c["type"] == "NetworkUnavailable").and_then(|c| c["status"].as_str().map(str::to_owned))
+        })
+    };
+    c.control()
+        .api
+        .update_node("a", |node| {
+            for cond in node["status"]["conditions"].as_array_mut().expect("conditions") {
+                if cond["type"] == "NetworkUnavailable" {
+                    cond["status"] = "True".into();
+                }
+            }
+        })
+        .map_err(|e| anyhow!("setting NetworkUnavailable: {e:?}"))?;
+    let node: Value = serde_json::from_str(&c.control().kubectl(&["get", "node", "a", "-o", "json"])?)?;
+    assert_eq!(condition(&node).as_deref(), Some("True"), "NetworkUnavailable set while the agent is down");
     c.start_agent(a, &[])?;
     assert_eq!(kube::require_lease(&c.control().api, "a")?.vtep_mac, before);
     assert!(c.nodes[a].ns.ip("link show weft0")?.contains(&before));
+    let cleared = wait_for(Duration::from_secs(5), || {
+        let node: Value = serde_json::from_str(&c.control().kubectl(&["get", "node", "a", "-o", "json"]).ok()?).ok()?;
+        (condition(&node).as_deref() == Some("False")).then_some(())
+    });
+    assert!(cleared.is_some(), "the restarted agent clears NetworkUnavailable\n{}", c.logs());
     all_pods_reach_each_other(&c)
 }
 
