@@ -556,8 +556,7 @@ impl Agent {
                 .map(|(me, _)| me.clone())
                 .ok_or_else(|| anyhow!("{}: this node vanished from the table", path.display()))?;
         }
-        self.uplink =
-            self.nl.link_by_index(self.uplink.index).await?.ok_or_else(|| anyhow!("uplink {} disappeared", self.uplink.name))?;
+        self.uplink = self.find_uplink().await?;
         let mut created = Created::default();
         (self.weft0, self.weft0_peer) = ensure_device(&self.nl, &self.own, &self.uplink, self.mtu, &mut created).await?;
         self.refresh_tunnel_ip().await?;
@@ -581,6 +580,22 @@ impl Agent {
             self.sync_node_object().await;
         }
         Ok(())
+    }
+
+    /// The uplink as it is now. One deleted and created again under the same name (a
+    /// bond or VLAN rebuilt by the network manager, a driver rebind) is taken up under
+    /// its new index: the config and the attachment check below follow it.
+    async fn find_uplink(&self) -> Result<Link> {
+        if let Some(link) = self.nl.link_by_index(self.uplink.index).await? {
+            return Ok(link);
+        }
+        let link = self
+            .nl
+            .link_by_name(&self.uplink.name)
+            .await?
+            .ok_or_else(|| anyhow!("uplink {} (index {}) is gone", self.uplink.name, self.uplink.index))?;
+        tracing::warn!(iface = %link.name, old = self.uplink.index, new = link.index, "the uplink was recreated: following it");
+        Ok(link)
     }
 
     fn tunnel_mtu(&self) -> u32 {

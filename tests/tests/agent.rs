@@ -72,6 +72,40 @@ fn restart_keeps_forwarding_and_adopts_pinned_state() -> Result<()> {
     Ok(())
 }
 
+/// An uplink deleted and created again under the same name (a bond or VLAN rebuilt by
+/// the network manager, a driver rebind) is followed at the next resync: the config
+/// names its new index, decap is attached to it again, and traffic flows.
+#[test]
+fn a_recreated_uplink_is_followed() -> Result<()> {
+    let c = cluster();
+    let a = c.node("a");
+    let ifindex = || -> Result<u32> { Ok(a.ns.sh("cat /sys/class/net/ul0/ifindex")?.trim().parse()?) };
+    let old = ifindex()?;
+    a.ns.ip("link del ul0")?;
+    let status = Command::new("ip")
+        .args(["link", "add", "ul0", "netns", &a.ns.name, "type", "veth", "peer", "name", "u-a", "netns", &c.underlay.name])
+        .status()?;
+    assert!(status.success(), "recreating ul0");
+    c.underlay.ip("link set u-a master br0 up")?;
+    a.ns.ip(&format!("addr add {}/24 dev ul0", a.underlay))?;
+    a.ns.ip("link set ul0 up")?;
+    let new = ifindex()?;
+    assert_ne!(new, old, "a new ul0");
+    let t = Instant::now();
+    let followed = wait_for(Duration::from_secs(5), || {
+        let config = a.maps().ok()?.config().ok()?;
+        let decap = tcx_programs(&a.ns, "ul0", TcAttachType::Ingress).ok()?;
+        (config.uplink_ifindex == new && decap.len() == 1).then_some(())
+    });
+    assert!(followed.is_some(), "a follows its new uplink\n{}", c.logs());
+    println!("recreated uplink followed {:?} after it came back", t.elapsed());
+    assert!(c.agent_log("a").contains("the uplink was recreated"), "{}", c.agent_log("a"));
+    for (from, to) in [("a", "b"), ("a", "c"), ("b", "a"), ("c", "a")] {
+        ping_ok(&c.pod_on(from).ns, c.pod_on(to).ip, 3).map_err(|e| anyhow!("{from} -> {to}: {e}\n{}", c.logs()))?;
+    }
+    Ok(())
+}
+
 fn has_route(c: &Cluster, node: &str, cidr: &str) -> bool {
     c.node(node).ns.ip("route show").map(|r| r.contains(cidr)).unwrap_or(false)
 }
