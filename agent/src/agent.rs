@@ -131,6 +131,8 @@ pub struct Agent {
     source: Source,
     /// `--fast-path`: the pod veths' program and the local endpoints.
     fast: Option<FastPath>,
+    /// What `/healthz` reports: whether resyncs keep succeeding.
+    health: crate::healthz::Health,
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -340,6 +342,7 @@ impl Agent {
             applied: None,
             source,
             fast: None,
+            health: crate::healthz::Health::default(),
         };
         agent.refresh_tunnel_ip().await?;
         agent.write_config()?;
@@ -708,7 +711,8 @@ impl Agent {
             None => None,
         };
         if self.args.healthz_port != 0 {
-            crate::healthz::spawn(std::net::SocketAddr::new(self.args.healthz_ip, self.args.healthz_port)).await?;
+            let addr = std::net::SocketAddr::new(self.args.healthz_ip, self.args.healthz_port);
+            crate::healthz::spawn(addr, self.health.clone()).await?;
         }
         loop {
             let is_kube = matches!(self.source, Source::Kube(_));
@@ -794,8 +798,12 @@ impl Agent {
     }
 
     async fn resync_logged(&mut self) {
-        if let Err(e) = self.resync().await {
-            tracing::error!("resync: {e:#}");
+        match self.resync().await {
+            Ok(()) => self.health.resync_ok(),
+            Err(e) => {
+                tracing::error!("resync: {e:#}");
+                self.health.resync_failed(format!("{e:#}"));
+            }
         }
     }
 }

@@ -106,6 +106,43 @@ fn a_recreated_uplink_is_followed() -> Result<()> {
     Ok(())
 }
 
+/// `GET /healthz` inside `ns`: the whole HTTP response.
+fn healthz(ns: &Netns, port: u16) -> Result<String> {
+    use std::io::{Read, Write};
+    ns.spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .join()
+    .map_err(|_| anyhow!("health check thread panicked"))?
+}
+
+/// The health endpoint answers 200 while the node is kept programmed, and 503 with the
+/// reason once resyncs keep failing (here: the uplink deleted for good), so a liveness
+/// probe restarts the agent instead of leaving a node silently unprogrammed.
+#[test]
+fn health_endpoint_reports_a_node_it_cannot_keep_programmed() -> Result<()> {
+    let mut c = Cluster::new(&[("a", Kind::Weft), ("b", Kind::Weft)])?;
+    let a = c.node_index("a");
+    c.restart_agent(a, &["--healthz-ip", "127.0.0.1", "--healthz-port", "8471"])?;
+    let ns = &c.nodes[a].ns;
+    let ok = healthz(ns, 8471)?;
+    assert!(ok.starts_with("HTTP/1.1 200 OK") && ok.ends_with("ok\n"), "{ok}");
+    ns.ip("link del ul0")?;
+    // Three failed resyncs, two seconds apart here.
+    let failing = wait_for(Duration::from_secs(15), || {
+        let r = healthz(ns, 8471).ok()?;
+        r.starts_with("HTTP/1.1 503").then_some(r)
+    });
+    let r = failing.ok_or_else(|| anyhow!("/healthz kept answering 200 without an uplink\n{}", c.logs()))?;
+    assert!(r.contains("resyncs in a row failed") && r.contains("uplink ul0") && r.contains("is gone"), "{r}");
+    Ok(())
+}
+
 fn has_route(c: &Cluster, node: &str, cidr: &str) -> bool {
     c.node(node).ns.ip("route show").map(|r| r.contains(cidr)).unwrap_or(false)
 }
