@@ -145,6 +145,9 @@ impl FastPath {
             }
         }
         sweep(dataplane, |ifindex| ports.iter().any(|p| p.index == ifindex))?;
+        // Only pods whose veth carries the programs are fast-path endpoints: one that
+        // could not be attached takes the stack path both ways, as the warning says.
+        let attached = &self.attached;
 
         let (learned, fdb) = match bridge.and_then(|b| b.mac.map(|mac| (b.index, mac))) {
             // No pod yet (the CNI plugin makes the bridge with the first one).
@@ -158,12 +161,13 @@ impl FastPath {
                     .into_iter()
                     .filter(|(ip, _)| pod_cidr.contains(*ip) && *ip != pod_cidr.network() && *ip != pod_cidr.broadcast())
                     .filter_map(|(ip, mac)| fdb.get(&mac).map(|&ifindex| (ip, LocalEndpoint { ifindex, mac, gw_mac })))
+                    .filter(|(_, e)| attached.contains(&e.ifindex))
                     .collect();
                 (learned, fdb)
             }
         };
         let current = dataplane.maps.endpoints()?;
-        let desired = settle(&current, learned, &fdb, |ifindex| ports.iter().any(|p| p.index == ifindex));
+        let desired = settle(&current, learned, &fdb, |ifindex| attached.contains(&ifindex));
         apply(dataplane, &current, &desired)
     }
 }
@@ -186,8 +190,9 @@ fn attach(dataplane: &mut Dataplane, port: &Link, created: &mut Vec<PathBuf>) ->
 }
 
 /// The endpoints to hold: what the kernel's tables say (`learned`, from the neighbour
-/// table joined with `fdb`), except that a known endpoint whose veth still exists is
-/// kept while nothing else is known for its address (fast traffic does not refresh
+/// table joined with `fdb`), except that a known endpoint whose veth is still a
+/// fast-path port (`fast_port`: it exists and carries the programs) is kept while
+/// nothing else is known for its address (fast traffic does not refresh
 /// the FDB, so its entry ages out), and kept against another veth's claim while its
 /// own pod is still on its own port (`fdb` has its MAC there): only a forged ARP
 /// reply or frame moves a live pod's address. Once the old pod is silent (its FDB
@@ -197,9 +202,9 @@ fn settle(
     current: &BTreeMap<Ipv4Addr, LocalEndpoint>,
     mut learned: BTreeMap<Ipv4Addr, LocalEndpoint>,
     fdb: &BTreeMap<MacAddr, u32>,
-    port_exists: impl Fn(u32) -> bool,
+    fast_port: impl Fn(u32) -> bool,
 ) -> BTreeMap<Ipv4Addr, LocalEndpoint> {
-    for (ip, known) in current.iter().filter(|(_, e)| port_exists(e.ifindex)) {
+    for (ip, known) in current.iter().filter(|(_, e)| fast_port(e.ifindex)) {
         match learned.get(ip) {
             Some(new) if new.ifindex == known.ifindex => {}
             Some(new) if fdb.get(&known.mac) == Some(&known.ifindex) => {
