@@ -346,6 +346,8 @@ impl Agent {
         };
         agent.refresh_tunnel_ip().await?;
         agent.write_config()?;
+        let others = agent.table.nodes.iter().filter(|n| n.name != agent.own.name);
+        reconcile::seed(&mut agent.dataplane.maps, &node::desired(others, vni))?;
         agent.attach(created)?;
         agent.start_fast_path(created).await?;
         Ok(agent)

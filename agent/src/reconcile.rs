@@ -116,6 +116,20 @@ pub async fn apply(
     Ok(changes)
 }
 
+/// Writes the desired peers and tunnels, nothing else: before a start swaps its
+/// programs into an earlier agent's live links, so maps it had to create anew (their
+/// layout changed) already hold every peer when its programs start using them.
+/// Removals and routes are left to [`apply`], after the swap.
+pub fn seed(maps: &mut Maps, desired: &Desired) -> Result<(), ReconcileError> {
+    for (ip, peer) in &desired.peers {
+        maps.set_peer(*ip, *peer)?;
+    }
+    for (cidr, endpoint) in &desired.tunnels {
+        maps.set_tunnel(*cidr, *endpoint)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,6 +106,52 @@ fn a_recreated_uplink_is_followed() -> Result<()> {
     Ok(())
 }
 
+/// An upgrade across a map-layout change: the next agent finds `tunnels` pinned with
+/// another layout (as an older weft's would be), replaces it, fills it before its
+/// programs take over the live links, and traffic flows.
+#[test]
+fn a_pinned_map_of_another_layout_is_replaced_and_refilled() -> Result<()> {
+    let mut c = cluster();
+    let a = c.node_index("a");
+    c.nodes[a].agent.as_mut().unwrap().stop()?;
+    // The old programs keep their own map; only the pin is swapped for an odd one.
+    let pin = c.nodes[a].bpffs_dir.join(spec::TUNNELS.pin);
+    std::fs::remove_file(&pin)?;
+    let (key, value) = (spec::TUNNELS.key_size.to_string(), spec::TUNNELS.value_size.to_string());
+    let pin_arg = pin.to_str().expect("utf-8");
+    let args = ["map", "create", pin_arg, "type", "lpm_trie", "key", &key, "value", &value, "entries", "16", "name", "tunnels"];
+    let status = Command::new("bpftool").args(args).args(["flags", "1"]).status()?;
+    assert!(status.success(), "bpftool map create");
+    for to in ["b", "c"] {
+        ping_ok(&c.pod_on("a").ns, c.pod_on(to).ip, 3)?;
+    }
+    // Traffic both ways through the takeover: not one packet may meet the new
+    // programs before their maps hold the peers (no tunnel, unknown peer).
+    let drops = |c: &Cluster| -> Result<u64> {
+        let maps = c.nodes[a].maps()?;
+        Ok(maps.counter(Verdict::DropNoTunnel)?.packets + maps.counter(Verdict::DropUnknownPeer)?.packets)
+    };
+    let before = drops(&c)?;
+    let (src, dst) = (c.pod_on("a").ns.name.clone(), c.pod_on("b").ip.to_string());
+    let mut pinger = Command::new("ip")
+        .args(["netns", "exec", &src, "ping", "-q", "-i", "0.001", "-w", "3", &dst])
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(300));
+    c.start_agent(a, &[])?;
+    pinger.wait()?;
+    assert_eq!(drops(&c)? - before, 0, "packets dropped during the takeover\n{}", c.logs());
+    let log = c.agent_log("a");
+    assert!(log.contains("pinned map has another layout: replacing it"), "{log}");
+    assert!(log.contains(r#"map="WEFT_TUNNELS" state=Replaced"#), "{log}");
+    let tunnels = c.nodes[a].maps()?.tunnels()?;
+    assert_eq!(tunnels.len(), 2, "b's and c's tunnels in the new map: {tunnels:?}");
+    for (from, to) in [("a", "b"), ("a", "c"), ("b", "a"), ("c", "a")] {
+        ping_ok(&c.pod_on(from).ns, c.pod_on(to).ip, 3).map_err(|e| anyhow!("{from} -> {to}: {e}\n{}", c.logs()))?;
+    }
+    Ok(())
+}
+
 /// `GET /healthz` inside `ns`: the whole HTTP response.
 fn healthz(ns: &Netns, port: u16) -> Result<String> {
     use std::io::{Read, Write};
