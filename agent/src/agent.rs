@@ -185,7 +185,7 @@ async fn start_static(args: Args, path: PathBuf, nl: Netlink, created: &mut Crea
     if up.address != Some(own.underlay_ip) && !nl.addresses(up.link.index).await?.iter().any(|(a, _)| *a == own.underlay_ip) {
         tracing::warn!(
             iface = %up.link.name, underlay = %own.underlay_ip,
-            "the interface does not hold this node's underlay address: the tunnel uses the interface's own (NAT?)"
+            "the interface does not hold this node's underlay address"
         );
     }
     let (vni, port) = (args.vni.unwrap_or(STATIC_DEFAULTS.0), args.port.unwrap_or(STATIC_DEFAULTS.1));
@@ -227,7 +227,18 @@ async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Ag
     let up = uplink::select(&nl, &selector(&args), &hints).await?;
     let existing_mac = nl.link_by_name(WEFT0).await?.and_then(|l| l.mac).map(peers::Mac);
     let vtep_mac = kube_sync::choose_vtep_mac(&own_node, existing_mac);
-    let public_ip = kube_sync::own_public_ip(&own_node, args.public_ip, up.address).map_err(|e| anyhow!(e))?;
+    // A mistyped public-ip-overwrite must not keep the node down (the running agent
+    // keeps its address, see refresh_from_store): advertise what it would without it.
+    let (public_ip, own_error) = match kube_sync::own_public_ip(&own_node, args.public_ip, up.address) {
+        Ok(ip) => (ip, None),
+        Err(e) => match args.public_ip.or(up.address) {
+            Some(ip) => {
+                tracing::warn!(using = %ip, "this node's address: {e}");
+                (ip, Some(e))
+            }
+            None => bail!(e),
+        },
+    };
     let own = NodeEntry { name: args.node_name.clone(), underlay_ip: public_ip, pod_cidr, vtep_mac };
     tracing::info!(node = %own.name, %pod_cidr, %public_ip, %vtep_mac, "own node");
 
@@ -266,7 +277,7 @@ async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Ag
         advertised_at: None,
         available_at: None,
         warned: BTreeMap::new(),
-        own_error: None,
+        own_error,
         last_watch_error: None,
     };
     let mut source = Source::Kube(Box::new(kube));
@@ -322,6 +333,7 @@ impl Agent {
                 .map(|s| args.bpffs_dir.join(s.pin)),
         );
         let (weft0, weft0_peer) = ensure_device(&nl, &own, &up.link, mtu, created).await?;
+        let health = crate::healthz::Health::new(Duration::from_secs(args.resync_seconds));
         let mut agent = Agent {
             args,
             vni,
@@ -342,7 +354,7 @@ impl Agent {
             applied: None,
             source,
             fast: None,
-            health: crate::healthz::Health::default(),
+            health,
         };
         agent.refresh_tunnel_ip().await?;
         agent.write_config()?;
@@ -353,13 +365,23 @@ impl Agent {
         Ok(agent)
     }
 
-    /// The tunnel's own underlay address: the advertised one when the uplink holds it;
-    /// else (behind NAT: a `--public-ip` or `public-ip-overwrite` no interface here
-    /// holds) the uplink's own, which peers' packets to the advertised address arrive
-    /// at once translated, and which our packets must leave from — as Flannel's vxlan
-    /// device, bound to the interface's address, does.
+    /// The tunnel's own underlay address: the advertised one when an interface of
+    /// this node holds it; else (behind NAT: a `--public-ip` or `public-ip-overwrite`
+    /// no interface here holds) the uplink's own, which peers' packets to the
+    /// advertised address arrive at once translated, and which our packets must leave
+    /// from — as Flannel's vxlan device, bound to the interface's address, does. The
+    /// uplink's own address is read again each time: it may have changed (DHCP, an
+    /// uplink recreated).
     async fn refresh_tunnel_ip(&mut self) -> Result<()> {
-        let held = self.nl.addresses(self.uplink.index).await?.iter().any(|(a, _)| *a == self.own.underlay_ip);
+        let addresses = self.nl.all_addresses().await?;
+        let held = addresses.iter().any(|(_, a)| *a == self.own.underlay_ip);
+        let on_uplink: Vec<Ipv4Addr> = addresses.iter().filter(|(i, _)| *i == self.uplink.index).map(|(_, a)| *a).collect();
+        if let Some(first) = on_uplink.first()
+            && self.uplink_address.is_none_or(|a| !on_uplink.contains(&a))
+        {
+            tracing::info!(iface = %self.uplink.name, old = ?self.uplink_address, new = %first, "the uplink's address changed");
+            self.uplink_address = Some(*first);
+        }
         let ip = match self.uplink_address {
             Some(local) if !held => local,
             _ => self.own.underlay_ip,
@@ -370,7 +392,7 @@ impl Agent {
             } else {
                 tracing::info!(
                     advertised = %self.own.underlay_ip, tunnel = %ip, uplink = %self.uplink.name,
-                    "the advertised address is not on the uplink (NAT?): the tunnel uses the uplink's own"
+                    "no interface holds the advertised address (NAT?): the tunnel uses the uplink's own"
                 );
             }
             (self.tunnel_ip, self.tunnel_for) = (ip, self.own.underlay_ip);
@@ -541,7 +563,9 @@ impl Agent {
     /// resync's business.
     async fn sync_nodes(&mut self) -> Result<()> {
         self.refresh_from_store();
-        self.refresh_tunnel_ip().await?;
+        if let Err(e) = self.refresh_tunnel_ip().await {
+            tracing::warn!(tunnel = %self.tunnel_ip, "reading this node's addresses: {e:#}; keeping the tunnel address");
+        }
         self.write_config()?;
         self.reconcile(false).await?;
         self.write_cni_files()?;

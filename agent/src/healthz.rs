@@ -1,11 +1,13 @@
 //! `GET /healthz` (Flannel's `--healthz-port`): 200 while the agent keeps its node
-//! programmed; 503, with the reason, once resyncs have failed [`Health::FAILURES`]
-//! times in a row (an uplink gone for good, a netlink or map error that does not
-//! clear), so a liveness probe restarts the agent and the failure shows in its status.
+//! programmed; 503, with the reason, once no resync has succeeded for three resync
+//! periods — resyncs that keep failing (an uplink gone for good, a netlink or map error
+//! that does not clear) or an event loop that stopped running them — so a liveness
+//! probe restarts the agent and the failure shows in the pod's status.
 
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use tokio::{
@@ -14,38 +16,50 @@ use tokio::{
 };
 
 /// What the endpoint reports; the agent updates it after every resync.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Health {
     state: Arc<Mutex<State>>,
+    /// How long without a successful resync is a failure.
+    max_age: Duration,
 }
 
-#[derive(Default)]
 struct State {
-    failures: u32,
-    last_error: String,
+    last_ok: Instant,
+    last_error: Option<String>,
 }
 
 impl Health {
-    /// Consecutive failed resyncs before the endpoint reports failure: one can be a
-    /// race with the node's own network manager; three are a node left unprogrammed.
-    pub const FAILURES: u32 = 3;
+    /// For an agent that resyncs every `resync`: three missed or failed periods (one
+    /// can be a race with the node's own network manager) and a second of slack.
+    pub fn new(resync: Duration) -> Health {
+        Health {
+            state: Arc::new(Mutex::new(State { last_ok: Instant::now(), last_error: None })),
+            max_age: resync * 3 + Duration::from_secs(1),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
     pub fn resync_ok(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.failures = 0;
-        s.last_error.clear();
+        let mut s = self.state();
+        s.last_ok = Instant::now();
+        s.last_error = None;
     }
 
     pub fn resync_failed(&self, error: String) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.failures += 1;
-        s.last_error = error;
+        self.state().last_error = Some(error);
     }
 
-    /// `None`: healthy; else why not.
-    fn failing(&self) -> Option<String> {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        (s.failures >= Self::FAILURES).then(|| format!("{} resyncs in a row failed; last: {}\n", s.failures, s.last_error))
+    /// `None`: healthy at `now`; else why not.
+    fn failing(&self, now: Instant) -> Option<String> {
+        let s = self.state();
+        let age = now.saturating_duration_since(s.last_ok);
+        (age > self.max_age).then(|| {
+            let last = s.last_error.as_deref().unwrap_or("none: resyncs stopped running");
+            format!("no successful resync for {} s; last error: {last}\n", age.as_secs())
+        })
     }
 }
 
@@ -64,7 +78,7 @@ pub async fn spawn(addr: SocketAddr, health: Health) -> std::io::Result<()> {
                 let reply = if !buf[..n].starts_with(b"GET /healthz ") {
                     "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
                 } else {
-                    let (status, body) = match health.failing() {
+                    let (status, body) = match health.failing(Instant::now()) {
                         None => ("200 OK", "ok\n".to_string()),
                         Some(why) => ("503 Service Unavailable", why),
                     };
@@ -85,17 +99,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fails_after_consecutive_failed_resyncs_and_recovers() {
-        let h = Health::default();
-        assert!(h.failing().is_none());
-        for _ in 1..Health::FAILURES {
-            h.resync_failed("uplink ul0 (index 2) is gone".into());
-            assert!(h.failing().is_none(), "a single failed resync is not yet a failure");
-        }
+    fn fails_after_three_periods_without_a_good_resync_and_recovers() {
+        let h = Health::new(Duration::from_secs(10));
+        let t0 = Instant::now();
         h.resync_failed("uplink ul0 (index 2) is gone".into());
-        let why = h.failing().expect("failing");
-        assert!(why.contains("3 resyncs in a row failed; last: uplink ul0 (index 2) is gone"), "{why}");
+        assert!(h.failing(t0 + Duration::from_secs(30)).is_none(), "failed resyncs within three periods are tolerated");
+        let why = h.failing(t0 + Duration::from_secs(32)).expect("failing");
+        assert!(why.contains("no successful resync for 3") && why.contains("last error: uplink ul0 (index 2) is gone"), "{why}");
         h.resync_ok();
-        assert!(h.failing().is_none());
+        assert!(h.failing(Instant::now() + Duration::from_secs(30)).is_none());
+        // A loop that stops resyncing, without any error, is caught too.
+        let why = h.failing(Instant::now() + Duration::from_secs(40)).expect("failing");
+        assert!(why.contains("resyncs stopped running"), "{why}");
     }
 }

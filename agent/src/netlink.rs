@@ -239,6 +239,25 @@ impl Netlink {
             .collect())
     }
 
+    /// Every IPv4 address in this namespace, with the index of the link holding it
+    /// (one dump).
+    pub async fn all_addresses(&self) -> Result<Vec<(u32, Ipv4Addr)>> {
+        let msgs: Vec<AddressMessage> =
+            self.handle.address().get().execute().try_collect().await.map_err(op(|| "listing addresses".to_string()))?;
+        Ok(msgs
+            .into_iter()
+            .filter(|m| m.header.family == AddressFamily::Inet)
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => {
+                        Some((m.header.index, *ip))
+                    }
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
     /// The link that holds `ip`, if any.
     pub async fn link_with_address(&self, ip: Ipv4Addr) -> Result<Option<Link>> {
         for link in self.links().await? {

@@ -106,6 +106,34 @@ fn a_recreated_uplink_is_followed() -> Result<()> {
     Ok(())
 }
 
+/// A node whose underlay address is on another interface than the uplink (a routed
+/// address on `lo`, `--iface ul0`): that is no NAT, the tunnel keeps the address.
+#[test]
+fn an_underlay_address_on_another_interface_stays_the_tunnel_address() -> Result<()> {
+    let mut c = Cluster::new(&[("a", Kind::Weft), ("b", Kind::Weft)])?;
+    for n in ["a", "b"] {
+        c.add_pod(n)?;
+    }
+    let routed = std::net::Ipv4Addr::new(198, 19, 1, 10);
+    let a = c.node_index("a");
+    c.nodes[a].ns.ip(&format!("addr add {routed}/32 dev lo"))?;
+    c.node("b").ns.ip(&format!("route add {routed}/32 via {} dev ul0", c.nodes[a].underlay))?;
+    c.nodes[a].underlay = routed;
+    c.write_peers(&c.nodes.iter().map(|n| n.table_line()).collect::<Vec<_>>())?;
+    c.restart_agent(a, &["--iface", "ul0"])?;
+    let config = c.nodes[a].maps()?.config()?;
+    assert_eq!(std::net::Ipv4Addr::from(config.underlay_ip), routed, "a's tunnel address\n{}", c.logs());
+    let followed = wait_for(Duration::from_secs(5), || {
+        let tunnels = c.node("b").maps().ok()?.tunnels().ok()?;
+        tunnels.values().any(|e| std::net::Ipv4Addr::from(e.underlay_ip) == routed).then_some(())
+    });
+    assert!(followed.is_some(), "b follows a's new address\n{}", c.logs());
+    for (from, to) in [("a", "b"), ("b", "a")] {
+        ping_ok(&c.pod_on(from).ns, c.pod_on(to).ip, 3).map_err(|e| anyhow!("{from} -> {to}: {e}\n{}", c.logs()))?;
+    }
+    Ok(())
+}
+
 /// An upgrade across a map-layout change: the next agent finds `tunnels` pinned with
 /// another layout (as an older weft's would be), replaces it, fills it before its
 /// programs take over the live links, and traffic flows.
@@ -133,13 +161,19 @@ fn a_pinned_map_of_another_layout_is_replaced_and_refilled() -> Result<()> {
     };
     let before = drops(&c)?;
     let (src, dst) = (c.pod_on("a").ns.name.clone(), c.pod_on("b").ip.to_string());
+    // Bounded (-w) in case the test dies before it stops the pinger.
     let mut pinger = Command::new("ip")
-        .args(["netns", "exec", &src, "ping", "-q", "-i", "0.001", "-w", "3", &dst])
+        .args(["netns", "exec", &src, "ping", "-q", "-i", "0.001", "-w", "60", &dst])
         .stdout(std::process::Stdio::null())
         .spawn()?;
     std::thread::sleep(Duration::from_millis(300));
-    c.start_agent(a, &[])?;
+    let started = c.start_agent(a, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let still_pinging = pinger.try_wait()?.is_none();
+    pinger.kill()?;
     pinger.wait()?;
+    started?;
+    assert!(still_pinging, "the pings covered the whole takeover");
     assert_eq!(drops(&c)? - before, 0, "packets dropped during the takeover\n{}", c.logs());
     let log = c.agent_log("a");
     assert!(log.contains("pinned map has another layout: replacing it"), "{log}");
@@ -176,16 +210,18 @@ fn health_endpoint_reports_a_node_it_cannot_keep_programmed() -> Result<()> {
     let a = c.node_index("a");
     c.restart_agent(a, &["--healthz-ip", "127.0.0.1", "--healthz-port", "8471"])?;
     let ns = &c.nodes[a].ns;
-    let ok = healthz(ns, 8471)?;
+    // The endpoint opens with the event loop, just after the agent says it is up.
+    let ok = wait_for(Duration::from_secs(5), || healthz(ns, 8471).ok())
+        .ok_or_else(|| anyhow!("/healthz does not answer\n{}", c.logs()))?;
     assert!(ok.starts_with("HTTP/1.1 200 OK") && ok.ends_with("ok\n"), "{ok}");
     ns.ip("link del ul0")?;
-    // Three failed resyncs, two seconds apart here.
-    let failing = wait_for(Duration::from_secs(15), || {
+    // Three resync periods (two seconds each here) without a good one, and a second.
+    let failing = wait_for(Duration::from_secs(20), || {
         let r = healthz(ns, 8471).ok()?;
         r.starts_with("HTTP/1.1 503").then_some(r)
     });
     let r = failing.ok_or_else(|| anyhow!("/healthz kept answering 200 without an uplink\n{}", c.logs()))?;
-    assert!(r.contains("resyncs in a row failed") && r.contains("uplink ul0") && r.contains("is gone"), "{r}");
+    assert!(r.contains("no successful resync for") && r.contains("uplink ul0") && r.contains("is gone"), "{r}");
     Ok(())
 }
 

@@ -226,10 +226,10 @@ fn a_node_behind_nat_is_reached_at_its_public_address() -> Result<()> {
 
 /// A mistyped `public-ip-overwrite` on a node's own Node object, set while its agent
 /// runs, costs one warning: the agent keeps the address it uses and goes on following
-/// the other nodes (here: a's move to another address).
+/// the other nodes (here: a's move to another address); restarted, it starts.
 #[test]
 fn a_bad_own_address_annotation_does_not_stop_updates() -> Result<()> {
-    let c = cluster();
+    let mut c = cluster();
     let cp = c.control();
     cp.kubectl(&["annotate", "node", "b", &format!("{P}/public-ip-overwrite=198.19.0.x")])?;
     c.node("a").ns.ip("addr add 198.19.0.60/24 dev ul0")?;
@@ -249,6 +249,11 @@ fn a_bad_own_address_annotation_does_not_stop_updates() -> Result<()> {
     assert!(!log.contains("ERROR"), "b's syncs failed\n{log}");
     assert_eq!(kube::require_lease(&cp.api, "b")?.public_ip, c.node("b").underlay, "b keeps advertising its address");
     c.sync_flannel()?;
+    all_pods_reach_each_other(&c)?;
+    // Nor does it keep a restarted agent down: it advertises the uplink's address.
+    let b = c.node_index("b");
+    c.restart_agent(b, &[])?;
+    assert_eq!(kube::require_lease(&c.control().api, "b")?.public_ip, c.nodes[b].underlay, "b still advertises its address");
     all_pods_reach_each_other(&c)
 }
 
