@@ -31,6 +31,14 @@ fn tcx_programs(ns: &Netns, iface: &'static str, hook: TcAttachType) -> Result<V
     Ok(ns.tcx_programs(iface, hook)?.into_iter().map(|(id, _)| id).collect())
 }
 
+/// Pod on each `from` node reaches the pod on its `to` node; the agents' state on failure.
+fn pods_reach(c: &Cluster, pairs: &[(&str, &str)]) -> Result<()> {
+    for (from, to) in pairs {
+        ping_ok(&c.pod_on(from).ns, c.pod_on(to).ip, 3).map_err(|e| anyhow!("{from} -> {to}: {e}\n{}", c.logs()))?;
+    }
+    Ok(())
+}
+
 fn link_exists(ns: &Netns, name: &str) -> bool {
     ns.ip(&format!("link show {name}")).is_ok()
 }
@@ -100,9 +108,7 @@ fn a_recreated_uplink_is_followed() -> Result<()> {
     assert!(followed.is_some(), "a follows its new uplink\n{}", c.logs());
     println!("recreated uplink followed {:?} after it came back", t.elapsed());
     assert!(c.agent_log("a").contains("the uplink was recreated"), "{}", c.agent_log("a"));
-    for (from, to) in [("a", "b"), ("a", "c"), ("b", "a"), ("c", "a")] {
-        ping_ok(&c.pod_on(from).ns, c.pod_on(to).ip, 3).map_err(|e| anyhow!("{from} -> {to}: {e}\n{}", c.logs()))?;
-    }
+    pods_reach(&c, &[("a", "b"), ("a", "c"), ("b", "a"), ("c", "a")])?;
     Ok(())
 }
 
@@ -128,9 +134,7 @@ fn an_underlay_address_on_another_interface_stays_the_tunnel_address() -> Result
         tunnels.values().any(|e| std::net::Ipv4Addr::from(e.underlay_ip) == routed).then_some(())
     });
     assert!(followed.is_some(), "b follows a's new address\n{}", c.logs());
-    for (from, to) in [("a", "b"), ("b", "a")] {
-        ping_ok(&c.pod_on(from).ns, c.pod_on(to).ip, 3).map_err(|e| anyhow!("{from} -> {to}: {e}\n{}", c.logs()))?;
-    }
+    pods_reach(&c, &[("a", "b"), ("b", "a")])?;
     Ok(())
 }
 
@@ -180,9 +184,7 @@ fn a_pinned_map_of_another_layout_is_replaced_and_refilled() -> Result<()> {
     assert!(log.contains(r#"map="WEFT_TUNNELS" state=Replaced"#), "{log}");
     let tunnels = c.nodes[a].maps()?.tunnels()?;
     assert_eq!(tunnels.len(), 2, "b's and c's tunnels in the new map: {tunnels:?}");
-    for (from, to) in [("a", "b"), ("a", "c"), ("b", "a"), ("c", "a")] {
-        ping_ok(&c.pod_on(from).ns, c.pod_on(to).ip, 3).map_err(|e| anyhow!("{from} -> {to}: {e}\n{}", c.logs()))?;
-    }
+    pods_reach(&c, &[("a", "b"), ("a", "c"), ("b", "a"), ("c", "a")])?;
     Ok(())
 }
 
