@@ -227,15 +227,8 @@ impl Netlink {
             .map_err(op(|| format!("listing addresses of link {index}")))?;
         Ok(msgs
             .into_iter()
-            .filter(|m| m.header.family == AddressFamily::Inet && m.header.index == index)
-            .filter_map(|m| {
-                m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => {
-                        Some((*ip, m.header.prefix_len))
-                    }
-                    _ => None,
-                })
-            })
+            .filter(|m| m.header.index == index)
+            .filter_map(|m| ipv4_of(&m).map(|ip| (ip, m.header.prefix_len)))
             .collect())
     }
 
@@ -244,18 +237,7 @@ impl Netlink {
     pub async fn all_addresses(&self) -> Result<Vec<(u32, Ipv4Addr)>> {
         let msgs: Vec<AddressMessage> =
             self.handle.address().get().execute().try_collect().await.map_err(op(|| "listing addresses".to_string()))?;
-        Ok(msgs
-            .into_iter()
-            .filter(|m| m.header.family == AddressFamily::Inet)
-            .filter_map(|m| {
-                m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => {
-                        Some((m.header.index, *ip))
-                    }
-                    _ => None,
-                })
-            })
-            .collect())
+        Ok(msgs.into_iter().filter_map(|m| ipv4_of(&m).map(|ip| (m.header.index, ip))).collect())
     }
 
     /// The link that holds `ip`, if any.
@@ -401,4 +383,15 @@ fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
         rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
         _ => None,
     }
+}
+
+/// The IPv4 address an address message carries, if it is one.
+fn ipv4_of(m: &AddressMessage) -> Option<Ipv4Addr> {
+    if m.header.family != AddressFamily::Inet {
+        return None;
+    }
+    m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+        _ => None,
+    })
 }
