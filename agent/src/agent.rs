@@ -27,7 +27,7 @@ use kube::{
     Api,
     runtime::{WatchStreamExt, reflector, reflector::Store, watcher},
 };
-use rtnetlink::packet_route::{link::InfoKind, tc::TcHandle};
+use rtnetlink::packet_route::link::InfoKind;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
@@ -841,43 +841,6 @@ async fn next_node_event(source: &mut Source) -> Option<Result<watcher::Event<Wa
     }
 }
 
-/// Gives `weft0_peer` a FIFO per tx queue (`mq` of `pfifo_fast`; one `pfifo_fast` if
-/// it has one queue). A veth drops what its peer's 256-slot ring cannot take, unless a
-/// qdisc sits on the sending end: then (Linux 6.16+) it stops that queue until weft0's
-/// NAPI has drained the ring, and the qdisc holds the burst (`txqueuelen`, 1000) the way
-/// the per-CPU backlog holds Flannel's. `pfifo_fast` is lockless and bypassed while
-/// empty, so the uncongested path pays next to nothing for it.
-async fn ensure_peer_qdisc(nl: &Netlink, peer: u32, queues: u32) -> Result<()> {
-    const FIFO: &str = "pfifo_fast";
-    let qdiscs = nl.qdiscs(peer).await?;
-    let root = qdiscs.iter().find(|q| q.parent == TcHandle::ROOT);
-    if queues == 1 {
-        if root.is_none_or(|q| q.kind != FIFO) {
-            nl.replace_qdisc(peer, TcHandle::ROOT, TcHandle::UNSPEC, FIFO).await?;
-            tracing::info!("{WEFT0_PEER}: {FIFO} root qdisc (queues what weft0's ring cannot take)");
-        }
-        return Ok(());
-    }
-    let mq = match root {
-        Some(q) if q.kind == "mq" => q.handle.major,
-        _ => {
-            nl.replace_qdisc(peer, TcHandle::ROOT, TcHandle { major: 1, minor: 0 }, "mq").await?;
-            tracing::info!("{WEFT0_PEER}: mq root qdisc, a {FIFO} per queue (queues what weft0's rings cannot take)");
-            1
-        }
-    };
-    // mq fills its queues with the default qdisc (`net.core.default_qdisc`, often
-    // fq_codel, whose AQM would drop inside the node): make each a plain FIFO.
-    let qdiscs = nl.qdiscs(peer).await?;
-    for minor in 1..=queues as u16 {
-        let parent = TcHandle { major: mq, minor };
-        if !qdiscs.iter().any(|q| q.parent == parent && q.kind == FIFO) {
-            nl.replace_qdisc(peer, parent, TcHandle::UNSPEC, FIFO).await?;
-        }
-    }
-    Ok(())
-}
-
 /// Creates `weft0` (and its peer end) if missing, and brings it to the spec; returns
 /// `weft0` and its peer's ifindex.
 async fn ensure_device(
@@ -924,22 +887,12 @@ async fn ensure_device(
     // One queue (and NAPI instance) per CPU, as the per-CPU backlog had: a veth uses
     // one by default, and every CPU's decap would funnel through its 256-slot ring.
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    let mut peer_queues = 1;
     for dev in [WEFT0_PEER, WEFT0] {
         match ethtool::set_queues(dev, cpus) {
-            Ok((n, changed)) => {
-                if changed {
-                    tracing::info!("{dev}: {n} rx/tx queues");
-                }
-                if dev == WEFT0_PEER {
-                    peer_queues = n;
-                }
-            }
+            Ok(Some(n)) => tracing::info!("{dev}: {n} rx/tx queues"),
+            Ok(None) => {}
             Err(e) => tracing::warn!("cannot set {dev}'s queue count to {cpus} ({e}): TC decap's frames share one queue"),
         }
-    }
-    if let Err(e) = ensure_peer_qdisc(nl, peer.index, peer_queues).await {
-        tracing::warn!("cannot give {WEFT0_PEER} a qdisc ({e:#}): a burst that fills weft0's ring is dropped, not queued");
     }
     // No IPv6 on the pair: router solicitations and MLD would only meet the encap drop.
     for dev in [WEFT0, WEFT0_PEER] {

@@ -105,17 +105,17 @@ pub fn set_gro(iface: &str, on: bool) -> io::Result<bool> {
 }
 
 /// Sets `iface`'s rx and tx queue counts to `want`, within what the device allows;
-/// returns the count now in use and whether it changed.
-pub fn set_queues(iface: &str, want: u32) -> io::Result<(u32, bool)> {
+/// returns the count now in use if it changed, `None` if nothing changed.
+pub fn set_queues(iface: &str, want: u32) -> io::Result<Option<u32>> {
     let mut ch = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
     ethtool(iface, &mut ch)?;
     let n = want.min(ch.max_rx).min(ch.max_tx).max(1);
     if ch.rx_count == n && ch.tx_count == n {
-        return Ok((n, false));
+        return Ok(None);
     }
     ch.cmd = ETHTOOL_SCHANNELS;
     ch.rx_count = n;
     ch.tx_count = n;
     ethtool(iface, &mut ch)?;
-    Ok((n, true))
+    Ok(Some(n))
 }

@@ -7,18 +7,16 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use ipnetwork::Ipv4Network;
 use rtnetlink::{
     Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
-    packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload},
     packet_route::{
-        AddressFamily, RouteNetlinkMessage,
+        AddressFamily,
         address::{AddressAttribute, AddressMessage},
         link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
         route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope},
-        tc::{TcAttribute, TcHandle, TcMessage},
     },
 };
 use thiserror::Error;
@@ -103,14 +101,6 @@ impl Link {
         }
         link
     }
-}
-
-/// A queueing discipline of a link (`tc qdisc show`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Qdisc {
-    pub handle: TcHandle,
-    pub parent: TcHandle,
-    pub kind: String,
 }
 
 /// A route in the main table, as far as the node model cares.
@@ -284,47 +274,6 @@ impl Netlink {
             Err(e) if matches!(errno_of(&e), Some(ENODEV)) => Ok(()),
             r => r.map_err(op(|| format!("deleting link {index}"))),
         }
-    }
-
-    /// The qdiscs of link `index` (the kernel dumps every link's; the filter is ours).
-    pub async fn qdiscs(&self, index: u32) -> Result<Vec<Qdisc>> {
-        let all: Vec<TcMessage> =
-            self.handle.qdisc().get().execute().try_collect().await.map_err(op(|| format!("listing qdiscs of link {index}")))?;
-        Ok(all
-            .into_iter()
-            .filter(|m| m.header.index == index as i32)
-            .map(|m| Qdisc {
-                handle: m.header.handle,
-                parent: m.header.parent,
-                kind: m
-                    .attributes
-                    .iter()
-                    .find_map(|a| if let TcAttribute::Kind(k) = a { Some(k.clone()) } else { None })
-                    .unwrap_or_default(),
-            })
-            .collect())
-    }
-
-    /// Puts a qdisc of `kind` (one that needs no options) at `parent` of link `index`,
-    /// replacing what is there (`tc qdisc replace`).
-    pub async fn replace_qdisc(&self, index: u32, parent: TcHandle, handle: TcHandle, kind: &str) -> Result<()> {
-        let mut msg = TcMessage::default();
-        msg.header.index = index as i32;
-        msg.header.parent = parent;
-        msg.header.handle = handle;
-        msg.attributes.push(TcAttribute::Kind(kind.to_owned()));
-        let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewQueueDiscipline(msg));
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
-        let what = || format!("setting qdisc {kind} at {parent} of link {index}");
-        let mut response = self.handle.clone().request(req).map_err(op(what))?;
-        while let Some(m) = response.next().await {
-            if let NetlinkPayload::Error(e) = m.payload
-                && e.code.is_some()
-            {
-                return Err(op(what)(rtnetlink::Error::NetlinkError(e)));
-            }
-        }
-        Ok(())
     }
 
     pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
