@@ -26,7 +26,7 @@ use aya_ebpf::{
     bindings::{
         BPF_CSUM_LEVEL_DEC, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_REDIRECT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
-    helpers::generated::{bpf_csum_level, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    helpers::generated::{bpf_csum_level, bpf_get_smp_processor_id, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::warn;
@@ -228,6 +228,14 @@ fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<V
         return Ok(Verdict::FastDelivered);
     }
     let (ifindex, flags) = if via_peer { (cfg.weft0_peer_ifindex, 0) } else { (cfg.weft0_ifindex, BPF_F_INGRESS) };
+    if via_peer {
+        // Into the peer's queue of this CPU (a recorded rx queue, + 1, picks the tx
+        // queue), so weft0's NAPI for it runs here, right after this receive, as
+        // Flannel's per-CPU GRO cells do. By flow hash, a CPU could fill a ring whose
+        // NAPI waits on another CPU's softirq; the veth drops what does not fit.
+        // SAFETY: queue_mapping is writable from TC; the value is below NO_QUEUE_MAPPING.
+        unsafe { (*ctx.skb.skb).queue_mapping = bpf_get_smp_processor_id() + 1 };
+    }
     // SAFETY: plain helper call with scalar arguments.
     let rc = unsafe { bpf_redirect(ifindex, u64::from(flags)) };
     if rc != i64::from(TC_ACT_REDIRECT) {

@@ -144,6 +144,49 @@ fn large_transfers_arrive_intact_between_every_pair() -> Result<()> {
     Ok(())
 }
 
+/// TC decap hands TCP data into weft0's ring of the CPU that decapsulated it, so that
+/// ring's NAPI runs right there, after the receive that filled it (as Flannel's per-CPU
+/// GRO cells do). By flow hash a CPU could fill a ring whose NAPI waits on another,
+/// busy CPU, and the veth dropped what did not fit: CI lost 20 frames that way.
+/// Sender and receiver pinned to one CPU keep the whole path on it (a veth receives
+/// on the sending CPU), so that CPU's queue must carry each transfer.
+#[test]
+fn decapsulated_tcp_enters_weft0_on_the_decapsulating_cpus_queue() -> Result<()> {
+    let mut c = mesh();
+    restart_weft_agents(&mut c, &["--decap", "tc"])?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let b = &c.node("b").ns;
+    let per_queue = || -> Result<Vec<u64>> {
+        let stats = b.sh("ethtool -S weft0")?;
+        (0..cpus)
+            .map(|q| {
+                let key = format!("rx_queue_{q}_xdp_packets:");
+                let line = stats.lines().find(|l| l.trim_start().starts_with(&key));
+                let n = line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok());
+                n.ok_or_else(|| anyhow::anyhow!("no {key} in ethtool -S weft0:\n{stats}"))
+            })
+            .collect()
+    };
+    let (src, dst) = (c.pod_on("a"), c.pod_on("b"));
+    // Four connections per CPU: by flow hash, all would land right 1 time in 2^(4·CPUs).
+    for cpu in (0..cpus).flat_map(|cpu| [cpu; 4]) {
+        let before = per_queue()?;
+        // Threads inherit the affinity of the thread that spawns them.
+        let mut only = nix::sched::CpuSet::new();
+        only.set(cpu)?;
+        let all = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))?;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &only)?;
+        let t = tcp_transfer(&src.ns, &dst.ns, dst.ip, 20 << 20);
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &all)?;
+        t?;
+        let delta: Vec<u64> = per_queue()?.iter().zip(&before).map(|(a, b)| a - b).collect();
+        let total: u64 = delta.iter().sum();
+        assert!(total > 1000, "CPU {cpu}: only {total} frames through weft0's rings for 20 MiB");
+        assert!(delta[cpu] * 100 >= total * 99, "CPU {cpu}: frames per weft0 rx queue {delta:?}, wanted queue {cpu}");
+    }
+    Ok(())
+}
+
 /// A DF packet larger than weft0's MTU gets frag-needed (from the stack, at weft0),
 /// one that fits passes; TTL expiry is reported by the node where it happens — on
 /// the receiving node too, for a packet that arrived through the tunnel.
