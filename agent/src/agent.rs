@@ -34,7 +34,7 @@ use tokio::{
 };
 use weft_common::{
     ABI_VERSION,
-    config::{DataplaneConfig, FLAG_FAST_PATH},
+    config::{DataplaneConfig, FLAG_BRIDGE_BYPASS, FLAG_DECAP_L4_UDP, FLAG_FAST_PATH},
     maps as spec,
 };
 
@@ -44,7 +44,6 @@ use crate::{
     config::{Args, CniConf, DecapMode, STATIC_DEFAULTS},
     dataplane::{Attached, Dataplane},
     ethtool::{self, Feature},
-    fastpath::{self, FastPath},
     kube_sync,
     maps::PinState,
     netconf,
@@ -52,6 +51,7 @@ use crate::{
     node::{self, WEFT0, WEFT0_PEER},
     node_object::WatchedNode,
     peers::{self, NodeEntry, NodeTable},
+    pods::{self, Pods},
     privileges, reconcile, sysctl,
     uplink::{self, Selector},
 };
@@ -129,8 +129,10 @@ pub struct Agent {
     /// What the last reconcile applied (None: read the kernel next time).
     applied: Option<node::Desired>,
     source: Source,
-    /// `--fast-path`: the pod veths' program and the local endpoints.
-    fast: Option<FastPath>,
+    /// The local pods: endpoints, the bridge's egress program, `--fast-path`'s programs.
+    pods: Option<Pods>,
+    /// The kernel clears the tunnel's GSO state at decap (`BPF_F_ADJ_ROOM_DECAP_L4_UDP`).
+    decap_l4_udp: bool,
     /// What `/healthz` reports: whether resyncs keep succeeding.
     health: crate::healthz::Health,
 }
@@ -353,15 +355,17 @@ impl Agent {
             xdp_choice_logged: false,
             applied: None,
             source,
-            fast: None,
+            pods: None,
+            decap_l4_udp: false,
             health,
         };
+        agent.decap_l4_udp = crate::probe::decap_l4_udp(&mut agent.dataplane);
         agent.refresh_tunnel_ip().await?;
         agent.write_config()?;
         let others = agent.table.nodes.iter().filter(|n| n.name != agent.own.name);
         reconcile::seed(&mut agent.dataplane.maps, &node::desired(others, vni))?;
         agent.attach(created)?;
-        agent.start_fast_path(created).await?;
+        agent.start_pods(created).await?;
         Ok(agent)
     }
 
@@ -409,7 +413,9 @@ impl Agent {
             vtep_mac: self.own.vtep_mac.0,
             uplink_ifindex: self.uplink.index,
             weft0_ifindex: self.weft0.index,
-            flags: if self.args.fast_path { FLAG_FAST_PATH } else { 0 },
+            flags: flag(self.args.fast_path, FLAG_FAST_PATH)
+                | flag(self.pods.as_ref().is_some_and(Pods::bypass), FLAG_BRIDGE_BYPASS)
+                | flag(self.decap_l4_udp, FLAG_DECAP_L4_UDP),
             weft0_peer_ifindex: self.weft0_peer,
             ..Default::default()
         };
@@ -497,23 +503,28 @@ impl Agent {
         Ok(())
     }
 
-    /// `--fast-path` on: subscribe, attach to the pod veths there are, fill the
-    /// endpoints. Off: undo what an earlier agent with it on left.
-    async fn start_fast_path(&mut self, created: &mut Created) -> Result<()> {
+    /// Subscribes to the pods' link and neighbour events, attaches to the bridge (and,
+    /// with `--fast-path`, to the pod veths) there is, fills the endpoints. Without
+    /// `--fast-path`, first undoes what an earlier agent with it on left.
+    async fn start_pods(&mut self, created: &mut Created) -> Result<()> {
         if !self.args.fast_path {
-            return fastpath::disable(&mut self.dataplane);
+            pods::disable_fast_path(&mut self.dataplane)?;
         }
-        let mut fast = FastPath::new(cni::BRIDGE)?;
-        fast.sync(&self.nl, &mut self.dataplane, self.own.pod_cidr, &mut created.pins).await?;
-        self.fast = Some(fast);
-        Ok(())
+        let mut pods = Pods::new(cni::BRIDGE, self.args.fast_path)?;
+        pods.sync(&self.nl, &mut self.dataplane, self.own.pod_cidr, &mut created.pins).await?;
+        self.pods = Some(pods);
+        self.write_config()
     }
 
-    async fn sync_fast_path(&mut self) {
-        let Some(fast) = &mut self.fast else { return };
+    /// Rescans the pods; the config follows the bridge program's attachment.
+    async fn sync_pods(&mut self) {
+        let Some(pods) = &mut self.pods else { return };
         // After start, new pins are this agent's to keep: nothing rolls them back.
-        if let Err(e) = fast.sync(&self.nl, &mut self.dataplane, self.own.pod_cidr, &mut Vec::new()).await {
-            tracing::error!("fast path: {e:#}");
+        if let Err(e) = pods.sync(&self.nl, &mut self.dataplane, self.own.pod_cidr, &mut Vec::new()).await {
+            tracing::error!("pods: {e:#}");
+        }
+        if let Err(e) = self.write_config() {
+            tracing::error!("writing the dataplane config: {e:#}");
         }
     }
 
@@ -600,10 +611,10 @@ impl Agent {
             self.attach(&mut created)?;
         }
         self.reconcile(true).await?;
-        if let Some(fast) = &mut self.fast {
-            fast.recheck();
+        if let Some(pods) = &mut self.pods {
+            pods.recheck();
         }
-        self.sync_fast_path().await;
+        self.sync_pods().await;
         if matches!(self.source, Source::Kube(_)) {
             self.write_cni_files()?;
             self.sync_node_object().await;
@@ -766,8 +777,8 @@ impl Agent {
                 }
                 item = next_node_event(&mut self.source), if is_kube => self.on_node_event(item).await,
                 _ = resync.tick() => self.resync_logged().await,
-                _ = async { self.fast.as_mut().expect("guarded").changed().await }, if self.fast.is_some() => {
-                    self.sync_fast_path().await;
+                _ = async { self.pods.as_mut().expect("guarded").changed().await }, if self.pods.is_some() => {
+                    self.sync_pods().await;
                 }
                 ready = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
                     let mut guard = ready?;
@@ -912,4 +923,9 @@ async fn ensure_device(
         nl.add_address(link.index, spec.address, 32).await?;
     }
     Ok((nl.link_by_index(link.index).await?.ok_or_else(|| anyhow!("{WEFT0} vanished"))?, peer.index))
+}
+
+/// `bit` when `on`.
+fn flag(on: bool, bit: u32) -> u32 {
+    if on { bit } else { 0 }
 }

@@ -14,7 +14,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
         tc::TcAttachOptions,
         xdp::XdpLink,
@@ -101,12 +101,25 @@ impl Dataplane {
             spec::programs::POD_EGRESS,
             spec::programs::POD_INGRESS,
             spec::programs::WEFT0_INGRESS,
+            spec::programs::BRIDGE_EGRESS,
+            spec::programs::PROBE_DECAP_L4_UDP,
         ] {
             let prog = classifier(&mut ebpf, name)?;
             prog.load().map_err(|source| DataplaneError::Program { name, op: "loading (verifier)".into(), source })?;
         }
         let maps = Maps::take(&mut ebpf)?;
         Ok((Dataplane { ebpf, maps, dir: dir.to_path_buf(), logger }, pins))
+    }
+
+    /// Runs TC program `name` once on `frame` (`BPF_PROG_TEST_RUN`: nothing is sent);
+    /// returns its return code.
+    pub fn test_run(&mut self, name: &'static str, frame: &[u8]) -> Result<i32> {
+        let prog = classifier(&mut self.ebpf, name)?;
+        // Room for a frame the program grows.
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() };
+        let run = prog.test_run(opts).map_err(|source| DataplaneError::Program { name, op: "test run".into(), source })?;
+        Ok(run.return_value as i32)
     }
 
     pub fn link_pin(&self, pin: &str) -> PathBuf {

@@ -14,7 +14,9 @@
 //! - [`bpffs`]: where pins live, and mounting bpffs only where pins outlive us;
 //! - [`dataplane`]: loading the programs, pinning maps, attaching through pinned TCX links;
 //! - [`maps`]: typed access to the pinned maps;
-//! - [`fastpath`]: `--fast-path`: the program on each pod veth, and the local pod endpoints;
+//! - [`pods`]: the local pod endpoints, the pod bridge's egress program, and `--fast-path`'s
+//!   programs on each pod veth;
+//! - [`probe`]: what the running kernel's BPF helpers accept;
 //! - [`reconcile`]: desired vs actual, applied in the order the kernel needs;
 //! - [`agent`]: startup with rollback, the event loop, resync.
 
@@ -25,7 +27,6 @@ pub mod cni;
 pub mod config;
 pub mod dataplane;
 pub mod ethtool;
-pub mod fastpath;
 pub mod healthz;
 pub mod kube_sync;
 pub mod maps;
@@ -34,7 +35,9 @@ pub mod netlink;
 pub mod node;
 pub mod node_object;
 pub mod peers;
+pub mod pods;
 pub mod privileges;
+pub mod probe;
 pub mod reconcile;
 pub mod sysctl;
 pub mod uplink;

@@ -39,6 +39,16 @@ pub struct DataplaneConfig {
 /// ends (see `crate::fastpath`). Off, the receive side never reads the fast-path maps.
 pub const FLAG_FAST_PATH: u32 = 1;
 
+/// A program on the pod bridge's TC egress hands routed packets for local pods to
+/// their veths (the bridge's own transmit would segment decapsulated super-packets):
+/// TC decap sends super-packets straight into `weft0`'s ingress.
+pub const FLAG_BRIDGE_BYPASS: u32 = 2;
+
+/// The kernel takes `BPF_F_ADJ_ROOM_DECAP_L4_UDP` (bpf-next, 2026): TC decap passes
+/// it, which clears the tunnel's GSO type and `skb->encapsulation`, so nothing
+/// downstream segments a decapsulated super-packet; those go straight into `weft0`.
+pub const FLAG_DECAP_L4_UDP: u32 = 4;
+
 const _: () = assert!(core::mem::size_of::<DataplaneConfig>() == 48);
 
 #[cfg(feature = "user")]

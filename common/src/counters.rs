@@ -62,13 +62,17 @@ pub enum Verdict {
     /// after GRO for what TC decap sent through `weft0`'s peer (those frames were
     /// counted `decapsulated` at the uplink first).
     FastDelivered = 14,
+    /// The pod bridge's TC egress: a packet the host routed to a local pod, sent to
+    /// the pod's host-side veth past the bridge's own transmit (which would segment a
+    /// decapsulated super-packet in software).
+    BridgeBypassed = 15,
 }
 
 /// Slots in the counters map: room for verdicts added later without resizing the map.
 pub const VERDICT_SLOTS: u32 = 32;
 
 impl Verdict {
-    pub const ALL: [Verdict; 15] = [
+    pub const ALL: [Verdict; 16] = [
         Verdict::Passed,
         Verdict::Encapsulated,
         Verdict::Decapsulated,
@@ -84,6 +88,7 @@ impl Verdict {
         Verdict::DropXdpMarkLost,
         Verdict::FastEncapsulated,
         Verdict::FastDelivered,
+        Verdict::BridgeBypassed,
     ];
 
     pub const fn index(self) -> u32 {
@@ -103,6 +108,7 @@ impl Verdict {
                 | Verdict::DeliveredFromXdp
                 | Verdict::FastEncapsulated
                 | Verdict::FastDelivered
+                | Verdict::BridgeBypassed
         )
     }
 
@@ -124,6 +130,7 @@ impl Verdict {
             Verdict::DropXdpMarkLost => "drop_xdp_mark_lost",
             Verdict::FastEncapsulated => "fast_encapsulated",
             Verdict::FastDelivered => "fast_delivered",
+            Verdict::BridgeBypassed => "bridge_bypassed",
         }
     }
 }

@@ -106,6 +106,11 @@ pub mod programs {
     pub const POD_INGRESS: &str = "weft_pod_ingress";
     /// TC ingress of `weft0` (`--fast-path`): TC decap's aggregates straight into their pod.
     pub const WEFT0_INGRESS: &str = "weft_weft0_ingress";
+    /// TC egress of the pod bridge: routed packets for local pods straight to their veths.
+    pub const BRIDGE_EGRESS: &str = "weft_bridge_egress";
+    /// Never attached: run once through `BPF_PROG_TEST_RUN` to ask the kernel whether
+    /// `bpf_skb_adjust_room` takes `BPF_F_ADJ_ROOM_DECAP_L4_UDP`.
+    pub const PROBE_DECAP_L4_UDP: &str = "weft_probe_decap";
 }
 
 /// Pin names of the TCX links under the agent's bpffs directory.
@@ -115,6 +120,7 @@ pub mod links {
     pub const DECAP_XDP: &str = "link_decap_xdp";
     /// `--fast-path` only.
     pub const WEFT0_INGRESS: &str = "link_weft0_ingress";
+    pub const BRIDGE_EGRESS: &str = "link_bridge_egress";
     /// One per pod veth: this prefix and the veth's ifindex.
     pub const POD_EGRESS_PREFIX: &str = "link_pod_egress_";
     pub const POD_INGRESS_PREFIX: &str = "link_pod_ingress_";

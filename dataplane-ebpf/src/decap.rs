@@ -32,9 +32,12 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use weft_common::{
     MacAddr,
-    config::{DataplaneConfig, FLAG_FAST_PATH},
+    config::{DataplaneConfig, FLAG_BRIDGE_BYPASS, FLAG_DECAP_L4_UDP, FLAG_FAST_PATH},
     counters::Verdict,
-    wire::{ETH_HLEN, ETH_P_IPV4, IPPROTO_TCP, IPPROTO_UDP, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN, XDP_DECAP_MARK},
+    wire::{
+        ETH_HLEN, ETH_P_IPV4, F_ADJ_ROOM_DECAP_L4_UDP, IPPROTO_TCP, IPPROTO_UDP, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN,
+        XDP_DECAP_MARK,
+    },
 };
 
 use crate::{
@@ -175,8 +178,12 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
         mark_ce(pkt, &plan)?;
     }
 
-    ctx.adjust_room(-(plan.strip as i32), BPF_ADJ_ROOM_MAC, u64::from(BPF_F_ADJ_ROOM_FIXED_GSO))
-        .map_err(|_| Verdict::DropResize)?;
+    // Where the kernel can, it also forgets the tunnel (GSO type, `encapsulation`).
+    let mut flags = u64::from(BPF_F_ADJ_ROOM_FIXED_GSO);
+    if cfg.flags & FLAG_DECAP_L4_UDP != 0 {
+        flags |= F_ADJ_ROOM_DECAP_L4_UDP;
+    }
+    ctx.adjust_room(-(plan.strip as i32), BPF_ADJ_ROOM_MAC, flags).map_err(|_| Verdict::DropResize)?;
     // A NIC's "checksum verified" for the outer UDP header must not vouch for the inner
     // packet: consume one level, as the kernel's UDP tunnel receive does.
     // SAFETY: plain helper call on this program's own context.
@@ -193,34 +200,41 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
 /// Redirects the (inner) frame to `weft0` — or, with `--fast-path`, straight into its
 /// pod where [`fastpath::deliver_to_pod`] allows.
 ///
-/// What TC decapsulated itself (`Decapsulated`), if TCP data ([`aggregatable`]), is
-/// sent out of `weft0`'s veth peer when the agent configured one: it then arrives on
-/// `weft0` through the veth's NAPI (one queue per CPU), whose GRO aggregates the
-/// inner flows — the aggregation XDP
-/// decap gets from the uplink's GRO. The agent turns GRO on for `weft0` and TSO off
-/// for the peer, without which a veth bypasses its NAPI; a GSO super-packet (a veth
-/// underlay's) is segmented on the way, so a flow's data keeps one path and its
-/// order — and because after decap it still carries the tunnel's GSO type, which
-/// would have the stack segment it in software further on anyway. XDP's aggregates
-/// (always XDP's, for a whole flow), other protocols and TCP segments without data
-/// (nothing aggregates them there, so the hop would be pure cost: 64-byte UDP went
-/// from 87 to 96 kpps) and a frame too big for `weft0` (a veth would drop it; the
-/// kernel's vxlan accepts it) go into `weft0`'s ingress.
+/// A GSO super-packet (a veth underlay's, or a VM's coalesced receive) goes straight
+/// into `weft0`'s ingress when something downstream carries it whole: the pod bridge's
+/// egress program ([`crate::bridge`], `FLAG_BRIDGE_BYPASS`) or a kernel that cleared
+/// the tunnel's GSO state at decap (`FLAG_DECAP_L4_UDP`). Without either it would be
+/// segmented in software further on (the bridge has no tunnel offloads), so it takes
+/// the peer like MTU-sized frames and is segmented there, keeping its flow's order.
 ///
-/// The fast path decides here for everything that does not take the peer, and for
-/// super-packets (a pod's TCP takes them whole, whatever their GSO type says); at
-/// `weft0`'s ingress ([`fastpath::tc_weft0_ingress`]) for what does, after GRO. On
-/// an underlay carrying super-packets, a flow's short segments between them (a
+/// Otherwise, what TC decapsulated itself (`Decapsulated`), if TCP data
+/// ([`aggregatable`]), is sent out of `weft0`'s veth peer when the agent configured
+/// one: it then arrives on `weft0` through the veth's NAPI (one queue per CPU), whose
+/// GRO aggregates the inner flows — the aggregation XDP decap gets from the uplink's
+/// GRO. The agent turns GRO on for `weft0` and TSO off for the peer, without which a
+/// veth bypasses its NAPI. XDP's aggregates (always XDP's, for a whole flow), other
+/// protocols and TCP segments without data (nothing aggregates them there, so the hop
+/// would be pure cost: 64-byte UDP went from 87 to 96 kpps) and a frame too big for
+/// `weft0` (a veth would drop it; the kernel's vxlan accepts it) go into `weft0`'s
+/// ingress.
+///
+/// On an underlay carrying super-packets, a flow's short segments between them (a
 /// burst's tail) take the peer while its super-packets do not, and one can overtake
 /// the other: a trade measured as 2× the throughput, with the receiving pod's
-/// out-of-order queueing at Flannel's level (docs/performance.md).
+/// out-of-order queueing at Flannel's level (docs/performance.md). The fast path
+/// decides here for everything that does not take the peer, super-packets included;
+/// at `weft0`'s ingress ([`fastpath::tc_weft0_ingress`]) for what does, after GRO.
 #[inline(always)]
 fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<Verdict, Verdict> {
     let fast = cfg.flags & FLAG_FAST_PATH != 0;
     // SAFETY: reading a field of the context the kernel passed us.
     let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;
+    // A super-packet needs no GRO; it only took the peer (and was segmented there) while
+    // nothing downstream could carry it whole.
+    let whole = gso && cfg.flags & (FLAG_BRIDGE_BYPASS | FLAG_DECAP_L4_UDP) != 0;
     // Only TCP data gains from weft0's GRO: the rest goes straight in (see aggregatable).
     let via_peer = verdict == Verdict::Decapsulated
+        && !whole
         && aggregatable(Packet::new(ctx.data(), ctx.data_end()))
         && cfg.weft0_peer_ifindex != 0
         && mtu::fits(ctx, cfg.weft0_ifindex);

@@ -52,6 +52,9 @@ const ENCAP_FLAGS: u64 = BPF_F_ADJ_ROOM_FIXED_GSO as u64
     | BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64
     | encap_l2_len(ETH_HLEN as u64);
 
+/// `-EALREADY`: `bpf_skb_adjust_room` met an skb that is already encapsulated.
+const EALREADY: i64 = -114;
+
 const IP_DF: u16 = 0x4000;
 const OUTER_TTL: u8 = 64;
 
@@ -89,7 +92,18 @@ pub fn encapsulate(ctx: &TcContext, cfg: &DataplaneConfig, peer: &TunnelEndpoint
     // kernel may hash the new outer header, and every flow would get the same source port.
     // SAFETY: `ctx.skb.skb` is the context pointer the kernel passed to this program.
     let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
-    ctx.adjust_room(ENCAP_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS).map_err(|_| Verdict::DropResize)?;
+    match ctx.adjust_room(ENCAP_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS) {
+        Ok(()) => {}
+        // A packet decapsulated here and routed on to another node (forwarded overlay
+        // traffic) still carries its first tunnel's state, which 6.18 cannot clear:
+        // the kernel refuses to describe a second tunnel. That state is right for ours:
+        // the same 50 bytes go back where decap took them from, so the inner header
+        // offsets and the UDP-tunnel GSO type still describe the packet.
+        Err(EALREADY) => ctx
+            .adjust_room(ENCAP_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, u64::from(BPF_F_ADJ_ROOM_FIXED_GSO))
+            .map_err(|_| Verdict::DropResize)?,
+        Err(_) => return Err(Verdict::DropResize),
+    }
     // adjust_room invalidated every packet pointer: derive them again.
     let pkt = Packet::new(ctx.data(), ctx.data_end());
     write_headers(pkt, cfg, peer, ctx.len(), hash, outer_tos)?;

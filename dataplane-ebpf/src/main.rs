@@ -4,7 +4,9 @@
 //! The packet path, top to bottom:
 //! - [`parse`]: bounds-checked header access (the only place that compares with `data_end`);
 //! - [`encap`] / [`decap`]: decide (tunnel and peer lookups), rewrite, redirect;
+//! - [`bridge`]: routed packets for local pods past the pod bridge's transmit;
 //! - [`fastpath`]: the opt-in bypass of the host stack for pod-to-pod traffic;
+//! - [`probe`]: what the running kernel's helpers accept, asked once by the agent;
 //! - [`csum`], [`mtu`]: checksum arithmetic, MTU checks;
 //! - [`counters`]: one count per packet and hook, by verdict.
 //!
@@ -14,6 +16,7 @@
 #![no_std]
 #![no_main]
 
+mod bridge;
 mod counters;
 mod csum;
 mod decap;
@@ -22,6 +25,7 @@ mod fastpath;
 mod maps;
 mod mtu;
 mod parse;
+mod probe;
 
 use aya_ebpf::{
     bindings::{
@@ -77,6 +81,22 @@ pub fn weft_weft0_ingress(ctx: TcContext) -> i32 {
         Ok(Verdict::Passed) => TC_ACT_UNSPEC,
         result => finish(&ctx, len, result),
     }
+}
+
+/// TC egress of the pod bridge (`cni0`): a routed packet for a local pod goes to its
+/// veth whole, not through the bridge's transmit (which segments super-packets).
+#[classifier]
+pub fn weft_bridge_egress(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    let result = bridge::tc_bridge_egress(&ctx);
+    finish(&ctx, len, result)
+}
+
+/// Never attached: the agent runs it once on a crafted VXLAN frame
+/// (`BPF_PROG_TEST_RUN`) to learn whether the kernel takes a decap flag.
+#[classifier]
+pub fn weft_probe_decap(ctx: TcContext) -> i32 {
+    probe::decap_l4_udp(&ctx)
 }
 
 /// XDP of the uplink (`--decap xdp`): VXLAN for us is decapsulated before GRO, and

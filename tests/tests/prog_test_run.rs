@@ -19,7 +19,7 @@ use weft_common::{
     config::FLAG_FAST_PATH,
     counters::Verdict,
     fastpath::LocalEndpoint,
-    maps::programs::{DECAP, DECAP_XDP, ENCAP, POD_EGRESS, POD_INGRESS},
+    maps::programs::{BRIDGE_EGRESS, DECAP, DECAP_XDP, ENCAP, POD_EGRESS, POD_INGRESS, PROBE_DECAP_L4_UDP},
     tunnel::{PeerNode, TunnelEndpoint},
 };
 use weft_e2e::packet::{
@@ -62,7 +62,7 @@ fn config() -> DataplaneConfig {
 /// Loads a private copy of the programs and maps (nothing pinned, nothing attached).
 fn dataplane(configured: bool) -> Dataplane {
     let mut ebpf = EbpfLoader::new().load(DATAPLANE_OBJECT).expect("loading the object");
-    for name in [ENCAP, DECAP, POD_EGRESS, POD_INGRESS] {
+    for name in [ENCAP, DECAP, POD_EGRESS, POD_INGRESS, BRIDGE_EGRESS, PROBE_DECAP_L4_UDP] {
         let p: &mut SchedClassifier = ebpf.program_mut(name).expect("program").try_into().expect("classifier");
         p.load().expect("verifier accepts the program");
     }
@@ -551,4 +551,59 @@ fn fast_decap_leaves_to_the_stack_what_it_must() {
     to_weft0(&inner_packet());
     let other = Ipv4 { ttl: 63, ..Ipv4::new(POD_B, POD_A, IPPROTO_UDP) }.build(&udp(5001, 6000, b"other flow"));
     dp.expect(DECAP, &from_b(&other).build(), TC_ACT_REDIRECT, Verdict::FastDelivered);
+}
+
+/// What the host routes to pod A, as the pod bridge's egress sees it: the gateway's
+/// MAC as source, `dst_mac` (what the neighbour table resolved) as destination.
+fn routed_to(dst: Ipv4Addr, dst_mac: [u8; 6]) -> Vec<u8> {
+    let ip = Ipv4 { ttl: 62, ..Ipv4::new(POD_B, dst, IPPROTO_TCP) }.build(&udp(40000, 80, b"data for a pod"));
+    eth(dst_mac, GW_A_MAC, ETH_P_IPV4, &ip)
+}
+
+/// The bridge's egress: a routed packet for a known pod, to that pod's MAC, goes to
+/// its veth untouched (with or without the fast path).
+#[rstest]
+#[case::default_path(0)]
+#[case::fast_path(FLAG_FAST_PATH)]
+fn bridge_egress_hands_a_routed_packet_to_its_pods_veth(#[case] flags: u32) {
+    let mut dp = fast_dataplane();
+    dp.maps.set_config(DataplaneConfig { flags, ..config() }).unwrap();
+    let input = routed_to(POD_A, POD_A_MAC);
+    let out = dp.expect(BRIDGE_EGRESS, &input, TC_ACT_REDIRECT, Verdict::BridgeBypassed);
+    assert_eq!(out, input, "forwarded as the bridge would, unchanged");
+}
+
+/// Everything the bridge must judge itself passes to it, counted as passed.
+#[rstest]
+#[case::broadcast(routed_to(POD_A, [0xff; 6]))]
+#[case::multicast(routed_to(Ipv4Addr::new(224, 0, 0, 251), [0x01, 0x00, 0x5e, 0, 0, 0xfb]))]
+#[case::other_mac(routed_to(POD_A, [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x09]))]
+#[case::unknown_pod(routed_to(Ipv4Addr::new(10, 244, 1, 9), POD_A_MAC))]
+#[case::arp(eth(POD_A_MAC, GW_A_MAC, ETH_P_ARP, &[0u8; 28]))]
+fn bridge_egress_leaves_the_rest_to_the_bridge(#[case] frame: Vec<u8>) {
+    let dp = fast_dataplane();
+    let out = dp.expect(BRIDGE_EGRESS, &frame, TC_ACT_UNSPEC, Verdict::Passed);
+    assert_eq!(out, frame);
+}
+
+/// The agent's probe for `BPF_F_ADJ_ROOM_DECAP_L4_UDP` answers what the kernel's own
+/// BTF says: on a kernel without the flag (6.18 here), `-EINVAL`, so the agent keeps
+/// decapsulating as before; on one with it, success.
+#[test]
+fn decap_flag_probe_agrees_with_the_kernels_btf() {
+    let out = std::process::Command::new("bpftool")
+        .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux"])
+        .output()
+        .expect("bpftool (apt-get install bpftool) dumps the kernel's BTF");
+    let btf = String::from_utf8_lossy(&out.stdout);
+    assert!(btf.contains("'BPF_F_ADJ_ROOM_FIXED_GSO'"), "the kernel's BTF lists adjust_room's flags");
+    let kernel_has_it = btf.contains("'BPF_F_ADJ_ROOM_DECAP_L4_UDP'");
+
+    let dp = dataplane(false);
+    let (rc, _) = dp.run(PROBE_DECAP_L4_UDP, &weft_agent::probe::vxlan_frame());
+    if kernel_has_it {
+        assert_eq!(rc, 0, "the kernel lists the flag: the probe must find it");
+    } else {
+        assert_eq!(rc as i32, -libc::EINVAL, "no flag in the kernel: adjust_room refuses it");
+    }
 }

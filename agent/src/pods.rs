@@ -1,25 +1,33 @@
-//! `--fast-path`: attaches the fast path's two programs to every pod's veth and keeps
-//! `WEFT_ENDPOINTS` (local pod → its veth) in step with the kernel.
+//! Local pods: the pod bridge's egress program and `WEFT_ENDPOINTS` (local pod → its
+//! veth), always; with `--fast-path`, the fast path's two programs on every pod veth.
 //!
-//! The programs sit at the host end of each pod's veth: TC ingress (what the pod
-//! sends, before the bridge and before `br_netfilter` runs PREROUTING, where
-//! kube-proxy's DNAT happens) and TC egress (what the stack delivers to the pod,
-//! whose flows then stay on the stack). Each attachment is a TCX link pinned as
+//! The bridge program ([`weft_common::maps::programs::BRIDGE_EGRESS`], on `cni0`'s
+//! TC egress, through the pinned link `link_bridge_egress`) hands a routed packet for
+//! a local pod to that pod's veth instead of the bridge's transmit, which would
+//! segment a decapsulated super-packet in software. While it is attached, the config
+//! says so (`FLAG_BRIDGE_BYPASS`) and TC decap sends super-packets straight into
+//! `weft0`. The bridge is made by the CNI plugin with the first pod, and may be made
+//! again: every scan attaches to the bridge there is.
+//!
+//! `--fast-path` puts its programs at the host end of each pod's veth: TC ingress
+//! (what the pod sends, before the bridge and before `br_netfilter` runs PREROUTING,
+//! where kube-proxy's DNAT happens) and TC egress (what the stack delivers to the
+//! pod, whose flows then stay on the stack). Each attachment is a TCX link pinned as
 //! `link_pod_egress_<ifindex>` / `link_pod_ingress_<ifindex>`, so the fast path
 //! outlives the agent like the rest of the dataplane; pins of veths that are gone
 //! are swept. A veth that cannot be attached is logged and retried on the next scan;
-//! without its programs its pod simply takes the stack path.
+//! without its programs its pod simply takes the stack path (and is no endpoint).
 //!
 //! The endpoints come from the kernel's own tables, as the stack path would use them:
 //! the bridge's neighbour table (pod IP → MAC, learned by ARP as for any routed
 //! traffic) joined with the bridge's FDB (MAC → port, learned by the bridge). A pod
-//! the join does not cover yet (no ARP exchanged) takes the stack path, which
-//! resolves it and so fills the tables for the next packet. Once known, an endpoint
-//! stays while its veth exists: fast traffic no longer refreshes the FDB (its entry
-//! ages out) and a forged ARP or frame from another pod must not move it; it goes
-//! with its veth (the pod's deletion). Link and neighbour events on the bridge and its
-//! ports trigger a rescan; the periodic resync catches anything missed. The bridge and
-//! the veths are the CNI plugin's: weft never creates or removes them.
+//! the join does not cover yet (no ARP exchanged) takes the bridge (and the stack
+//! path), which resolves it and so fills the tables for the next packet. Once known,
+//! an endpoint stays while its veth exists: fast traffic no longer refreshes the FDB
+//! (its entry ages out) and a forged ARP or frame from another pod must not move it;
+//! it goes with its veth (the pod's deletion). Link and neighbour events on the bridge
+//! and its ports trigger a rescan; the periodic resync catches anything missed. The
+//! bridge and the veths are the CNI plugin's: weft never creates or removes them.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -57,25 +65,34 @@ const HOOKS: [(&str, TcAttachType, &str); 2] = [
     (programs::POD_EGRESS, TcAttachType::Ingress, links::POD_EGRESS_PREFIX),
 ];
 
-pub struct FastPath {
+pub struct Pods {
     /// The pod bridge's name (the CNI conflist's `bridge`).
     bridge: String,
     /// Link and neighbour notifications of this network namespace.
     events: Events,
+    /// `--fast-path`: the pod veths carry its programs, and only those pods are endpoints.
+    fast: bool,
     /// Veths this agent has seen carrying both programs (checked again on every resync).
     attached: BTreeSet<u32>,
+    /// The bridge (ifindex) this agent has seen carrying the egress program.
+    bypass: Option<u32>,
     /// The bridge and its ports at the last scan: whose neighbour events matter.
     watched: BTreeSet<u32>,
 }
 
-impl FastPath {
+impl Pods {
     /// Subscribes to link and neighbour events (before the first scan, so nothing
     /// between the scan and the subscription is missed).
-    pub fn new(bridge: &str) -> Result<Self> {
+    pub fn new(bridge: &str, fast: bool) -> Result<Self> {
         let (conn, _, events) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Neigh])
             .context("subscribing to link and neighbour events")?;
         tokio::spawn(conn);
-        Ok(FastPath { bridge: bridge.to_owned(), events, attached: BTreeSet::new(), watched: BTreeSet::new() })
+        Ok(Pods { bridge: bridge.to_owned(), events, fast, attached: BTreeSet::new(), bypass: None, watched: BTreeSet::new() })
+    }
+
+    /// Whether the bridge's egress program was attached at the last scan.
+    pub fn bypass(&self) -> bool {
+        self.bypass.is_some()
     }
 
     /// Waits for a link event, or a neighbour event on the bridge or one of its ports
@@ -108,15 +125,16 @@ impl FastPath {
         }
     }
 
-    /// Forgets which veths carry the programs: the next [`FastPath::sync`] asks the kernel.
+    /// Forgets which links carry the programs: the next [`Pods::sync`] asks the kernel.
     pub fn recheck(&mut self) {
         self.attached.clear();
+        self.bypass = None;
     }
 
-    /// Attaches to every pod veth on the bridge that lacks the programs, sweeps the pins
-    /// of veths that are gone, and brings `WEFT_ENDPOINTS` up to date with the local pods
-    /// in `pod_cidr`. Pins it creates go into `created` as they are made (a start that
-    /// fails later rolls them back).
+    /// Attaches the bridge's egress program (and, with `--fast-path`, the pod veths'
+    /// programs) where missing, sweeps the pins of veths that are gone, and brings
+    /// `WEFT_ENDPOINTS` up to date with the local pods in `pod_cidr`. Pins it creates
+    /// go into `created` as they are made (a start that fails later rolls them back).
     pub async fn sync(
         &mut self,
         nl: &Netlink,
@@ -131,22 +149,31 @@ impl FastPath {
             .filter(|l| bridge.is_some_and(|b| l.master == Some(b.index)) && l.kind == Some(InfoKind::Veth))
             .collect();
         self.watched = bridge.iter().chain(&ports).map(|l| l.index).collect();
+        self.sync_bypass(dataplane, bridge, created);
         self.attached.retain(|i| ports.iter().any(|p| p.index == *i));
-        for port in &ports {
-            if self.attached.contains(&port.index) {
-                continue;
-            }
-            // One veth's failure (a pod going away mid-scan) must not hold up the others.
-            match attach(dataplane, port, created) {
-                Ok(()) => {
-                    self.attached.insert(port.index);
+        if self.fast {
+            for port in &ports {
+                if self.attached.contains(&port.index) {
+                    continue;
                 }
-                Err(e) => tracing::warn!(iface = %port.name, "fast path: not attached ({e:#}); its pod takes the stack path"),
+                // One veth's failure (a pod going away mid-scan) must not hold up the others.
+                match attach(dataplane, port, created) {
+                    Ok(()) => {
+                        self.attached.insert(port.index);
+                    }
+                    Err(e) => {
+                        tracing::warn!(iface = %port.name, "fast path: not attached ({e:#}); its pod takes the stack path")
+                    }
+                }
             }
+            sweep(dataplane, |ifindex| ports.iter().any(|p| p.index == ifindex))?;
+        } else {
+            // Without the fast path every pod on the bridge is an endpoint (for the
+            // bridge's egress program alone).
+            self.attached = ports.iter().map(|p| p.index).collect();
         }
-        sweep(dataplane, |ifindex| ports.iter().any(|p| p.index == ifindex))?;
-        // Only pods whose veth carries the programs are fast-path endpoints: one that
-        // could not be attached takes the stack path both ways, as the warning says.
+        // Only pods whose veth carries the fast path's programs are its endpoints: one
+        // that could not be attached takes the stack path both ways, as the warning says.
         let attached = &self.attached;
 
         let (learned, fdb) = match bridge.and_then(|b| b.mac.map(|mac| (b.index, mac))) {
@@ -169,6 +196,39 @@ impl FastPath {
         let current = dataplane.maps.endpoints()?;
         let desired = settle(&current, learned, &fdb, |ifindex| attached.contains(&ifindex));
         apply(dataplane, &current, &desired)
+    }
+}
+
+impl Pods {
+    /// The bridge's egress program on the bridge there is (none before the first pod).
+    /// A failure is logged, not fatal: without it the bridge forwards as before, and
+    /// decap keeps segmenting super-packets through `weft0`'s peer.
+    fn sync_bypass(&mut self, dataplane: &mut Dataplane, bridge: Option<&Link>, created: &mut Vec<PathBuf>) {
+        let Some(bridge) = bridge else {
+            self.bypass = None;
+            return;
+        };
+        if self.bypass == Some(bridge.index) {
+            return;
+        }
+        let (prog, hook, pin) = (programs::BRIDGE_EGRESS, TcAttachType::Egress, links::BRIDGE_EGRESS);
+        let attached = dataplane.is_attached(prog, &bridge.name, hook).map_err(anyhow::Error::from).and_then(|on| {
+            if !on {
+                let how = dataplane.attach(prog, &bridge.name, hook, pin)?;
+                tracing::info!(program = prog, iface = %bridge.name, how = ?how, "attached (pods past the bridge's transmit)");
+                if how == Attached::Created {
+                    created.push(dataplane.link_pin(pin));
+                }
+            }
+            Ok(())
+        });
+        match attached {
+            Ok(()) => self.bypass = Some(bridge.index),
+            Err(e) => {
+                tracing::warn!(iface = %bridge.name, "bridge egress program not attached ({e:#}); the bridge forwards alone");
+                self.bypass = None;
+            }
+        }
     }
 }
 
@@ -209,11 +269,11 @@ fn settle(
             Some(new) if new.ifindex == known.ifindex => {}
             Some(new) if fdb.get(&known.mac) == Some(&known.ifindex) => {
                 tracing::warn!(pod = %ip, veth = known.ifindex, claimed_by = new.ifindex,
-                    "fast path: another veth claims this pod's address; keeping the pod's own");
+                    "endpoints: another veth claims this pod's address; keeping the pod's own");
                 learned.insert(*ip, *known);
             }
             Some(new) => {
-                tracing::info!(pod = %ip, from = known.ifindex, to = new.ifindex, "fast path: address moved to a new pod");
+                tracing::info!(pod = %ip, from = known.ifindex, to = new.ifindex, "endpoints: address moved to a new pod");
             }
             None => {
                 learned.insert(*ip, *known);
@@ -258,18 +318,19 @@ fn apply(
     let maps = &mut dataplane.maps;
     for ip in current.keys().filter(|ip| !desired.contains_key(ip)) {
         maps.remove_endpoint(*ip)?;
-        tracing::debug!(pod = %ip, "fast path: endpoint removed");
+        tracing::debug!(pod = %ip, "endpoint removed");
     }
     for (ip, ep) in desired.iter().filter(|(ip, ep)| current.get(ip) != Some(ep)) {
         maps.set_endpoint(*ip, *ep)?;
-        tracing::debug!(pod = %ip, ifindex = ep.ifindex, "fast path: endpoint");
+        tracing::debug!(pod = %ip, ifindex = ep.ifindex, "endpoint");
     }
     Ok(())
 }
 
-/// `--fast-path` off: takes the programs off every pod veth (their pinned links go)
-/// and empties the endpoints; weft0's encap stops remembering flows with the config flag.
-pub fn disable(dataplane: &mut Dataplane) -> Result<()> {
+/// `--fast-path` off: takes the programs off every pod veth (their pinned links go);
+/// weft0's encap stops remembering flows with the config flag. The endpoints stay for
+/// the bridge's program: the next scan settles them.
+pub fn disable_fast_path(dataplane: &mut Dataplane) -> Result<()> {
     let pins = pod_link_pins(dataplane)?;
     if !pins.is_empty() {
         sweep(dataplane, |_| false)?;
@@ -278,8 +339,7 @@ pub fn disable(dataplane: &mut Dataplane) -> Result<()> {
     if dataplane.detach_pinned(links::WEFT0_INGRESS)? {
         tracing::info!("removed the fast path from weft0's ingress (--fast-path off)");
     }
-    let current = dataplane.maps.endpoints()?;
-    apply(dataplane, &current, &BTreeMap::new())
+    Ok(())
 }
 
 #[cfg(test)]
