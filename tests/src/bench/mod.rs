@@ -15,16 +15,24 @@
 //! round: toggling offloads mid-run would leave a round measuring a half-applied state).
 //!
 //! - [`metrics`]: iperf3, sockperf and /proc/stat, with their parsers;
+//! - [`bpf`]: what each weft BPF program costs per packet, from the kernel's run-time
+//!   statistics, during the weft modes' 1-stream TCP run;
 //! - [`crr`]: the in-process TCP connect/request/response/close tool;
 //! - [`report`]: medians, ratios, the table, the CSVs and the SVG chart.
 
+pub mod bpf;
 pub mod crr;
 pub mod metrics;
 pub mod report;
 
 use std::{
+    borrow::Cow,
+    collections::BTreeSet,
     path::PathBuf,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Instant,
 };
 
@@ -137,15 +145,37 @@ pub enum Metric {
     RrP99,
     UdpPps,
     Crr,
+    /// Nanoseconds per run of the weft BPF program so named, both nodes' instances
+    /// together, during the 1-stream TCP run (weft modes only). A run is a packet as the
+    /// hook sees it: an XDP frame, or an skb (a GSO or GRO aggregate counts once).
+    BpfNs(&'static str),
 }
 
 impl Metric {
+    /// Every metric but the BPF costs, whose programs are known only once measured.
     pub const ALL: [Metric; 8] =
         [Metric::Tcp1, Metric::Tcp4, Metric::CpuPerGb, Metric::RrRate, Metric::RrP50, Metric::RrP99, Metric::UdpPps, Metric::Crr];
 
+    /// The BPF cost metric of `program`. Its name is interned (leaked once per program
+    /// name) so that metrics stay `Copy`; a run sees a handful of names.
+    pub fn bpf_ns(program: &str) -> Metric {
+        static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+        let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+        let name = match names.get(program) {
+            Some(&name) => name,
+            None => {
+                let name: &'static str = Box::leak(program.into());
+                names.insert(name);
+                name
+            }
+        };
+        Metric::BpfNs(name)
+    }
+
     /// Column value in the CSVs.
-    pub fn key(self) -> &'static str {
-        match self {
+    pub fn key(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            Metric::BpfNs(program) => return format!("bpf_ns_{program}").into(),
             Metric::Tcp1 => "tcp_1_stream",
             Metric::Tcp4 => "tcp_4_streams",
             Metric::CpuPerGb => "cpu_per_gb",
@@ -154,11 +184,12 @@ impl Metric {
             Metric::RrP99 => "tcp_rr_p99_half_rtt",
             Metric::UdpPps => "udp_64b_rx_rate",
             Metric::Crr => "tcp_crr_rate",
-        }
+        })
     }
 
-    pub fn label(self) -> &'static str {
-        match self {
+    pub fn label(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            Metric::BpfNs(program) => return format!("BPF {program} per packet (TCP 1 stream)").into(),
             Metric::Tcp1 => "TCP 1 stream",
             Metric::Tcp4 => "TCP 4 streams",
             Metric::CpuPerGb => "CPU per GB (TCP 1 stream)",
@@ -167,12 +198,13 @@ impl Metric {
             Metric::RrP99 => "TCP RR p99 (half RTT)",
             Metric::UdpPps => "UDP 64 B received",
             Metric::Crr => "TCP CRR rate",
-        }
+        })
     }
 
     /// A short label for the chart.
-    pub fn short(self) -> &'static str {
-        match self {
+    pub fn short(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
+            Metric::BpfNs(program) => return format!("BPF {program}").into(),
             Metric::Tcp1 => "TCP 1 stream",
             Metric::Tcp4 => "TCP 4 streams",
             Metric::CpuPerGb => "CPU-s per GB",
@@ -181,7 +213,7 @@ impl Metric {
             Metric::RrP99 => "RR p99 ½RTT",
             Metric::UdpPps => "UDP 64 B pps",
             Metric::Crr => "TCP CRR rate",
-        }
+        })
     }
 
     pub fn unit(self) -> &'static str {
@@ -192,11 +224,18 @@ impl Metric {
             Metric::RrP50 | Metric::RrP99 => "usec",
             Metric::UdpPps => "kpps",
             Metric::Crr => "conn/s",
+            Metric::BpfNs(_) => "ns",
         }
     }
 
     pub fn higher_is_better(self) -> bool {
-        !matches!(self, Metric::CpuPerGb | Metric::RrP50 | Metric::RrP99)
+        !matches!(self, Metric::CpuPerGb | Metric::RrP50 | Metric::RrP99 | Metric::BpfNs(_))
+    }
+
+    /// Whether a ratio against host-gw's or Flannel's median means anything: they run no
+    /// BPF program.
+    pub fn compared(self) -> bool {
+        !matches!(self, Metric::BpfNs(_))
     }
 }
 
@@ -218,6 +257,9 @@ pub struct Config {
     pub modes: Vec<Mode>,
     pub out: PathBuf,
     pub weft_args: Vec<String>,
+    /// Measure the weft programs' cost per packet (BPF run-time statistics, on during
+    /// the weft modes' 1-stream TCP runs only).
+    pub bpf_stats: bool,
 }
 
 /// What a run produced; `failures` says which measurements are missing and why.
@@ -382,11 +424,11 @@ fn measure(
     t: &Topology,
     wire: Wire,
     round: u32,
-    seconds: u32,
+    cfg: &Config,
     samples: &mut Vec<Sample>,
     failures: &mut Vec<String>,
 ) -> Result<()> {
-    let (client, server, ip) = (t.client(), t.server(), t.server_ip());
+    let (client, server, ip, seconds) = (t.client(), t.server(), t.server_ip(), cfg.seconds);
     let mut line = format!("  [{} round {round}] {:<8}", wire.name(), t.mode.name());
     let mut record = |metric: Metric, value: f64, line: &mut String| {
         samples.push(Sample { wire, mode: t.mode, metric, round, value });
@@ -398,10 +440,19 @@ fn measure(
     };
 
     stopped()?;
-    match metrics::tcp_with_cpu(client, server, ip, seconds) {
+    // The BPF statistics are on for this run only (and its figures carry their cost).
+    let probe = (cfg.bpf_stats && t.mode.kind() == Kind::Weft).then(|| bpf::Probe::start(&t.cluster));
+    let tcp = metrics::tcp_with_cpu(client, server, ip, seconds);
+    let costs = probe.map(|p| p.and_then(bpf::Probe::finish));
+    match tcp {
         Ok(r) => {
             record(Metric::Tcp1, r.gbit_s, &mut line);
             record(Metric::CpuPerGb, r.cpu_s_per_gb, &mut line);
+            match costs {
+                Some(Ok(costs)) => costs.iter().for_each(|(program, ns)| record(Metric::bpf_ns(program), *ns, &mut line)),
+                Some(Err(e)) => fail("bpf_ns", e, &mut line),
+                None => {}
+            }
         }
         Err(e) => fail("tcp_1_stream", e, &mut line),
     }
@@ -485,7 +536,7 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
         for round in 0..cfg.rounds {
             for mode in rotation(&cfg.modes, round as usize) {
                 let t = topologies.iter().find(|t| t.mode == mode).expect("built");
-                measure(t, wire, round + 1, cfg.seconds, &mut samples, &mut failures)?;
+                measure(t, wire, round + 1, cfg, &mut samples, &mut failures)?;
             }
         }
         if wire == Wire::Nic {

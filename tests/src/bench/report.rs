@@ -1,9 +1,10 @@
 //! Medians over rounds (robust to one disturbed round), ratios of medians against
 //! host-gw (the no-encapsulation ceiling) and Flannel (what weft replaces), and the
 //! outputs: a text table per wire, `results.csv` (every value), `summary.csv` and a
-//! hand-written SVG chart (no plotting dependency).
+//! hand-written SVG chart (no plotting dependency). The weft programs' BPF costs have
+//! rows in the table and the CSVs, without ratios, and no bars: they have no reference.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeSet, fmt::Write as _};
 
 use super::{Metric, Mode, Sample, Wire};
 
@@ -54,20 +55,32 @@ pub struct Row {
     pub vs_flannel: Option<f64>,
 }
 
+/// [`Metric::ALL`], then the BPF costs `samples` hold, by program name.
+fn metrics_in(samples: &[Sample]) -> Vec<Metric> {
+    let programs: BTreeSet<&'static str> = samples
+        .iter()
+        .filter_map(|s| match s.metric {
+            Metric::BpfNs(program) => Some(program),
+            _ => None,
+        })
+        .collect();
+    Metric::ALL.into_iter().chain(programs.into_iter().map(Metric::BpfNs)).collect()
+}
+
 pub fn summarise(samples: &[Sample], wires: &[Wire], modes: &[Mode]) -> Vec<Row> {
     let values = |w: Wire, m: Metric, mode: Mode| -> Vec<f64> {
         samples.iter().filter(|s| s.wire == w && s.metric == m && s.mode == mode).map(|s| s.value).collect()
     };
     let mut rows = Vec::new();
     for &wire in wires {
-        for metric in Metric::ALL {
+        for metric in metrics_in(samples) {
             let med = |mode: Mode| median(&values(wire, metric, mode));
             for &mode in modes {
                 let Some(st) = stats(&values(wire, metric, mode)) else {
                     continue;
                 };
                 let against = |reference: Mode| {
-                    if mode == reference || mode == Mode::HostGw {
+                    if mode == reference || mode == Mode::HostGw || !metric.compared() {
                         return None;
                     }
                     ratio(st.median, med(reference)?)
@@ -108,21 +121,32 @@ fn fmt_ratio(r: Option<f64>) -> String {
 
 /// The table of one wire: metric, mode, median, min–max, ratios.
 pub fn table(rows: &[Row], wire: Wire, rounds: u32) -> String {
+    let mut metrics: Vec<Metric> = Vec::new();
+    for r in rows.iter().filter(|r| r.wire == wire) {
+        if !metrics.contains(&r.metric) {
+            metrics.push(r.metric);
+        }
+    }
+    let names: Vec<String> = metrics
+        .iter()
+        .map(|m| format!("{} [{}] {}", m.label(), m.unit(), if m.higher_is_better() { "↑" } else { "↓" }))
+        .collect();
+    // The BPF costs' labels are longer than the rest: the column widens to the longest.
+    let w = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).max(38);
     let mut out = format!("== wire {}: {} ==\n", wire.name(), wire.describe());
     let _ = writeln!(out, "   (median and min–max over {rounds} round(s); ratios are of medians; ↑/↓: higher/lower is better)");
     let _ = writeln!(
         out,
-        "{:<38} {:<8} {:>10} {:>21} {:>11} {:>11}",
+        "{:<w$} {:<8} {:>10} {:>21} {:>11} {:>11}",
         "metric", "mode", "median", "min–max", "vs host-gw", "vs flannel"
     );
-    for metric in Metric::ALL {
-        let name = format!("{} [{}] {}", metric.label(), metric.unit(), if metric.higher_is_better() { "↑" } else { "↓" });
+    for (metric, name) in metrics.into_iter().zip(names) {
         let mut first = true;
         for r in rows.iter().filter(|r| r.wire == wire && r.metric == metric) {
             let range = format!("{} – {}", fmt_value(r.stats.min), fmt_value(r.stats.max));
             let _ = writeln!(
                 out,
-                "{:<38} {:<8} {:>10} {:>21} {:>11} {:>11}",
+                "{:<w$} {:<8} {:>10} {:>21} {:>11} {:>11}",
                 if first { name.as_str() } else { "" },
                 r.mode.name(),
                 fmt_value(r.stats.median),
@@ -354,6 +378,34 @@ mod tests {
         assert!(table.contains("1.60x") && table.contains("0.45x") && table.contains("7.000 – 9.000"), "{table}");
         assert_eq!(results_csv(&samples).lines().count(), 10);
         assert_eq!(summary_csv(&rows).lines().nth(3).unwrap(), "nic,tcp_1_stream,Gbit/s,higher,weft,3,8,7,9,0.7273,1.6000");
+    }
+
+    #[test]
+    fn bpf_costs_have_rows_without_ratios() {
+        let mut samples = Vec::new();
+        for (mode, v) in [(Mode::HostGw, 10.0), (Mode::Flannel, 5.0), (Mode::Weft, 8.0)] {
+            samples.push(sample(Wire::Nic, mode, Metric::Tcp1, 1, v));
+        }
+        for (program, v) in [("weft_weft0_ingress", 60.0), ("weft_decap", 150.0)] {
+            samples.push(sample(Wire::Nic, Mode::Weft, Metric::bpf_ns(program), 1, v));
+            samples.push(sample(Wire::Nic, Mode::WeftFast, Metric::bpf_ns(program), 1, v / 2.0));
+        }
+        let rows = summarise(&samples, &[Wire::Nic], &Mode::ALL);
+        let metrics: Vec<Metric> = rows.iter().map(|r| r.metric).collect();
+        let (decap, ingress) = (Metric::bpf_ns("weft_decap"), Metric::bpf_ns("weft_weft0_ingress"));
+        assert_eq!(metrics[3..], [decap, decap, ingress, ingress], "after the fixed metrics, by program name");
+        assert!(rows.iter().filter(|r| !r.metric.compared()).all(|r| r.vs_host_gw.is_none() && r.vs_flannel.is_none()));
+
+        let table = table(&rows, Wire::Nic, 1);
+        let line = table.lines().find(|l| l.starts_with("BPF weft_decap per packet (TCP 1 stream) [ns] ↓")).expect(&table);
+        assert!(line.contains("weft ") && line.ends_with("  -           -"), "{table}");
+        // The metric column widens to the longest label: the columns stay aligned (rows of
+        // modes named in 8 characters or fewer).
+        let widths: BTreeSet<usize> =
+            table.lines().skip(2).filter(|l| !l.contains("weft-fast")).map(|l| l.chars().count()).collect();
+        assert_eq!(widths.len(), 1, "{table}");
+        assert!(summary_csv(&rows).contains("nic,bpf_ns_weft_decap,ns,lower,weft,1,150,150,150,,\n"));
+        assert!(results_csv(&samples).contains("nic,weft-fast,bpf_ns_weft_weft0_ingress,1,30,ns\n"));
     }
 
     /// Every tag closed in order, one root, entities escaped.

@@ -1,7 +1,8 @@
 //! `weft-bench` (run by `cargo xtask bench`): host-gw, Flannel's kernel vxlan and weft
 //! on the same two-node namespace topology, pod a → pod b, round by round; prints a
-//! table per wire and writes results.csv, summary.csv and chart.svg. Needs root and a
-//! machine with nothing else to do (CPU per GB is machine-wide).
+//! table per wire (with, for the weft modes, what each BPF program costs per packet)
+//! and writes results.csv, summary.csv and chart.svg. Needs root and a machine with
+//! nothing else to do (CPU per GB is machine-wide).
 
 use std::{path::PathBuf, sync::atomic::Ordering, time::Instant};
 
@@ -40,6 +41,11 @@ struct Cli {
     /// Extra arguments for every weft agent, e.g. --weft-args "--decap tc".
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     weft_args: String,
+    /// Do not measure the weft programs' cost per packet. It comes from the kernel's BPF
+    /// run-time statistics, switched on during the weft modes' 1-stream TCP runs only,
+    /// which adds two clock reads to every program run of those runs.
+    #[arg(long)]
+    no_bpf_stats: bool,
 }
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -67,6 +73,7 @@ fn main() -> Result<()> {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").join("target/bench")
         }),
         weft_args: cli.weft_args.split_whitespace().map(str::to_owned).collect(),
+        bpf_stats: !cli.no_bpf_stats,
     };
     let outcome = bench::run(&cfg);
     println!("elapsed: {:.0} s ({:.1} min)", started.elapsed().as_secs_f64(), started.elapsed().as_secs_f64() / 60.0);
