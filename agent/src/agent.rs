@@ -417,6 +417,7 @@ impl Agent {
                 | flag(self.pods.as_ref().is_some_and(Pods::bypass), FLAG_BRIDGE_BYPASS)
                 | flag(self.decap_l4_udp, FLAG_DECAP_L4_UDP),
             weft0_peer_ifindex: self.weft0_peer,
+            weft0_mtu: self.tunnel_mtu(),
             ..Default::default()
         };
         if self.dataplane.maps.config()? != config {

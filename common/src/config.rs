@@ -31,8 +31,11 @@ pub struct DataplaneConfig {
     /// Ifindex of `weft0`'s veth peer: TC decap sends inner frames out of it, so they
     /// arrive on `weft0` through its NAPI and GRO (0: into `weft0`'s ingress directly).
     pub weft0_peer_ifindex: u32,
+    /// `weft0`'s MTU, so decap checks an MTU-sized frame without a helper call
+    /// (0, as an older agent leaves it: ask the kernel, `bpf_check_mtu`).
+    pub weft0_mtu: u32,
     /// Reserved for future versions; zero.
-    pub _reserved: [u32; 2],
+    pub _reserved: u32,
 }
 
 /// `--fast-path`: pod-to-pod traffic between nodes bypasses the host stack on both
