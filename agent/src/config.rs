@@ -84,6 +84,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = BpfLogLevel::Off)]
     pub bpf_log: BpfLogLevel,
 
+    /// Log lines as text (for people) or JSON, one object per line (for collectors:
+    /// `timestamp`, `level`, `target`, `fields.message` and the event's own fields).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "WEFT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
     /// Where VXLAN is decapsulated. `xdp`: at the uplink's native (driver) XDP hook,
     /// before GRO, so the inner flows are aggregated as Flannel's vxlan socket
     /// aggregates them (GRO is turned on for the uplink); TC then hands the aggregates
@@ -123,6 +128,12 @@ pub enum CniConf {
 
 /// VNI and port for static mode, where no net-conf.json says otherwise.
 pub const STATIC_DEFAULTS: (u32, u16) = (DEFAULT_VNI, DEFAULT_PORT);
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BpfLogLevel {

@@ -391,6 +391,27 @@ fn missing_interface_is_named() -> Result<()> {
     Ok(())
 }
 
+/// A fatal error is logged once, in the log's format: a line for people by default,
+/// one JSON object per line with `--log-format json` (what a collector parses).
+#[test]
+fn a_fatal_error_is_logged_once_in_the_chosen_format() -> Result<()> {
+    let bare = Bare::new(GOOD)?;
+    const WHY: &str = "interface eth9 (--iface) does not exist";
+    let out = bare.fail(bare.command(&["--iface", "eth9"]))?;
+    assert_eq!(out.matches(WHY).count(), 1, "the error once:\n{out}");
+    let out = bare.fail(bare.command(&["--iface", "eth9", "--log-format", "json"]))?;
+    let lines = out
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).map_err(|e| anyhow!("not a JSON object: {l:?}: {e}")))
+        .collect::<Result<Vec<_>>>()?;
+    let errors: Vec<_> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert_eq!(errors.len(), 1, "one ERROR event:\n{out}");
+    assert!(errors[0]["fields"]["message"].as_str().is_some_and(|m| m.contains(WHY)), "{out}");
+    assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["target"].is_string()), "{out}");
+    Ok(())
+}
+
 #[test]
 fn own_node_missing_from_the_table_is_an_error() -> Result<()> {
     let bare = Bare::new("b 198.19.0.11 10.244.2.0/24 0a:58:0a:f4:02:00\n")?;
