@@ -17,9 +17,9 @@ use aya::{
 use ipnetwork::Ipv4Network;
 use thiserror::Error;
 use weft_common::{
-    Ipv4Octets,
+    ABI_VERSION, Ipv4Octets,
     config::DataplaneConfig,
-    counters::{Counter, Verdict},
+    counters::{Counter, Hook, Verdict, counter_index},
     fastpath::{FlowKey, FlowSeen, LocalEndpoint},
     maps::{self as spec, MapSpec},
     tunnel::{PeerNode, TunnelEndpoint},
@@ -73,6 +73,18 @@ pub enum PinState {
 /// Checks every pinned map's layout against `weft_common::maps` before loading,
 /// because aya reuses a pinned map without comparing type, key or value size.
 pub fn prepare_pins(dir: &Path) -> Result<Vec<(&'static str, PinState)>> {
+    // Maps pinned by an agent of another ABI version may keep their sizes and still
+    // mean something else (a renumbered index, a reused field): all of them go.
+    if let Some(found) = pinned_abi_version(dir).filter(|v| *v != 0 && *v != ABI_VERSION) {
+        tracing::warn!(found, ours = ABI_VERSION, "pinned maps are of another ABI version: replacing them all");
+        for s in spec::ALL {
+            let path = dir.join(s.pin);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|source| MapsError::Unpin { path: path.clone(), source })?;
+            }
+        }
+        return Ok(spec::ALL.iter().map(|s| (s.name, PinState::Replaced)).collect());
+    }
     spec::ALL
         .iter()
         .map(|s| {
@@ -95,6 +107,22 @@ pub fn prepare_pins(dir: &Path) -> Result<Vec<(&'static str, PinState)>> {
             }
         })
         .collect()
+}
+
+/// The `abi_version` of the pinned config, if one is pinned and readable; a config
+/// of another size is of another version (`u32::MAX`).
+fn pinned_abi_version(dir: &Path) -> Option<u32> {
+    let path = dir.join(spec::CONFIG.pin);
+    if !path.exists() {
+        return None;
+    }
+    let info = MapInfo::from_pin(&path).ok()?;
+    if info.value_size() != spec::CONFIG.value_size {
+        return Some(u32::MAX);
+    }
+    let data = MapData::from_pin(&path).ok()?;
+    let array: Array<MapData, DataplaneConfig> = Array::try_from(Map::Array(data)).ok()?;
+    array.get(&0, 0).ok().map(|c| c.abi_version)
 }
 
 fn layout_matches(info: &MapInfo, s: &MapSpec) -> bool {
@@ -203,20 +231,41 @@ impl Maps {
     }
 
     /// Packets and bytes per verdict, summed over CPUs.
-    pub fn counters(&self) -> Result<Vec<(Verdict, Counter)>> {
-        Verdict::ALL
+    /// One (hook, verdict)'s total over the CPUs.
+    pub fn counter_at(&self, hook: Hook, verdict: Verdict) -> Result<Counter> {
+        let per_cpu = self.counters.get(&counter_index(hook, verdict), 0).map_err(err(spec::COUNTERS.name, "reading"))?;
+        Ok(per_cpu
             .iter()
-            .map(|&v| {
-                let per_cpu = self.counters.get(&v.index(), 0).map_err(err(spec::COUNTERS.name, "reading"))?;
-                let sum = per_cpu
-                    .iter()
-                    .fold(Counter::default(), |acc, c| Counter { packets: acc.packets + c.packets, bytes: acc.bytes + c.bytes });
-                Ok((v, sum))
-            })
-            .collect()
+            .fold(Counter::default(), |acc, c| Counter { packets: acc.packets + c.packets, bytes: acc.bytes + c.bytes }))
     }
 
-    /// One verdict's total.
+    /// Every (hook, verdict) with its total over the CPUs.
+    pub fn counters_by_hook(&self) -> Result<Vec<(Hook, Verdict, Counter)>> {
+        let mut out = Vec::with_capacity(Hook::ALL.len() * Verdict::ALL.len());
+        for hook in Hook::ALL {
+            for verdict in Verdict::ALL {
+                out.push((hook, verdict, self.counter_at(hook, verdict)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every verdict with its total over hooks and CPUs.
+    pub fn counters(&self) -> Result<Vec<(Verdict, Counter)>> {
+        let by_hook = self.counters_by_hook()?;
+        Ok(Verdict::ALL
+            .iter()
+            .map(|&v| {
+                let sum = by_hook.iter().filter(|(_, hv, _)| *hv == v).fold(Counter::default(), |acc, (_, _, c)| Counter {
+                    packets: acc.packets + c.packets,
+                    bytes: acc.bytes + c.bytes,
+                });
+                (v, sum)
+            })
+            .collect())
+    }
+
+    /// One verdict's total over hooks and CPUs.
     pub fn counter(&self, verdict: Verdict) -> Result<Counter> {
         Ok(self.counters()?.into_iter().find(|(v, _)| *v == verdict).map(|(_, c)| c).unwrap_or_default())
     }
@@ -242,5 +291,55 @@ impl Maps {
     pub fn stack_flows(&self) -> Result<Vec<FlowKey>> {
         let name = spec::STACK_FLOWS.name;
         self.stack_flows.keys().map(|r| r.map_err(err(name, "iterating"))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weft_common::counters::{Action, COUNTER_SLOTS, DropReason, Hook, Verdict, counter_index};
+
+    /// Hooks, verdicts and drop reasons keep their numbers (counters already pinned,
+    /// dashboards and `bpftool` readers rely on them); new ones are appended.
+    #[test]
+    fn numbers_never_change() {
+        let hooks: Vec<(u32, &str)> = Hook::ALL.iter().map(|h| (h.index(), h.name())).collect();
+        assert_eq!(
+            hooks,
+            [
+                (0, "weft0_egress"),
+                (1, "uplink_ingress"),
+                (2, "uplink_xdp"),
+                (3, "pod_veth_ingress"),
+                (4, "pod_veth_egress"),
+                (5, "weft0_ingress"),
+                (6, "bridge_egress")
+            ]
+        );
+        let reasons: Vec<(u8, &str)> = Verdict::ALL.iter().filter_map(|v| v.drop_reason()).map(|r| (r as u8, r.name())).collect();
+        assert_eq!(
+            reasons,
+            [
+                (1, "no_tunnel"),
+                (2, "unknown_peer"),
+                (3, "malformed"),
+                (4, "not_ipv4"),
+                (5, "no_config"),
+                (6, "resize"),
+                (7, "redirect"),
+                (8, "ecn_not_ect"),
+                (9, "xdp_mark_lost")
+            ]
+        );
+        assert_eq!(DropReason::XdpMarkLost as u8, 9);
+        for v in Verdict::ALL {
+            assert_eq!(v.is_drop(), v.action() == Action::Drop, "{v:?}");
+            assert_eq!(Verdict::from_index(v.index()), Some(v));
+        }
+        // Every (hook, verdict) has its own slot inside the map.
+        let mut slots: Vec<u32> = Hook::ALL.iter().flat_map(|&h| Verdict::ALL.map(|v| counter_index(h, v))).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), Hook::ALL.len() * Verdict::ALL.len());
+        assert!(slots.iter().all(|&s| s < COUNTER_SLOTS));
     }
 }

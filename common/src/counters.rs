@@ -1,11 +1,138 @@
-//! Verdicts and their counters.
+//! Hooks, verdicts, actions and drop reasons, and their counters.
 //!
-//! Every packet a program sees ends in exactly one verdict, counted per CPU in
-//! [`crate::maps::COUNTERS`] at the verdict's index. Numbers are stable: a retired
-//! verdict keeps its number (renamed `Unused*`), a new one takes the next free number.
-//! The agent labels its metrics from [`Verdict::ALL`] and [`Verdict::name`].
+//! Every packet a program sees leaves through one exit that counts it, per CPU, in
+//! [`crate::maps::COUNTERS`] under (hook, verdict): [`counter_index`]. A verdict is
+//! an [`Action`] (pass, redirect, drop) with, for a drop, its [`DropReason`], or for
+//! the others what was done (encapsulated, decapsulated, …). Numbers are stable: a
+//! retired hook, verdict or reason keeps its number (renamed `Unused*`), a new one
+//! takes the next free number. The agent labels its metrics from the `ALL` lists and
+//! the `name`s.
 
-/// Packets and bytes for one verdict on one CPU.
+/// Where a program runs: the counters' first dimension.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Hook {
+    /// `weft0`'s TC egress: encapsulation of what the stack routes to the tunnel.
+    Weft0Egress = 0,
+    /// The uplink's TC ingress: decapsulation, and delivery of XDP's aggregates.
+    UplinkIngress = 1,
+    /// The uplink's XDP: decapsulation before GRO.
+    UplinkXdp = 2,
+    /// A pod veth's TC ingress (what the pod sends; `--fast-path`).
+    PodVethIngress = 3,
+    /// A pod veth's TC egress (what the stack delivers to the pod; `--fast-path`).
+    PodVethEgress = 4,
+    /// `weft0`'s TC ingress (`--fast-path`): aggregates after `weft0`'s GRO.
+    Weft0Ingress = 5,
+    /// The pod bridge's TC egress: routed packets for local pods.
+    BridgeEgress = 6,
+}
+
+/// Room for hooks added later without resizing the counters map.
+pub const HOOK_SLOTS: u32 = 8;
+
+impl Hook {
+    pub const ALL: [Hook; 7] = [
+        Hook::Weft0Egress,
+        Hook::UplinkIngress,
+        Hook::UplinkXdp,
+        Hook::PodVethIngress,
+        Hook::PodVethEgress,
+        Hook::Weft0Ingress,
+        Hook::BridgeEgress,
+    ];
+
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+
+    /// Metric label; stable like the number.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hook::Weft0Egress => "weft0_egress",
+            Hook::UplinkIngress => "uplink_ingress",
+            Hook::UplinkXdp => "uplink_xdp",
+            Hook::PodVethIngress => "pod_veth_ingress",
+            Hook::PodVethEgress => "pod_veth_egress",
+            Hook::Weft0Ingress => "weft0_ingress",
+            Hook::BridgeEgress => "bridge_egress",
+        }
+    }
+}
+
+/// What a program did with a packet.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Handed on unchanged (`TCX_NEXT`, `XDP_PASS`).
+    Pass = 0,
+    /// Sent elsewhere, rewritten or not (`TC_ACT_REDIRECT`; XDP: passed on rewritten).
+    Redirect = 1,
+    /// Dropped, for a [`DropReason`].
+    Drop = 2,
+}
+
+impl Action {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Redirect => "redirect",
+            Action::Drop => "drop",
+        }
+    }
+}
+
+/// Why a packet was dropped (Cilium's `DROP_*` codes are the model). Never renumbered.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Encap: no tunnel entry covers the inner destination.
+    NoTunnel = 1,
+    /// Decap: VXLAN for our port and VNI from a source that is not a known node.
+    UnknownPeer = 2,
+    /// Headers of a packet addressed to the tunnel are truncated or invalid.
+    Malformed = 3,
+    /// Encap: a non-IPv4 frame on `weft0`; decap: an inner frame that is not IPv4.
+    NotIpv4 = 4,
+    /// Encap: the agent has not written the dataplane config yet.
+    NoConfig = 5,
+    /// The kernel refused to grow or shrink the packet (`bpf_skb_adjust_room`).
+    Resize = 6,
+    /// The redirect helper refused the packet.
+    Redirect = 7,
+    /// Decap: outer header marked CE, inner packet not ECN-capable (RFC 6040).
+    EcnNotEct = 8,
+    /// An inner frame to our VtepMAC without XDP's mark (a driver that loses XDP
+    /// metadata, or a raw frame from the underlay).
+    XdpMarkLost = 9,
+}
+
+impl DropReason {
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::NoTunnel => "no_tunnel",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::Malformed => "malformed",
+            DropReason::NotIpv4 => "not_ipv4",
+            DropReason::NoConfig => "no_config",
+            DropReason::Resize => "resize",
+            DropReason::Redirect => "redirect",
+            DropReason::EcnNotEct => "ecn_not_ect",
+            DropReason::XdpMarkLost => "xdp_mark_lost",
+        }
+    }
+}
+
+/// Slot of (hook, verdict) in the counters map.
+#[inline(always)]
+pub const fn counter_index(hook: Hook, verdict: Verdict) -> u32 {
+    hook.index() * VERDICT_SLOTS + verdict.index()
+}
+
+/// Entries of the counters map.
+pub const COUNTER_SLOTS: u32 = HOOK_SLOTS * VERDICT_SLOTS;
+
+/// Packets and bytes for one (hook, verdict) on one CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counter {
@@ -100,16 +227,35 @@ impl Verdict {
     }
 
     pub const fn is_drop(self) -> bool {
-        !matches!(
-            self,
-            Verdict::Passed
-                | Verdict::Encapsulated
-                | Verdict::Decapsulated
-                | Verdict::DeliveredFromXdp
-                | Verdict::FastEncapsulated
-                | Verdict::FastDelivered
-                | Verdict::BridgeBypassed
-        )
+        self.drop_reason().is_some()
+    }
+
+    pub const fn action(self) -> Action {
+        match self {
+            Verdict::Passed => Action::Pass,
+            Verdict::Encapsulated
+            | Verdict::Decapsulated
+            | Verdict::DeliveredFromXdp
+            | Verdict::FastEncapsulated
+            | Verdict::FastDelivered
+            | Verdict::BridgeBypassed => Action::Redirect,
+            _ => Action::Drop,
+        }
+    }
+
+    pub const fn drop_reason(self) -> Option<DropReason> {
+        match self {
+            Verdict::DropNoTunnel => Some(DropReason::NoTunnel),
+            Verdict::DropUnknownPeer => Some(DropReason::UnknownPeer),
+            Verdict::DropMalformed => Some(DropReason::Malformed),
+            Verdict::DropNotIpv4 => Some(DropReason::NotIpv4),
+            Verdict::DropNoConfig => Some(DropReason::NoConfig),
+            Verdict::DropResize => Some(DropReason::Resize),
+            Verdict::DropRedirect => Some(DropReason::Redirect),
+            Verdict::DropEcnNotEct => Some(DropReason::EcnNotEct),
+            Verdict::DropXdpMarkLost => Some(DropReason::XdpMarkLost),
+            _ => None,
+        }
     }
 
     /// Metric label and log name; stable like the number.
@@ -136,3 +282,4 @@ impl Verdict {
 }
 
 const _: () = assert!((Verdict::ALL.len() as u32) <= VERDICT_SLOTS);
+const _: () = assert!((Hook::ALL.len() as u32) <= HOOK_SLOTS);

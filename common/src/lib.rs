@@ -15,8 +15,11 @@ pub mod maps;
 pub mod tunnel;
 pub mod wire;
 
-/// Version of the layouts in this crate, written into [`config::DataplaneConfig::abi_version`].
-pub const ABI_VERSION: u32 = 1;
+/// Version of the layouts and numbering in this crate, written into
+/// [`config::DataplaneConfig::abi_version`] (the config's first field in every
+/// version). An agent that finds pinned maps of another version replaces them all.
+/// 2: counters per (hook, verdict).
+pub const ABI_VERSION: u32 = 2;
 
 /// A MAC address as it appears on the wire.
 pub type MacAddr = [u8; 6];

@@ -60,7 +60,7 @@ pub const COUNTERS: MapSpec = MapSpec {
     map_type: BPF_MAP_TYPE_PERCPU_ARRAY,
     key_size: 4,
     value_size: core::mem::size_of::<crate::counters::Counter>() as u32,
-    max_entries: crate::counters::VERDICT_SLOTS,
+    max_entries: crate::counters::COUNTER_SLOTS,
 };
 
 /// Local pods the fast path delivers to: far above Kubernetes' pods per node (110

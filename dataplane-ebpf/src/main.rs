@@ -8,11 +8,12 @@
 //! - [`fastpath`]: the opt-in bypass of the host stack for pod-to-pod traffic;
 //! - [`probe`]: what the running kernel's helpers accept, asked once by the agent;
 //! - [`csum`], [`mtu`]: checksum arithmetic, MTU checks;
-//! - [`counters`]: one count per packet and hook, by verdict.
+//! - [`counters`]: one count per packet, by (hook, verdict).
 //!
-//! Each TC entry point below is a thin shim: it runs its stage and hands the
-//! `Result<Verdict, Verdict>` to [`finish`], the single exit that counts, logs drops
-//! and turns the verdict into a TC return code; the XDP entry does the same inline.
+//! Each entry point below is a thin shim: it runs its stage and hands the
+//! `Result<Verdict, Verdict>` to its hook's exit — [`finish`] for TC, [`finish_xdp`]
+//! for XDP — which counts it under (hook, verdict), logs drops and turns the verdict
+//! into the hook's return code.
 #![no_std]
 #![no_main]
 
@@ -36,14 +37,14 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
-use weft_common::counters::Verdict;
+use weft_common::counters::{Hook, Verdict};
 
 /// TC egress of `weft0`: every packet the kernel routes to a remote pod CIDR.
 #[classifier]
 pub fn weft_encap(ctx: TcContext) -> i32 {
     let len = ctx.len();
     let result = encap::tc_encap(&ctx);
-    finish(&ctx, len, result)
+    finish(&ctx, Hook::Weft0Egress, len, result)
 }
 
 /// TC ingress of the uplink: every packet the node receives from the underlay.
@@ -52,7 +53,7 @@ pub fn weft_encap(ctx: TcContext) -> i32 {
 pub fn weft_decap(ctx: TcContext) -> i32 {
     let len = ctx.len();
     let result = decap::tc_decap(&ctx);
-    finish(&ctx, len, result)
+    finish(&ctx, Hook::UplinkIngress, len, result)
 }
 
 /// TC ingress of each pod's host-side veth (`--fast-path`): a pod's packet for a remote pod is
@@ -61,26 +62,25 @@ pub fn weft_decap(ctx: TcContext) -> i32 {
 pub fn weft_pod_egress(ctx: TcContext) -> i32 {
     let len = ctx.len();
     let result = fastpath::tc_pod_egress(&ctx);
-    finish(&ctx, len, result)
+    finish(&ctx, Hook::PodVethIngress, len, result)
 }
 
 /// TC egress of each pod's host-side veth (`--fast-path`): what the stack delivers to
 /// the pod; its flow is remembered, so the pod's replies take the stack too.
 #[classifier]
 pub fn weft_pod_ingress(ctx: TcContext) -> i32 {
+    let len = ctx.len();
     fastpath::tc_pod_ingress(&ctx);
-    TC_ACT_UNSPEC
+    finish(&ctx, Hook::PodVethEgress, len, Ok(Verdict::Passed))
 }
 
 /// TC ingress of `weft0` (`--fast-path`): TC decap's aggregates for a local pod go
-/// straight into it; everything else goes on, uncounted (it is the stack's).
+/// straight into it; everything else goes on to the stack.
 #[classifier]
 pub fn weft_weft0_ingress(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    match fastpath::tc_weft0_ingress(&ctx) {
-        Ok(Verdict::Passed) => TC_ACT_UNSPEC,
-        result => finish(&ctx, len, result),
-    }
+    let result = fastpath::tc_weft0_ingress(&ctx);
+    finish(&ctx, Hook::Weft0Ingress, len, result)
 }
 
 /// TC egress of the pod bridge (`cni0`): a routed packet for a local pod goes to its
@@ -89,7 +89,7 @@ pub fn weft_weft0_ingress(ctx: TcContext) -> i32 {
 pub fn weft_bridge_egress(ctx: TcContext) -> i32 {
     let len = ctx.len();
     let result = bridge::tc_bridge_egress(&ctx);
-    finish(&ctx, len, result)
+    finish(&ctx, Hook::BridgeEgress, len, result)
 }
 
 /// Never attached: the agent runs it once on a crafted VXLAN frame
@@ -104,31 +104,38 @@ pub fn weft_probe_decap(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn weft_decap_xdp(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u32;
-    match decap::xdp_decap(&ctx) {
-        // Not counted here: TC counts it when it sees the frame.
-        Ok(Verdict::Passed) => XDP_PASS,
-        Ok(verdict) => {
-            counters::count(verdict, len);
-            XDP_PASS
-        }
+    let result = decap::xdp_decap(&ctx);
+    finish_xdp(&ctx, len, result)
+}
+
+/// The XDP exit: counts under (`UplinkXdp`, verdict). A decapsulated frame passes
+/// on, rewritten, to GRO and TC; what is not ours (or ours but bad: TC judges it
+/// again and counts the drop there) passes untouched; a drop drops.
+#[inline(always)]
+fn finish_xdp(ctx: &XdpContext, len: u32, result: Result<Verdict, Verdict>) -> u32 {
+    let verdict = match result {
+        Ok(v) | Err(v) => v,
+    };
+    counters::count(Hook::UplinkXdp, verdict, len);
+    match result {
+        Ok(_) => XDP_PASS,
         Err(reason) => {
-            counters::count(reason, len);
-            debug!(&ctx, "weft: dropped packet of {} bytes in XDP, verdict {}", len, reason.index());
+            debug!(ctx, "weft: dropped packet of {} bytes in XDP, verdict {}", len, reason.index());
             XDP_DROP
         }
     }
 }
 
-/// Counts the packet under its verdict and picks the TC action.
+/// The TC exit: counts the packet under (hook, verdict) and picks the TC action.
 ///
 /// `Passed` returns `TC_ACT_UNSPEC` (TCX_NEXT), not `TC_ACT_OK`, so programs after
 /// ours on the same hook still see packets that are not weft's.
 #[inline(always)]
-fn finish(ctx: &TcContext, len: u32, result: Result<Verdict, Verdict>) -> i32 {
+fn finish(ctx: &TcContext, hook: Hook, len: u32, result: Result<Verdict, Verdict>) -> i32 {
     let verdict = match result {
         Ok(v) | Err(v) => v,
     };
-    counters::count(verdict, len);
+    counters::count(hook, verdict, len);
     match result {
         Ok(Verdict::Passed) => TC_ACT_UNSPEC,
         Ok(_) => TC_ACT_REDIRECT as i32,

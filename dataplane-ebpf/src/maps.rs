@@ -9,7 +9,7 @@ use aya_ebpf::{
 use weft_common::{
     Ipv4Octets,
     config::DataplaneConfig,
-    counters::{Counter, VERDICT_SLOTS},
+    counters::{COUNTER_SLOTS, Counter},
     fastpath::{FlowKey, FlowSeen, LocalEndpoint},
     maps::{MAX_ENDPOINTS, MAX_NODES, MAX_STACK_FLOWS},
     tunnel::{PeerNode, TunnelEndpoint},
@@ -27,9 +27,9 @@ pub static WEFT_PEERS: HashMap<Ipv4Octets, PeerNode, { MAX_NODES as usize }> = H
 #[btf_map]
 pub static WEFT_CONFIG: Array<DataplaneConfig, 1> = Array::new();
 
-/// Packets and bytes per verdict, per CPU.
+/// Packets and bytes per (hook, verdict), per CPU.
 #[btf_map]
-pub static WEFT_COUNTERS: PerCpuArray<Counter, { VERDICT_SLOTS as usize }> = PerCpuArray::new();
+pub static WEFT_COUNTERS: PerCpuArray<Counter, { COUNTER_SLOTS as usize }> = PerCpuArray::new();
 
 /// `--fast-path`: local pod address → its veth, for delivery into its namespace.
 #[btf_map]

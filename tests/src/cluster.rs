@@ -104,8 +104,8 @@ impl Node {
             for (ip, p) in maps.peers()? {
                 out += &format!("peer {ip} -> {p:?}\n");
             }
-            for (verdict, c) in maps.counters()?.iter().filter(|(_, c)| c.packets > 0) {
-                out += &format!("counter {verdict:?}: {c:?}\n");
+            for (hook, verdict, c) in maps.counters_by_hook()?.iter().filter(|(_, _, c)| c.packets > 0) {
+                out += &format!("counter {} {}: {c:?}\n", hook.name(), verdict.name());
             }
             Ok(out)
         };

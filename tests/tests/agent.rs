@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Result, anyhow};
 use aya::programs::TcAttachType;
 use nix::sys::signal::Signal;
-use weft_common::{counters::Verdict, maps as spec};
+use weft_common::{ABI_VERSION, config::DataplaneConfig, counters::Verdict, maps as spec};
 use weft_e2e::{
     agent::run_to_exit,
     cluster::{Cluster, Kind},
@@ -186,6 +186,26 @@ fn a_pinned_map_of_another_layout_is_replaced_and_refilled() -> Result<()> {
     let tunnels = c.nodes[a].maps()?.tunnels()?;
     assert_eq!(tunnels.len(), 2, "b's and c's tunnels in the new map: {tunnels:?}");
     pods_reach(&c, &[("a", "b"), ("a", "c"), ("b", "a"), ("c", "a")])?;
+    Ok(())
+}
+
+/// Pinned maps written by an agent of another ABI version (the same sizes, other
+/// meanings: the counters' numbering, say) are all replaced, not adopted.
+#[test]
+fn pinned_maps_of_another_abi_version_are_all_replaced() -> Result<()> {
+    let mut c = cluster();
+    let a = c.node_index("a");
+    c.nodes[a].agent.as_mut().unwrap().stop()?;
+    let mut maps = c.nodes[a].maps()?;
+    let config = maps.config()?;
+    maps.set_config(DataplaneConfig { abi_version: ABI_VERSION - 1, ..config })?;
+    drop(maps);
+    c.start_agent(a, &[])?;
+    let log = c.agent_log("a");
+    assert!(log.contains("pinned maps are of another ABI version: replacing them all"), "{log}");
+    assert_eq!(log.matches("state=Replaced").count(), spec::ALL.len(), "every map replaced:\n{log}");
+    assert_eq!(c.nodes[a].maps()?.config()?.abi_version, ABI_VERSION);
+    pods_reach(&c, &[("a", "b"), ("b", "a"), ("a", "c")])?;
     Ok(())
 }
 

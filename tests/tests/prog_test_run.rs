@@ -17,9 +17,9 @@ use weft_common::{
     ABI_VERSION,
     config::DataplaneConfig,
     config::FLAG_FAST_PATH,
-    counters::Verdict,
+    counters::{Counter, Hook, Verdict},
     fastpath::LocalEndpoint,
-    maps::programs::{BRIDGE_EGRESS, DECAP, DECAP_XDP, ENCAP, POD_EGRESS, POD_INGRESS, PROBE_DECAP_L4_UDP},
+    maps::programs::{BRIDGE_EGRESS, DECAP, DECAP_XDP, ENCAP, POD_EGRESS, POD_INGRESS, PROBE_DECAP_L4_UDP, WEFT0_INGRESS},
     tunnel::{PeerNode, TunnelEndpoint},
 };
 use weft_e2e::packet::{
@@ -62,7 +62,7 @@ fn config() -> DataplaneConfig {
 /// Loads a private copy of the programs and maps (nothing pinned, nothing attached).
 fn dataplane(configured: bool) -> Dataplane {
     let mut ebpf = EbpfLoader::new().load(DATAPLANE_OBJECT).expect("loading the object");
-    for name in [ENCAP, DECAP, POD_EGRESS, POD_INGRESS, BRIDGE_EGRESS, PROBE_DECAP_L4_UDP] {
+    for name in [ENCAP, DECAP, POD_EGRESS, POD_INGRESS, WEFT0_INGRESS, BRIDGE_EGRESS, PROBE_DECAP_L4_UDP] {
         let p: &mut SchedClassifier = ebpf.program_mut(name).expect("program").try_into().expect("classifier");
         p.load().expect("verifier accepts the program");
     }
@@ -94,10 +94,11 @@ impl Dataplane {
         (return_value, out)
     }
 
-    /// Runs the XDP decap program; asserts its return code and that only `verdict`'s
-    /// counter moved (by one), or none for `None`. Returns the frame as left.
-    fn expect_xdp(&self, frame: &[u8], code: u32, verdict: Option<Verdict>) -> Vec<u8> {
-        let before: Vec<u64> = Verdict::ALL.iter().map(|&v| self.packets(v)).collect();
+    /// Runs the XDP decap program; asserts its return code and that only
+    /// (`UplinkXdp`, `verdict`)'s counter moved, by one packet and the frame's bytes.
+    /// Returns the frame as left.
+    fn expect_xdp(&self, frame: &[u8], code: u32, verdict: Verdict) -> Vec<u8> {
+        let before = self.maps.counters_by_hook().unwrap();
         let p: &Xdp = self.ebpf.program(DECAP_XDP).unwrap().try_into().unwrap();
         let mut out = vec![0u8; frame.len() + 128];
         let r = p
@@ -105,27 +106,42 @@ impl Dataplane {
             .expect("BPF_PROG_TEST_RUN (XDP)");
         out.truncate(r.data_size_out as usize);
         assert_eq!(r.return_value, code, "XDP return code (expected {verdict:?})");
-        for (i, &v) in Verdict::ALL.iter().enumerate() {
-            let delta = self.packets(v) - before[i];
-            assert_eq!(delta, u64::from(Some(v) == verdict), "XDP: counter {v:?} moved by {delta}");
-        }
+        self.assert_counted(&before, Hook::UplinkXdp, verdict, frame.len());
         out
     }
 
-    fn packets(&self, v: Verdict) -> u64 {
-        self.maps.counter(v).unwrap().packets
+    /// Only (`hook`, `verdict`) moved since `before`: by one packet of `len` bytes.
+    fn assert_counted(&self, before: &[(Hook, Verdict, Counter)], hook: Hook, verdict: Verdict, len: usize) {
+        let after = self.maps.counters_by_hook().unwrap();
+        for ((h, v, b), (_, _, a)) in before.iter().zip(&after) {
+            let hit = *h == hook && *v == verdict;
+            let (packets, bytes) = (a.packets - b.packets, a.bytes - b.bytes);
+            assert_eq!(packets, u64::from(hit), "counter ({}, {}) moved by {packets} packets", h.name(), v.name());
+            assert_eq!(bytes, if hit { len as u64 } else { 0 }, "counter ({}, {}) moved by {bytes} bytes", h.name(), v.name());
+        }
     }
 
-    /// Runs and asserts the verdict and that exactly that verdict's counter moved by one.
+    /// Runs and asserts the return code, and that exactly (`prog`'s hook, `verdict`)'s
+    /// counter moved, by one packet and the frame's bytes.
     fn expect(&self, prog: &str, frame: &[u8], code: u32, verdict: Verdict) -> Vec<u8> {
-        let before: Vec<u64> = Verdict::ALL.iter().map(|&v| self.packets(v)).collect();
+        let before = self.maps.counters_by_hook().unwrap();
         let (rc, out) = self.run(prog, frame);
         assert_eq!(rc, code, "{prog}: return code (expected verdict {verdict:?})");
-        for (i, &v) in Verdict::ALL.iter().enumerate() {
-            let delta = self.packets(v) - before[i];
-            assert_eq!(delta, u64::from(v == verdict), "{prog}: counter {v:?} moved by {delta}");
-        }
+        self.assert_counted(&before, hook_of(prog), verdict, frame.len());
         out
+    }
+}
+
+/// The hook each TC program is attached at.
+fn hook_of(prog: &str) -> Hook {
+    match prog {
+        ENCAP => Hook::Weft0Egress,
+        DECAP => Hook::UplinkIngress,
+        POD_EGRESS => Hook::PodVethIngress,
+        POD_INGRESS => Hook::PodVethEgress,
+        WEFT0_INGRESS => Hook::Weft0Ingress,
+        BRIDGE_EGRESS => Hook::BridgeEgress,
+        other => panic!("no hook for {other}"),
     }
 }
 
@@ -278,7 +294,7 @@ fn decap_restores_the_inner_packet() {
 fn xdp_decap_leaves_the_inner_frame() {
     let dp = dataplane(true);
     let inner = inner_packet();
-    let out = dp.expect_xdp(&from_b(&inner).build(), XDP_PASS, Some(Verdict::Decapsulated));
+    let out = dp.expect_xdp(&from_b(&inner).build(), XDP_PASS, Verdict::Decapsulated);
     // BPF_PROG_TEST_RUN returns the metadata in front of the frame: TC's mark.
     assert_eq!(out[..4], weft_common::wire::XDP_DECAP_MARK.to_ne_bytes(), "the metadata mark TC looks for");
     assert_eq!(out[4..], eth(A_MAC, B_MAC, ETH_P_IPV4, &inner), "inner Ethernet frame byte for byte");
@@ -293,7 +309,7 @@ fn xdp_decap_leaves_the_inner_frame() {
 #[case::truncated_vxlan(from_b(&inner_packet()).build()[..14 + 20 + 8 + 4].to_vec())]
 fn xdp_decap_hands_the_rest_to_tc(#[case] frame: Vec<u8>) {
     let dp = dataplane(true);
-    assert_eq!(dp.expect_xdp(&frame, XDP_PASS, None), frame);
+    assert_eq!(dp.expect_xdp(&frame, XDP_PASS, Verdict::Passed), frame);
 }
 
 /// TC on the uplink never delivers an inner frame (to our VtepMAC) that lacks XDP's
@@ -408,11 +424,11 @@ fn decap_ecn(#[case] inner_tos: u8, #[case] outer_tos: u8, #[case] result: Optio
     // metadata mark and the inner Ethernet header), or handed to TC, which drops it.
     match result {
         Some(tos) => {
-            let out = dp.expect_xdp(&frame, XDP_PASS, Some(Verdict::Decapsulated));
+            let out = dp.expect_xdp(&frame, XDP_PASS, Verdict::Decapsulated);
             assert_eq!(out[4 + 15], tos, "inner TOS (XDP)");
             assert_eq!(checksum(&out[4 + 14..4 + 34]), 0, "inner checksum still verifies (XDP)");
         }
-        None => assert_eq!(dp.expect_xdp(&frame, XDP_PASS, None), frame),
+        None => assert_eq!(dp.expect_xdp(&frame, XDP_PASS, Verdict::Passed), frame),
     }
 }
 
@@ -497,17 +513,14 @@ fn fast_egress_passes_what_the_stack_must_see(#[case] frame: Vec<u8>, #[case] on
 
 /// A flow the stack delivered to the pod (seen at its veth's egress, e.g. after a
 /// hostPort's DNAT) keeps the stack for the pod's replies; the seen packet goes on
-/// unchanged and uncounted.
+/// unchanged, counted as passed at the veth's egress.
 #[test]
 fn fast_egress_leaves_flows_the_stack_delivered() {
     let dp = fast_dataplane();
     let request = Ipv4::new(POD_B, POD_A, IPPROTO_UDP).build(&udp(5000, 40000, b"request"));
     let request = eth(POD_A_MAC, GW_A_MAC, ETH_P_IPV4, &request);
-    let before: Vec<u64> = Verdict::ALL.iter().map(|&v| dp.packets(v)).collect();
-    let (rc, out) = dp.run(POD_INGRESS, &request);
-    assert_eq!((rc, &out), (TC_ACT_UNSPEC, &request), "seen, passed on unchanged");
-    let after: Vec<u64> = Verdict::ALL.iter().map(|&v| dp.packets(v)).collect();
-    assert_eq!(before, after, "not counted");
+    let out = dp.expect(POD_INGRESS, &request, TC_ACT_UNSPEC, Verdict::Passed);
+    assert_eq!(out, request, "seen, passed on unchanged");
     // The reply (pod A:40000 -> pod B:5000) stays on the stack; another flow does not.
     let reply = eth(GW_A_MAC, POD_A_MAC, ETH_P_IPV4, &Ipv4::new(POD_A, POD_B, IPPROTO_UDP).build(&udp(40000, 5000, b"reply")));
     assert_eq!(dp.expect(POD_EGRESS, &reply, TC_ACT_UNSPEC, Verdict::Passed), reply);
