@@ -568,6 +568,13 @@ impl Agent {
             }
         }
         self.table = kube_table(&self.own.clone(), &mut self.source, self.vni);
+        if let Source::Kube(kube) = &self.source {
+            let mut skipped = std::collections::BTreeMap::new();
+            for skip in kube.warned.values() {
+                *skipped.entry(skip.label()).or_insert(0) += 1;
+            }
+            self.health.set_skipped(skipped);
+        }
     }
 
     /// After Node events: the table, the config (our own address may have moved), maps
@@ -750,7 +757,7 @@ impl Agent {
         };
         if self.args.healthz_port != 0 {
             let addr = std::net::SocketAddr::new(self.args.healthz_ip, self.args.healthz_port);
-            crate::healthz::spawn(addr, self.health.clone()).await?;
+            crate::http::spawn(addr, self.health.clone(), self.args.bpffs_dir.clone()).await?;
         }
         loop {
             let is_kube = matches!(self.source, Source::Kube(_));
@@ -821,6 +828,7 @@ impl Agent {
                 }
             }
             Some(Err(e)) => {
+                self.health.api_error();
                 let Source::Kube(kube) = &mut self.source else {
                     return;
                 };

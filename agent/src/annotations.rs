@@ -38,6 +38,20 @@ pub enum Skip {
     Malformed(String),
 }
 
+impl Skip {
+    /// Every [`Skip::label`].
+    pub const LABELS: [&'static str; 2] = ["not_vxlan", "invalid"];
+
+    /// The reason as a metric label: `not_vxlan` (not a peer yet, or not one of ours),
+    /// `invalid` (annotated for vxlan but unusable: bad annotations or podCIDR).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Skip::NotVxlan(_) => "not_vxlan",
+            Skip::Malformed(_) => "invalid",
+        }
+    }
+}
+
 /// The node's annotations, borrowed (an empty map when it has none).
 fn annotations(node: &impl NodeFields) -> &BTreeMap<String, String> {
     static NONE: BTreeMap<String, String> = BTreeMap::new();

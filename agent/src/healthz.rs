@@ -1,3 +1,5 @@
+//! What the agent reports about itself, shared with the health port's server.
+//!
 //! `GET /healthz` (Flannel's `--healthz-port`): 200 while the agent keeps its node
 //! programmed; 503, with the reason, once no resync has succeeded for three resync
 //! periods — resyncs that keep failing (an uplink gone for good, a netlink or map error
@@ -5,17 +7,12 @@
 //! probe restarts the agent and the failure shows in the pod's status.
 
 use std::{
-    net::SocketAddr,
+    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-};
-
-/// What the endpoint reports; the agent updates it after every resync.
+/// What the endpoints report; the agent updates it as it works.
 #[derive(Clone)]
 pub struct Health {
     state: Arc<Mutex<State>>,
@@ -26,6 +23,19 @@ pub struct Health {
 struct State {
     last_ok: Instant,
     last_error: Option<String>,
+    /// Nodes the table leaves out, per reason label.
+    skipped: BTreeMap<&'static str, u64>,
+    /// Errors from the API server's watch (each one retried).
+    api_errors: u64,
+}
+
+/// A copy of what `/metrics` reports from the agent's own state.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub resync_age: Duration,
+    pub healthy: bool,
+    pub skipped: BTreeMap<&'static str, u64>,
+    pub api_errors: u64,
 }
 
 impl Health {
@@ -33,7 +43,12 @@ impl Health {
     /// can be a race with the node's own network manager) and a second of slack.
     pub fn new(resync: Duration) -> Health {
         Health {
-            state: Arc::new(Mutex::new(State { last_ok: Instant::now(), last_error: None })),
+            state: Arc::new(Mutex::new(State {
+                last_ok: Instant::now(),
+                last_error: None,
+                skipped: BTreeMap::new(),
+                api_errors: 0,
+            })),
             max_age: resync * 3 + Duration::from_secs(1),
         }
     }
@@ -52,8 +67,28 @@ impl Health {
         self.state().last_error = Some(error);
     }
 
+    /// The nodes skipped now, counted per reason label.
+    pub fn set_skipped(&self, skipped: BTreeMap<&'static str, u64>) {
+        self.state().skipped = skipped;
+    }
+
+    pub fn api_error(&self) {
+        self.state().api_errors += 1;
+    }
+
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let healthy = self.failing(now).is_none();
+        let s = self.state();
+        Snapshot {
+            resync_age: now.saturating_duration_since(s.last_ok),
+            healthy,
+            skipped: s.skipped.clone(),
+            api_errors: s.api_errors,
+        }
+    }
+
     /// `None`: healthy at `now`; else why not.
-    fn failing(&self, now: Instant) -> Option<String> {
+    pub fn failing(&self, now: Instant) -> Option<String> {
         let s = self.state();
         let age = now.saturating_duration_since(s.last_ok);
         (age > self.max_age).then(|| {
@@ -61,37 +96,6 @@ impl Health {
             format!("no successful resync for {} s; last error: {last}\n", age.as_secs())
         })
     }
-}
-
-pub async fn spawn(addr: SocketAddr, health: Health) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "health endpoint listening");
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut conn, _)) = listener.accept().await else {
-                continue;
-            };
-            let health = health.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let n = conn.read(&mut buf).await.unwrap_or(0);
-                let reply = if !buf[..n].starts_with(b"GET /healthz ") {
-                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
-                } else {
-                    let (status, body) = match health.failing(Instant::now()) {
-                        None => ("200 OK", "ok\n".to_string()),
-                        Some(why) => ("503 Service Unavailable", why),
-                    };
-                    format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                };
-                let _ = conn.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    Ok(())
 }
 
 #[cfg(test)]

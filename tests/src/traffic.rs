@@ -226,3 +226,20 @@ pub fn tcp_connect_close(from: &Netns, to: &Netns, to_ip: Ipv4Addr, count: u32) 
     .map_err(|_| anyhow!("client panicked"))??;
     listener.join().map_err(|_| anyhow!("listener panicked"))?
 }
+
+/// `GET path` from inside `ns` to `127.0.0.1:port` (HTTP/1.1, `Connection: close`):
+/// the whole response, status line first.
+pub fn http_get(ns: &Netns, port: u16, path: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    ns.spawn(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(request.as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .join()
+    .map_err(|_| anyhow!("HTTP client thread panicked"))?
+}

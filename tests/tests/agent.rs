@@ -209,19 +209,68 @@ fn pinned_maps_of_another_abi_version_are_all_replaced() -> Result<()> {
     Ok(())
 }
 
-/// `GET /healthz` inside `ns`: the whole HTTP response.
+/// `GET path` on the agent's health port inside `ns`: the whole HTTP response.
+fn http_get(ns: &Netns, port: u16, path: &str) -> Result<String> {
+    weft_e2e::traffic::http_get(ns, port, path)
+}
+
 fn healthz(ns: &Netns, port: u16) -> Result<String> {
-    use std::io::{Read, Write};
-    ns.spawn(move || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })
-    .join()
-    .map_err(|_| anyhow!("health check thread panicked"))?
+    http_get(ns, port, "/healthz")
+}
+
+/// The value of the sample `series` (name and labels, as exposed) in a `/metrics` body.
+fn sample(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `/metrics` passes `promtool check metrics`, and after a known amount of traffic the
+/// counters have moved by at least that much: node a's encap and b's decap by the
+/// bytes sent; the maps report their entries against their capacity.
+#[test]
+fn metrics_pass_promtool_and_count_the_traffic() -> Result<()> {
+    let mut c = cluster();
+    for n in ["a", "b"] {
+        let i = c.node_index(n);
+        c.restart_agent(i, &["--healthz-ip", "127.0.0.1", "--healthz-port", "8471"])?;
+    }
+    let get = |c: &Cluster, n: &str| -> Result<String> {
+        let r = wait_for(Duration::from_secs(5), || http_get(&c.node(n).ns, 8471, "/metrics").ok())
+            .ok_or_else(|| anyhow!("/metrics does not answer on {n}\n{}", c.logs()))?;
+        anyhow::ensure!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+        Ok(r.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+    };
+    let body = get(&c, "a")?;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow!("promtool (apt-get install prometheus): {e}"))?;
+    use std::io::Write;
+    promtool.stdin.take().expect("stdin").write_all(body.as_bytes())?;
+    let out = promtool.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sample(&body, r#"weft_map_entries{map="tunnels"}"#), Some(2.0), "{body}");
+    assert_eq!(sample(&body, r#"weft_map_capacity_entries{map="tunnels"}"#), Some(f64::from(spec::MAX_NODES)), "{body}");
+    assert_eq!(sample(&body, "weft_healthy"), Some(1.0), "{body}");
+    assert!(body.contains("weft_build_info{version=\""), "{body}");
+
+    const ENCAP: &str = r#"weft_forwarded_bytes_total{hook="weft0_egress",action="redirect",verdict="encapsulated"}"#;
+    const DECAP: &str = r#"weft_forwarded_bytes_total{hook="uplink_ingress",action="redirect",verdict="decapsulated"}"#;
+    let (enc0, dec0) = (sample(&body, ENCAP).unwrap_or(0.0), sample(&get(&c, "b")?, DECAP).unwrap_or(0.0));
+    const BYTES: u64 = 8 << 20;
+    let (src, dst) = (c.pod_on("a"), c.pod_on("b"));
+    weft_e2e::traffic::tcp_transfer(&src.ns, &dst.ns, dst.ip, BYTES)?;
+    let (enc1, dec1) = (sample(&get(&c, "a")?, ENCAP).unwrap_or(0.0), sample(&get(&c, "b")?, DECAP).unwrap_or(0.0));
+    assert!(enc1 - enc0 >= BYTES as f64, "node a encapsulated {} bytes for a {BYTES}-byte transfer", enc1 - enc0);
+    assert!(dec1 - dec0 >= BYTES as f64, "node b decapsulated {} bytes for a {BYTES}-byte transfer", dec1 - dec0);
+    Ok(())
 }
 
 /// The health endpoint answers 200 while the node is kept programmed, and 503 with the
@@ -237,6 +286,7 @@ fn health_endpoint_reports_a_node_it_cannot_keep_programmed() -> Result<()> {
     let ok = wait_for(Duration::from_secs(5), || healthz(ns, 8471).ok())
         .ok_or_else(|| anyhow!("/healthz does not answer\n{}", c.logs()))?;
     assert!(ok.starts_with("HTTP/1.1 200 OK") && ok.ends_with("ok\n"), "{ok}");
+    assert!(http_get(ns, 8471, "/nothing")?.starts_with("HTTP/1.1 404"), "unknown paths are 404");
     ns.ip("link del ul0")?;
     // Three resync periods (two seconds each here) without a good one, and a second.
     let failing = wait_for(Duration::from_secs(20), || {

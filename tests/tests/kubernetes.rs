@@ -308,7 +308,18 @@ fn relist_sweeps_unknown_entries_and_bad_nodes_are_skipped() -> Result<()> {
     std::thread::sleep(Duration::from_secs(3)); // a few resyncs
     assert_eq!(c.agent_log("a").matches("backend-data: not JSON").count(), 1, "one warning per node and reason");
     assert!(!has_tunnel(&c, "a", "10.244.60.0/24") && !has_tunnel(&c, "a", "10.244.2.0/25"));
-    all_pods_reach_each_other(&c)
+    all_pods_reach_each_other(&c)?;
+
+    // Both show in the skipped-peers metric, with their reason.
+    let mut c = c;
+    let ai = c.node_index("a");
+    c.restart_agent(ai, &["--healthz-ip", "127.0.0.1", "--healthz-port", "8471"])?;
+    let metric = r#"weft_peers_skipped{reason="invalid"} 2"#;
+    let shown = wait_for(Duration::from_secs(10), || {
+        weft_e2e::traffic::http_get(&c.node("a").ns, 8471, "/metrics").ok().filter(|m| m.contains(metric))
+    });
+    assert!(shown.is_some(), "no {metric} in /metrics\n{}", c.agent_log("a"));
+    Ok(())
 }
 
 /// The API server goes away for 30 s: pod-to-pod traffic keeps flowing without a

@@ -22,6 +22,8 @@ const APT_PACKAGES: &[&str] = &[
     "containernetworking-plugins",
     "iptables",
     "python3-pip",
+    // promtool, to check /metrics.
+    "prometheus",
 ];
 
 /// A PyPI package and the command whose output shows it is installed.
