@@ -54,6 +54,23 @@ fn rx_packets(pod: &Netns) -> Result<u64> {
     out.trim().parse().map_err(|e| anyhow::anyhow!("rx_packets {out:?}: {e}"))
 }
 
+/// Steady state for the aggregation checks: every pod reached once, so its node has
+/// resolved it (ARP) and the agent made it an endpoint. Until then a pod's packets take
+/// the bridge, which segments super-packets, as without weft.
+fn known_endpoints(c: &Cluster) -> Result<()> {
+    for (from, to) in pairs() {
+        let (src, dst) = (c.pod_on(from), c.pod_on(to));
+        ping_ok(&src.ns, dst.ip, 1)?;
+        if c.node(to).kind == Kind::Weft {
+            let known = wait_for(Duration::from_secs(5), || {
+                c.node(to).maps().ok()?.endpoints().ok()?.contains_key(&dst.ip).then_some(())
+            });
+            anyhow::ensure!(known.is_some(), "pod on {to} never became an endpoint\n{}", c.logs());
+        }
+    }
+    Ok(())
+}
+
 /// Restarts the weft agents with `args` (they adopt their pinned state).
 fn restart_weft_agents(c: &mut Cluster, args: &[&str]) -> Result<()> {
     for i in 0..c.nodes.len() {
@@ -74,6 +91,7 @@ fn restart_weft_agents(c: &mut Cluster, args: &[&str]) -> Result<()> {
 fn large_transfers_arrive_intact_between_every_pair() -> Result<()> {
     let mut c = mesh();
     restart_weft_agents(&mut c, &["--decap", "tc"])?;
+    known_endpoints(&c)?;
     const BYTES: u64 = 100 * 1024 * 1024;
     for segmentation in [true, false] {
         c.set_underlay_segmentation(segmentation)?;
@@ -474,6 +492,7 @@ fn rule_bytes(ns: &Netns, chain: &str) -> Result<u64> {
 fn super_packets_reach_pods_whole_past_the_bridge_and_through_netfilter() -> Result<()> {
     let mut c = mesh();
     restart_weft_agents(&mut c, &["--decap", "tc"])?;
+    known_endpoints(&c)?;
     c.set_underlay_segmentation(true)?;
     const BYTES: u64 = 64 << 20;
     let tx = |n: &str, dev: &str| -> Result<u64> {
