@@ -418,6 +418,8 @@ impl Agent {
                 | flag(self.decap_l4_udp, FLAG_DECAP_L4_UDP),
             weft0_peer_ifindex: self.weft0_peer,
             weft0_mtu: self.tunnel_mtu(),
+            pod_cidr: self.own.pod_cidr.network().octets(),
+            pod_prefix: self.own.pod_cidr.prefix(),
             ..Default::default()
         };
         if self.dataplane.maps.config()? != config {

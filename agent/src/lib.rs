@@ -10,6 +10,7 @@
 //! - [`cni`]: subnet.env and the CNI conflist pods get their addresses from;
 //! - [`healthz`]: what the agent reports about itself (health, skipped nodes, API errors);
 //! - [`http`], [`metrics`]: the health port: `/healthz` and Prometheus' `/metrics`;
+//! - [`inspect`]: `weft-agent status` and `weft-agent route IP`, from the pinned state;
 //! - [`node`]: the node model — what `weft0`, the routes and the maps should hold;
 //! - [`netlink`]: links, addresses and routes over rtnetlink (Flannel's device.go, in Rust);
 //! - [`bpffs`]: where pins live, and mounting bpffs only where pins outlive us;
@@ -30,6 +31,7 @@ pub mod dataplane;
 pub mod ethtool;
 pub mod healthz;
 pub mod http;
+pub mod inspect;
 pub mod kube_sync;
 pub mod maps;
 pub mod metrics;

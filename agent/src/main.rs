@@ -9,6 +9,16 @@ use weft_agent::{
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    if weft_agent::inspect::wanted(&std::env::args().collect::<Vec<_>>()) {
+        let tool = weft_agent::inspect::Tool::parse();
+        return match weft_agent::inspect::run(tool) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("weft-agent: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

@@ -21,7 +21,9 @@ pub struct DataplaneConfig {
     pub _pad0: u16,
     /// Our VtepMAC: the MAC of `weft0` and the inner source MAC of encapsulated frames.
     pub vtep_mac: MacAddr,
-    pub _pad1: [u8; 2],
+    /// Prefix length of [`DataplaneConfig::pod_cidr`] (0 from an agent that predates it).
+    pub pod_prefix: u8,
+    pub _pad1: u8,
     /// Ifindex of the underlay interface (encap redirects here).
     pub uplink_ifindex: u32,
     /// Ifindex of `weft0` (decap redirects into its ingress).
@@ -34,8 +36,9 @@ pub struct DataplaneConfig {
     /// `weft0`'s MTU, so decap checks an MTU-sized frame without a helper call
     /// (0, as an older agent leaves it: ask the kernel, `bpf_check_mtu`).
     pub weft0_mtu: u32,
-    /// Reserved for future versions; zero.
-    pub _reserved: u32,
+    /// This node's pod CIDR (network order), for readers (`weft-agent status`); the
+    /// programs do not use it.
+    pub pod_cidr: Ipv4Octets,
 }
 
 /// `--fast-path`: pod-to-pod traffic between nodes bypasses the host stack on both

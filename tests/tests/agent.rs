@@ -209,6 +209,67 @@ fn pinned_maps_of_another_abi_version_are_all_replaced() -> Result<()> {
     Ok(())
 }
 
+/// `weft-agent status|route …` in node `n`'s namespace against its pins: stdout.
+fn inspect(c: &Cluster, n: &str, args: &[&str]) -> Result<String> {
+    let node = c.node(n);
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", node.ns.path()))
+        .arg(weft_e2e::agent_binary())
+        .args(args)
+        .arg("--bpffs-dir")
+        .arg(&node.bpffs_dir)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "weft-agent {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// `status` names this node, every peer and the local pods; `route` says where a
+/// remote pod, a local pod and an outside address go; `--output json` parses; both
+/// read the pinned state, so they work with the agent stopped too.
+#[test]
+fn status_and_route_read_the_pinned_state() -> Result<()> {
+    let mut c = cluster();
+    // The local pod is an endpoint once its node has resolved it.
+    ping_ok(&c.pod_on("b").ns, c.pod_on("a").ip, 1)?;
+    let pod_a = c.pod_on("a").ip;
+    let known =
+        wait_for(Duration::from_secs(5), || c.node("a").maps().ok()?.endpoints().ok()?.contains_key(&pod_a).then_some(()));
+    assert!(known.is_some(), "{}", c.logs());
+    for running in [true, false] {
+        let text = inspect(&c, "a", &["status"])?;
+        println!("weft-agent status (agent running: {running}):\n{text}");
+        let a = c.node("a");
+        assert!(text.contains(&format!("pod CIDR {}", a.pod_cidr)) && text.contains(&a.underlay.to_string()), "{text}");
+        for peer in ["b", "c"] {
+            let p = c.node(peer);
+            assert!(text.contains(&p.pod_cidr.to_string()) && text.contains(&p.underlay.to_string()), "{peer}:\n{text}");
+        }
+        assert!(text.contains(&pod_a.to_string()), "local pod:\n{text}");
+        assert!(text.contains("link_decap") && text.contains("weft_decap"), "attachments:\n{text}");
+        let json: serde_json::Value = serde_json::from_str(&inspect(&c, "a", &["status", "--output", "json"])?)?;
+        assert_eq!(json["peers"].as_array().map(Vec::len), Some(2), "{json}");
+        assert_eq!(json["node"]["pod_cidr"], a.pod_cidr.to_string(), "{json}");
+        assert_eq!(json["local_pods"][0]["ip"], pod_a.to_string(), "{json}");
+
+        let to_b = c.pod_on("b").ip.to_string();
+        let r: serde_json::Value = serde_json::from_str(&inspect(&c, "a", &["route", &to_b, "-o", "json"])?)?;
+        assert_eq!(r["kind"], "remote-node", "{r}");
+        assert_eq!(r["node_underlay_ip"], c.node("b").underlay.to_string(), "{r}");
+        assert_eq!(r["node_vtep_mac"], c.node("b").vtep_mac, "{r}");
+        let text = inspect(&c, "a", &["route", &to_b])?;
+        assert!(text.contains(&c.node("b").underlay.to_string()) && text.contains("weft0"), "{text}");
+        let local: serde_json::Value = serde_json::from_str(&inspect(&c, "a", &["route", &pod_a.to_string(), "-o", "json"])?)?;
+        assert_eq!(local["kind"], "local-pod", "{local}");
+        let outside: serde_json::Value = serde_json::from_str(&inspect(&c, "a", &["route", "192.0.2.1", "-o", "json"])?)?;
+        assert_eq!(outside["kind"], "host-stack", "{outside}");
+        if running {
+            let a = c.node_index("a");
+            c.nodes[a].agent.as_mut().unwrap().stop()?;
+        }
+    }
+    Ok(())
+}
+
 /// `GET path` on the agent's health port inside `ns`: the whole HTTP response.
 fn http_get(ns: &Netns, port: u16, path: &str) -> Result<String> {
     weft_e2e::traffic::http_get(ns, port, path)
