@@ -166,10 +166,10 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
         Ok(plan) => plan,
         Err(Skip::NotOurs) => return Ok(Verdict::Passed),
         Err(Skip::Drop(reason)) => {
-            if reason == Verdict::DropUnknownPeer {
-                if let Some(ip) = pkt.header::<Ipv4Hdr>(ETH_HLEN) {
-                    warn!(ctx, "weft: VXLAN from unknown source {:i} dropped", u32::from_be_bytes(ip.saddr));
-                }
+            if reason == Verdict::DropUnknownPeer
+                && let Some(ip) = pkt.header::<Ipv4Hdr>(ETH_HLEN)
+            {
+                warn!(ctx, "weft: VXLAN from unknown source {:i} dropped", u32::from_be_bytes(ip.saddr));
             }
             return Err(reason);
         }

@@ -138,11 +138,11 @@ fn finish(ctx: &TcContext, hook: Hook, len: u32, result: Result<Verdict, Verdict
     counters::count(hook, verdict, len);
     match result {
         Ok(Verdict::Passed) => TC_ACT_UNSPEC,
-        Ok(_) => TC_ACT_REDIRECT as i32,
+        Ok(_) => TC_ACT_REDIRECT,
         Err(reason) => {
             // Off the fast path: only drops log, and only when the agent enabled the level.
             debug!(ctx, "weft: dropped packet of {} bytes, verdict {}", len, reason.index());
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
     }
 }

@@ -147,6 +147,7 @@ impl Packet {
 
     /// An exclusive view of a header at `offset`.
     #[inline(always)]
+    #[expect(clippy::mut_from_ref, reason = "a Packet is two addresses into the kernel's packet buffer, not its owner")]
     pub fn header_mut<T>(&self, offset: usize) -> Option<&mut T> {
         // SAFETY: as in `header`; the program is the only writer of the packet while
         // it runs, and callers hold one view per header at a time.

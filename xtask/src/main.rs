@@ -91,8 +91,8 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn build_ebpf() -> Result<()> {
-    setup::require_ebpf_toolchain()?;
+/// `cargo <verb>` on the eBPF crate with the pinned nightly, for the BPF target.
+fn ebpf_cargo(verb: &str) -> Command {
     let root = workspace_root();
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root.join("dataplane-ebpf"))
@@ -103,7 +103,7 @@ fn build_ebpf() -> Result<()> {
         .env("CARGO_ENCODED_RUSTFLAGS", ["-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"))
         .args([
             &format!("+{EBPF_TOOLCHAIN}"),
-            "build",
+            verb,
             "--package",
             "weft-dataplane",
             "--release",
@@ -113,7 +113,12 @@ fn build_ebpf() -> Result<()> {
             "--target-dir",
         ])
         .arg(root.join("target/ebpf"));
-    run(&mut cmd).context("building the eBPF object")?;
+    cmd
+}
+
+fn build_ebpf() -> Result<()> {
+    setup::require_ebpf_toolchain()?;
+    run(&mut ebpf_cargo("build")).context("building the eBPF object")?;
     println!("eBPF object: {}", ebpf_object().display());
     Ok(())
 }
@@ -132,9 +137,10 @@ fn test(args: &[String]) -> Result<()> {
     setup::run()?;
     build(false)?;
     let root = workspace_root();
-    // Formatting and lints first: cheap, and they name the line. (The eBPF crate is
-    // no_std for another target; its build with the pinned nightly is its check.)
+    // Formatting and lints first: cheap, and they name the line. The eBPF crate is
+    // no_std for another target: its clippy runs with the pinned nightly.
     run(Command::new("cargo").current_dir(&root).args(["fmt", "--all", "--check"]))?;
+    run(ebpf_cargo("clippy").args(["--", "-D", "warnings"])).context("clippy on the eBPF crate")?;
     run(Command::new("cargo").current_dir(&root).args([
         "clippy",
         "--workspace",

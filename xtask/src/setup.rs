@@ -127,25 +127,28 @@ fn nix_is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
 }
 
+/// rust-src builds `core` for the BPF target; clippy lints the eBPF crate in `test`.
+const EBPF_COMPONENTS: [&str; 2] = ["rust-src", "clippy"];
+
 fn ebpf_toolchain_present() -> bool {
     let out = Command::new("rustup").args(["component", "list", "--installed", "--toolchain", EBPF_TOOLCHAIN]).output();
-    matches!(out, Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("rust-src"))
+    matches!(out, Ok(o) if o.status.success() && {
+        let installed = String::from_utf8_lossy(&o.stdout);
+        EBPF_COMPONENTS.iter().all(|c| installed.lines().any(|l| l.starts_with(c)))
+    })
 }
 
 fn ebpf_toolchain() -> Result<()> {
     if ebpf_toolchain_present() {
         return Ok(());
     }
-    println!("setup: installing {EBPF_TOOLCHAIN} with rust-src");
-    run_cmd(Command::new("rustup").args([
-        "toolchain",
-        "install",
-        EBPF_TOOLCHAIN,
-        "--profile",
-        "minimal",
-        "--component",
-        "rust-src",
-    ]))
+    println!("setup: installing {EBPF_TOOLCHAIN} with {}", EBPF_COMPONENTS.join(", "));
+    // `install` on a present toolchain adds the missing components.
+    run_cmd(
+        Command::new("rustup")
+            .args(["toolchain", "install", EBPF_TOOLCHAIN, "--profile", "minimal"])
+            .args(EBPF_COMPONENTS.iter().flat_map(|c| ["--component", c])),
+    )
 }
 
 fn bpf_linker_present() -> bool {
@@ -174,7 +177,7 @@ fn bpf_linker() -> Result<()> {
 /// Fails with what to run when `build-ebpf` lacks its tools.
 pub fn require_ebpf_toolchain() -> Result<()> {
     if !ebpf_toolchain_present() {
-        bail!("the eBPF toolchain {EBPF_TOOLCHAIN} with rust-src is missing: run `cargo xtask setup`");
+        bail!("the eBPF toolchain {EBPF_TOOLCHAIN} with {} is missing: run `cargo xtask setup`", EBPF_COMPONENTS.join(" and "));
     }
     if !bpf_linker_present() {
         bail!("bpf-linker {BPF_LINKER_VERSION} is missing: run `cargo xtask setup`");
