@@ -20,7 +20,8 @@
 //!   programs on each pod veth;
 //! - [`probe`]: what the running kernel's BPF helpers accept;
 //! - [`reconcile`]: desired vs actual, applied in the order the kernel needs;
-//! - [`agent`]: startup with rollback, the event loop, resync.
+//! - [`agent`]: the running agent — startup with rollback, node sources, addresses,
+//!   device and attach plan, publishing, and the event loop with resync (a submodule each).
 
 pub mod agent;
 pub mod annotations;

@@ -1,0 +1,118 @@
+//! The node table's two sources: a file (static mode) or the API server's Nodes
+//! (Kubernetes mode), behind one [`Source`]; what each change means for the table.
+
+use super::*;
+
+pub(super) type NodeEvents = Pin<Box<dyn Stream<Item = Result<watcher::Event<WatchedNode>, watcher::Error>> + Send>>;
+
+/// The API server side of Kubernetes mode.
+pub(super) struct Kube {
+    pub(super) api: Api<Node>,
+    pub(super) store: Store<WatchedNode>,
+    pub(super) events: NodeEvents,
+    pub(super) network: Ipv4Network,
+    /// What this agent last published on its Node, and when; when it last cleared
+    /// NetworkUnavailable.
+    pub(super) advertised: Option<Advert>,
+    pub(super) advertised_at: Option<Instant>,
+    pub(super) available_at: Option<Instant>,
+    /// Skipped nodes and why, to warn once per node and reason.
+    pub(super) warned: BTreeMap<String, Skip>,
+    /// Why our own Node's address could not be read, to warn once per reason.
+    pub(super) own_error: Option<String>,
+    pub(super) last_watch_error: Option<Instant>,
+}
+
+pub(super) enum Source {
+    File { path: PathBuf, stamp: Option<FileStamp> },
+    Kube(Box<Kube>),
+}
+
+/// What tells one version of the node table file from another: mtime and size, and
+/// the inode, because mtime is only as fine as the kernel's clock tick and an atomic
+/// replace (write a temporary file, rename it over) of a same-sized table within one
+/// tick keeps both.
+pub(super) fn file_stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len(), meta.ino()))
+}
+
+pub(super) type FileStamp = (SystemTime, u64, u64);
+
+/// The table from the watch store, warning once per skipped node and reason.
+pub(super) fn kube_table(own: &NodeEntry, source: &mut Source, vni: u32) -> NodeTable {
+    let Source::Kube(kube) = source else { unreachable!("kube_table in static mode") };
+    let peers = kube_sync::peers(own, &kube.store.state(), kube.network, vni);
+    for (name, skip) in &peers.skipped {
+        if kube.warned.get(name) != Some(skip) {
+            match skip {
+                Skip::Malformed(why) => tracing::warn!(node = %name, "skipping node: {why}"),
+                Skip::NotVxlan(why) => tracing::info!(node = %name, "not a peer (yet): {why}"),
+            }
+        }
+    }
+    kube.warned = peers.skipped.clone();
+    kube_sync::table(own, &peers)
+}
+
+pub(super) async fn next_node_event(source: &mut Source) -> Option<Result<watcher::Event<WatchedNode>, watcher::Error>> {
+    match source {
+        Source::Kube(kube) => kube.events.next().await,
+        Source::File { .. } => std::future::pending().await,
+    }
+}
+
+impl Agent {
+    /// Recomputes this node and the table from the source (Kubernetes mode). A bad
+    /// address on our own Node (a mistyped `public-ip-overwrite`) keeps the one in
+    /// use, with a warning, rather than stopping every other update.
+    pub(super) fn refresh_from_store(&mut self) {
+        let Source::Kube(kube) = &mut self.source else {
+            return;
+        };
+        if let Some(node) = kube.store.state().iter().find(|n| n.metadata.name.as_deref() == Some(&self.own.name)) {
+            match kube_sync::own_public_ip(node.as_ref(), self.args.public_ip, self.uplink_address) {
+                Ok(ip) => {
+                    kube.own_error = None;
+                    if ip != self.own.underlay_ip {
+                        tracing::info!(old = %self.own.underlay_ip, new = %ip, "this node's public address changed");
+                        self.own.underlay_ip = ip;
+                    }
+                }
+                Err(e) => {
+                    if kube.own_error.as_ref() != Some(&e) {
+                        tracing::warn!(keeping = %self.own.underlay_ip, "this node's address: {e}");
+                    }
+                    kube.own_error = Some(e);
+                }
+            }
+        }
+        self.table = kube_table(&self.own.clone(), &mut self.source, self.vni);
+        if let Source::Kube(kube) = &self.source {
+            let mut skipped = std::collections::BTreeMap::new();
+            for skip in kube.warned.values() {
+                *skipped.entry(skip.label()).or_insert(0) += 1;
+            }
+            self.health.set_skipped(skipped);
+        }
+    }
+
+    pub(super) fn reload_file(&mut self) {
+        let Source::File { path, .. } = &self.source else {
+            return;
+        };
+        match peers::load(path) {
+            Ok(table) if table.split(&self.own.name).is_none() => {
+                tracing::error!("{}: this node ({}) is missing: keeping the previous node table", path.display(), self.own.name);
+            }
+            Ok(table) => {
+                if table != self.table {
+                    tracing::info!(nodes = table.nodes.len(), "node table changed");
+                    self.table = table;
+                }
+            }
+            Err(e) => tracing::error!("{e}: keeping the previous node table"),
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Startup: the command line and the node source wired into a running [`Agent`]; a
+//! start either completes or undoes what *this* start created (a new `weft0`, new pins).
+
+use super::*;
+
+/// What this start created, to undo if it fails.
+#[derive(Default)]
+pub(super) struct Created {
+    pub(super) weft0: Option<u32>,
+    pub(super) pins: Vec<PathBuf>,
+}
+
+impl Created {
+    pub(super) async fn roll_back(self, nl: &Netlink) {
+        if let Some(index) = self.weft0 {
+            // Deleting weft0 also drops its routes, its peer end and its TCX link.
+            if let Err(e) = nl.delete_link(index).await {
+                tracing::warn!("rollback: deleting {WEFT0}: {e:#}");
+            }
+        }
+        for pin in self.pins {
+            if let Err(e) = std::fs::remove_file(&pin) {
+                tracing::warn!("rollback: removing pin {}: {e}", pin.display());
+            }
+        }
+    }
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    privileges::check()?;
+    privileges::check_kernel()?;
+    let nl = Netlink::connect().context("opening a netlink socket")?;
+    let mut created = Created::default();
+    let started = match args.peers.clone() {
+        Some(path) => start_static(args, path, nl.clone(), &mut created).await,
+        None => start_kube(args, nl.clone(), &mut created).await,
+    };
+    let agent = match started {
+        Ok(agent) => agent,
+        Err(e) => {
+            created.roll_back(&nl).await;
+            return Err(e);
+        }
+    };
+    agent.run_loop().await
+}
+
+pub(super) fn selector(args: &Args) -> Selector {
+    Selector { iface: args.iface.clone(), iface_regex: args.iface_regex.clone() }
+}
+
+pub(super) async fn start_static(args: Args, path: PathBuf, nl: Netlink, created: &mut Created) -> Result<Agent> {
+    let table = peers::load(&path)?;
+    let own = table
+        .split(&args.node_name)
+        .map(|(me, _)| me.clone())
+        .ok_or_else(|| peers::PeersError::OwnNodeMissing { path: path.clone(), name: args.node_name.clone() })?;
+    let up = uplink::select(&nl, &selector(&args), &[own.underlay_ip]).await.map_err(|e| match e {
+        uplink::UplinkError::NotFound(ip) => {
+            anyhow!("no interface holds this node's underlay address {ip} (from {}); pass --iface", path.display())
+        }
+        e => e.into(),
+    })?;
+    if up.address != Some(own.underlay_ip) && !nl.addresses(up.link.index).await?.iter().any(|(a, _)| *a == own.underlay_ip) {
+        tracing::warn!(
+            iface = %up.link.name, underlay = %own.underlay_ip,
+            "the interface does not hold this node's underlay address"
+        );
+    }
+    let (vni, port) = (args.vni.unwrap_or(STATIC_DEFAULTS.0), args.port.unwrap_or(STATIC_DEFAULTS.1));
+    let stamp = file_stamp(&path);
+    let source = Source::File { path, stamp };
+    let mut agent = Agent::bring_up(args, vni, port, None, nl, own, table, up, source, created).await?;
+    agent.reconcile(true).await?;
+    tracing::info!("dataplane up");
+    Ok(agent)
+}
+
+pub(super) async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Agent> {
+    let conf = netconf::load(&args.net_config_path)?;
+    if !conf.ignored.is_empty() {
+        tracing::warn!("{}: ignoring {}", args.net_config_path.display(), conf.ignored.join(", "));
+    }
+    for (flag, cli, file) in
+        [("--vni", args.vni.map(u64::from), u64::from(conf.vni)), ("--port", args.port.map(u64::from), u64::from(conf.port))]
+    {
+        if cli.is_some_and(|v| v != file) {
+            bail!("{flag} {} contradicts {} ({file})", cli.unwrap_or_default(), args.net_config_path.display());
+        }
+    }
+    let client = kube_sync::client(args.kubeconfig_file.as_deref()).await?;
+    let api: Api<Node> = Api::all(client);
+    let (own_node, pod_cidr) = kube_sync::wait_for_own_node(&api, &args.node_name).await?;
+    if !(conf.network.contains(pod_cidr.network()) && pod_cidr.prefix() >= conf.network.prefix()) {
+        bail!(
+            "node {}: podCIDR {pod_cidr} lies outside the cluster network {} ({}); refusing to start",
+            args.node_name,
+            conf.network,
+            args.net_config_path.display()
+        );
+    }
+    // An address the node was told to advertise is the better hint: after a move the
+    // InternalIP may lag behind (or, behind NAT, never be local).
+    let overwrite = annotations::public_ip_overwrite(&own_node).ok().flatten();
+    let hints: Vec<Ipv4Addr> = [overwrite, args.public_ip, annotations::internal_ip(&own_node)].into_iter().flatten().collect();
+    let up = uplink::select(&nl, &selector(&args), &hints).await?;
+    let existing_mac = nl.link_by_name(WEFT0).await?.and_then(|l| l.mac).map(peers::Mac);
+    let vtep_mac = kube_sync::choose_vtep_mac(&own_node, existing_mac);
+    // A mistyped public-ip-overwrite must not keep the node down (the running agent
+    // keeps its address, see refresh_from_store): advertise what it would without it.
+    let (public_ip, own_error) = match kube_sync::own_public_ip(&own_node, args.public_ip, up.address) {
+        Ok(ip) => (ip, None),
+        Err(e) => match args.public_ip.or(up.address) {
+            Some(ip) => {
+                tracing::warn!(using = %ip, "this node's address: {e}");
+                (ip, Some(e))
+            }
+            None => bail!(e),
+        },
+    };
+    let own = NodeEntry { name: args.node_name.clone(), underlay_ip: public_ip, pod_cidr, vtep_mac };
+    tracing::info!(node = %own.name, %pod_cidr, %public_ip, %vtep_mac, "own node");
+
+    // The full node list before anything is programmed: a start never begins from
+    // an empty table.
+    let (store, writer) = reflector::store();
+    let mut events: NodeEvents = Box::pin(
+        reflector(
+            writer,
+            watcher(Api::<WatchedNode>::all(api.clone().into_client()), watcher::Config::default()).modify({
+                let own = args.node_name.clone();
+                move |n| kube_sync::slim(&own, n)
+            }),
+        )
+        .backoff(kube_sync::Reconnect::default()),
+    );
+    let ready = store.clone();
+    let wait = ready.wait_until_ready();
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            r = &mut wait => { r.context("node watch ended")?; break; }
+            item = events.next() => match item {
+                Some(Err(e)) => tracing::warn!("watching nodes: {e}; retrying"),
+                Some(Ok(_)) => {}
+                None => bail!("node watch ended"),
+            },
+        }
+    }
+    let kube = Kube {
+        api,
+        store,
+        events,
+        network: conf.network,
+        advertised: None,
+        advertised_at: None,
+        available_at: None,
+        warned: BTreeMap::new(),
+        own_error,
+        last_watch_error: None,
+    };
+    let mut source = Source::Kube(Box::new(kube));
+    let table = kube_table(&own, &mut source, conf.vni);
+    let mut agent = Agent::bring_up(args, conf.vni, conf.port, conf.mtu, nl, own, table, up, source, created).await?;
+    agent.reconcile(true).await?;
+    agent.write_cni_files()?;
+    agent.sync_node_object().await;
+    tracing::info!("dataplane up");
+    Ok(agent)
+}
+
+impl Agent {
+    #[expect(clippy::too_many_arguments, reason = "one call site per mode; a struct would only rename them")]
+    pub(super) async fn bring_up(
+        args: Args,
+        vni: u32,
+        port: u16,
+        mtu: Option<u32>,
+        nl: Netlink,
+        own: NodeEntry,
+        table: NodeTable,
+        up: uplink::Uplink,
+        source: Source,
+        created: &mut Created,
+    ) -> Result<Agent> {
+        tracing::info!(node = %own.name, uplink = %up.link.name, underlay = %own.underlay_ip, pod_cidr = %own.pod_cidr, "starting");
+        bpffs::ensure(&args.bpffs_dir)?;
+        let (dataplane, pins) = Dataplane::load(&args.bpffs_dir, args.bpf_log.aya_level())?;
+        for (name, state) in &pins {
+            tracing::info!(map = name, state = ?state, "map");
+        }
+        created.pins.extend(
+            spec::ALL
+                .iter()
+                .filter(|s| pins.iter().any(|(n, st)| n == &s.name && *st != PinState::Adopted))
+                .map(|s| args.bpffs_dir.join(s.pin)),
+        );
+        let (weft0, weft0_peer) = ensure_device(&nl, &own, &up.link, mtu, created).await?;
+        let health = crate::healthz::Health::new(Duration::from_secs(args.resync_seconds));
+        let mut agent = Agent {
+            args,
+            vni,
+            port,
+            mtu,
+            nl,
+            dataplane,
+            own,
+            table,
+            uplink: up.link,
+            uplink_address: up.address,
+            tunnel_ip: Ipv4Addr::UNSPECIFIED,
+            tunnel_for: Ipv4Addr::UNSPECIFIED,
+            weft0,
+            weft0_peer,
+            xdp: false,
+            xdp_choice_logged: false,
+            applied: None,
+            source,
+            pods: None,
+            decap_l4_udp: false,
+            health,
+        };
+        agent.decap_l4_udp = crate::probe::decap_l4_udp(&mut agent.dataplane);
+        agent.refresh_tunnel_ip().await?;
+        agent.write_config()?;
+        let others = agent.table.nodes.iter().filter(|n| n.name != agent.own.name);
+        reconcile::seed(&mut agent.dataplane.maps, &node::desired(others, vni))?;
+        agent.attach(created)?;
+        agent.start_pods(created).await?;
+        Ok(agent)
+    }
+}
