@@ -34,15 +34,12 @@ use weft_common::{
     MacAddr,
     config::{DataplaneConfig, FLAG_BRIDGE_BYPASS, FLAG_DECAP_L4_UDP, FLAG_FAST_PATH},
     counters::Verdict,
-    wire::{
-        ETH_HLEN, ETH_P_IPV4, F_ADJ_ROOM_DECAP_L4_UDP, IPPROTO_TCP, IPPROTO_UDP, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN,
-        XDP_DECAP_MARK,
-    },
+    wire::{ETH_HLEN, ETH_P_IPV4, F_ADJ_ROOM_DECAP_L4_UDP, IPPROTO_UDP, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN, XDP_DECAP_MARK},
 };
 
 use crate::{
-    csum, fastpath, maps, mtu,
-    parse::{self, EthHdr, Ipv4Hdr, Packet, TcpHdr, UdpHdr, VxlanHdr},
+    classify, csum, fastpath, maps, mtu,
+    parse::{self, EthHdr, Ipv4Hdr, Packet, UdpHdr, VxlanHdr},
 };
 
 /// What to do with a frame that is ours.
@@ -208,7 +205,7 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
 /// the peer like MTU-sized frames and is segmented there, keeping its flow's order.
 ///
 /// Otherwise, what TC decapsulated itself (`Decapsulated`), if TCP data
-/// ([`aggregatable`]), is sent out of `weft0`'s veth peer when the agent configured
+/// ([`classify::aggregatable`]), is sent out of `weft0`'s veth peer when the agent configured
 /// one: it then arrives on `weft0` through the veth's NAPI (one queue per CPU), whose
 /// GRO aggregates the inner flows — the aggregation XDP decap gets from the uplink's
 /// GRO. The agent turns GRO on for `weft0` and TSO off for the peer, without which a
@@ -232,10 +229,10 @@ fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<V
     // A super-packet needs no GRO; it only took the peer (and was segmented there) while
     // nothing downstream could carry it whole.
     let whole = gso && cfg.flags & (FLAG_BRIDGE_BYPASS | FLAG_DECAP_L4_UDP) != 0;
-    // Only TCP data gains from weft0's GRO: the rest goes straight in (see aggregatable).
+    // Only TCP data gains from weft0's GRO: the rest goes straight in (see classify::aggregatable).
     let via_peer = verdict == Verdict::Decapsulated
         && !whole
-        && aggregatable(Packet::new(ctx.data(), ctx.data_end()))
+        && classify::aggregatable(Packet::new(ctx.data(), ctx.data_end()))
         && cfg.weft0_peer_ifindex != 0
         && fits_weft0(ctx, cfg, gso);
     if fast && (!via_peer || gso) && fastpath::deliver_to_pod(ctx)? {
@@ -267,34 +264,6 @@ fn fits_weft0(ctx: &TcContext, cfg: &DataplaneConfig, gso: bool) -> bool {
         return ctx.len() <= cfg.weft0_mtu + ETH_HLEN as u32;
     }
     mtu::fits(ctx, cfg.weft0_ifindex)
-}
-
-/// Whether weft0's GRO could merge this inner frame with others: TCP carrying data.
-/// Not a handshake segment or bare ACK: GRO has nothing to merge, and when one
-/// overtakes its flow's data still in the peer's ring, the receiver takes it all the
-/// same (a segment without data never waits in the out-of-order queue; conntrack
-/// accepts sequence numbers anywhere in the window). A FIN or RST keeps the data's
-/// path: it ends the stream after that data.
-#[inline(always)]
-pub fn aggregatable(pkt: Packet) -> bool {
-    let Some(ip) = pkt.header::<Ipv4Hdr>(ETH_HLEN) else {
-        return false;
-    };
-    if ip.protocol != IPPROTO_TCP {
-        return false;
-    }
-    // Fragments carry data (and a later one no TCP header to read); a zero total
-    // length is a BIG TCP super-packet's.
-    if ip.is_fragment() || ip.tot_len == [0, 0] {
-        return true;
-    }
-    let tcp_off = ETH_HLEN + ip.header_len();
-    let Some(tcp) = pkt.header::<TcpHdr>(tcp_off) else {
-        // Not in the linear head: keep the data path.
-        return true;
-    };
-    let payload = usize::from(u16::from_be_bytes(ip.tot_len)) > ip.header_len() + tcp.header_len();
-    payload || tcp.flags & (TcpHdr::FIN | TcpHdr::RST) != 0
 }
 
 /// Whether XDP decapsulated this frame: its metadata carries our mark. Metadata is

@@ -16,7 +16,7 @@
 //!   parse; decide — from the pod's own address and MAC on its own veth (no spoofed
 //!   source), to a remote pod CIDR, a flow never seen on the stack, TTL left, fits
 //!   `weft0`'s MTU; rewrite — lower the TTL as a router does, then
-//!   [`encap::encapsulate`]; redirect to the uplink. Anything else goes on to the
+//!   [`tunnel::encapsulate`]; redirect to the uplink. Anything else goes on to the
 //!   stack, which handles it as without the fast path.
 //! - [`deliver_to_pod`], where decap would redirect into `weft0`: the same decision
 //!   for a packet to a pod in `WEFT_ENDPOINTS`, then the pod's MAC, a lowered TTL,
@@ -46,8 +46,9 @@ use weft_common::{
 };
 
 use crate::{
-    csum, decap, encap, maps, mtu,
+    classify, csum, maps, mtu,
     parse::{EthHdr, Ipv4Hdr, L4Ports, Packet},
+    tunnel,
 };
 
 /// `PACKET_HOST` (`linux/if_packet.h`).
@@ -101,7 +102,7 @@ pub fn tc_pod_egress(ctx: &TcContext) -> Result<Verdict, Verdict> {
     // rewrite + redirect
     decrement_ttl(ip);
     let tos = ip.tos;
-    encap::encapsulate(ctx, cfg, &peer, tos)?;
+    tunnel::encapsulate(ctx, cfg, &peer, tos)?;
     Ok(Verdict::FastEncapsulated)
 }
 
@@ -130,14 +131,14 @@ pub fn tc_pod_ingress(ctx: &TcContext) {
 /// the pod, one aggregate at a time; the rest (`Passed`) goes on into the stack.
 /// What the uplink redirected into `weft0`'s ingress passes here too; the uplink
 /// already declined it. Only what may have come through the peer (TCP data,
-/// [`decap::aggregatable`]) is decided again, so UDP and bare ACKs of flows that stay
+/// [`classify::aggregatable`]) is decided again, so UDP and bare ACKs of flows that stay
 /// on the stack do not pay the lookups twice.
 pub fn tc_weft0_ingress(ctx: &TcContext) -> Result<Verdict, Verdict> {
     if maps::config().is_none_or(|c| c.flags & FLAG_FAST_PATH == 0) {
         return Ok(Verdict::Passed);
     }
     let pkt = Packet::new(ctx.data(), ctx.data_end());
-    if pkt.header::<EthHdr>(0).is_none_or(|eth| u16::from_be_bytes(eth.ethertype) != ETH_P_IPV4) || !decap::aggregatable(pkt) {
+    if pkt.header::<EthHdr>(0).is_none_or(|eth| u16::from_be_bytes(eth.ethertype) != ETH_P_IPV4) || !classify::aggregatable(pkt) {
         return Ok(Verdict::Passed);
     }
     Ok(if deliver_to_pod(ctx)? { Verdict::FastDelivered } else { Verdict::Passed })

@@ -3,9 +3,14 @@
 //!
 //! The packet path, top to bottom:
 //! - [`parse`]: bounds-checked header access (the only place that compares with `data_end`);
-//! - [`encap`] / [`decap`]: decide (tunnel and peer lookups), rewrite, redirect;
+//! - [`encap`] / [`decap`]: the tunnel's two ends: decide (tunnel and peer lookups),
+//!   then rewrite and redirect — [`tunnel`] (into VXLAN) and [`classify`] (which way a
+//!   decapsulated frame takes into `weft0`) are the stages they share with the fast path;
 //! - [`bridge`]: routed packets for local pods past the pod bridge's transmit;
-//! - [`fastpath`]: the opt-in bypass of the host stack for pod-to-pod traffic;
+//! - [`fastpath`]: the opt-in bypass of the host stack for pod-to-pod traffic.
+//!
+//! Calls go one way: entry points → `encap`/`decap`/`bridge` → `fastpath` → the stages
+//! (`tunnel`, `classify`, `parse`, `csum`, `mtu`, `maps`); no stage calls back up.
 //! - [`probe`]: what the running kernel's helpers accept, asked once by the agent;
 //! - [`csum`], [`mtu`]: checksum arithmetic, MTU checks;
 //! - [`counters`]: one count per packet, by (hook, verdict).
@@ -18,6 +23,7 @@
 #![no_main]
 
 mod bridge;
+mod classify;
 mod counters;
 mod csum;
 mod decap;
@@ -27,6 +33,7 @@ mod maps;
 mod mtu;
 mod parse;
 mod probe;
+mod tunnel;
 
 use aya_ebpf::{
     bindings::{
