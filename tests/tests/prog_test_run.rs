@@ -1,6 +1,13 @@
 //! The programs on crafted packets, through BPF_PROG_TEST_RUN: verdict, output bytes
-//! and the counter each scenario must bump. Frames are built and read by
-//! `weft_e2e::packet`, not by the programs' own parsing code.
+//! and the one (hook, verdict) counter each scenario must bump, by one packet and the
+//! frame's bytes. Frames are built and read by `weft_e2e::packet`, not by the
+//! programs' own parsing code.
+//!
+//! Every drop a packet can cause has its case: at `weft0_egress` not_ipv4, no_tunnel,
+//! malformed, no_config; at `uplink_ingress` unknown_peer, malformed, not_ipv4,
+//! ecn_not_ect, xdp_mark_lost. The rest come from a helper's failure, not from the
+//! packet (resize: `bpf_skb_adjust_room`/`bpf_xdp_adjust_head`; redirect: a redirect
+//! helper), and test_run cannot make those helpers fail.
 //!
 //! Node under test ("a"): underlay 198.19.0.1, VtepMAC 0a:58:0a:f4:01:00, VNI 1,
 //! port 8472. Known peer "b": 198.19.0.2, 10.244.2.0/24, VtepMAC 0a:58:0a:f4:02:00.
