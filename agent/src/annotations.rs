@@ -160,6 +160,13 @@ pub fn network_available_patch(now: &str) -> Value {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_skip_label_is_listed() {
+        for skip in [Skip::NotVxlan(String::new()), Skip::Malformed(String::new())] {
+            assert!(Skip::LABELS.contains(&skip.label()), "{skip:?}");
+        }
+    }
+
     use super::*;
     use k8s_openapi::api::core::v1::Node;
 

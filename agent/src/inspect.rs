@@ -171,7 +171,7 @@ pub fn status(maps: &Maps, bpffs_dir: &Path) -> Result<Status> {
         let Ok(info) = link.info() else { continue };
         let id = info.program_id();
         let kernel_name = programs.iter().find(|(p, _)| *p == id).map(|(_, n)| n.as_str()).unwrap_or_default();
-        let program = full_name(kernel_name);
+        let program = names::from_kernel_name(kernel_name).unwrap_or(kernel_name).to_owned();
         let pin = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         attachments.push(Attachment { pin, program, program_id: id });
     }
@@ -200,20 +200,6 @@ pub fn status(maps: &Maps, bpffs_dir: &Path) -> Result<Status> {
         })
         .collect();
     Ok(Status { node, attachments, peers, local_pods, counters })
-}
-
-/// The kernel keeps 15 bytes of a program's name: ours, whole.
-fn full_name(kernel: &str) -> String {
-    let ours = [
-        names::ENCAP,
-        names::DECAP,
-        names::DECAP_XDP,
-        names::POD_EGRESS,
-        names::POD_INGRESS,
-        names::WEFT0_INGRESS,
-        names::BRIDGE_EGRESS,
-    ];
-    ours.iter().find(|n| !kernel.is_empty() && n.starts_with(kernel)).map_or(kernel, |n| *n).to_owned()
 }
 
 fn render_status(s: &Status) -> String {

@@ -20,6 +20,9 @@ use weft_common::{
 
 use crate::{healthz::Health, maps::Maps};
 
+/// Which number of a [`Counter`] a family reports.
+type CounterValue = fn(&Counter) -> u64;
+
 /// One family's samples: (labels, value).
 type Samples<'a> = Vec<(Vec<(&'static str, &'a str)>, f64)>;
 
@@ -132,54 +135,40 @@ fn dataplane(maps: &Maps) -> Vec<MetricFamily> {
     let known: Vec<(&str, usize, u32)> =
         entries.iter().filter_map(|(s, n)| n.as_ref().ok().map(|n| (s.pin, *n, s.max_entries))).collect();
     let used = known.iter().map(|(map, n, _)| (vec![("map", *map)], *n as f64)).collect();
+    // `peers`' entries are the nodes this node tunnels to (and accepts VXLAN from).
     out.push(family("weft_map_entries", "Entries in each pinned map.", MetricType::GAUGE, used));
     let cap = known.iter().map(|(map, _, max)| (vec![("map", *map)], f64::from(*max))).collect();
     out.push(family("weft_map_capacity_entries", "Capacity of each pinned map, in entries.", MetricType::GAUGE, cap));
-    if let Some((_, n, _)) = known.iter().find(|(map, _, _)| *map == spec::PEERS.pin) {
-        out.push(family("weft_peers", "Nodes this node tunnels to.", MetricType::GAUGE, vec![(vec![], *n as f64)]));
-    }
     out
 }
 
-/// Forwarded (passed on or redirected) per hook and verdict; dropped per hook and reason.
+/// Forwarded (passed on or redirected) per hook and verdict; dropped per hook and
+/// reason; each in packets and in bytes (as each program saw the packet).
 fn counters(counts: &[(Hook, Verdict, Counter)]) -> Vec<MetricFamily> {
-    let forwarded = |f: fn(&Counter) -> u64| -> Samples {
-        counts
+    let units: [(&str, &str, CounterValue); 2] = [("packets", "Packets", |c| c.packets), ("bytes", "Bytes", |c| c.bytes)];
+    let mut out = Vec::new();
+    for (unit, what, value) in units {
+        let forwarded = counts
             .iter()
             .filter(|(_, v, _)| v.action() != Action::Drop)
-            .map(|(h, v, c)| (vec![("hook", h.name()), ("action", v.action().name()), ("verdict", v.name())], f(c) as f64))
-            .collect()
-    };
-    let dropped = |f: fn(&Counter) -> u64| -> Samples {
-        counts
+            .map(|(h, v, c)| (vec![("hook", h.name()), ("action", v.action().name()), ("verdict", v.name())], value(c) as f64))
+            .collect();
+        out.push(family(
+            &format!("weft_forwarded_{unit}_total"),
+            &format!("{what} the programs passed on or redirected, per hook and verdict."),
+            MetricType::COUNTER,
+            forwarded,
+        ));
+        let dropped = counts
             .iter()
-            .filter_map(|(h, v, c)| v.drop_reason().map(|r| (vec![("hook", h.name()), ("reason", r.name())], f(c) as f64)))
-            .collect()
-    };
-    vec![
-        family(
-            "weft_forwarded_packets_total",
-            "Packets the programs passed on or redirected, per hook and verdict.",
+            .filter_map(|(h, v, c)| v.drop_reason().map(|r| (vec![("hook", h.name()), ("reason", r.name())], value(c) as f64)))
+            .collect();
+        out.push(family(
+            &format!("weft_dropped_{unit}_total"),
+            &format!("{what} the programs dropped, per hook and reason."),
             MetricType::COUNTER,
-            forwarded(|c| c.packets),
-        ),
-        family(
-            "weft_forwarded_bytes_total",
-            "Bytes (as each program saw the packet) passed on or redirected, per hook and verdict.",
-            MetricType::COUNTER,
-            forwarded(|c| c.bytes),
-        ),
-        family(
-            "weft_dropped_packets_total",
-            "Packets the programs dropped, per hook and reason.",
-            MetricType::COUNTER,
-            dropped(|c| c.packets),
-        ),
-        family(
-            "weft_dropped_bytes_total",
-            "Bytes the programs dropped, per hook and reason.",
-            MetricType::COUNTER,
-            dropped(|c| c.bytes),
-        ),
-    ]
+            dropped,
+        ));
+    }
+    out
 }

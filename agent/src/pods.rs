@@ -72,7 +72,8 @@ pub struct Pods {
     events: Events,
     /// `--fast-path`: the pod veths carry its programs, and only those pods are endpoints.
     fast: bool,
-    /// Veths this agent has seen carrying both programs (checked again on every resync).
+    /// `--fast-path`: veths this agent has seen carrying both programs (checked again
+    /// on every resync).
     attached: BTreeSet<u32>,
     /// The bridge (ifindex) this agent has seen carrying the egress program.
     bypass: Option<u32>,
@@ -167,14 +168,11 @@ impl Pods {
                 }
             }
             sweep(dataplane, |ifindex| ports.iter().any(|p| p.index == ifindex))?;
-        } else {
-            // Without the fast path every pod on the bridge is an endpoint (for the
-            // bridge's egress program alone).
-            self.attached = ports.iter().map(|p| p.index).collect();
         }
-        // Only pods whose veth carries the fast path's programs are its endpoints: one
-        // that could not be attached takes the stack path both ways, as the warning says.
-        let attached = &self.attached;
+        // With the fast path, only pods whose veth carries its programs are endpoints:
+        // one that could not be attached takes the stack path both ways, as the warning
+        // says. Without it, every pod on the bridge is one (for the bridge's program).
+        let eligible: BTreeSet<u32> = if self.fast { self.attached.clone() } else { ports.iter().map(|p| p.index).collect() };
 
         let (learned, fdb) = match bridge.and_then(|b| b.mac.map(|mac| (b.index, mac))) {
             // No pod yet (the CNI plugin makes the bridge with the first one).
@@ -188,13 +186,13 @@ impl Pods {
                     .into_iter()
                     .filter(|(ip, _)| pod_cidr.contains(*ip) && *ip != pod_cidr.network() && *ip != pod_cidr.broadcast())
                     .filter_map(|(ip, mac)| fdb.get(&mac).map(|&ifindex| (ip, LocalEndpoint { ifindex, mac, gw_mac })))
-                    .filter(|(_, e)| attached.contains(&e.ifindex))
+                    .filter(|(_, e)| eligible.contains(&e.ifindex))
                     .collect();
                 (learned, fdb)
             }
         };
         let current = dataplane.maps.endpoints()?;
-        let desired = settle(&current, learned, &fdb, |ifindex| attached.contains(&ifindex));
+        let desired = settle(&current, learned, &fdb, |ifindex| eligible.contains(&ifindex));
         apply(dataplane, &current, &desired)
     }
 }

@@ -111,6 +111,18 @@ pub mod programs {
     /// Never attached: run once through `BPF_PROG_TEST_RUN` to ask the kernel whether
     /// `bpf_skb_adjust_room` takes `BPF_F_ADJ_ROOM_DECAP_L4_UDP`.
     pub const PROBE_DECAP_L4_UDP: &str = "weft_probe_decap";
+
+    /// Every program in the object.
+    pub const ALL: [&str; 8] =
+        [ENCAP, DECAP, DECAP_XDP, POD_EGRESS, POD_INGRESS, WEFT0_INGRESS, BRIDGE_EGRESS, PROBE_DECAP_L4_UDP];
+
+    /// The kernel keeps the first 15 bytes of a program's name (`BPF_OBJ_NAME_LEN` - 1).
+    pub const KERNEL_NAME_LEN: usize = 15;
+
+    /// Our program whose name the kernel shows as `kernel_name`, whole.
+    pub fn from_kernel_name(kernel_name: &str) -> Option<&'static str> {
+        ALL.into_iter().find(|p| p.as_bytes()[..p.len().min(KERNEL_NAME_LEN)] == *kernel_name.as_bytes())
+    }
 }
 
 /// Pin names of the TCX links under the agent's bpffs directory.

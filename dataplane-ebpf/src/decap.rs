@@ -234,7 +234,7 @@ fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<V
         && !whole
         && classify::aggregatable(Packet::new(ctx.data(), ctx.data_end()))
         && cfg.weft0_peer_ifindex != 0
-        && fits_weft0(ctx, cfg, gso);
+        && mtu::fits_weft0(ctx, cfg);
     if fast && (!via_peer || gso) && fastpath::deliver_to_pod(ctx)? {
         return Ok(Verdict::FastDelivered);
     }
@@ -253,17 +253,6 @@ fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<V
         return Err(Verdict::DropRedirect);
     }
     Ok(verdict)
-}
-
-/// Whether the frame fits `weft0`'s MTU (each segment, for a super-packet). A frame
-/// on its own is measured against the MTU the agent recorded: `bpf_check_mtu` looks
-/// the device up by index for every frame.
-#[inline(always)]
-fn fits_weft0(ctx: &TcContext, cfg: &DataplaneConfig, gso: bool) -> bool {
-    if !gso && cfg.weft0_mtu != 0 {
-        return ctx.len() <= cfg.weft0_mtu + ETH_HLEN as u32;
-    }
-    mtu::fits(ctx, cfg.weft0_ifindex)
 }
 
 /// Whether XDP decapsulated this frame: its metadata carries our mark. Metadata is

@@ -95,7 +95,7 @@ pub fn tc_pod_egress(ctx: &TcContext) -> Result<Verdict, Verdict> {
     };
     // TTL expiring here, or too big for the tunnel: the stack forwards it to weft0,
     // which answers with time-exceeded or frag-needed as it does without the fast path.
-    if ip.ttl <= 1 || seen_on_stack(&flow) || !mtu::fits(ctx, cfg.weft0_ifindex) {
+    if ip.ttl <= 1 || seen_on_stack(&flow) || !mtu::fits_weft0(ctx, cfg) {
         return Ok(Verdict::Passed);
     }
 

@@ -29,8 +29,6 @@ const PROGRAM_PREFIX: &str = "weft_";
 /// Prefix of the agents' pin names (`weft_common::maps::links`): every attachment an
 /// agent makes, TC or XDP, is a link pinned under its node's bpffs directory.
 const LINK_PREFIX: &str = "link_";
-/// The kernel keeps this many characters of a program's name (`BPF_OBJ_NAME_LEN` - 1).
-const KERNEL_NAME_LEN: usize = 15;
 
 /// A program's cumulative counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,7 +61,7 @@ impl Probe {
         let after = snapshot(&self.ids)?;
         let costs = ns_per_run(&self.before, &after);
         ensure!(!costs.is_empty(), "none of the agents' programs ran (ids {:?})", self.ids);
-        Ok(costs.into_iter().map(|(name, ns)| (full_name(&name, weft_agent::DATAPLANE_OBJECT), ns)).collect())
+        Ok(costs.into_iter().map(|(name, ns)| (full_name(&name), ns)).collect())
     }
 }
 
@@ -120,20 +118,9 @@ pub fn ns_per_run(before: &Snapshot, after: &Snapshot) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// The full name of a program the kernel calls `name`: a name cut at 15 characters
-/// (`weft_weft0_ingr`) is completed from the one identifier in the eBPF `object` that
-/// starts with it; kept as it is when none or several do.
-pub fn full_name(name: &str, object: &[u8]) -> String {
-    if name.len() < KERNEL_NAME_LEN {
-        return name.to_owned();
-    }
-    let ident = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
-    let found: BTreeSet<&[u8]> = object.split(|b| !ident(b)).filter(|t| t.starts_with(name.as_bytes())).collect();
-    let mut found = found.into_iter();
-    match (found.next(), found.next()) {
-        (Some(only), None) => String::from_utf8_lossy(only).into_owned(),
-        _ => name.to_owned(),
-    }
+/// The program's whole name (the kernel keeps 15 bytes of it).
+pub fn full_name(name: &str) -> String {
+    weft_common::maps::programs::from_kernel_name(name).unwrap_or(name).to_owned()
 }
 
 #[cfg(test)]
@@ -166,13 +153,12 @@ mod tests {
     }
 
     #[test]
-    fn truncated_names_are_completed_from_the_object() {
-        let object =
-            b"\0weft_weft0_ingress\0_RNvNv14weft_dataplane18weft_weft0_ingress\0weft_pod_egress\0weft_pod_egress_x\0weft_decap\0";
-        assert_eq!(full_name("weft_weft0_ingr", object), "weft_weft0_ingress");
-        assert_eq!(full_name("weft_decap", object), "weft_decap");
-        // Two candidates (or none): the kernel's name stays.
-        assert_eq!(full_name("weft_pod_egress", object), "weft_pod_egress");
-        assert_eq!(full_name("weft_bridge_egr", object), "weft_bridge_egr");
+    fn truncated_names_are_completed() {
+        assert_eq!(full_name("weft_weft0_ingr"), "weft_weft0_ingress");
+        assert_eq!(full_name("weft_bridge_egr"), "weft_bridge_egress");
+        assert_eq!(full_name("weft_decap"), "weft_decap");
+        // Not ours (or a prefix of ours that the kernel would not show): as it is.
+        assert_eq!(full_name("weft_dec"), "weft_dec");
+        assert_eq!(full_name("other"), "other");
     }
 }
