@@ -96,6 +96,7 @@ pub struct Status {
 
 #[derive(Serialize)]
 pub struct Node {
+    pub name: Option<String>,
     pub pod_cidr: Option<String>,
     pub underlay_ip: Ipv4Addr,
     pub vtep_mac: String,
@@ -148,6 +149,7 @@ pub fn status(maps: &Maps, bpffs_dir: &Path) -> Result<Status> {
     let c = maps.config()?;
     let decap = if bpffs_dir.join(links::DECAP_XDP).exists() { "xdp" } else { "tc" };
     let node = Node {
+        name: c.node_name.as_str().filter(|n| !n.is_empty()).map(str::to_owned),
         pod_cidr: pod_cidr(&c).map(|n| n.to_string()),
         underlay_ip: Ipv4Addr::from(c.underlay_ip),
         vtep_mac: mac(c.vtep_mac),
@@ -205,7 +207,8 @@ pub fn status(maps: &Maps, bpffs_dir: &Path) -> Result<Status> {
 fn render_status(s: &Status) -> String {
     let n = &s.node;
     let mut out = format!(
-        "node: pod CIDR {}, underlay {}, VtepMAC {}, VNI {}, port {}, uplink {}, decap {}{}{}\n",
+        "node {}: pod CIDR {}, underlay {}, VtepMAC {}, VNI {}, port {}, uplink {}, decap {}{}{}\n",
+        n.name.as_deref().unwrap_or("(unnamed)"),
         n.pod_cidr.as_deref().unwrap_or("unknown"),
         n.underlay_ip,
         n.vtep_mac,

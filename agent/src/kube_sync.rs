@@ -6,7 +6,7 @@
 //! the cluster network, or overlaps another node's, is skipped with a warning; the
 //! others are unaffected.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Node;
@@ -36,7 +36,7 @@ pub enum KubeError {
     #[error("creating the API client")]
     Client(#[source] kube::Error),
     #[error("node {name}: {reason}")]
-    OwnNode { name: String, reason: String },
+    OwnNode { name: String, uid: Option<String>, reason: String },
     #[error("{op} node {name}")]
     Api {
         op: &'static str,
@@ -102,7 +102,7 @@ pub async fn wait_for_own_node(api: &Api<Node>, name: &str) -> Result<(Node, Ipv
                 Ok(Some(cidr)) => return Ok((node, cidr)),
                 Ok(None) => "waiting for kube-controller-manager to assign spec.podCIDR".to_string(),
                 Err(reason) => {
-                    return Err(KubeError::OwnNode { name: name.into(), reason });
+                    return Err(KubeError::OwnNode { name: name.into(), uid: node.metadata.uid.clone(), reason });
                 }
             },
             Ok(None) => "the Node object does not exist yet; waiting".to_string(),
@@ -251,16 +251,10 @@ fn random_mac() -> Mac {
     Mac(b)
 }
 
-/// This node's public address: `public-ip-overwrite`, else `--public-ip`, else the uplink's.
-pub fn own_public_ip(node: &impl NodeFields, flag: Option<Ipv4Addr>, uplink: Option<Ipv4Addr>) -> Result<Ipv4Addr, String> {
-    if let Some(ip) = annotations::public_ip_overwrite(node)? {
-        return Ok(ip);
-    }
-    flag.or(uplink).ok_or_else(|| "no address to advertise: the uplink has no IPv4 address; pass --public-ip".into())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
     use crate::annotations::{BACKEND_DATA, BACKEND_TYPE, PUBLIC_IP, SUBNET_MANAGER};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -387,18 +381,5 @@ mod tests {
         assert_eq!(delays, [500, 1000, 2000, 4000, 5000, 5000]);
         b.reset();
         assert_eq!(b.next(), Some(Duration::from_millis(500)));
-    }
-
-    #[test]
-    fn public_ip_overwrite_wins() {
-        let mut n = (*node("a", "10.244.1.0/24", "198.19.0.10", "0a:58:0a:f4:01:00", 0)).clone();
-        let addr = Ipv4Addr::new(198, 19, 0, 10);
-        let up = Some(addr);
-        assert_eq!(own_public_ip(&n, None, up).unwrap(), addr);
-        assert_eq!(own_public_ip(&n, Some(Ipv4Addr::new(192, 0, 2, 1)), up).unwrap(), Ipv4Addr::new(192, 0, 2, 1));
-        n.metadata.annotations.as_mut().unwrap().insert(annotations::PUBLIC_IP_OVERWRITE.into(), "192.0.2.99".into());
-        assert_eq!(own_public_ip(&n, Some(Ipv4Addr::new(192, 0, 2, 1)), up).unwrap(), Ipv4Addr::new(192, 0, 2, 99));
-        n.metadata.annotations.as_mut().unwrap().insert(annotations::PUBLIC_IP_OVERWRITE.into(), "nope".into());
-        assert!(own_public_ip(&n, None, up).is_err());
     }
 }

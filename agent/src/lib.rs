@@ -8,6 +8,7 @@
 //!   annotations and net-conf.json;
 //! - [`uplink`]: which interface and address carry the tunnel;
 //! - [`cni`]: subnet.env and the CNI conflist pods get their addresses from;
+//! - [`events`]: Kubernetes Events on skipped Nodes and on this node's own problems;
 //! - [`healthz`]: what the agent reports about itself (health, skipped nodes, API errors);
 //! - [`http`], [`metrics`]: the health port: `/healthz` and Prometheus' `/metrics`;
 //! - [`inspect`]: `weft-agent status` and `weft-agent route IP`, from the pinned state;
@@ -30,6 +31,7 @@ pub mod cni;
 pub mod config;
 pub mod dataplane;
 pub mod ethtool;
+pub mod events;
 pub mod healthz;
 pub mod http;
 pub mod inspect;

@@ -35,7 +35,6 @@ use std::{
     path::PathBuf,
 };
 
-use anyhow::{Context, Result};
 use aya::programs::TcAttachType;
 use futures::channel::mpsc::UnboundedReceiver;
 use ipnetwork::Ipv4Network;
@@ -45,6 +44,7 @@ use rtnetlink::{
     packet_route::{RouteNetlinkMessage, link::InfoKind, neighbour::NeighbourAttribute},
     sys::SocketAddr,
 };
+use thiserror::Error;
 use weft_common::{
     MacAddr,
     fastpath::LocalEndpoint,
@@ -55,6 +55,34 @@ use crate::{
     dataplane::{Attached, Dataplane},
     netlink::{Link, Netlink},
 };
+
+#[derive(Debug, Error)]
+pub enum PodsError {
+    #[error("subscribing to link and neighbour events")]
+    Subscribe(#[source] std::io::Error),
+    #[error(transparent)]
+    Netlink(#[from] crate::netlink::NetlinkError),
+    /// Boxed: the loader's errors are large, and this one is returned often.
+    #[error(transparent)]
+    Dataplane(#[from] Box<crate::dataplane::DataplaneError>),
+    #[error(transparent)]
+    Maps(#[from] crate::maps::MapsError),
+    #[error("{op} {}", path.display())]
+    Pins {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, PodsError>;
+
+impl From<crate::dataplane::DataplaneError> for PodsError {
+    fn from(e: crate::dataplane::DataplaneError) -> Self {
+        PodsError::Dataplane(Box::new(e))
+    }
+}
 
 type Events = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
 
@@ -85,8 +113,8 @@ impl Pods {
     /// Subscribes to link and neighbour events (before the first scan, so nothing
     /// between the scan and the subscription is missed).
     pub fn new(bridge: &str, fast: bool) -> Result<Self> {
-        let (conn, _, events) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Neigh])
-            .context("subscribing to link and neighbour events")?;
+        let (conn, _, events) =
+            rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Neigh]).map_err(PodsError::Subscribe)?;
         tokio::spawn(conn);
         Ok(Pods { bridge: bridge.to_owned(), events, fast, attached: BTreeSet::new(), bypass: None, watched: BTreeSet::new() })
     }
@@ -210,7 +238,7 @@ impl Pods {
             return;
         }
         let (prog, hook, pin) = (programs::BRIDGE_EGRESS, TcAttachType::Egress, links::BRIDGE_EGRESS);
-        let attached = dataplane.is_attached(prog, &bridge.name, hook).map_err(anyhow::Error::from).and_then(|on| {
+        let attached = dataplane.is_attached(prog, &bridge.name, hook).and_then(|on| {
             if !on {
                 let how = dataplane.attach(prog, &bridge.name, hook, pin)?;
                 tracing::info!(program = prog, iface = %bridge.name, how = ?how, "attached (pods past the bridge's transmit)");
@@ -286,7 +314,7 @@ fn settle(
 fn sweep(dataplane: &Dataplane, keep: impl Fn(u32) -> bool) -> Result<()> {
     for (ifindex, path) in pod_link_pins(dataplane)? {
         if !keep(ifindex) {
-            std::fs::remove_file(&path).with_context(|| format!("unpinning {}", path.display()))?;
+            std::fs::remove_file(&path).map_err(|source| PodsError::Pins { op: "unpinning", path: path.clone(), source })?;
             tracing::info!(pin = %path.display(), "fast path: veth gone, link unpinned");
         }
     }
@@ -296,7 +324,7 @@ fn sweep(dataplane: &Dataplane, keep: impl Fn(u32) -> bool) -> Result<()> {
 /// The pinned pod-veth links: (veth ifindex, pin path).
 fn pod_link_pins(dataplane: &Dataplane) -> Result<Vec<(u32, PathBuf)>> {
     let dir = dataplane.link_pin("");
-    let entries = std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
+    let entries = std::fs::read_dir(&dir).map_err(|source| PodsError::Pins { op: "listing", path: dir.clone(), source })?;
     Ok(entries
         .flatten()
         .filter_map(|e| {

@@ -39,6 +39,36 @@ pub struct DataplaneConfig {
     /// This node's pod CIDR (network order), for readers (`weft-agent status`); the
     /// programs do not use it.
     pub pod_cidr: Ipv4Octets,
+    /// This node's name, for readers too (NUL-padded UTF-8; a Kubernetes node name
+    /// has at most 253 bytes).
+    pub node_name: NodeName,
+}
+
+/// A node name in a fixed-size, NUL-padded field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeName(pub [u8; 256]);
+
+impl Default for NodeName {
+    fn default() -> Self {
+        NodeName([0; 256])
+    }
+}
+
+impl NodeName {
+    /// `name`, cut at 256 bytes (never reached by a valid node name).
+    pub fn new(name: &str) -> NodeName {
+        let mut out = [0; 256];
+        let n = name.len().min(out.len());
+        out[..n].copy_from_slice(&name.as_bytes()[..n]);
+        NodeName(out)
+    }
+
+    /// The name up to its first NUL, or None when it is not UTF-8 (never written so).
+    pub fn as_str(&self) -> Option<&str> {
+        let end = self.0.iter().position(|b| *b == 0).unwrap_or(self.0.len());
+        core::str::from_utf8(&self.0[..end]).ok()
+    }
 }
 
 /// `--fast-path`: pod-to-pod traffic between nodes bypasses the host stack on both
@@ -55,7 +85,7 @@ pub const FLAG_BRIDGE_BYPASS: u32 = 2;
 /// downstream segments a decapsulated super-packet; those go straight into `weft0`.
 pub const FLAG_DECAP_L4_UDP: u32 = 4;
 
-const _: () = assert!(core::mem::size_of::<DataplaneConfig>() == 48);
+const _: () = assert!(core::mem::size_of::<DataplaneConfig>() == 48 + 256);
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only integer fields, explicit padding: every bit pattern is valid.

@@ -18,8 +18,8 @@ pub mod wire;
 /// Version of the layouts and numbering in this crate, written into
 /// [`config::DataplaneConfig::abi_version`] (the config's first field in every
 /// version). An agent that finds pinned maps of another version replaces them all.
-/// 2: counters per (hook, verdict).
-pub const ABI_VERSION: u32 = 2;
+/// 2: counters per (hook, verdict). 3: the node's name in the config.
+pub const ABI_VERSION: u32 = 3;
 
 /// A MAC address as it appears on the wire.
 pub type MacAddr = [u8; 6];

@@ -239,7 +239,7 @@ fn status_and_route_read_the_pinned_state() -> Result<()> {
         let text = inspect(&c, "a", &["status"])?;
         println!("weft-agent status (agent running: {running}):\n{text}");
         let a = c.node("a");
-        assert!(text.contains(&format!("pod CIDR {}", a.pod_cidr)) && text.contains(&a.underlay.to_string()), "{text}");
+        assert!(text.contains(&format!("node a: pod CIDR {}", a.pod_cidr)) && text.contains(&a.underlay.to_string()), "{text}");
         for peer in ["b", "c"] {
             let p = c.node(peer);
             assert!(text.contains(&p.pod_cidr.to_string()) && text.contains(&p.underlay.to_string()), "{peer}:\n{text}");
@@ -249,6 +249,7 @@ fn status_and_route_read_the_pinned_state() -> Result<()> {
         let json: serde_json::Value = serde_json::from_str(&inspect(&c, "a", &["status", "--output", "json"])?)?;
         assert_eq!(json["peers"].as_array().map(Vec::len), Some(2), "{json}");
         assert_eq!(json["node"]["pod_cidr"], a.pod_cidr.to_string(), "{json}");
+        assert_eq!(json["node"]["name"], "a", "{json}");
         assert_eq!(json["local_pods"][0]["ip"], pod_a.to_string(), "{json}");
 
         let to_b = c.pod_on("b").ip.to_string();

@@ -1,7 +1,41 @@
-//! This node's addresses: the uplink as it is now, and the tunnel's own underlay
-//! address (the advertised one, or the uplink's own behind NAT).
+//! This node's addresses, decided here alone: which interface is the uplink (by
+//! the addresses the node is known by), the address it advertises (Kubernetes mode;
+//! the node table file's in static mode), and the tunnel's own underlay address (the
+//! advertised one, or the uplink's own behind NAT).
 
 use super::*;
+use crate::node_object::NodeFields;
+
+/// The addresses that tell which interface is the uplink, best first: one the node
+/// was told to advertise is the better hint (after a move the InternalIP may lag
+/// behind, and behind NAT it is never local).
+pub(super) fn uplink_hints(node: &impl NodeFields, flag: Option<Ipv4Addr>) -> Vec<Ipv4Addr> {
+    let overwrite = annotations::public_ip_overwrite(node).ok().flatten();
+    [overwrite, flag, annotations::internal_ip(node)].into_iter().flatten().collect()
+}
+
+/// The address this node advertises: `public-ip-overwrite`, else `--public-ip`,
+/// else the uplink's. Err: the annotation is unusable, or nothing is left.
+pub(super) fn advertised(node: &impl NodeFields, flag: Option<Ipv4Addr>, uplink: Option<Ipv4Addr>) -> Result<Ipv4Addr, String> {
+    if let Some(ip) = annotations::public_ip_overwrite(node)? {
+        return Ok(ip);
+    }
+    flag.or(uplink).ok_or_else(|| "no address to advertise: the uplink has no IPv4 address; pass --public-ip".into())
+}
+
+/// At start: a mistyped `public-ip-overwrite` must not keep the node down (the
+/// running agent keeps its address, see `refresh_from_store`), so the address is
+/// what it would be without it, with the annotation's error to report.
+pub(super) fn advertised_at_start(
+    node: &impl NodeFields,
+    flag: Option<Ipv4Addr>,
+    uplink: Option<Ipv4Addr>,
+) -> Result<(Ipv4Addr, Option<String>), String> {
+    match advertised(node, flag, uplink) {
+        Ok(ip) => Ok((ip, None)),
+        Err(e) => flag.or(uplink).map(|ip| (ip, Some(e.clone()))).ok_or(e),
+    }
+}
 
 impl Agent {
     /// The tunnel's own underlay address: the advertised one when an interface of
@@ -53,5 +87,48 @@ impl Agent {
             .ok_or_else(|| anyhow!("uplink {} (index {}) is gone", self.uplink.name, self.uplink.index))?;
         tracing::warn!(iface = %link.name, old = self.uplink.index, new = link.index, "the uplink was recreated: following it");
         Ok(link)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node_object::WatchedNode;
+
+    fn node(overwrite: Option<&str>, internal: Option<&str>) -> WatchedNode {
+        let mut n = WatchedNode::default();
+        n.metadata.name = Some("a".into());
+        if let Some(ip) = overwrite {
+            n.metadata.annotations = Some([(annotations::PUBLIC_IP_OVERWRITE.to_string(), ip.to_string())].into());
+        }
+        if let Some(ip) = internal {
+            let address = k8s_openapi::api::core::v1::NodeAddress { type_: "InternalIP".into(), address: ip.into() };
+            n.status = Some(crate::node_object::WatchedStatus { addresses: Some(vec![address]), ..Default::default() });
+        }
+        n
+    }
+
+    #[test]
+    fn public_ip_overwrite_wins() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let (flag, up) = (Some(ip("192.0.2.1")), Some(ip("198.19.0.10")));
+        assert_eq!(advertised(&node(None, None), None, up), Ok(ip("198.19.0.10")));
+        assert_eq!(advertised(&node(None, None), flag, up), Ok(ip("192.0.2.1")));
+        assert_eq!(advertised(&node(Some("192.0.2.99"), None), flag, up), Ok(ip("192.0.2.99")));
+        assert!(advertised(&node(Some("nope"), None), None, up).is_err());
+        assert!(advertised(&node(None, None), None, None).is_err());
+        // At start a bad annotation is reported, not fatal, while an address is left.
+        let (at, error) = advertised_at_start(&node(Some("nope"), None), flag, up).unwrap();
+        assert_eq!(at, ip("192.0.2.1"));
+        assert!(error.is_some_and(|e| e.contains("nope")));
+        assert!(advertised_at_start(&node(Some("nope"), None), None, None).is_err());
+    }
+
+    #[test]
+    fn hints_put_what_the_node_was_told_first() {
+        let n = node(Some("192.0.2.99"), Some("198.19.0.10"));
+        let hints = uplink_hints(&n, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(hints, ["192.0.2.99", "192.0.2.1", "198.19.0.10"].map(|s| s.parse::<Ipv4Addr>().unwrap()));
+        assert_eq!(uplink_hints(&node(Some("bad"), None), None), Vec::<Ipv4Addr>::new());
     }
 }

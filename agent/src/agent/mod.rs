@@ -38,7 +38,7 @@ use tokio::{
 };
 use weft_common::{
     ABI_VERSION,
-    config::{DataplaneConfig, FLAG_BRIDGE_BYPASS, FLAG_DECAP_L4_UDP, FLAG_FAST_PATH},
+    config::{DataplaneConfig, NodeName, FLAG_BRIDGE_BYPASS, FLAG_DECAP_L4_UDP, FLAG_FAST_PATH},
     maps as spec,
 };
 
@@ -48,6 +48,8 @@ use crate::{
     config::{Args, CniConf, DecapMode, STATIC_DEFAULTS},
     dataplane::{Attached, Dataplane},
     ethtool::{self, Feature},
+    events::{Reason, Recorder, Regarding},
+    healthz::Health,
     kube_sync,
     maps::PinState,
     netconf,
@@ -101,7 +103,7 @@ pub struct Agent {
     /// The kernel clears the tunnel's GSO state at decap (`BPF_F_ADJ_ROOM_DECAP_L4_UDP`).
     decap_l4_udp: bool,
     /// What `/healthz` reports: whether resyncs keep succeeding.
-    health: crate::healthz::Health,
+    health: Health,
 }
 
 impl Agent {
@@ -121,6 +123,7 @@ impl Agent {
             weft0_mtu: self.tunnel_mtu(),
             pod_cidr: self.own.pod_cidr.network().octets(),
             pod_prefix: self.own.pod_cidr.prefix(),
+            node_name: NodeName::new(&self.own.name),
             ..Default::default()
         };
         if self.dataplane.maps.config()? != config {
@@ -302,12 +305,19 @@ impl Agent {
     }
 
     async fn resync_logged(&mut self) {
-        match self.resync().await {
-            Ok(()) => self.health.resync_ok(),
+        let error = match self.resync().await {
+            Ok(()) => {
+                self.health.resync_ok();
+                None
+            }
             Err(e) => {
                 tracing::error!("resync: {e:#}");
                 self.health.resync_failed(format!("{e:#}"));
+                Some(format!("{e:#}"))
             }
+        };
+        if let Source::Kube(kube) = &mut self.source {
+            kube.resync_result(&self.own.name, error);
         }
     }
 }

@@ -18,8 +18,13 @@ pub(super) struct Kube {
     pub(super) available_at: Option<Instant>,
     /// Skipped nodes and why, to warn once per node and reason.
     pub(super) warned: BTreeMap<String, Skip>,
+    /// Events on Nodes, posted once per change.
+    pub(super) recorder: Recorder,
+    pub(super) own_uid: Option<String>,
     /// Why our own Node's address could not be read, to warn once per reason.
     pub(super) own_error: Option<String>,
+    /// The last resync failure reported, to report once per distinct error.
+    pub(super) resync_error: Option<String>,
     pub(super) last_watch_error: Option<Instant>,
 }
 
@@ -40,20 +45,64 @@ pub(super) fn file_stamp(path: &Path) -> Option<FileStamp> {
 
 pub(super) type FileStamp = (SystemTime, u64, u64);
 
-/// The table from the watch store, warning once per skipped node and reason.
+/// The table from the watch store, warning once per skipped node and reason: in the
+/// log, and with an Event on the Node when it is unusable rather than not ready.
 pub(super) fn kube_table(own: &NodeEntry, source: &mut Source, vni: u32) -> NodeTable {
     let Source::Kube(kube) = source else { unreachable!("kube_table in static mode") };
-    let peers = kube_sync::peers(own, &kube.store.state(), kube.network, vni);
+    let nodes = kube.store.state();
+    let peers = kube_sync::peers(own, &nodes, kube.network, vni);
+    let regarding = |name: &str| {
+        let node = nodes.iter().find(|n| n.metadata.name.as_deref() == Some(name));
+        Regarding { name: name.into(), uid: node.and_then(|n| n.metadata.uid.clone()) }
+    };
     for (name, skip) in &peers.skipped {
         if kube.warned.get(name) != Some(skip) {
             match skip {
-                Skip::Malformed(why) => tracing::warn!(node = %name, "skipping node: {why}"),
+                Skip::Malformed(why) => {
+                    tracing::warn!(node = %name, "skipping node: {why}");
+                    kube.recorder.report(regarding(name), Reason::PeerSkipped, format!("not a VXLAN peer: {why}"));
+                }
                 Skip::NotVxlan(why) => tracing::info!(node = %name, "not a peer (yet): {why}"),
             }
         }
     }
+    for entry in &peers.entries {
+        if let Some(Skip::Malformed(why)) = kube.warned.get(&entry.name) {
+            tracing::info!(node = %entry.name, "a VXLAN peer again");
+            let note = format!("a VXLAN peer again (was: {why})");
+            kube.recorder.report(regarding(&entry.name), Reason::PeerAccepted, note);
+        }
+    }
     kube.warned = peers.skipped.clone();
     kube_sync::table(own, &peers)
+}
+
+impl Kube {
+    fn own(&self, name: &str) -> Regarding {
+        Regarding { name: name.into(), uid: self.own_uid.clone() }
+    }
+
+    /// Why this node's address cannot be read from its Node (None: it can), logged
+    /// and reported once per reason.
+    pub(super) fn own_address_error(&mut self, name: &str, keeping: Ipv4Addr, error: Option<String>) {
+        if let Some(e) = &error
+            && self.own_error.as_ref() != Some(e)
+        {
+            tracing::warn!(keeping = %keeping, "this node's address: {e}");
+            self.recorder.report(self.own(name), Reason::InvalidAddress, format!("{e}; keeping {keeping}"));
+        }
+        self.own_error = error;
+    }
+
+    /// A resync failed (Some) or succeeded (None); reported once per distinct error.
+    pub(super) fn resync_result(&mut self, name: &str, error: Option<String>) {
+        if let Some(e) = &error
+            && self.resync_error.as_ref() != Some(e)
+        {
+            self.recorder.report(self.own(name), Reason::ResyncFailed, format!("{e}; retrying every resync"));
+        }
+        self.resync_error = error;
+    }
 }
 
 pub(super) async fn next_node_event(source: &mut Source) -> Option<Result<watcher::Event<WatchedNode>, watcher::Error>> {
@@ -72,20 +121,15 @@ impl Agent {
             return;
         };
         if let Some(node) = kube.store.state().iter().find(|n| n.metadata.name.as_deref() == Some(&self.own.name)) {
-            match kube_sync::own_public_ip(node.as_ref(), self.args.public_ip, self.uplink_address) {
+            match address::advertised(node.as_ref(), self.args.public_ip, self.uplink_address) {
                 Ok(ip) => {
-                    kube.own_error = None;
+                    kube.own_address_error(&self.own.name, ip, None);
                     if ip != self.own.underlay_ip {
                         tracing::info!(old = %self.own.underlay_ip, new = %ip, "this node's public address changed");
                         self.own.underlay_ip = ip;
                     }
                 }
-                Err(e) => {
-                    if kube.own_error.as_ref() != Some(&e) {
-                        tracing::warn!(keeping = %self.own.underlay_ip, "this node's address: {e}");
-                    }
-                    kube.own_error = Some(e);
-                }
+                Err(e) => kube.own_address_error(&self.own.name, self.own.underlay_ip, Some(e)),
             }
         }
         self.table = kube_table(&self.own.clone(), &mut self.source, self.vni);

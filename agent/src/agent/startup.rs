@@ -31,9 +31,10 @@ pub async fn run(args: Args) -> Result<()> {
     privileges::check_kernel()?;
     let nl = Netlink::connect().context("opening a netlink socket")?;
     let mut created = Created::default();
+    let health = crate::healthz::Health::new(Duration::from_secs(args.resync_seconds));
     let started = match args.peers.clone() {
-        Some(path) => start_static(args, path, nl.clone(), &mut created).await,
-        None => start_kube(args, nl.clone(), &mut created).await,
+        Some(path) => start_static(args, path, nl.clone(), health, &mut created).await,
+        None => start_kube(args, nl.clone(), health, &mut created).await,
     };
     let agent = match started {
         Ok(agent) => agent,
@@ -49,7 +50,7 @@ pub(super) fn selector(args: &Args) -> Selector {
     Selector { iface: args.iface.clone(), iface_regex: args.iface_regex.clone() }
 }
 
-pub(super) async fn start_static(args: Args, path: PathBuf, nl: Netlink, created: &mut Created) -> Result<Agent> {
+pub(super) async fn start_static(args: Args, path: PathBuf, nl: Netlink, health: Health, created: &mut Created) -> Result<Agent> {
     let table = peers::load(&path)?;
     let own = table
         .split(&args.node_name)
@@ -70,13 +71,13 @@ pub(super) async fn start_static(args: Args, path: PathBuf, nl: Netlink, created
     let (vni, port) = (args.vni.unwrap_or(STATIC_DEFAULTS.0), args.port.unwrap_or(STATIC_DEFAULTS.1));
     let stamp = file_stamp(&path);
     let source = Source::File { path, stamp };
-    let mut agent = Agent::bring_up(args, vni, port, None, nl, own, table, up, source, created).await?;
+    let mut agent = Agent::bring_up(args, vni, port, None, nl, own, table, up, source, health, created).await?;
     agent.reconcile(true).await?;
     tracing::info!("dataplane up");
     Ok(agent)
 }
 
-pub(super) async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -> Result<Agent> {
+pub(super) async fn start_kube(args: Args, nl: Netlink, health: Health, created: &mut Created) -> Result<Agent> {
     let conf = netconf::load(&args.net_config_path)?;
     if !conf.ignored.is_empty() {
         tracing::warn!("{}: ignoring {}", args.net_config_path.display(), conf.ignored.join(", "));
@@ -89,35 +90,28 @@ pub(super) async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -
         }
     }
     let client = kube_sync::client(args.kubeconfig_file.as_deref()).await?;
+    let recorder = Recorder::new(client.clone(), args.node_name.clone(), health.clone());
     let api: Api<Node> = Api::all(client);
-    let (own_node, pod_cidr) = kube_sync::wait_for_own_node(&api, &args.node_name).await?;
+    let (own_node, pod_cidr) = match kube_sync::wait_for_own_node(&api, &args.node_name).await {
+        Ok(found) => found,
+        Err(e) => {
+            if let kube_sync::KubeError::OwnNode { name, uid, reason } = &e {
+                let regarding = Regarding { name: name.clone(), uid: uid.clone() };
+                recorder.post(&regarding, Reason::InvalidPodCIDR, &format!("{reason}; weft-agent exits")).await;
+            }
+            return Err(e.into());
+        }
+    };
     if !(conf.network.contains(pod_cidr.network()) && pod_cidr.prefix() >= conf.network.prefix()) {
-        bail!(
-            "node {}: podCIDR {pod_cidr} lies outside the cluster network {} ({}); refusing to start",
-            args.node_name,
-            conf.network,
-            args.net_config_path.display()
-        );
+        let why =
+            format!("podCIDR {pod_cidr} lies outside the cluster network {} ({})", conf.network, args.net_config_path.display());
+        recorder.post(&Regarding::of(&own_node), Reason::InvalidPodCIDR, &format!("{why}; weft-agent exits")).await;
+        bail!("node {}: {why}; refusing to start", args.node_name);
     }
-    // An address the node was told to advertise is the better hint: after a move the
-    // InternalIP may lag behind (or, behind NAT, never be local).
-    let overwrite = annotations::public_ip_overwrite(&own_node).ok().flatten();
-    let hints: Vec<Ipv4Addr> = [overwrite, args.public_ip, annotations::internal_ip(&own_node)].into_iter().flatten().collect();
-    let up = uplink::select(&nl, &selector(&args), &hints).await?;
+    let up = uplink::select(&nl, &selector(&args), &address::uplink_hints(&own_node, args.public_ip)).await?;
     let existing_mac = nl.link_by_name(WEFT0).await?.and_then(|l| l.mac).map(peers::Mac);
     let vtep_mac = kube_sync::choose_vtep_mac(&own_node, existing_mac);
-    // A mistyped public-ip-overwrite must not keep the node down (the running agent
-    // keeps its address, see refresh_from_store): advertise what it would without it.
-    let (public_ip, own_error) = match kube_sync::own_public_ip(&own_node, args.public_ip, up.address) {
-        Ok(ip) => (ip, None),
-        Err(e) => match args.public_ip.or(up.address) {
-            Some(ip) => {
-                tracing::warn!(using = %ip, "this node's address: {e}");
-                (ip, Some(e))
-            }
-            None => bail!(e),
-        },
-    };
+    let (public_ip, own_error) = address::advertised_at_start(&own_node, args.public_ip, up.address).map_err(|e| anyhow!(e))?;
     let own = NodeEntry { name: args.node_name.clone(), underlay_ip: public_ip, pod_cidr, vtep_mac };
     tracing::info!(node = %own.name, %pod_cidr, %public_ip, %vtep_mac, "own node");
 
@@ -147,7 +141,7 @@ pub(super) async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -
             },
         }
     }
-    let kube = Kube {
+    let mut kube = Kube {
         api,
         store,
         events,
@@ -156,12 +150,16 @@ pub(super) async fn start_kube(args: Args, nl: Netlink, created: &mut Created) -
         advertised_at: None,
         available_at: None,
         warned: BTreeMap::new(),
-        own_error,
+        recorder,
+        own_uid: own_node.metadata.uid.clone(),
+        own_error: None,
+        resync_error: None,
         last_watch_error: None,
     };
+    kube.own_address_error(&own.name, public_ip, own_error);
     let mut source = Source::Kube(Box::new(kube));
     let table = kube_table(&own, &mut source, conf.vni);
-    let mut agent = Agent::bring_up(args, conf.vni, conf.port, conf.mtu, nl, own, table, up, source, created).await?;
+    let mut agent = Agent::bring_up(args, conf.vni, conf.port, conf.mtu, nl, own, table, up, source, health, created).await?;
     agent.reconcile(true).await?;
     agent.write_cni_files()?;
     agent.sync_node_object().await;
@@ -181,6 +179,7 @@ impl Agent {
         table: NodeTable,
         up: uplink::Uplink,
         source: Source,
+        health: Health,
         created: &mut Created,
     ) -> Result<Agent> {
         tracing::info!(node = %own.name, uplink = %up.link.name, underlay = %own.underlay_ip, pod_cidr = %own.pod_cidr, "starting");
@@ -196,7 +195,6 @@ impl Agent {
                 .map(|s| args.bpffs_dir.join(s.pin)),
         );
         let (weft0, weft0_peer) = ensure_device(&nl, &own, &up.link, mtu, created).await?;
-        let health = crate::healthz::Health::new(Duration::from_secs(args.resync_seconds));
         let mut agent = Agent {
             args,
             vni,
