@@ -14,11 +14,22 @@ use std::{
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::{
+    api::{
+        core::v1::{Event as CoreEvent, Node, ObjectReference},
+        events::v1::Event as EventsEvent,
+    },
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+    jiff::{SignedDuration, Timestamp},
+};
 use kube::{
-    Api, Client,
+    Api, Client, Resource,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams},
-    runtime::{WatchStreamExt, watcher},
+    runtime::{
+        WatchStreamExt,
+        events::{Event as Recorded, EventType, Recorder, Reporter},
+        watcher,
+    },
 };
 use serde_json::{Value, json};
 use weft_e2e::{
@@ -713,7 +724,7 @@ fn malformed_requests_get_errors_and_the_server_survives() -> Result<()> {
     let status_line = |resp: &str| resp.lines().next().unwrap_or_default().to_string();
     let cases: [(&'static [u8], &str, &str); 7] = [
         (b"NONSENSE\r\n\r\n", "HTTP/1.1 400 Bad Request", "BadRequest"),
-        (b"GET /api/v1/pods HTTP/1.1\r\nConnection: close\r\n\r\n", "HTTP/1.1 404 Not Found", "NotFound"),
+        (b"GET /api/v1/configmaps HTTP/1.1\r\nConnection: close\r\n\r\n", "HTTP/1.1 404 Not Found", "NotFound"),
         (b"PUT /api/v1/nodes HTTP/1.1\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}", "HTTP/1.1 405 Method Not Allowed", "MethodNotAllowed"),
         (
             b"PATCH /api/v1/nodes/x HTTP/1.1\r\nConnection: close\r\nContent-Type: application/yaml\r\nContent-Length: 2\r\n\r\n{}",
@@ -737,6 +748,334 @@ fn malformed_requests_get_errors_and_the_server_survives() -> Result<()> {
     let version = fx.raw(b"GET /version HTTP/1.1\r\nConnection: close\r\n\r\n")?;
     assert_eq!(status_line(&version), "HTTP/1.1 200 OK");
     assert!(version.contains("\"gitVersion\":\"v1.34.0\""));
-    assert!(fx.api.requests().contains(&"GET /api/v1/pods".to_string()), "{:?}", fx.api.requests());
+    assert!(fx.api.requests().contains(&"GET /api/v1/configmaps".to_string()), "{:?}", fx.api.requests());
+    Ok(())
+}
+
+/// A MicroTime `secs_ago` seconds back, as Go writes one.
+fn micro_time(secs_ago: i64) -> String {
+    let t = Timestamp::now().checked_sub(SignedDuration::from_secs(secs_ago)).expect("a time in range");
+    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn rv_of(obj: &Value) -> Result<u64> {
+    Ok(obj["metadata"]["resourceVersion"].as_str().context("a resourceVersion")?.parse()?)
+}
+
+/// kube's event `Recorder` publishing a Warning about a Node twice: a POST to
+/// events.k8s.io, then a merge PATCH adding the series. The one stored Event
+/// reads back through both groups with the typed client, and through the test
+/// handle in the core/v1 shape; its resourceVersion follows the Node's on the
+/// one revision.
+#[test]
+fn kube_recorder_events_read_back_through_both_groups() -> Result<()> {
+    let fx = Fixture::new()?;
+    let created = fx.api.create_node(node("n1", "10.0.0.1", None))?;
+    let node_uid = created["metadata"]["uid"].as_str().context("a uid")?.to_string();
+    let (core, v1) = fx.kube(|client| async move {
+        let n1 = Api::<Node>::all(client.clone()).get("n1").await?;
+        let reporter = Reporter { controller: "weft-agent".into(), instance: Some("weft-agent-n1".into()) };
+        let recorder = Recorder::new(client.clone(), reporter);
+        let event = Recorded {
+            type_: EventType::Warning,
+            reason: "RouteFailed".into(),
+            note: Some("no route to 10.0.0.2".into()),
+            action: "Programming".into(),
+            secondary: None,
+        };
+        recorder.publish(&event, &n1.object_ref(&())).await?;
+        recorder.publish(&event, &n1.object_ref(&())).await?;
+        let core = Api::<CoreEvent>::namespaced(client.clone(), "default").list(&ListParams::default()).await?.items;
+        let v1 = Api::<EventsEvent>::all(client).list(&ListParams::default()).await?.items;
+        Ok((core, v1))
+    })?;
+    let requests = fx.api.requests();
+    let posted = requests.iter().any(|r| r.starts_with("POST /apis/events.k8s.io/v1/namespaces/default/events"));
+    let patched = requests.iter().any(|r| r.starts_with("PATCH /apis/events.k8s.io/v1/namespaces/default/events/n1."));
+    assert!(posted && patched, "a create, then a patch for the repeat: {requests:?}");
+
+    let [c] = &core[..] else { bail!("one core/v1 event expected, got {core:?}") };
+    let involved = &c.involved_object;
+    assert_eq!(
+        (involved.kind.as_deref(), involved.name.as_deref(), involved.uid.as_deref(), involved.namespace.as_deref()),
+        (Some("Node"), Some("n1"), Some(node_uid.as_str()), None)
+    );
+    assert_eq!((c.reason.as_deref(), c.type_.as_deref()), (Some("RouteFailed"), Some("Warning")));
+    assert_eq!(c.message.as_deref(), Some("no route to 10.0.0.2"), "note is message in core/v1");
+    assert_eq!(
+        (c.reporting_component.as_deref(), c.reporting_instance.as_deref(), c.action.as_deref()),
+        (Some("weft-agent"), Some("weft-agent-n1"), Some("Programming"))
+    );
+    assert_eq!(c.series.as_ref().and_then(|s| s.count), Some(2), "the repeat became a series");
+    assert!(c.event_time.is_some() && c.first_timestamp.is_none() && c.count.is_none(), "{c:?}");
+    assert_eq!(c.metadata.namespace.as_deref(), Some("default"), "cluster-scoped objects' events go to default");
+
+    let [e] = &v1[..] else { bail!("one events.k8s.io event expected, got {v1:?}") };
+    assert_eq!(
+        (e.metadata.name.as_ref(), e.metadata.resource_version.as_ref()),
+        (c.metadata.name.as_ref(), c.metadata.resource_version.as_ref())
+    );
+    assert_eq!(e.regarding.as_ref(), Some(involved));
+    assert_eq!((e.note.as_deref(), e.reporting_controller.as_deref()), (Some("no route to 10.0.0.2"), Some("weft-agent")));
+    assert_eq!(e.series.as_ref().map(|s| s.count), Some(2));
+    assert_eq!(e.event_time, c.event_time);
+    assert!(e.deprecated_count.is_none() && e.deprecated_first_timestamp.is_none(), "{e:?}");
+
+    let stored = fx.api.events();
+    assert_eq!(stored.len(), 1);
+    assert_eq!((stored[0]["message"].as_str(), stored[0]["series"]["count"].as_i64()), (Some("no route to 10.0.0.2"), Some(2)));
+    assert!(rv_of(&stored[0])? > rv_of(&created)?, "one revision across kinds");
+    Ok(())
+}
+
+/// An event as kube's Recorder leaves a repeated one: events.k8s.io, with a series.
+fn recorded_event(namespace: &str, name: &str, node: (&str, &str), reason: &str, ty: &str, note: &str) -> Value {
+    json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": { "name": name, "namespace": namespace },
+        "eventTime": micro_time(40 * 60), "series": { "count": 3, "lastObservedTime": micro_time(15 * 60) },
+        "action": "Programming", "reason": reason, "type": ty, "note": note,
+        "regarding": { "apiVersion": "v1", "kind": "Node", "name": node.0, "uid": node.1 },
+        "reportingController": "weft-agent", "reportingInstance": format!("weft-agent-{}", node.0),
+    })
+}
+
+/// An event as a kubelet records one: core/v1, old-style, with the node's name as its uid.
+fn kubelet_event(name: &str, node: &str, reason: &str, ty: &str, message: &str) -> Value {
+    let seconds = |t: String| t.split('.').next().unwrap_or_default().to_string() + "Z";
+    json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": { "name": name, "namespace": "default" },
+        "involvedObject": { "kind": "Node", "name": node, "uid": node },
+        "reason": reason, "type": ty, "message": message,
+        "source": { "component": "kubelet", "host": node },
+        "firstTimestamp": seconds(micro_time(3 * 3600)), "lastTimestamp": seconds(micro_time(20 * 60)), "count": 2,
+    })
+}
+
+fn columns(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// What an operator runs to see events: `get events` across and within
+/// namespaces, through both groups, with field selectors, and `describe node`
+/// (which finds events by the node's uid and, as kubelets record them, by its
+/// name). None of it warns.
+#[test]
+fn kubectl_shows_node_events() -> Result<()> {
+    let fx = Fixture::new()?;
+    let n1 = fx.api.create_node(node("n1", "10.0.0.1", Some("10.244.1.0/24")))?;
+    let uid = n1["metadata"]["uid"].as_str().context("a uid")?.to_string();
+    let n2 = fx.api.create_node(node("n2", "10.0.0.2", None))?;
+    fx.api.create_event(recorded_event("default", "n1.route", ("n1", &uid), "RouteFailed", "Warning", "no route to 10.0.0.2"))?;
+    fx.api.create_event(kubelet_event("n1.rebooted", "n1", "Rebooted", "Warning", "Node n1 has been rebooted"))?;
+    fx.api.create_event(kubelet_event("n1.starting", "n1", "Starting", "Normal", "Starting kubelet."))?;
+    let n2_uid = n2["metadata"]["uid"].as_str().unwrap_or_default();
+    fx.api.create_event(recorded_event("kube-system", "n2.ready", ("n2", n2_uid), "NodeReady", "Normal", "Node n2 is ready"))?;
+
+    let run = |args: &[&str]| -> Result<String> {
+        let out = fx.kubectl(args)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || !stderr.is_empty() {
+            bail!("kubectl {args:?}: {stderr}{}", String::from_utf8_lossy(&out.stdout));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let all = run(&["get", "events", "-A"])?;
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(columns(lines[0]), ["NAMESPACE", "LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], "{all}");
+    assert_eq!(lines.len(), 5, "{all}");
+    // Ages are whole minutes or hours away, so a slow run cannot change them.
+    assert_eq!(columns(lines[1]), ["default", "20m", "Warning", "Rebooted", "node/n1", "Node", "n1", "has", "been", "rebooted"]);
+    assert_eq!(columns(lines[2]), ["default", "15m", "Warning", "RouteFailed", "node/n1", "no", "route", "to", "10.0.0.2"]);
+    assert_eq!(columns(lines[4])[..5], ["kube-system", "15m", "Normal", "NodeReady", "node/n2"], "{all}");
+    assert_eq!(run(&["get", "events.v1.events.k8s.io", "-A"])?, all, "both groups print alike");
+
+    let wide = run(&["get", "events", "-n", "default", "-o", "wide"])?;
+    let route = wide.lines().find(|l| l.contains("RouteFailed")).context(wide.clone())?;
+    // LAST SEEN, TYPE, REASON, OBJECT, SOURCE (2 words), MESSAGE (4), FIRST SEEN, COUNT, NAME.
+    assert_eq!(columns(route)[4..], ["weft-agent,", "weft-agent-n1", "no", "route", "to", "10.0.0.2", "40m", "3", "n1.route"]);
+    let rebooted = wide.lines().find(|l| l.contains("Rebooted")).context(wide.clone())?;
+    assert_eq!(columns(rebooted)[4..6], ["kubelet,", "n1"]);
+    assert_eq!(columns(rebooted)[columns(rebooted).len() - 3..], ["3h", "2", "n1.rebooted"]);
+
+    let selector = "involvedObject.kind=Node,involvedObject.name=n1,type=Warning";
+    let warnings = run(&["get", "events", "-A", "--field-selector", selector])?;
+    let reasons: Vec<&str> = warnings.lines().skip(1).map(|l| columns(l)[3]).collect();
+    assert_eq!(reasons, ["Rebooted", "RouteFailed"], "{warnings}");
+    let v1 = run(&["get", "events.v1.events.k8s.io", "-A", "--field-selector", "regarding.name=n2"])?;
+    assert_eq!(v1.lines().count(), 2, "{v1}");
+
+    let described = run(&["describe", "node", "n1"])?;
+    let events = described.split("Events:").nth(1).context(described.clone())?;
+    let route = events.lines().find(|l| l.contains("RouteFailed")).context(described.clone())?;
+    assert_eq!(
+        columns(route),
+        ["Warning", "RouteFailed", "15m", "(x3", "over", "40m)", "weft-agent", "no", "route", "to", "10.0.0.2"]
+    );
+    let rebooted = events.lines().find(|l| l.contains("Rebooted")).context(described.clone())?;
+    assert_eq!(
+        columns(rebooted)[..6],
+        ["Warning", "Rebooted", "20m", "(x2", "over", "3h)"],
+        "found by the node's name as uid: {events}"
+    );
+    assert_eq!(columns(rebooted)[6..], ["kubelet", "Node", "n1", "has", "been", "rebooted"]);
+    assert!(events.contains("Starting kubelet.") && !events.contains("NodeReady"), "{events}");
+    let requests = fx.api.requests();
+    let by_uid = format!("involvedObject.uid%3D{uid}");
+    assert!(requests.iter().any(|r| r.starts_with("GET /api/v1/events?") && r.contains(&by_uid)), "{requests:?}");
+    Ok(())
+}
+
+fn typed_event(name: &str) -> EventsEvent {
+    EventsEvent {
+        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+        event_time: Some(MicroTime(Timestamp::now())),
+        action: Some("Programming".into()),
+        reason: Some("RouteFailed".into()),
+        note: Some("no route".into()),
+        type_: Some("Warning".into()),
+        regarding: Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some("n1".into()),
+            ..Default::default()
+        }),
+        reporting_controller: Some("weft-agent".into()),
+        reporting_instance: Some("weft-agent-n1".into()),
+        ..Default::default()
+    }
+}
+
+/// Event writes get the real server's answers: the strict events.k8s.io rules
+/// (422), the legacy core/v1 namespace rule, NamespaceLifecycle's 404, strict
+/// updates that may only move the series; field selectors by group; deletes
+/// through either group.
+#[test]
+fn event_writes_are_validated_as_upstream() -> Result<()> {
+    let fx = Fixture::new()?;
+    fx.kube(|client| async move {
+        let pp = PostParams::default();
+        let v1: Api<EventsEvent> = Api::namespaced(client.clone(), "default");
+        let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+
+        let mut anonymous = typed_event("e1");
+        anonymous.reporting_controller = None;
+        let s = api_error(v1.create(&pp, &anonymous).await)?;
+        assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+        assert!(s.message.starts_with(r#"Event "e1" is invalid: [reportingController: Required value, "#), "{}", s.message);
+        let s = api_error(Api::<EventsEvent>::namespaced(client.clone(), "nope").create(&pp, &typed_event("e1")).await)?;
+        assert_eq!((s.code, s.reason.as_str(), s.message.as_str()), (404, "NotFound", r#"namespaces "nope" not found"#));
+
+        // Old-style (no eventTime): a cluster-scoped object's events live in default.
+        let legacy = CoreEvent {
+            metadata: ObjectMeta { name: Some("k1".into()), ..Default::default() },
+            involved_object: ObjectReference { kind: Some("Node".into()), name: Some("n1".into()), ..Default::default() },
+            reason: Some("Rebooted".into()),
+            ..Default::default()
+        };
+        let s = api_error(Api::<CoreEvent>::namespaced(client.clone(), "kube-system").create(&pp, &legacy).await)?;
+        assert_eq!(s.code, 422);
+        assert_eq!(
+            s.message,
+            r#"Event "k1" is invalid: involvedObject.namespace: Invalid value: "": does not match event.namespace"#
+        );
+        let k1 = core.create(&pp, &legacy).await?;
+        assert_eq!((k1.metadata.namespace.as_deref(), k1.count), (Some("default"), None));
+
+        let e1 = v1.create(&pp, &typed_event("e1")).await?;
+        let mut changed = e1.clone();
+        changed.note = Some("another".into());
+        let s = api_error(v1.replace("e1", &pp, &changed).await)?;
+        assert_eq!(s.message, r#"Event "e1" is invalid: message: Invalid value: "another": field is immutable"#);
+        let series = json!({ "series": { "count": 2, "lastObservedTime": micro_time(0) } });
+        let moved = v1.patch("e1", &PatchParams::default(), &Patch::Merge(&series)).await?;
+        assert_eq!(moved.series.map(|s| s.count), Some(2));
+        let one = json!({ "series": { "count": 1, "lastObservedTime": micro_time(0) } });
+        let s = api_error(v1.patch("e1", &PatchParams::default(), &Patch::Merge(&one)).await)?;
+        assert_eq!(s.message, r#"Event "e1" is invalid: series.count: Invalid value: "": should be at least 2"#);
+
+        let names = |items: Vec<CoreEvent>| items.into_iter().filter_map(|e| e.metadata.name).collect::<Vec<_>>();
+        let lp = |f: &str| ListParams::default().fields(f);
+        assert_eq!(names(core.list(&lp("reportingComponent=weft-agent")).await?.items), ["e1"]);
+        assert_eq!(names(core.list(&lp("involvedObject.name=n1,reason=Rebooted")).await?.items), ["k1"]);
+        assert_eq!(names(core.list(&lp("involvedObject.name=n2")).await?.items), Vec::<String>::new());
+        let in_v1 = v1.list(&lp("regarding.name=n1,reportingController=weft-agent")).await?.items;
+        assert_eq!(in_v1.into_iter().filter_map(|e| e.metadata.name).collect::<Vec<_>>(), ["e1"]);
+        let s = api_error(core.list(&lp("regarding.name=n1")).await)?;
+        assert_eq!((s.code, s.message.as_str()), (400, "field label not supported: regarding.name"));
+        let s = api_error(v1.list(&lp("source=kubelet")).await)?;
+        assert_eq!((s.code, s.message.as_str()), (400, "field label not supported: source"));
+
+        assert!(
+            core.delete("e1", &DeleteParams::default())
+                .await?
+                .right()
+                .is_some_and(|s| s.details.is_some_and(|d| d.kind == "events"))
+        );
+        let s = api_error(v1.get("e1").await)?;
+        assert_eq!((s.code, s.message.as_str()), (404, r#"events.events.k8s.io "e1" not found"#));
+        let s = api_error(core.get("e1").await)?;
+        assert_eq!(s.message, r#"events "e1" not found"#);
+        Ok(())
+    })
+}
+
+/// Watches of events see events only, in their namespace or all of them, in
+/// either group, though Nodes share the history they replay.
+#[test]
+fn event_watches_see_their_scope_only() -> Result<()> {
+    let fx = Fixture::new()?;
+    let start = rv_of(&fx.api.create_node(node("n1", "10.0.0.1", None))?)?;
+    fx.api.create_event(kubelet_event("a", "n1", "Starting", "Normal", "Starting kubelet."))?;
+    fx.api.create_node(node("n2", "10.0.0.2", None))?;
+    fx.api.create_event(recorded_event("kube-system", "b", ("n2", "u2"), "NodeReady", "Normal", "ready"))?;
+    fx.api.update_node("n1", |n| n["metadata"]["labels"]["x"] = json!("y"))?;
+    let (default, all) = fx.kube(move |client| async move {
+        async fn seen<K>(api: Api<K>, from: u64) -> Result<Vec<String>>
+        where
+            K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+        {
+            let mut stream = Box::pin(api.watch(&WatchParams::default().timeout(1), &from.to_string()).await?);
+            let mut out = Vec::new();
+            while let Some(e) = stream.next().await {
+                match e? {
+                    WatchEvent::Added(o) => out.push(format!("ADDED {}", o.meta().name.clone().unwrap_or_default())),
+                    WatchEvent::Modified(o) => out.push(format!("MODIFIED {}", o.meta().name.clone().unwrap_or_default())),
+                    WatchEvent::Deleted(o) => out.push(format!("DELETED {}", o.meta().name.clone().unwrap_or_default())),
+                    WatchEvent::Bookmark(_) => {}
+                    WatchEvent::Error(s) => out.push(format!("ERROR {}", s.code)),
+                }
+            }
+            Ok(out)
+        }
+        let default = seen(Api::<CoreEvent>::namespaced(client.clone(), "default"), start).await?;
+        let all = seen(Api::<EventsEvent>::all(client), start).await?;
+        Ok((default, all))
+    })?;
+    assert_eq!(default, ["ADDED a"]);
+    assert_eq!(all, ["ADDED a", "ADDED b"]);
+    Ok(())
+}
+
+/// Discovery, legacy and aggregated, finds Events in both groups, namespaced.
+#[test]
+fn kube_discovery_finds_events_in_both_groups() -> Result<()> {
+    let fx = Fixture::new()?;
+    let found = fx.kube(|client| async move {
+        let mut out = Vec::new();
+        for aggregated in [false, true] {
+            let d = kube::discovery::Discovery::new(client.clone());
+            let d = if aggregated { d.run_aggregated().await? } else { d.run().await? };
+            for group in ["", "events.k8s.io"] {
+                let gvk = kube::api::GroupVersionKind::gvk(group, "v1", "Event");
+                let (ar, caps) = d.resolve_gvk(&gvk).context(format!("no Event in {group:?}"))?;
+                out.push((ar.api_version, caps.scope == kube::discovery::Scope::Namespaced));
+            }
+        }
+        Ok(out)
+    })?;
+    let want = [("v1".to_string(), true), ("events.k8s.io/v1".to_string(), true)];
+    assert_eq!(found, [want.clone(), want].concat());
     Ok(())
 }

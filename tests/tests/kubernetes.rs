@@ -42,6 +42,23 @@ fn has_route(c: &Cluster, node: &str, cidr: &str) -> bool {
     c.node(node).ns.ip("route show").map(|r| r.contains(&format!("{cidr} via"))).unwrap_or(false)
 }
 
+/// The Events about Node `node` as `kubectl get events -A` lists them: (type, reason,
+/// message, reporting instance).
+fn node_events(c: &Cluster, node: &str) -> Result<Vec<(String, String, String, String)>> {
+    let selector = format!("involvedObject.kind=Node,involvedObject.name={node}");
+    let out = c.control().kubectl(&["get", "events", "-A", "--field-selector", &selector, "-o", "json"])?;
+    let list: Value = serde_json::from_str(&out).map_err(|e| anyhow!("kubectl get events: {e}: {out}"))?;
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let items = list["items"].as_array().ok_or_else(|| anyhow!("no items: {out}"))?;
+    Ok(items.iter().map(|e| (text(&e["type"]), text(&e["reason"]), text(&e["message"]), text(&e["reportingInstance"]))).collect())
+}
+
+/// Waits until `node` has an Event with `reason`; returns all of its Events.
+fn wait_for_event(c: &Cluster, node: &str, reason: &str) -> Result<Vec<(String, String, String, String)>> {
+    wait_for(Duration::from_secs(10), || node_events(c, node).ok().filter(|es| es.iter().any(|e| e.1 == reason)))
+        .ok_or_else(|| anyhow!("no {reason} Event on node {node}: {:?}\n{}", node_events(c, node), c.logs()))
+}
+
 fn has_tunnel(c: &Cluster, node: &str, cidr: &str) -> bool {
     c.node(node).maps().and_then(|m| Ok(m.tunnels()?)).map(|t| t.keys().any(|k| k.to_string() == cidr)).unwrap_or(false)
 }
@@ -246,6 +263,15 @@ fn a_bad_own_address_annotation_does_not_stop_updates() -> Result<()> {
     let log = c.agent_log("b");
     let warnings = log.lines().filter(|l| l.contains("WARN") && l.contains("198.19.0.x")).count();
     assert_eq!(warnings, 1, "b warns once about its own annotation\n{log}");
+    // And one Warning Event on its Node, from its own agent.
+    let events = wait_for_event(&c, "b", "InvalidAddress")?;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "Warning");
+    assert!(
+        events[0].2.contains("198.19.0.x") && events[0].2.contains(&format!("keeping {}", c.node("b").underlay)),
+        "{events:?}"
+    );
+    assert_eq!(events[0].3, "b", "reported by b's agent");
     assert!(!log.contains("ERROR"), "b's syncs failed\n{log}");
     assert_eq!(kube::require_lease(&cp.api, "b")?.public_ip, c.node("b").underlay, "b keeps advertising its address");
     c.sync_flannel()?;
@@ -319,6 +345,52 @@ fn relist_sweeps_unknown_entries_and_bad_nodes_are_skipped() -> Result<()> {
         weft_e2e::traffic::http_get(&c.node("a").ns, 8471, "/metrics").ok().filter(|m| m.contains(metric))
     });
     assert!(shown.is_some(), "no {metric} in /metrics\n{}", c.agent_log("a"));
+    Ok(())
+}
+
+/// A Node with a malformed annotation gets one Warning Event, however many agents
+/// skip it and however often they resync, which `kubectl get events` and `kubectl
+/// describe node` show; fixing the annotation makes it a peer again, with a Normal
+/// Event saying so.
+#[test]
+fn a_skipped_node_gets_one_warning_event_and_its_fix_is_taken_up() -> Result<()> {
+    let c = cluster();
+    let cp = c.control();
+    let ip = Ipv4Addr::new(198, 19, 0, 60);
+    let mut bad = node_manifest("e", ip, "10.244.60.0/24".parse()?);
+    bad["metadata"]["annotations"] = kube::flannel_annotations(ip, "0a:58:0a:f4:3c:00");
+    bad["metadata"]["annotations"][format!("{P}/backend-data")] = "{not json".into();
+    cp.kubectl_create(&bad, &c.dir)?;
+    wait_for_event(&c, "e", "PeerSkipped")?;
+    std::thread::sleep(Duration::from_secs(3)); // both agents warned, and resynced
+    for n in ["a", "b"] {
+        assert_eq!(c.agent_log(n).matches("skipping node: ").count(), 1, "{n} warns once\n{}", c.agent_log(n));
+    }
+    let events = node_events(&c, "e")?;
+    assert_eq!(events.len(), 1, "one Event for two agents and several resyncs: {events:?}");
+    let (kind, reason, message, instance) = &events[0];
+    assert_eq!((kind.as_str(), reason.as_str()), ("Warning", "PeerSkipped"));
+    assert!(message.contains("backend-data: not JSON"), "{message}");
+    assert!(["a", "b"].contains(&instance.as_str()), "reported by a weft agent: {instance}");
+    let table = cp.kubectl(&["get", "events", "-A"])?;
+    let row = table.lines().find(|l| l.contains("node/e")).ok_or_else(|| anyhow!("no row for node/e:\n{table}"))?;
+    assert!(row.contains("Warning") && row.contains("PeerSkipped") && row.contains("not JSON"), "{row}");
+    let described = cp.kubectl(&["describe", "node", "e"])?;
+    assert!(described.contains("PeerSkipped") && described.contains("not JSON"), "kubectl describe node e:\n{described}");
+    assert!(!has_tunnel(&c, "a", "10.244.60.0/24"));
+
+    // The fix: the node becomes a peer on both weft nodes, and says so once.
+    let data = r#"{"VNI":1,"VtepMAC":"0a:58:0a:f4:3c:00"}"#;
+    cp.kubectl(&["annotate", "node", "e", "--overwrite", &format!("{P}/backend-data={data}")])?;
+    let taken = wait_for(Duration::from_secs(5), || {
+        (has_tunnel(&c, "a", "10.244.60.0/24") && has_tunnel(&c, "b", "10.244.60.0/24")).then_some(())
+    });
+    assert!(taken.is_some(), "the fixed node is a peer\n{}", c.logs());
+    let events = wait_for_event(&c, "e", "PeerAccepted")?;
+    std::thread::sleep(Duration::from_secs(2));
+    let events_later = node_events(&c, "e")?;
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events_later, events, "nothing more once fixed");
     Ok(())
 }
 
@@ -417,6 +489,17 @@ fn own_pod_cidr_outside_the_network_is_refused() -> Result<()> {
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(out.contains("podCIDR 10.99.0.0/24 lies outside the cluster network 10.244.0.0/16"), "{out}");
     assert!(c.nodes[z].ns.ip("link show weft0").is_err(), "nothing set up");
+    // The Node says why, for `kubectl describe node`.
+    // (Node a's agent reports it too, as a peer it skips.)
+    let events = wait_for_event(&c, "z", "PeerSkipped")?;
+    let own: Vec<_> = events.iter().filter(|e| e.3 == "z").collect();
+    assert_eq!(own.len(), 1, "{events:?}");
+    let (kind, reason, message, _) = own[0];
+    assert_eq!((kind.as_str(), reason.as_str()), ("Warning", "InvalidPodCIDR"));
+    assert!(message.contains("lies outside the cluster network") && message.contains("exits"), "{message}");
+    assert!(events.iter().any(|e| e.1 == "PeerSkipped" && e.3 == "a"), "{events:?}");
+    let described = c.control().kubectl(&["describe", "node", "z"])?;
+    assert!(described.contains("InvalidPodCIDR"), "kubectl describe node z:\n{described}");
     Ok(())
 }
 

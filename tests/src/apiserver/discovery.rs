@@ -4,12 +4,18 @@
 //! kubectl needs OpenAPI v3 for `create`, `apply` and `patch`: it checks the
 //! PATCH operations of the kind for a `fieldValidation` query parameter and, when
 //! there, leaves unknown-field checks to the server (`fieldValidation=Strict`).
+//!
+//! Served: the core group (`nodes`, `nodes/status`, `events`) and events.k8s.io
+//! (`events`), each group-version with its own OpenAPI v3 document.
 
 use std::sync::OnceLock;
 
 use serde_json::{Map, Value, json};
 
-use super::schema::{self, NODE};
+use super::{
+    resource::Api,
+    schema::{self, REF_PREFIX},
+};
 
 /// The Kubernetes version served (the API surface of k8s-openapi's `v1_34`).
 pub fn version() -> Value {
@@ -38,8 +44,33 @@ fn go_arch() -> &'static str {
     }
 }
 
-const NODE_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+/// The group served besides the core one.
+pub const EVENTS_GROUP: &str = "events.k8s.io";
+
+const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
+
+fn singular(api: Api) -> &'static str {
+    match api {
+        Api::Nodes => "node",
+        Api::CoreEvents | Api::Events => "event",
+    }
+}
+
+fn short_names(api: Api) -> &'static [&'static str] {
+    match api {
+        Api::Nodes => &["no"],
+        Api::CoreEvents | Api::Events => &["ev"],
+    }
+}
+
+/// A resource in a legacy `APIResourceList`.
+fn resource(api: Api) -> Value {
+    json!({
+        "name": api.resource(), "singularName": singular(api), "namespaced": api.namespaced(), "kind": api.kind(),
+        "verbs": VERBS, "shortNames": short_names(api),
+    })
+}
 
 /// `GET /api`.
 pub fn api_versions(server_address: &str) -> Value {
@@ -56,59 +87,96 @@ pub fn core_resources() -> Value {
         "kind": "APIResourceList",
         "groupVersion": "v1",
         "resources": [
-            {
-                "name": "nodes", "singularName": "node", "namespaced": false, "kind": "Node",
-                "verbs": NODE_VERBS, "shortNames": ["no"],
-            },
+            resource(Api::CoreEvents),
+            resource(Api::Nodes),
             { "name": "nodes/status", "singularName": "", "namespaced": false, "kind": "Node", "verbs": STATUS_VERBS },
         ],
     })
 }
 
-/// `GET /apis`: no API groups are served.
+fn events_version() -> Value {
+    json!({ "groupVersion": format!("{EVENTS_GROUP}/v1"), "version": "v1" })
+}
+
+/// `GET /apis/events.k8s.io`.
+pub fn events_group() -> Value {
+    json!({
+        "kind": "APIGroup", "apiVersion": "v1", "name": EVENTS_GROUP,
+        "versions": [events_version()], "preferredVersion": events_version(),
+    })
+}
+
+/// `GET /apis`: the groups besides the core one.
 pub fn groups() -> Value {
-    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [] })
+    let mut group = events_group();
+    let m = group.as_object_mut().expect("a group is an object");
+    m.remove("kind");
+    m.remove("apiVersion");
+    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [group] })
+}
+
+/// `GET /apis/events.k8s.io/v1`.
+pub fn events_resources() -> Value {
+    json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{EVENTS_GROUP}/v1"),
+        "resources": [resource(Api::Events)],
+    })
 }
 
 /// The media type of aggregated discovery, which clients check on the response.
 pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
-/// Aggregated discovery: `/api` (the core group) or `/apis` (no groups).
+/// A resource in aggregated discovery.
+fn discovered(api: Api) -> Value {
+    let gvk = json!({ "group": api.group(), "version": "v1", "kind": api.kind() });
+    let mut r = json!({
+        "resource": api.resource(),
+        "responseKind": gvk,
+        "scope": if api.namespaced() { "Namespaced" } else { "Cluster" },
+        "singularResource": singular(api),
+        "verbs": VERBS,
+        "shortNames": short_names(api),
+    });
+    if api == Api::Nodes {
+        r["subresources"] = json!([{ "subresource": "status", "responseKind": gvk, "verbs": STATUS_VERBS }]);
+    }
+    r
+}
+
+fn group_discovery(metadata: Value, resources: &[Api]) -> Value {
+    json!({
+        "metadata": metadata,
+        "versions": [{
+            "version": "v1",
+            "resources": resources.iter().map(|a| discovered(*a)).collect::<Vec<_>>(),
+            "freshness": "Current",
+        }],
+    })
+}
+
+/// Aggregated discovery: `/api` (the core group) or `/apis` (events.k8s.io).
 pub fn aggregated(core: bool) -> Value {
-    let gvk = json!({ "group": "", "version": "v1", "kind": "Node" });
-    let items = if core {
-        json!([{
-            "metadata": { "creationTimestamp": null },
-            "versions": [{
-                "version": "v1",
-                "resources": [{
-                    "resource": "nodes",
-                    "responseKind": gvk,
-                    "scope": "Cluster",
-                    "singularResource": "node",
-                    "verbs": NODE_VERBS,
-                    "shortNames": ["no"],
-                    "subresources": [{ "subresource": "status", "responseKind": gvk, "verbs": STATUS_VERBS }],
-                }],
-                "freshness": "Current",
-            }],
-        }])
+    let item = if core {
+        group_discovery(json!({ "creationTimestamp": null }), &[Api::CoreEvents, Api::Nodes])
     } else {
-        json!([])
+        group_discovery(json!({ "name": EVENTS_GROUP, "creationTimestamp": null }), &[Api::Events])
     };
-    json!({ "kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items })
+    json!({ "kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": [item] })
 }
 
 fn query(name: &str, ty: &str, description: &str) -> Value {
     json!({ "name": name, "in": "query", "description": description, "schema": { "type": ty, "uniqueItems": true } })
 }
 
-fn params(names: &[&str]) -> Vec<Value> {
+fn params(kind: &str, names: &[&str]) -> Vec<Value> {
     names
         .iter()
         .map(|n| match *n {
-            "name" => json!({ "name": "name", "in": "path", "required": true, "description": "name of the Node",
+            "name" => json!({ "name": "name", "in": "path", "required": true, "description": format!("name of the {kind}"),
                               "schema": { "type": "string", "uniqueItems": true } }),
+            "namespace" => json!({ "name": "namespace", "in": "path", "required": true,
+                                   "description": "object name and auth scope, such as for teams and projects",
+                                   "schema": { "type": "string", "uniqueItems": true } }),
             "dryRun" => query(n, "string", "When present, indicates that modifications should not be persisted."),
             "fieldManager" => query(n, "string", "a name associated with the actor or entity that is making these changes."),
             "fieldValidation" => query(n, "string", "instructs the server on how to handle objects in the request containing unknown or duplicate fields: Ignore, Warn or Strict."),
@@ -121,17 +189,18 @@ fn params(names: &[&str]) -> Vec<Value> {
         .collect()
 }
 
-fn op(id: &str, action: &str, parameters: &[&str], body: Option<Value>, responses: &[(&str, &str)]) -> Value {
+fn op(api: Api, id: &str, action: &str, parameters: &[&str], body: Option<Value>, responses: &[(&str, &str)]) -> Value {
+    let tag = if api.group().is_empty() { "core_v1" } else { "events_v1" };
     let mut o = json!({
         "operationId": id,
-        "tags": ["core_v1"],
-        "parameters": params(parameters),
+        "tags": [tag],
+        "parameters": params(api.kind(), parameters),
         "responses": responses.iter().map(|(code, schema)| {
             (code.to_string(), json!({ "description": "OK", "content": {
                 "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } }))
         }).chain([("401".to_string(), json!({ "description": "Unauthorized" }))]).collect::<Map<_, _>>(),
         "x-kubernetes-action": action,
-        "x-kubernetes-group-version-kind": { "group": "", "version": "v1", "kind": "Node" },
+        "x-kubernetes-group-version-kind": { "group": api.group(), "version": "v1", "kind": api.kind() },
     });
     if let Some(b) = body {
         o["requestBody"] = b;
@@ -166,19 +235,29 @@ const LIST: &[&str] = &[
     "watch",
 ];
 
-fn paths() -> Value {
-    let node_list = "io.k8s.api.core.v1.NodeList";
+/// The paths of one resource, with upstream's operation ids (`listCoreV1Node`,
+/// `createEventsV1NamespacedEvent`, `listCoreV1EventForAllNamespaces`, ...).
+fn resource_paths(api: Api) -> Map<String, Value> {
+    let (gv, prefix) =
+        if api.group().is_empty() { ("CoreV1", "/api/v1".to_string()) } else { ("EventsV1", format!("/apis/{EVENTS_GROUP}/v1")) };
+    let (kind, one, list) = (api.kind(), api.schema(), format!("{}List", api.schema()));
+    let (ns, collection, scope): (&str, String, &[&str]) = if api.namespaced() {
+        ("Namespaced", format!("{prefix}/namespaces/{{namespace}}/{}", api.resource()), &["namespace", "pretty"])
+    } else {
+        ("", format!("{prefix}/{}", api.resource()), &["pretty"])
+    };
     let deletes = ["dryRun", "gracePeriodSeconds", "orphanDependents", "propagationPolicy"];
-    let item = |suffix: &str, what: &str| {
+    let item = |what: &str| {
         let mut p = json!({
-            "get": op(&format!("readCoreV1Node{what}"), "get", &[], None, &[("200", NODE)]),
-            "put": op(&format!("replaceCoreV1Node{what}"), "put", WRITE, Some(body_of(NODE, &["*/*"])), &[("200", NODE), ("201", NODE)]),
-            "patch": op(&format!("patchCoreV1Node{what}"), "patch", &[WRITE, &["force"]].concat(), Some(body_of(PATCH, PATCH_TYPES)), &[("200", NODE), ("201", NODE)]),
-            "parameters": params(&["name", "pretty"]),
+            "get": op(api, &format!("read{gv}{ns}{kind}{what}"), "get", &[], None, &[("200", one)]),
+            "put": op(api, &format!("replace{gv}{ns}{kind}{what}"), "put", WRITE, Some(body_of(one, &["*/*"])), &[("200", one), ("201", one)]),
+            "patch": op(api, &format!("patch{gv}{ns}{kind}{what}"), "patch", &[WRITE, &["force"]].concat(), Some(body_of(PATCH, PATCH_TYPES)), &[("200", one), ("201", one)]),
+            "parameters": params(kind, &[&["name"], scope].concat()),
         });
-        if suffix.is_empty() {
+        if what.is_empty() {
             p["delete"] = op(
-                "deleteCoreV1Node",
+                api,
+                &format!("delete{gv}{ns}{kind}"),
                 "delete",
                 &deletes,
                 Some(body_of(DELETE_OPTIONS, &["*/*"])),
@@ -187,24 +266,74 @@ fn paths() -> Value {
         }
         p
     };
-    json!({
-        "/api/v1/nodes": {
-            "get": op("listCoreV1Node", "list", LIST, None, &[("200", node_list)]),
-            "post": op("createCoreV1Node", "post", WRITE, Some(body_of(NODE, &["*/*"])), &[("200", NODE), ("201", NODE), ("202", NODE)]),
-            "delete": op("deleteCoreV1CollectionNode", "deletecollection", &[&deletes[..], LIST].concat(), Some(body_of(DELETE_OPTIONS, &["*/*"])), &[("200", STATUS)]),
-            "parameters": params(&["pretty"]),
-        },
-        "/api/v1/nodes/{name}": item("", ""),
-        "/api/v1/nodes/{name}/status": item("/status", "Status"),
-    })
+    let mut paths = Map::new();
+    paths.insert(collection.clone(), json!({
+        "get": op(api, &format!("list{gv}{ns}{kind}"), "list", LIST, None, &[("200", &list)]),
+        "post": op(api, &format!("create{gv}{ns}{kind}"), "post", WRITE, Some(body_of(one, &["*/*"])), &[("200", one), ("201", one), ("202", one)]),
+        "delete": op(api, &format!("delete{gv}Collection{ns}{kind}"), "deletecollection", &[&deletes[..], LIST].concat(), Some(body_of(DELETE_OPTIONS, &["*/*"])), &[("200", STATUS)]),
+        "parameters": params(kind, scope),
+    }));
+    paths.insert(format!("{collection}/{{name}}"), item(""));
+    if api == Api::Nodes {
+        paths.insert(format!("{collection}/{{name}}/status"), item("Status"));
+    }
+    if api.namespaced() {
+        paths.insert(
+            format!("{prefix}/{}", api.resource()),
+            json!({
+                "get": op(api, &format!("list{gv}{kind}ForAllNamespaces"), "list", LIST, None, &[("200", &list)]),
+                "parameters": params(kind, &["pretty"]),
+            }),
+        );
+    }
+    paths
 }
 
-fn core_v3() -> Value {
+fn paths(apis: &[Api]) -> Value {
+    Value::Object(apis.iter().flat_map(|a| resource_paths(*a)).collect())
+}
+
+/// Every schema named by a `$ref` in `v`.
+fn refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(name) = m.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix(REF_PREFIX)) {
+                out.push(name.to_string());
+            }
+            m.values().for_each(|x| refs(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+        _ => {}
+    }
+}
+
+/// The schemas a group-version's document holds: what its paths reach, and
+/// the meta types every document carries.
+fn components_for(paths: &Value) -> Map<String, Value> {
+    let all = schema::components();
+    let mut wanted: Vec<String> = all.keys().filter(|k| k.starts_with("io.k8s.apimachinery.")).cloned().collect();
+    refs(paths, &mut wanted);
+    let mut out = Map::new();
+    while let Some(name) = wanted.pop() {
+        if out.contains_key(&name) {
+            continue;
+        }
+        if let Some(s) = all.get(&name) {
+            refs(s, &mut wanted);
+            out.insert(name, s.clone());
+        }
+    }
+    out
+}
+
+fn v3(apis: &[Api]) -> Value {
+    let paths = paths(apis);
+    let schemas = components_for(&paths);
     json!({
         "openapi": "3.0.0",
         "info": { "title": "Kubernetes", "version": "v1.34.0" },
-        "paths": paths(),
-        "components": { "schemas": schema::components() },
+        "paths": paths,
+        "components": { "schemas": schemas },
     })
 }
 
@@ -219,12 +348,22 @@ fn hash(v: &Value) -> String {
 /// `/openapi/v3/api/v1`.
 pub fn openapi_v3_core() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
-    DOC.get_or_init(core_v3)
+    DOC.get_or_init(|| v3(&[Api::Nodes, Api::CoreEvents]))
+}
+
+/// `/openapi/v3/apis/events.k8s.io/v1`.
+pub fn openapi_v3_events() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| v3(&[Api::Events]))
 }
 
 /// `/openapi/v3`: where each group-version's document lives.
 pub fn openapi_v3_root() -> Value {
-    json!({ "paths": { "api/v1": { "serverRelativeURL": format!("/openapi/v3/api/v1?hash={}", hash(openapi_v3_core())) } } })
+    let events = format!("apis/{EVENTS_GROUP}/v1");
+    json!({ "paths": {
+        "api/v1": { "serverRelativeURL": format!("/openapi/v3/api/v1?hash={}", hash(openapi_v3_core())) },
+        events.clone(): { "serverRelativeURL": format!("/openapi/v3/{events}?hash={}", hash(openapi_v3_events())) },
+    } })
 }
 
 /// Swagger 2.0 references live under `#/definitions/`.
@@ -257,7 +396,7 @@ fn v2_parameter(p: &mut Value) {
 pub fn openapi_v2() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
     DOC.get_or_init(|| {
-        let mut paths = to_v2(&paths());
+        let mut paths = to_v2(&paths(&[Api::Nodes, Api::CoreEvents, Api::Events]));
         for item in paths.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
             for (key, op) in item.as_object_mut().into_iter().flatten() {
                 if key == "parameters" {
@@ -297,4 +436,56 @@ pub fn openapi_v2() -> &'static Value {
             "definitions": to_v2(&Value::Object(schema::components().clone())),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_group_version_documents_its_own_resources() {
+        let core = openapi_v3_core();
+        let ids = |doc: &Value, path: &str| -> Vec<String> {
+            let item = doc["paths"][path].as_object().unwrap_or_else(|| panic!("no {path}"));
+            let mut ids: Vec<String> = item.values().filter_map(|o| o["operationId"].as_str().map(String::from)).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(core, "/api/v1/events"), ["listCoreV1EventForAllNamespaces"]);
+        assert_eq!(
+            ids(core, "/api/v1/namespaces/{namespace}/events/{name}"),
+            [
+                "deleteCoreV1NamespacedEvent",
+                "patchCoreV1NamespacedEvent",
+                "readCoreV1NamespacedEvent",
+                "replaceCoreV1NamespacedEvent"
+            ]
+        );
+        assert_eq!(ids(core, "/api/v1/nodes/{name}/status").len(), 3);
+        let schemas = |doc: &Value| doc["components"]["schemas"].as_object().cloned().unwrap_or_default();
+        let (core_schemas, events_schemas) = (schemas(core), schemas(openapi_v3_events()));
+        assert!(core_schemas.contains_key(schema::NODE) && core_schemas.contains_key(schema::CORE_EVENT));
+        assert!(!core_schemas.contains_key(schema::EVENTS_EVENT));
+        assert!(events_schemas.contains_key("io.k8s.api.core.v1.ObjectReference"), "what its paths reach");
+        assert!(!events_schemas.contains_key(schema::NODE));
+        let create = &openapi_v3_events()["paths"]["/apis/events.k8s.io/v1/namespaces/{namespace}/events"]["post"];
+        assert_eq!(create["x-kubernetes-group-version-kind"], json!({ "group": EVENTS_GROUP, "version": "v1", "kind": "Event" }));
+        let root = openapi_v3_root();
+        assert!(root["paths"]["apis/events.k8s.io/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/apis/"));
+        assert!(openapi_v2()["paths"]["/apis/events.k8s.io/v1/events"].is_object());
+    }
+
+    #[test]
+    fn discovery_lists_both_groups() {
+        let names = |v: &Value| -> Vec<String> {
+            v["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect()
+        };
+        assert_eq!(names(&core_resources()), ["events", "nodes", "nodes/status"]);
+        assert_eq!(names(&events_resources()), ["events"]);
+        assert_eq!(groups()["groups"][0]["preferredVersion"]["groupVersion"], "events.k8s.io/v1");
+        let apis = aggregated(false);
+        let events = &apis["items"][0]["versions"][0]["resources"][0];
+        assert_eq!((events["scope"].as_str(), events["shortNames"].clone()), (Some("Namespaced"), json!(["ev"])));
+        assert_eq!(aggregated(true)["items"][0]["versions"][0]["resources"][1]["resource"], "nodes");
+    }
 }

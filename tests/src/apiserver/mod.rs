@@ -1,14 +1,23 @@
-//! A Kubernetes API server for tests, serving the Node resource of core/v1 over
-//! plain HTTP to real clients: kube's `Client`, its runtime `watcher`, and kubectl.
-//! It stands in for kube-apiserver + etcd in end-to-end tests (neither can be
-//! installed here).
+//! A Kubernetes API server for tests, serving Nodes and Events over plain HTTP
+//! to real clients: kube's `Client`, its runtime `watcher` and event `Recorder`,
+//! and kubectl. It stands in for kube-apiserver + etcd in end-to-end tests
+//! (neither can be installed here).
 //!
-//! It is a faithful subset rather than a mock: discovery (legacy and aggregated),
-//! OpenAPI v2/v3, list/get/create/update/patch/delete on `nodes` and
-//! `nodes/status` with resourceVersions, optimistic concurrency, the Node
-//! strategy's validation and subresource rules, strategic/merge/JSON patches,
-//! label and field selectors, watches with bookmarks and 410 `Expired`, server-side
-//! Table printing, and metav1.Status errors. Tests drive outages with
+//! It is a faithful subset rather than a mock. Served: core/v1 `nodes` and
+//! `nodes/status`; core/v1 `events` and events.k8s.io/v1 `events`, one stored
+//! resource in two groups (converted field by field, so each group reads what
+//! the other wrote), per namespace and across all of them. For each:
+//! discovery (legacy and aggregated), OpenAPI v2/v3,
+//! list/get/create/update/patch/delete/deletecollection with resourceVersions
+//! from one revision shared by every kind, optimistic concurrency, the kind's
+//! strategy (Node: validation and subresource rules; Event: the legacy or the
+//! strict events.k8s.io rules by the group written through, immutability on
+//! strict updates, create on PUT), strategic/merge/JSON patches applied in the
+//! request's group, label and field selectors with each group's field labels,
+//! watches with bookmarks and 410 `Expired`, server-side Table printing, and
+//! metav1.Status errors. The namespaces are those of a fresh cluster (default,
+//! kube-system, kube-public, kube-node-lease); creating elsewhere fails as the
+//! NamespaceLifecycle admission plugin fails it. Tests drive outages with
 //! [`ApiServer::stop`]/[`ApiServer::resume`] and history loss with
 //! [`ApiServer::compact`].
 //!
@@ -17,14 +26,21 @@
 //! signals on every write. All state is behind one mutex (writes are rare and
 //! small), which also makes every write atomic with its event.
 //!
-//! Not served: other resources, server-side apply (`application/apply-patch+yaml`),
-//! YAML and protobuf bodies, authentication, `managedFields`, `generation`.
+//! Not served: other resources (pods only as the empty list a cluster without
+//! pods answers, which `kubectl describe node` reads; namespaces are fixed and
+//! not a resource), the deprecated `/api/v1/watch/` paths, events.k8s.io/v1beta1,
+//! Event expiry (`--event-ttl`), server-side apply
+//! (`application/apply-patch+yaml`), YAML and protobuf bodies, authentication,
+//! `managedFields`, `generation`.
 
 mod discovery;
+mod event;
 mod http;
+mod meta;
 mod node;
 mod patch;
 mod registry;
+mod resource;
 mod router;
 mod schema;
 mod selector;
@@ -52,6 +68,7 @@ use self::{
     http::{ReadError, Response},
     node::Subresource,
     registry::WriteOptions,
+    resource::{Api, Scope},
     router::Reply,
     store::Store,
 };
@@ -84,7 +101,7 @@ struct Serving {
     connections: Connections,
 }
 
-/// A Kubernetes API server serving Nodes; see the [module docs](self).
+/// A Kubernetes API server serving Nodes and Events; see the [module docs](self).
 pub struct ApiServer {
     shared: Arc<Shared>,
     serving: Mutex<Option<Serving>>,
@@ -174,17 +191,39 @@ impl ApiServer {
 
     /// Creates a Node as `POST /api/v1/nodes` would (validation included).
     pub fn create_node(&self, node: Value) -> Result<Value, Status> {
-        let decoded = node::decode_value(&node)?;
-        self.shared.write(|s| registry::create(s, decoded, WriteOptions::default())).map(|w| w.object)
+        let decoded = Api::Nodes.decode(&node)?;
+        let nodes = Scope::cluster(Api::Nodes);
+        self.shared.write(|s| registry::create(s, &nodes, decoded, WriteOptions::default())).map(|w| w.object)
     }
 
     pub fn get_node(&self, name: &str) -> Option<Value> {
-        self.shared.store.lock().expect("store lock").get(name).cloned()
+        self.shared.store.lock().expect("store lock").get(&Scope::cluster(Api::Nodes).key(name)).cloned()
     }
 
     /// Every Node, by name.
     pub fn nodes(&self) -> Vec<Value> {
-        self.shared.store.lock().expect("store lock").objects().values().cloned().collect()
+        self.objects(&Scope::cluster(Api::Nodes))
+    }
+
+    /// Creates an Event as a POST to its group's `events` in its namespace
+    /// would (`default` when it names none): events.k8s.io/v1 when its
+    /// `apiVersion` says so, else core/v1. Returns it in the core/v1 shape.
+    pub fn create_event(&self, event: Value) -> Result<Value, Status> {
+        let api = if event["apiVersion"] == event::EVENTS_V1 { Api::Events } else { Api::CoreEvents };
+        let scope = Scope::namespaced(api, event["metadata"]["namespace"].as_str().unwrap_or("default"));
+        let decoded = api.decode(&event)?;
+        self.shared.write(|s| registry::create(s, &scope, decoded, WriteOptions::default())).map(|w| w.object)
+    }
+
+    /// Every Event, by namespace and name, in the core/v1 shape (as
+    /// `GET /api/v1/events` lists them).
+    pub fn events(&self) -> Vec<Value> {
+        self.objects(&Scope::cluster(Api::CoreEvents))
+    }
+
+    fn objects(&self, scope: &Scope) -> Vec<Value> {
+        let store = self.shared.store.lock().expect("store lock");
+        scope.objects(&store).map(|(_, o)| o.clone()).collect()
     }
 
     /// Changes a Node as an administrator writing storage would: `f` may change
@@ -192,13 +231,14 @@ impl ApiServer {
     /// (a set `podCIDR` still cannot change). Unconditional: the resourceVersion
     /// `f` sees is the current one, whatever it sets.
     pub fn update_node(&self, name: &str, f: impl FnOnce(&mut Value)) -> Result<Value, Status> {
+        let nodes = Scope::cluster(Api::Nodes);
         self.shared
             .write(|s| {
-                registry::update(s, name, Subresource::Whole, WriteOptions::default(), |old| {
+                registry::update(s, &nodes, name, Subresource::Whole, WriteOptions::default(), |old| {
                     let mut new = old.clone();
                     f(&mut new);
                     new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-                    node::decode_value(&new)
+                    Api::Nodes.decode(&new)
                 })
             })
             .map(|w| w.object)
@@ -207,7 +247,8 @@ impl ApiServer {
     /// Deletes a Node as `DELETE /api/v1/nodes/{name}` would; returns it as it
     /// was, or as marked for deletion while finalizers remain.
     pub fn delete_node(&self, name: &str) -> Result<Value, Status> {
-        self.shared.write(|s| registry::delete(s, name, &registry::Preconditions::default(), false)).map(|d| d.object)
+        let nodes = Scope::cluster(Api::Nodes);
+        self.shared.write(|s| registry::delete(s, &nodes, name, &registry::Preconditions::default(), false)).map(|d| d.object)
     }
 
     /// Forgets the event history up to now, as etcd compaction does: a watch from

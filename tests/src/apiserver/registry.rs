@@ -1,14 +1,16 @@
-//! The write paths of the Node resource (kube-apiserver's generic registry with
-//! the Node strategy): create, update, patch and delete, with optimistic
-//! concurrency, finalizers, dry runs and no-op detection (an unchanged object is
-//! not written: no new resourceVersion, no event).
+//! The write paths of every resource (kube-apiserver's generic registry with
+//! each kind's strategy, from [`super::resource`]): create, update, patch and
+//! delete, with optimistic concurrency, finalizers, dry runs and no-op detection
+//! (an unchanged object is not written: no new resourceVersion, no event).
 
 use serde_json::{Value, json};
 
 use super::{
-    node::{self, Decoded, Subresource},
+    meta::{self, Decoded},
+    node::Subresource,
     patch::{self, PatchError},
-    schema::{NODE, Schema},
+    resource::Scope,
+    schema::Schema,
     status::Status,
     store::Store,
 };
@@ -34,6 +36,8 @@ pub struct WriteOptions {
 pub struct Written {
     pub object: Value,
     pub warnings: Vec<String>,
+    /// Created (by a create, or by an update of a kind that creates on update).
+    pub created: bool,
 }
 
 fn check_unknown(d: &Decoded, opts: WriteOptions) -> Result<Vec<String>, Status> {
@@ -46,10 +50,6 @@ fn check_unknown(d: &Decoded, opts: WriteOptions) -> Result<Vec<String>, Status>
     }
 }
 
-fn invalid(name: &str, errs: &[super::status::FieldError]) -> Status {
-    Status::invalid("Node", "", name, errs)
-}
-
 fn without_rv(v: &Value) -> Value {
     let mut v = v.clone();
     if let Some(m) = v["metadata"].as_object_mut() {
@@ -58,71 +58,104 @@ fn without_rv(v: &Value) -> Value {
     v
 }
 
-pub fn create(store: &mut Store, d: Decoded, opts: WriteOptions) -> Result<Written, Status> {
+/// `POST` to a collection: `scope` names the resource and the request's namespace.
+pub fn create(store: &mut Store, scope: &Scope, d: Decoded, opts: WriteOptions) -> Result<Written, Status> {
     let warnings = check_unknown(&d, opts)?;
-    let mut obj = d.node;
+    let mut obj = d.object;
+    meta::ensure_namespace(&mut obj, scope.request_namespace())?;
+    scope.admit_create()?;
+    meta::prepare_create(&mut obj);
+    let name = meta::name(&obj).to_string();
+    let errs = scope.api.validate_create(&obj);
+    if !errs.is_empty() {
+        return Err(scope.api.invalid(&name, &errs));
+    }
     if obj["metadata"]["resourceVersion"].as_str().is_some_and(|rv| !rv.is_empty()) {
         // etcd3's storage refuses this with a plain error, which surfaces as a 500.
         return Err(Status::internal("resourceVersion should not be set on objects to be created"));
     }
-    node::prepare_create(&mut obj)?;
-    let errs = node::validate(&obj);
-    let name = node::name(&obj).to_string();
-    if !errs.is_empty() {
-        return Err(invalid(&name, &errs));
-    }
-    if store.get(&name).is_some() {
-        return Err(Status::already_exists(&name));
+    if store.get(&scope.key(&name)).is_some() {
+        return Err(Status::already_exists(scope.api.group_resource(), &name));
     }
     let object = if opts.dry_run { obj } else { store.put(obj) };
-    Ok(Written { object, warnings })
+    Ok(Written { object, warnings, created: true })
+}
+
+/// The update handler's `checkName`: the body names the object on the URL.
+fn check_name(obj: &Value, scope: &Scope, name: &str) -> Result<(), Status> {
+    let body_name = meta::name(obj);
+    if body_name != name {
+        return Err(Status::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let (have, want) = (meta::namespace(obj), scope.request_namespace());
+    if !want.is_empty() && !have.is_empty() && have != want {
+        return Err(Status::bad_request(format!(
+            "the namespace of the object ({have}) does not match the namespace on the request ({want})"
+        )));
+    }
+    Ok(())
+}
+
+/// `PUT`: replaces `name`, or creates it where the kind allows that.
+pub fn replace(store: &mut Store, scope: &Scope, name: &str, d: Decoded, opts: WriteOptions) -> Result<Written, Status> {
+    if store.get(&scope.key(name)).is_none() && scope.api.create_on_update() {
+        check_name(&d.object, scope, name)?;
+        let mut d = d;
+        // Storage assigns the revision of what it creates.
+        if let Some(m) = d.object["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+        }
+        return create(store, scope, d, opts);
+    }
+    update(store, scope, name, Subresource::Main, opts, |_| Ok(d))
 }
 
 /// Replaces `name` with what `change` makes of the current object: the common
 /// path of PUT, PATCH and [`super::ApiServer::update_node`].
 pub fn update(
     store: &mut Store,
+    scope: &Scope,
     name: &str,
     sub: Subresource,
     opts: WriteOptions,
     change: impl FnOnce(&Value) -> Result<Decoded, Status>,
 ) -> Result<Written, Status> {
-    let old = store.get(name).ok_or_else(|| Status::not_found(name))?.clone();
+    let (api, gr, key) = (scope.api, scope.api.group_resource(), scope.key(name));
+    let old = store.get(&key).ok_or_else(|| Status::not_found(gr, name))?.clone();
     let d = change(&old)?;
     let warnings = check_unknown(&d, opts)?;
-    let mut new = d.node;
-    let new_name = node::name(&new);
-    if new_name != name {
-        return Err(Status::bad_request(format!(
-            "the name of the object ({new_name}) does not match the name on the URL ({name})"
-        )));
-    }
+    let mut new = d.object;
+    check_name(&new, scope, name)?;
+    meta::ensure_namespace(&mut new, scope.request_namespace())?;
     match new["metadata"]["resourceVersion"].as_str() {
         Some(rv) if !rv.is_empty() && Some(rv) != old["metadata"]["resourceVersion"].as_str() => {
-            return Err(Status::stale(name));
+            return Err(Status::stale(gr, name));
         }
         _ => {}
     }
-    node::prepare_update(&mut new, &old, sub)?;
-    let errs = node::validate_update(&new, &old);
+    meta::prepare_update(&mut new, &old, gr)?;
+    api.prepare_update(&mut new, &old, sub);
+    let errs = api.validate_update(&new, &old);
     if !errs.is_empty() {
-        return Err(invalid(name, &errs));
+        return Err(api.invalid(name, &errs));
     }
     new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
     if without_rv(&new) == without_rv(&old) {
-        return Ok(Written { object: old, warnings });
+        return Ok(Written { object: old, warnings, created: false });
     }
     if opts.dry_run {
-        return Ok(Written { object: new, warnings });
+        return Ok(Written { object: new, warnings, created: false });
     }
     let finalized =
         new["metadata"]["deletionTimestamp"].is_string() && new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
     let object = store.put(new);
     if finalized {
         // The last finalizer is gone from an object being deleted: delete it now.
-        store.remove(name);
+        store.remove(&key);
     }
-    Ok(Written { object, warnings })
+    Ok(Written { object, warnings, created: false })
 }
 
 /// The PATCH content types served, as `Content-Type` names them.
@@ -147,8 +180,11 @@ impl PatchType {
     }
 }
 
+/// `PATCH`: the patch applies to the object as the request's group-version
+/// serves it, and the result decodes as a body of that group-version would.
 pub fn patch(
     store: &mut Store,
+    scope: &Scope,
     name: &str,
     sub: Subresource,
     kind: PatchType,
@@ -156,8 +192,9 @@ pub fn patch(
     opts: WriteOptions,
 ) -> Result<Written, Status> {
     let p: Value = serde_json::from_slice(body).map_err(|e| Status::bad_request(format!("error decoding patch: {e}")))?;
-    update(store, name, sub, opts, |old| {
-        let mut doc = old.clone();
+    let api = scope.api;
+    update(store, scope, name, sub, opts, |old| {
+        let mut doc = api.to_wire(old);
         let applied = match kind {
             PatchType::Json => patch::json_patch(&mut doc, &p),
             PatchType::Merge if !p.is_object() => Err(PatchError::BadRequest("merge patch must be a JSON object".into())),
@@ -165,7 +202,7 @@ pub fn patch(
                 patch::merge(&mut doc, &p);
                 Ok(())
             }
-            PatchType::Strategic => patch::strategic(&mut doc, &p, Schema::named(NODE)),
+            PatchType::Strategic => patch::strategic(&mut doc, &p, Schema::named(api.schema())),
         };
         match applied {
             Ok(()) => {}
@@ -176,7 +213,7 @@ pub fn patch(
                 return Err(s);
             }
         }
-        node::decode_value(&doc)
+        api.decode(&doc)
     })
 }
 
@@ -197,14 +234,16 @@ pub struct Deletion {
 }
 
 /// Deletes `name`, or marks it for deletion while finalizers remain.
-pub fn delete(store: &mut Store, name: &str, pre: &Preconditions, dry_run: bool) -> Result<Deletion, Status> {
-    let current = store.get(name).ok_or_else(|| Status::not_found(name))?.clone();
+pub fn delete(store: &mut Store, scope: &Scope, name: &str, pre: &Preconditions, dry_run: bool) -> Result<Deletion, Status> {
+    let (gr, key) = (scope.api.group_resource(), scope.key(name));
+    let current = store.get(&key).ok_or_else(|| Status::not_found(gr, name))?.clone();
     let meta = &current["metadata"];
     for (what, want, have) in
         [("UID", &pre.uid, meta["uid"].as_str()), ("ResourceVersion", &pre.resource_version, meta["resourceVersion"].as_str())]
     {
         if let Some(want) = want.as_deref().filter(|w| Some(*w) != have) {
             return Err(Status::conflict(
+                gr,
                 name,
                 &format!("Precondition failed: {what} in precondition: {want}, {what} in object meta: {}", have.unwrap_or("")),
             ));
@@ -212,14 +251,14 @@ pub fn delete(store: &mut Store, name: &str, pre: &Preconditions, dry_run: bool)
     }
     let has_finalizers = meta["finalizers"].as_array().is_some_and(|f| !f.is_empty());
     if !has_finalizers {
-        let object = if dry_run { current } else { store.remove(name).expect("checked above") };
+        let object = if dry_run { current } else { store.remove(&key).expect("checked above") };
         return Ok(Deletion { object, gone: true });
     }
     if meta["deletionTimestamp"].is_string() {
         return Ok(Deletion { object: current, gone: false });
     }
     let mut marked = current;
-    marked["metadata"]["deletionTimestamp"] = json!(node::now());
+    marked["metadata"]["deletionTimestamp"] = json!(meta::now());
     marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
     let object = if dry_run { marked } else { store.put(marked) };
     Ok(Deletion { object, gone: false })
@@ -228,32 +267,39 @@ pub fn delete(store: &mut Store, name: &str, pre: &Preconditions, dry_run: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apiserver::resource::Api;
 
     fn decoded(v: Value) -> Decoded {
-        node::decode_value(&v).unwrap()
+        Api::Nodes.decode(&v).unwrap()
+    }
+
+    fn nodes() -> Scope {
+        Scope::cluster(Api::Nodes)
     }
 
     fn setup() -> Store {
         let mut s = Store::default();
         let n = json!({"metadata": {"name": "a"}, "spec": {"podCIDR": "10.0.0.0/24"},
                        "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
-        create(&mut s, decoded(n), WriteOptions::default()).unwrap();
+        create(&mut s, &nodes(), decoded(n), WriteOptions::default()).unwrap();
         s
     }
 
     #[test]
     fn create_conflicts_and_strict_fields() {
         let mut s = setup();
-        let again = create(&mut s, decoded(json!({"metadata": {"name": "a"}})), WriteOptions::default());
+        let again = create(&mut s, &nodes(), decoded(json!({"metadata": {"name": "a"}})), WriteOptions::default());
         assert_eq!(again.unwrap_err().reason, "AlreadyExists");
         let strict = WriteOptions { validation: FieldValidation::Strict, ..Default::default() };
-        let e = create(&mut s, decoded(json!({"metadata": {"name": "b"}, "spec": {"nope": 1}})), strict).unwrap_err();
+        let e = create(&mut s, &nodes(), decoded(json!({"metadata": {"name": "b"}, "spec": {"nope": 1}})), strict).unwrap_err();
         assert_eq!(e.message, "strict decoding error: unknown field \"spec.nope\"");
         let w =
-            create(&mut s, decoded(json!({"metadata": {"name": "b"}, "spec": {"nope": 1}})), WriteOptions::default()).unwrap();
+            create(&mut s, &nodes(), decoded(json!({"metadata": {"name": "b"}, "spec": {"nope": 1}})), WriteOptions::default())
+                .unwrap();
         assert_eq!(w.warnings, ["unknown field \"spec.nope\""]);
-        let g = create(&mut s, decoded(json!({"metadata": {"generateName": "gen-"}})), WriteOptions::default()).unwrap();
-        assert!(node::name(&g.object).starts_with("gen-") && node::name(&g.object).len() == 9);
+        let g =
+            create(&mut s, &nodes(), decoded(json!({"metadata": {"generateName": "gen-"}})), WriteOptions::default()).unwrap();
+        assert!(meta::name(&g.object).starts_with("gen-") && meta::name(&g.object).len() == 9);
     }
 
     #[test]
@@ -262,22 +308,22 @@ mod tests {
         let rv = s.rv();
         let body = br#"{"metadata":{"annotations":{"k":"v"}},"spec":{"unschedulable":true},
                         "status":{"conditions":[{"type":"NetworkUnavailable","status":"False"}]}}"#;
-        let w = patch(&mut s, "a", Subresource::Status, PatchType::Strategic, body, WriteOptions::default()).unwrap();
+        let w = patch(&mut s, &nodes(), "a", Subresource::Status, PatchType::Strategic, body, WriteOptions::default()).unwrap();
         assert_eq!(w.object["metadata"]["annotations"]["k"], "v");
         assert!(w.object["spec"]["unschedulable"].is_null(), "status writes never change spec");
         assert_eq!(w.object["status"]["conditions"].as_array().unwrap().len(), 2);
-        let w = patch(&mut s, "a", Subresource::Main, PatchType::Merge, body, WriteOptions::default()).unwrap();
+        let w = patch(&mut s, &nodes(), "a", Subresource::Main, PatchType::Merge, body, WriteOptions::default()).unwrap();
         assert_eq!(w.object["spec"]["unschedulable"], true);
         assert_eq!(w.object["status"]["conditions"].as_array().unwrap().len(), 2, "status kept by the main resource");
         let rv_now = s.rv();
         assert_eq!(rv_now, rv + 2);
-        patch(&mut s, "a", Subresource::Main, PatchType::Merge, body, WriteOptions::default()).unwrap();
+        patch(&mut s, &nodes(), "a", Subresource::Main, PatchType::Merge, body, WriteOptions::default()).unwrap();
         assert_eq!(s.rv(), rv_now, "a no-op patch writes nothing");
         let stale = br#"{"metadata":{"resourceVersion":"1","labels":{"x":"y"}}}"#;
-        let e = patch(&mut s, "a", Subresource::Main, PatchType::Merge, stale, WriteOptions::default()).unwrap_err();
+        let e = patch(&mut s, &nodes(), "a", Subresource::Main, PatchType::Merge, stale, WriteOptions::default()).unwrap_err();
         assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
         let cidr = br#"{"spec":{"podCIDR":"10.9.0.0/24"}}"#;
-        let e = patch(&mut s, "a", Subresource::Main, PatchType::Strategic, cidr, WriteOptions::default()).unwrap_err();
+        let e = patch(&mut s, &nodes(), "a", Subresource::Main, PatchType::Strategic, cidr, WriteOptions::default()).unwrap_err();
         assert_eq!(e.code, 422);
         assert_eq!(
             e.message,
@@ -288,18 +334,98 @@ mod tests {
     #[test]
     fn finalizers_hold_deletion_until_removed() {
         let mut s = Store::default();
-        create(&mut s, decoded(json!({"metadata": {"name": "f", "finalizers": ["example.com/hold"]}})), WriteOptions::default())
-            .unwrap();
-        let marked = delete(&mut s, "f", &Preconditions::default(), false).unwrap();
+        create(
+            &mut s,
+            &nodes(),
+            decoded(json!({"metadata": {"name": "f", "finalizers": ["example.com/hold"]}})),
+            WriteOptions::default(),
+        )
+        .unwrap();
+        let marked = delete(&mut s, &nodes(), "f", &Preconditions::default(), false).unwrap();
         assert!(!marked.gone && marked.object["metadata"]["deletionTimestamp"].is_string());
-        assert!(s.get("f").is_some());
+        assert!(s.get(&nodes().key("f")).is_some());
         let body = br#"{"metadata":{"finalizers":["example.com/more"]}}"#;
-        let e = patch(&mut s, "f", Subresource::Main, PatchType::Merge, body, WriteOptions::default()).unwrap_err();
+        let e = patch(&mut s, &nodes(), "f", Subresource::Main, PatchType::Merge, body, WriteOptions::default()).unwrap_err();
         assert_eq!(e.code, 422);
         let body = br#"{"metadata":{"finalizers":null}}"#;
-        patch(&mut s, "f", Subresource::Main, PatchType::Merge, body, WriteOptions::default()).unwrap();
-        assert!(s.get("f").is_none(), "gone with its last finalizer");
+        patch(&mut s, &nodes(), "f", Subresource::Main, PatchType::Merge, body, WriteOptions::default()).unwrap();
+        assert!(s.get(&nodes().key("f")).is_none(), "gone with its last finalizer");
         let pre = Preconditions { uid: Some("nope".into()), resource_version: None };
-        assert_eq!(delete(&mut setup(), "a", &pre, false).unwrap_err().code, 409);
+        assert_eq!(delete(&mut setup(), &nodes(), "a", &pre, false).unwrap_err().code, 409);
+    }
+
+    fn recorded(name: &str) -> Value {
+        json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": name},
+            "eventTime": "2026-01-01T00:00:00.000001Z", "action": "Sync", "reason": "Failed", "type": "Warning",
+            "regarding": {"apiVersion": "v1", "kind": "Node", "name": "n1"},
+            "reportingController": "weft-agent", "reportingInstance": "n1",
+        })
+    }
+
+    #[test]
+    fn events_are_namespaced_and_share_the_revision() {
+        let mut s = setup();
+        let rv = s.rv();
+        let (v1, core) = (Scope::namespaced(Api::Events, "default"), Scope::namespaced(Api::CoreEvents, "default"));
+        let w = create(&mut s, &v1, Api::Events.decode(&recorded("e1")).unwrap(), WriteOptions::default()).unwrap();
+        assert_eq!(w.object["metadata"]["namespace"], "default", "from the request");
+        assert_eq!(w.object["metadata"]["resourceVersion"], (rv + 1).to_string(), "one revision for every kind");
+        assert_eq!(s.get(&core.key("e1")), Some(&w.object), "both groups read the one stored Event");
+        let mut copy = w.object.clone();
+        copy["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+        let again = create(&mut s, &core, Api::CoreEvents.decode(&copy).unwrap(), WriteOptions::default()).unwrap_err();
+        assert_eq!(again.message, "events \"e1\" already exists");
+        let nope = Scope::namespaced(Api::Events, "nope");
+        let e = create(&mut s, &nope, Api::Events.decode(&recorded("e2")).unwrap(), WriteOptions::default()).unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (404, "namespaces \"nope\" not found"));
+        let mut elsewhere = recorded("e2");
+        elsewhere["metadata"]["namespace"] = json!("kube-system");
+        let e = create(&mut s, &v1, Api::Events.decode(&elsewhere).unwrap(), WriteOptions::default()).unwrap_err();
+        assert_eq!(e.message, "the namespace of the provided object does not match the namespace sent on the request");
+        let mut bare = recorded("e2");
+        bare.as_object_mut().unwrap().remove("reportingController");
+        let e = create(&mut s, &v1, Api::Events.decode(&bare).unwrap(), WriteOptions::default()).unwrap_err();
+        assert_eq!((e.code, e.details.as_ref().unwrap()["kind"].as_str()), (422, Some("Event")));
+        assert!(e.message.starts_with("Event \"e2\" is invalid: [reportingController: Required value, "), "{}", e.message);
+    }
+
+    #[test]
+    fn event_series_patches_and_puts_that_create() {
+        let mut s = Store::default();
+        let v1 = Scope::namespaced(Api::Events, "default");
+        create(&mut s, &v1, Api::Events.decode(&recorded("e1")).unwrap(), WriteOptions::default()).unwrap();
+        // What kube's Recorder sends for a repeat: the whole event, with a series.
+        let mut repeat = recorded("e1");
+        repeat["series"] = json!({"count": 2, "lastObservedTime": "2026-01-01T00:01:00.000000Z"});
+        let body = serde_json::to_vec(&repeat).unwrap();
+        let w = patch(&mut s, &v1, "e1", Subresource::Main, PatchType::Merge, &body, WriteOptions::default()).unwrap();
+        assert_eq!(w.object["series"]["count"], 2);
+        let changed = br#"{"note": "another"}"#;
+        let e = patch(&mut s, &v1, "e1", Subresource::Main, PatchType::Merge, changed, WriteOptions::default()).unwrap_err();
+        assert_eq!(e.message, "Event \"e1\" is invalid: message: Invalid value: \"another\": field is immutable");
+        let core = Scope::namespaced(Api::CoreEvents, "default");
+        let w = patch(
+            &mut s,
+            &core,
+            "e1",
+            Subresource::Main,
+            PatchType::Strategic,
+            br#"{"message": "another"}"#,
+            WriteOptions::default(),
+        );
+        assert_eq!(w.unwrap().object["message"], "another", "core/v1 keeps the legacy rules");
+        assert_eq!(
+            patch(&mut s, &v1, "e9", Subresource::Main, PatchType::Merge, b"{}", WriteOptions::default()).unwrap_err().code,
+            404
+        );
+        let put = Api::Events.decode(&recorded("e9")).unwrap();
+        let w = replace(&mut s, &v1, "e9", put, WriteOptions::default()).unwrap();
+        assert!(w.created && w.object["metadata"]["uid"].is_string(), "a PUT creates a missing event");
+        let wrong = Api::Events.decode(&recorded("e8")).unwrap();
+        assert_eq!(replace(&mut s, &v1, "e7", wrong, WriteOptions::default()).unwrap_err().code, 400);
+        let gone = delete(&mut s, &core, "e9", &Preconditions::default(), false).unwrap();
+        assert!(gone.gone);
+        assert!(s.get(&v1.key("e9")).is_none());
     }
 }

@@ -8,10 +8,12 @@ use serde_json::{Value, json};
 use super::{
     Shared, discovery,
     http::{Request, Response},
-    node::{self, Subresource},
+    node::Subresource,
     registry::{self, FieldValidation, PatchType, Preconditions, WriteOptions},
+    resource::{Api, Scope},
     selector::{FieldSelector, LabelSelector, Selectors},
     status::{FieldError, Status},
+    store::Key,
     table::{self, IncludeObject},
     watch::{Start, WatchRequest},
 };
@@ -22,7 +24,7 @@ pub enum Reply {
     Watch(WatchRequest),
 }
 
-/// How Node objects and lists are rendered, from `Accept`.
+/// How objects and lists are rendered, from `Accept`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
     Json,
@@ -34,24 +36,24 @@ const TABLE_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 const METADATA_TYPE: &str = "application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io";
 
 impl Output {
-    /// Renders one object as this output asks.
-    pub fn object(self, obj: &Value) -> Value {
+    /// Renders one stored object of `api` as this output asks.
+    pub fn object(self, api: Api, obj: &Value) -> Value {
         match self {
-            Output::Json => obj.clone(),
+            Output::Json => api.to_wire(obj),
             Output::Table(include) => {
-                table::table([obj], json!({ "resourceVersion": obj["metadata"]["resourceVersion"] }), include)
+                table::table(api, [obj], json!({ "resourceVersion": obj["metadata"]["resourceVersion"] }), include)
             }
             Output::Metadata => table::partial_metadata(obj),
         }
     }
 
-    fn list<'a>(self, items: impl IntoIterator<Item = &'a Value>, meta: Value) -> Value {
+    fn list<'a>(self, api: Api, items: impl IntoIterator<Item = &'a Value>, meta: Value) -> Value {
         match self {
             Output::Json => json!({
-                "kind": "NodeList", "apiVersion": "v1", "metadata": meta,
-                "items": items.into_iter().collect::<Vec<_>>(),
+                "kind": format!("{}List", api.kind()), "apiVersion": api.api_version(), "metadata": meta,
+                "items": items.into_iter().map(|o| api.to_wire(o)).collect::<Vec<_>>(),
             }),
-            Output::Table(include) => table::table(items, meta, include),
+            Output::Table(include) => table::table(api, items, meta, include),
             Output::Metadata => json!({
                 "kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": meta,
                 "items": items.into_iter().map(table::partial_metadata).collect::<Vec<_>>(),
@@ -98,7 +100,7 @@ fn json_like(ty: &str) -> bool {
     matches!(ty, "application/json" | "application/*" | "*/*")
 }
 
-/// The best output `Accept` allows for Node objects, or 406.
+/// The best output `Accept` allows for objects, or 406.
 pub fn negotiate(req: &Request) -> Result<Output, Status> {
     let include = IncludeObject::parse(req.param("includeObject"))
         .ok_or_else(|| Status::bad_request("includeObject must be one of None, Metadata or Object"))?;
@@ -154,6 +156,7 @@ fn route(shared: &Shared, req: &Request, local: SocketAddr) -> Result<Reply, Sta
     let get_only = |r: Reply| {
         if req.method == "GET" { Ok(r) } else { Err(Status::method_not_allowed()) }
     };
+    let events = |api, ns: &str| Scope::namespaced(api, ns);
     match segments.as_slice() {
         ["healthz" | "livez" | "readyz"] => get_only(Reply::Full(Response::text(200, "ok"))),
         ["version"] => get_only(ok(&discovery::version())),
@@ -166,64 +169,131 @@ fn route(shared: &Shared, req: &Request, local: SocketAddr) -> Result<Reply, Sta
         }
         ["apis"] => get_only(ok(&discovery::groups())),
         ["api", "v1"] => get_only(ok(&discovery::core_resources())),
+        ["apis", discovery::EVENTS_GROUP] => get_only(ok(&discovery::events_group())),
+        ["apis", discovery::EVENTS_GROUP, "v1"] => get_only(ok(&discovery::events_resources())),
         ["openapi", "v2"] => get_only(ok(discovery::openapi_v2())),
         ["openapi", "v3"] => get_only(ok(&discovery::openapi_v3_root())),
         ["openapi", "v3", "api", "v1"] => get_only(ok(discovery::openapi_v3_core())),
-        ["api", "v1", "nodes"] => match req.method.as_str() {
-            "GET" => list_or_watch(shared, req),
-            "POST" => create(shared, req),
-            "DELETE" => delete_collection(shared, req),
-            _ => Err(Status::method_not_allowed()),
-        },
-        ["api", "v1", "nodes", name] => item(shared, req, name, Subresource::Main),
-        ["api", "v1", "nodes", name, "status"] => item(shared, req, name, Subresource::Status),
+        ["openapi", "v3", "apis", discovery::EVENTS_GROUP, "v1"] => get_only(ok(discovery::openapi_v3_events())),
+        ["api", "v1", "nodes"] => collection(shared, req, &Scope::cluster(Api::Nodes)),
+        ["api", "v1", "nodes", name] => item(shared, req, &Scope::cluster(Api::Nodes), name, Subresource::Main),
+        ["api", "v1", "nodes", name, "status"] => item(shared, req, &Scope::cluster(Api::Nodes), name, Subresource::Status),
+        ["api", "v1", "events"] => all_namespaces(shared, req, Api::CoreEvents),
+        ["api", "v1", "namespaces", ns, "events"] => collection(shared, req, &events(Api::CoreEvents, ns)),
+        ["api", "v1", "namespaces", ns, "events", name] => {
+            item(shared, req, &events(Api::CoreEvents, ns), name, Subresource::Main)
+        }
+        ["apis", discovery::EVENTS_GROUP, "v1", "events"] => all_namespaces(shared, req, Api::Events),
+        ["apis", discovery::EVENTS_GROUP, "v1", "namespaces", ns, "events"] => collection(shared, req, &events(Api::Events, ns)),
+        ["apis", discovery::EVENTS_GROUP, "v1", "namespaces", ns, "events", name] => {
+            item(shared, req, &events(Api::Events, ns), name, Subresource::Main)
+        }
+        ["api", "v1", "pods"] | ["api", "v1", "namespaces", _, "pods"] if req.method == "GET" && !flag(req, "watch") => {
+            no_pods(shared, req)
+        }
         _ => Err(Status::no_route()),
     }
 }
 
-fn item(shared: &Shared, req: &Request, name: &str, sub: Subresource) -> Result<Reply, Status> {
+/// A collection: `/nodes`, or a namespace's `/events`.
+fn collection(shared: &Shared, req: &Request, scope: &Scope) -> Result<Reply, Status> {
+    match req.method.as_str() {
+        "GET" => list_or_watch(shared, req, scope),
+        "POST" => create(shared, req, scope),
+        "DELETE" => delete_collection(shared, req, scope),
+        _ => Err(Status::method_not_allowed()),
+    }
+}
+
+/// `/events` of every namespace: lists and watches only.
+fn all_namespaces(shared: &Shared, req: &Request, api: Api) -> Result<Reply, Status> {
+    match req.method.as_str() {
+        "GET" => list_or_watch(shared, req, &Scope::cluster(api)),
+        _ => Err(Status::method_not_allowed()),
+    }
+}
+
+/// The pods of a cluster that has none: no pod is stored or can be created, but
+/// a list answers as a real server without pods answers (`kubectl describe
+/// node` lists the node's pods before its events). Pods are not in discovery.
+fn no_pods(shared: &Shared, req: &Request) -> Result<Reply, Status> {
+    const POD_FIELDS: &[&str] = &[
+        "metadata.name",
+        "metadata.namespace",
+        "spec.nodeName",
+        "spec.restartPolicy",
+        "spec.schedulerName",
+        "spec.serviceAccountName",
+        "spec.hostNetwork",
+        "status.phase",
+        "status.podIP",
+        "status.podIPs",
+        "status.nominatedNodeName",
+    ];
+    validate_list_options(req, false)?;
+    LabelSelector::parse(req.param("labelSelector").unwrap_or_default())?;
+    let fields = req.param("fieldSelector").unwrap_or_default();
+    for term in fields.split(',').filter(|t| !t.is_empty()) {
+        let label = term.split(['=', '!']).next().unwrap_or_default();
+        if !POD_FIELDS.contains(&label) {
+            return Err(Status::bad_request(format!("field label not supported: {label}")));
+        }
+    }
+    let rv = shared.store.lock().expect("store lock").rv();
+    Ok(ok(&json!({ "kind": "PodList", "apiVersion": "v1", "metadata": { "resourceVersion": rv.to_string() }, "items": [] })))
+}
+
+fn item(shared: &Shared, req: &Request, scope: &Scope, name: &str, sub: Subresource) -> Result<Reply, Status> {
+    let api = scope.api;
     match (req.method.as_str(), sub) {
         ("GET", _) => {
             let output = negotiate(req)?;
             let store = shared.store.lock().expect("store lock");
-            let obj = store.get(name).ok_or_else(|| Status::not_found(name))?;
-            Ok(Reply::Full(Response::with_type(200, output.content_type(), &output.object(obj))))
+            let obj = store.get(&scope.key(name)).ok_or_else(|| Status::not_found(api.group_resource(), name))?;
+            Ok(Reply::Full(Response::with_type(200, output.content_type(), &output.object(api, obj))))
         }
         ("PUT", _) => {
             let (output, opts) = (negotiate(req)?, write_options(req)?);
             check_json_body(req)?;
-            let decoded = node::decode(&req.body)?;
-            let w = shared.write(|s| registry::update(s, name, sub, opts, |_| Ok(decoded)))?;
-            Ok(written(200, output, w))
+            let decoded = api.decode_body(&req.body)?;
+            let w = if sub == Subresource::Main {
+                shared.write(|s| registry::replace(s, scope, name, decoded, opts))?
+            } else {
+                shared.write(|s| registry::update(s, scope, name, sub, opts, |_| Ok(decoded)))?
+            };
+            Ok(written(if w.created { 201 } else { 200 }, output, api, w))
         }
         ("PATCH", _) => {
             let (output, opts) = (negotiate(req)?, write_options(req)?);
             let ct = req.header("content-type").unwrap_or_default();
             let kind = PatchType::from_content_type(ct).ok_or_else(|| Status::unsupported_media_type(ct, PatchType::ACCEPTED))?;
-            let w = shared.write(|s| registry::patch(s, name, sub, kind, &req.body, opts))?;
-            Ok(written(200, output, w))
+            let w = shared.write(|s| registry::patch(s, scope, name, sub, kind, &req.body, opts))?;
+            Ok(written(200, output, api, w))
         }
         ("DELETE", Subresource::Main) => {
             let (pre, dry_run) = delete_options(req)?;
             let output = negotiate(req)?;
-            let d = shared.write(|s| registry::delete(s, name, &pre, dry_run))?;
+            let d = shared.write(|s| registry::delete(s, scope, name, &pre, dry_run))?;
             if d.gone {
                 // Deleted at once: kube-apiserver answers with a Status naming it.
                 let meta = &d.object["metadata"];
-                let details = json!({ "name": meta["name"], "kind": "nodes", "uid": meta["uid"] });
+                let mut details = json!({ "name": meta["name"], "kind": api.resource(), "uid": meta["uid"] });
+                if !api.group().is_empty() {
+                    details["group"] = json!(api.group());
+                }
                 return Ok(ok(
                     &json!({ "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details }),
                 ));
             }
             let obj = d.object;
-            Ok(Reply::Full(Response::with_type(200, output.content_type(), &output.object(&obj))))
+            Ok(Reply::Full(Response::with_type(200, output.content_type(), &output.object(api, &obj))))
         }
         _ => Err(Status::method_not_allowed()),
     }
 }
 
-fn written(code: u16, output: Output, w: registry::Written) -> Reply {
-    let mut r = Response::with_type(code, output.content_type(), &output.object(&w.object));
+fn written(code: u16, output: Output, api: Api, w: registry::Written) -> Reply {
+    let mut r = Response::with_type(code, output.content_type(), &output.object(api, &w.object));
     r.warnings = w.warnings;
     Reply::Full(r)
 }
@@ -258,12 +328,12 @@ fn write_options(req: &Request) -> Result<WriteOptions, Status> {
     Ok(WriteOptions { dry_run, validation })
 }
 
-fn create(shared: &Shared, req: &Request) -> Result<Reply, Status> {
+fn create(shared: &Shared, req: &Request, scope: &Scope) -> Result<Reply, Status> {
     let (output, opts) = (negotiate(req)?, write_options(req)?);
     check_json_body(req)?;
-    let decoded = node::decode(&req.body)?;
-    let w = shared.write(|s| registry::create(s, decoded, opts))?;
-    Ok(written(201, output, w))
+    let decoded = scope.api.decode_body(&req.body)?;
+    let w = shared.write(|s| registry::create(s, scope, decoded, opts))?;
+    Ok(written(201, output, scope.api, w))
 }
 
 fn delete_options(req: &Request) -> Result<(Preconditions, bool), Status> {
@@ -296,10 +366,10 @@ fn parse_rv(rv: &str) -> Result<u64, Status> {
     rv.parse().map_err(|_| Status::bad_request(format!("invalid resource version {rv:?}")))
 }
 
-fn selectors(req: &Request) -> Result<Selectors, Status> {
+fn selectors(req: &Request, api: Api) -> Result<Selectors, Status> {
     Ok(Selectors {
         labels: LabelSelector::parse(req.param("labelSelector").unwrap_or_default())?,
-        fields: FieldSelector::parse(req.param("fieldSelector").unwrap_or_default())?,
+        fields: FieldSelector::parse(req.param("fieldSelector").unwrap_or_default(), api)?,
     })
 }
 
@@ -351,11 +421,11 @@ fn validate_list_options(req: &Request, watch: bool) -> Result<(), Status> {
 /// Watches default to between 30 and 60 minutes upstream; one fixed value will do.
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
 
-fn list_or_watch(shared: &Shared, req: &Request) -> Result<Reply, Status> {
+fn list_or_watch(shared: &Shared, req: &Request, scope: &Scope) -> Result<Reply, Status> {
     let output = negotiate(req)?;
     let watch = flag(req, "watch");
     validate_list_options(req, watch)?;
-    let selectors = selectors(req)?;
+    let selectors = selectors(req, scope.api)?;
     let rv = req.param("resourceVersion").unwrap_or_default();
     if watch {
         let start = match (flag(req, "sendInitialEvents"), rv) {
@@ -364,12 +434,20 @@ fn list_or_watch(shared: &Shared, req: &Request) -> Result<Reply, Status> {
             (false, rv) => Start::After(parse_rv(rv)?),
         };
         let timeout = number::<u64>(req, "timeoutSeconds")?.map_or(DEFAULT_WATCH_TIMEOUT, Duration::from_secs);
-        return Ok(Reply::Watch(WatchRequest { selectors, start, bookmarks: flag(req, "allowWatchBookmarks"), timeout, output }));
+        return Ok(Reply::Watch(WatchRequest {
+            scope: scope.clone(),
+            selectors,
+            start,
+            bookmarks: flag(req, "allowWatchBookmarks"),
+            timeout,
+            output,
+        }));
     }
     let limit = number::<usize>(req, "limit")?.filter(|l| *l > 0);
     let exact = req.param("resourceVersionMatch") == Some("Exact");
     let store = shared.store.lock().expect("store lock");
-    let (objects, list_rv, after): (BTreeMap<String, Value>, u64, Option<String>) = match req
+    let within = |k: &Key| scope.contains(k);
+    let (objects, list_rv, after): (BTreeMap<Key, Value>, u64, Option<(String, String)>) = match req
         .param("continue")
         .filter(|c| !c.is_empty())
     {
@@ -378,7 +456,7 @@ fn list_or_watch(shared: &Shared, req: &Request) -> Result<Reply, Status> {
                 return Err(Status::bad_request("specifying resource version is not allowed when using continue"));
             }
             let (at, after) = decode_continue(token)?;
-            let snap = store.snapshot_at(at).map_err(|_| {
+            let snap = store.snapshot_at(at, within).map_err(|_| {
                     Status::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.")
                 })?;
             (snap, at, Some(after))
@@ -388,8 +466,9 @@ fn list_or_watch(shared: &Shared, req: &Request) -> Result<Reply, Status> {
             if at > store.rv() {
                 return Err(too_large(at, store.rv()));
             }
-            let snap =
-                store.snapshot_at(at).map_err(|_| Status::expired("The resourceVersion for the provided list is too old."))?;
+            let snap = store
+                .snapshot_at(at, within)
+                .map_err(|_| Status::expired("The resourceVersion for the provided list is too old."))?;
             (snap, at, None)
         }
         None => {
@@ -402,15 +481,15 @@ fn list_or_watch(shared: &Shared, req: &Request) -> Result<Reply, Status> {
                 return Err(too_large(at, store.rv()));
             }
             let current = store.rv();
-            let objects = store.objects().clone();
+            let objects = scope.objects(&store).map(|(k, v)| (k.clone(), v.clone())).collect();
             drop(store);
             (objects, current, None)
         }
     };
     let mut matching = objects
-        .values()
-        .filter(|o| after.as_deref().is_none_or(|a| node::name(o) > a))
-        .filter(|o| selectors.matches(o))
+        .iter()
+        .filter(|(k, _)| after.as_ref().is_none_or(|(ns, name)| (&k.namespace, &k.name) > (ns, name)))
+        .filter(|(_, o)| selectors.matches(o))
         .peekable();
     let mut items = Vec::new();
     while let Some(o) = matching.next_if(|_| limit.is_none_or(|l| items.len() < l)) {
@@ -419,11 +498,12 @@ fn list_or_watch(shared: &Shared, req: &Request) -> Result<Reply, Status> {
     let remaining = matching.count();
     let mut meta = json!({ "resourceVersion": list_rv.to_string() });
     if remaining > 0 {
-        let last = node::name(items.last().expect("a limit of at least one"));
-        meta["continue"] = json!(encode_continue(list_rv, last));
+        let (last, _) = items.last().expect("a limit of at least one");
+        meta["continue"] = json!(encode_continue(list_rv, &last.namespace, &last.name));
         meta["remainingItemCount"] = json!(remaining);
     }
-    Ok(Reply::Full(Response::with_type(200, output.content_type(), &output.list(items, meta))))
+    let items = items.into_iter().map(|(_, o)| o);
+    Ok(Reply::Full(Response::with_type(200, output.content_type(), &output.list(scope.api, items, meta))))
 }
 
 fn too_large(want: u64, have: u64) -> Status {
@@ -434,12 +514,13 @@ fn too_large(want: u64, have: u64) -> Status {
     s
 }
 
-/// Continue tokens are opaque to clients: the list's revision and the last name, hex-encoded.
-fn encode_continue(rv: u64, last: &str) -> String {
-    format!("{rv}/{last}").bytes().map(|b| format!("{b:02x}")).collect()
+/// Continue tokens are opaque to clients: the list's revision and the last
+/// namespace and name (neither can hold a `/`), hex-encoded.
+fn encode_continue(rv: u64, namespace: &str, name: &str) -> String {
+    format!("{rv}/{namespace}/{name}").bytes().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_continue(token: &str) -> Result<(u64, String), Status> {
+fn decode_continue(token: &str) -> Result<(u64, (String, String)), Status> {
     let bad = || Status::bad_request("continue key is not valid: invalid token");
     let bytes: Vec<u8> = (0..token.len())
         .step_by(2)
@@ -448,18 +529,18 @@ fn decode_continue(token: &str) -> Result<(u64, String), Status> {
         .ok_or_else(bad)?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let (rv, last) = text.split_once('/').ok_or_else(bad)?;
-    Ok((rv.parse().map_err(|_| bad())?, last.to_string()))
+    let (namespace, name) = last.split_once('/').ok_or_else(bad)?;
+    Ok((rv.parse().map_err(|_| bad())?, (namespace.to_string(), name.to_string())))
 }
 
-fn delete_collection(shared: &Shared, req: &Request) -> Result<Reply, Status> {
+fn delete_collection(shared: &Shared, req: &Request, scope: &Scope) -> Result<Reply, Status> {
     validate_list_options(req, false)?;
-    let (selectors, (_, dry_run), output) = (selectors(req)?, delete_options(req)?, negotiate(req)?);
+    let (selectors, (_, dry_run), output) = (selectors(req, scope.api)?, delete_options(req)?, negotiate(req)?);
     let (deleted, rv) = shared.write(|s| {
-        let names: Vec<String> =
-            s.objects().values().filter(|o| selectors.matches(o)).map(|o| node::name(o).to_string()).collect();
+        let names: Vec<String> = scope.objects(s).filter(|(_, o)| selectors.matches(o)).map(|(k, _)| k.name.clone()).collect();
         let deleted: Vec<Value> = names
             .iter()
-            .filter_map(|n| registry::delete(s, n, &Preconditions::default(), dry_run).ok())
+            .filter_map(|n| registry::delete(s, scope, n, &Preconditions::default(), dry_run).ok())
             .map(|d| d.object)
             .collect();
         (deleted, s.rv())
@@ -467,7 +548,7 @@ fn delete_collection(shared: &Shared, req: &Request) -> Result<Reply, Status> {
     Ok(Reply::Full(Response::with_type(
         200,
         output.content_type(),
-        &output.list(&deleted, json!({ "resourceVersion": rv.to_string() })),
+        &output.list(scope.api, &deleted, json!({ "resourceVersion": rv.to_string() })),
     )))
 }
 
@@ -477,7 +558,9 @@ mod tests {
 
     #[test]
     fn continue_tokens_round_trip() {
-        assert_eq!(decode_continue(&encode_continue(42, "node-a")).unwrap(), (42, "node-a".into()));
+        assert_eq!(decode_continue(&encode_continue(42, "", "node-a")).unwrap(), (42, (String::new(), "node-a".into())));
+        let token = encode_continue(7, "kube-system", "e.1");
+        assert_eq!(decode_continue(&token).unwrap(), (7, ("kube-system".into(), "e.1".into())));
         assert!(decode_continue("zz").is_err());
     }
 }

@@ -1,8 +1,10 @@
-//! The OpenAPI schema of the Node kind (and the meta types around it), in the
-//! shape kube-apiserver publishes under `/openapi/v3/api/v1`.
+//! The OpenAPI schemas of the kinds served (Node, core/v1 and events.k8s.io/v1
+//! Event, and the meta types around them), in the shape kube-apiserver
+//! publishes under `/openapi/v3`.
 //!
-//! It is the one statement of Node's structure here: the OpenAPI documents are
-//! built from it, and strategic merge patch reads its list strategies
+//! They are the one statement of the kinds' structure here: the OpenAPI
+//! documents are built from them, and strategic merge patch reads their list
+//! strategies
 //! (`x-kubernetes-patch-strategy`/`x-kubernetes-patch-merge-key`, from the Go
 //! struct tags upstream) from it, so what clients are told and what the server
 //! does cannot drift apart.
@@ -11,8 +13,10 @@ use std::sync::OnceLock;
 
 use serde_json::{Map, Value, json};
 
-const REF_PREFIX: &str = "#/components/schemas/";
+pub const REF_PREFIX: &str = "#/components/schemas/";
 pub const NODE: &str = "io.k8s.api.core.v1.Node";
+pub const CORE_EVENT: &str = "io.k8s.api.core.v1.Event";
+pub const EVENTS_EVENT: &str = "io.k8s.api.events.v1.Event";
 
 fn r(name: &str) -> Value {
     json!({ "$ref": format!("{REF_PREFIX}{name}") })
@@ -96,6 +100,76 @@ fn build() -> Map<String, Value> {
     );
     status["x-kubernetes-group-version-kind"] = gvk("", "v1", "Status");
     let config_source = "io.k8s.api.core.v1.NodeConfigSource";
+    let micro_time = "io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime";
+    let time = "io.k8s.apimachinery.pkg.apis.meta.v1.Time";
+    let reference = "io.k8s.api.core.v1.ObjectReference";
+    let source = "io.k8s.api.core.v1.EventSource";
+    let mut core_event = object(
+        json!({
+            "action": string(), "apiVersion": string(), "count": int32, "eventTime": r(micro_time),
+            "firstTimestamp": r(time), "involvedObject": r(reference), "kind": string(),
+            "lastTimestamp": r(time), "message": string(),
+            "metadata": r("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), "reason": string(),
+            "related": r(reference), "reportingComponent": string(), "reportingInstance": string(),
+            "series": r("io.k8s.api.core.v1.EventSeries"), "source": r(source), "type": string(),
+        }),
+        &["metadata", "involvedObject"],
+    );
+    core_event["description"] = json!(
+        "Event is a report of an event somewhere in the cluster.  Events have a limited retention time and triggers and messages may evolve with time.  Event consumers should not rely on the timing of an event with a given Reason reflecting a consistent underlying trigger, or the continued existence of events with that Reason.  Events should be treated as informative, best-effort, supplemental data."
+    );
+    core_event["x-kubernetes-group-version-kind"] = gvk("", "v1", "Event");
+    let mut events_event = object(
+        json!({
+            "action": string(), "apiVersion": string(), "deprecatedCount": int32,
+            "deprecatedFirstTimestamp": r(time), "deprecatedLastTimestamp": r(time),
+            "deprecatedSource": r(source), "eventTime": r(micro_time), "kind": string(),
+            "metadata": r("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"), "note": string(),
+            "reason": string(), "regarding": r(reference), "related": r(reference),
+            "reportingController": string(), "reportingInstance": string(),
+            "series": r("io.k8s.api.events.v1.EventSeries"), "type": string(),
+        }),
+        &["eventTime"],
+    );
+    events_event["description"] = json!(
+        "Event is a report of an event somewhere in the cluster. It generally denotes some state change in the system. Events have a limited retention time and triggers and messages may evolve with time.  Event consumers should not rely on the timing of an event with a given Reason reflecting a consistent underlying trigger, or the continued existence of events with that Reason.  Events should be treated as informative, best-effort, supplemental data."
+    );
+    events_event["x-kubernetes-group-version-kind"] = gvk("events.k8s.io", "v1", "Event");
+    let list = |item: &str, group: &str, version: &str, kind: &str| {
+        let mut l = object(
+            json!({
+                "apiVersion": string(),
+                "items": { "type": "array", "items": r(item) },
+                "kind": string(),
+                "metadata": r("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"),
+            }),
+            &["items"],
+        );
+        l["x-kubernetes-group-version-kind"] = gvk(group, version, kind);
+        l
+    };
+    let mut object_reference = object(
+        json!({
+            "apiVersion": string(), "fieldPath": string(), "kind": string(), "name": string(),
+            "namespace": string(), "resourceVersion": string(), "uid": string(),
+        }),
+        &[],
+    );
+    object_reference["x-kubernetes-map-type"] = json!("atomic");
+    let event_schemas = json!({
+        CORE_EVENT: core_event,
+        "io.k8s.api.core.v1.EventList": list(CORE_EVENT, "", "v1", "EventList"),
+        "io.k8s.api.core.v1.EventSeries": object(json!({ "count": int32, "lastObservedTime": r(micro_time) }), &[]),
+        source: object(json!({ "component": string(), "host": string() }), &[]),
+        reference: object_reference,
+        EVENTS_EVENT: events_event,
+        "io.k8s.api.events.v1.EventList": list(EVENTS_EVENT, "events.k8s.io", "v1", "EventList"),
+        "io.k8s.api.events.v1.EventSeries": object(
+            json!({ "count": int32, "lastObservedTime": r(micro_time) }),
+            &["count", "lastObservedTime"],
+        ),
+        micro_time: { "type": "string", "format": "date-time" },
+    });
     let schemas = json!({
         NODE: node,
         "io.k8s.api.core.v1.NodeList": node_list,
@@ -227,7 +301,8 @@ fn build() -> Map<String, Value> {
             "object": { "type": "object" }, "type": string(),
         }), &["type", "object"]),
     });
-    let Value::Object(m) = schemas else { unreachable!() };
+    let (Value::Object(mut m), Value::Object(events)) = (schemas, event_schemas) else { unreachable!() };
+    m.extend(events);
     m
 }
 
@@ -309,6 +384,10 @@ mod tests {
         assert_eq!(at(&["spec", "taints"]).list_strategy(), ListStrategy::Replace);
         assert!(at(&["metadata", "labels"]).field("any").is_some());
         assert!(Schema::named(NODE).unwrap().field("bogus").is_none());
+        for event in [CORE_EVENT, EVENTS_EVENT] {
+            let finalizers = Schema::named(event).and_then(|s| s.field("metadata")).and_then(|m| m.field("finalizers"));
+            assert_eq!(finalizers.map(Schema::list_strategy), Some(ListStrategy::MergeScalars), "{event}");
+        }
     }
 
     #[test]

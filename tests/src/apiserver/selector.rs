@@ -1,9 +1,15 @@
 //! Label and field selectors (`labelSelector=`, `fieldSelector=` on lists and
-//! watches), with the grammar and the Node field labels of the real API.
+//! watches), with the grammar and the field labels of the real API: each
+//! resource supports its own labels, named in its group-version, and they are
+//! evaluated on the stored form.
 
 use serde_json::Value;
 
-use super::{node, status::Status};
+use super::{
+    meta::{label_value_errors, qualified_name_errors},
+    resource::{self, Api},
+    status::Status,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Requirement {
@@ -44,14 +50,14 @@ fn bad(s: &str, why: &str) -> Status {
 }
 
 fn check_key(k: &str, whole: &str) -> Result<String, Status> {
-    if node::qualified_name_error(k).is_some() {
+    if !qualified_name_errors(k).is_empty() {
         return Err(bad(whole, &format!("invalid label key {k:?}")));
     }
     Ok(k.to_string())
 }
 
 fn check_value(v: &str, whole: &str) -> Result<String, Status> {
-    if node::label_value_error(v).is_some() {
+    if !label_value_errors(v).is_empty() {
         return Err(bad(whole, &format!("invalid label value {v:?}")));
     }
     Ok(v.to_string())
@@ -118,9 +124,9 @@ impl LabelSelector {
     }
 }
 
-/// `fieldSelector` over the fields Node supports (`metadata.name`, `spec.unschedulable`).
+/// `fieldSelector` over the field labels of a resource, held as stored labels.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct FieldSelector(Vec<(String, bool, String)>);
+pub struct FieldSelector(Vec<(&'static str, bool, String)>);
 
 /// Splits at `sep` unless escaped with a backslash, unescaping as it goes.
 fn split_escaped(s: &str, sep: char) -> Vec<String> {
@@ -137,7 +143,8 @@ fn split_escaped(s: &str, sep: char) -> Vec<String> {
 }
 
 impl FieldSelector {
-    pub fn parse(s: &str) -> Result<FieldSelector, Status> {
+    /// Parses a selector over `api`'s field labels, as its group-version names them.
+    pub fn parse(s: &str, api: Api) -> Result<FieldSelector, Status> {
         let mut terms = Vec::new();
         if s.trim().is_empty() {
             return Ok(FieldSelector(terms));
@@ -150,16 +157,16 @@ impl FieldSelector {
             } else {
                 return Err(Status::bad_request(format!("invalid selector: '{s}'; can't understand '{term}'")));
             };
-            if node::field_label(&Value::Null, field).is_none() {
+            let Some(stored) = api.field_label(field) else {
                 return Err(Status::bad_request(format!("field label not supported: {field}")));
-            }
-            terms.push((field.to_string(), equal, value.to_string()));
+            };
+            terms.push((stored, equal, value.to_string()));
         }
         Ok(FieldSelector(terms))
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
-        self.0.iter().all(|(f, equal, v)| (node::field_label(obj, f).as_deref() == Some(v.as_str())) == *equal)
+        self.0.iter().all(|(f, equal, v)| (resource::field_value(obj, f).as_deref() == Some(v.as_str())) == *equal)
     }
 }
 
@@ -208,12 +215,29 @@ mod tests {
 
     #[test]
     fn field_selector_supports_node_fields_only() {
-        let n = json!({"metadata": {"name": "a"}, "spec": {"unschedulable": true}});
-        assert!(FieldSelector::parse("metadata.name=a").unwrap().matches(&n));
-        assert!(!FieldSelector::parse("metadata.name!=a").unwrap().matches(&n));
-        assert!(FieldSelector::parse("spec.unschedulable=true,metadata.name==a").unwrap().matches(&n));
-        assert!(!FieldSelector::parse("spec.unschedulable=true").unwrap().matches(&json!({"metadata": {"name": "b"}})));
-        let err = FieldSelector::parse("status.phase=Running").unwrap_err();
+        let parse = |s| FieldSelector::parse(s, Api::Nodes);
+        let n = json!({"kind": "Node", "metadata": {"name": "a"}, "spec": {"unschedulable": true}});
+        assert!(parse("metadata.name=a").unwrap().matches(&n));
+        assert!(!parse("metadata.name!=a").unwrap().matches(&n));
+        assert!(parse("spec.unschedulable=true,metadata.name==a").unwrap().matches(&n));
+        assert!(!parse("spec.unschedulable=true").unwrap().matches(&json!({"kind": "Node", "metadata": {"name": "b"}})));
+        let err = parse("status.phase=Running").unwrap_err();
         assert_eq!((err.code, err.message.as_str()), (400, "field label not supported: status.phase"));
+    }
+
+    #[test]
+    fn event_field_selectors_in_both_groups() {
+        let ev = json!({"kind": "Event", "metadata": {"name": "e", "namespace": "default"},
+                        "involvedObject": {"kind": "Node", "name": "n1", "uid": "u1"}, "type": "Warning",
+                        "reportingComponent": "weft-agent", "source": {}});
+        // What `kubectl describe node` asks for: an empty value selects an unset field.
+        let describe = "involvedObject.kind=Node,involvedObject.name=n1,involvedObject.namespace=,involvedObject.uid=u1";
+        assert!(FieldSelector::parse(describe, Api::CoreEvents).unwrap().matches(&ev));
+        assert!(!FieldSelector::parse("involvedObject.uid=n1", Api::CoreEvents).unwrap().matches(&ev));
+        assert!(FieldSelector::parse("source=weft-agent,type!=Normal", Api::CoreEvents).unwrap().matches(&ev));
+        assert!(FieldSelector::parse("regarding.name=n1,reportingController=weft-agent", Api::Events).unwrap().matches(&ev));
+        assert!(FieldSelector::parse("regarding.name=n1", Api::CoreEvents).is_err());
+        assert!(FieldSelector::parse("source=weft-agent", Api::Events).is_err());
+        assert!(FieldSelector::parse("spec.unschedulable=true", Api::CoreEvents).is_err());
     }
 }

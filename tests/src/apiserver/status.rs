@@ -24,11 +24,26 @@ impl fmt::Display for Status {
 
 impl std::error::Error for Status {}
 
-/// The resource every error here is about (the server only serves Nodes).
-const RESOURCE: &str = "nodes";
+/// A resource as errors name it (`schema.GroupResource`): `nodes`, `events`,
+/// `events.events.k8s.io`, `namespaces`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupResource {
+    pub group: &'static str,
+    pub resource: &'static str,
+}
 
-fn resource_details(name: &str) -> Value {
-    json!({ "name": name, "kind": RESOURCE })
+impl fmt::Display for GroupResource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.group.is_empty() { f.write_str(self.resource) } else { write!(f, "{}.{}", self.resource, self.group) }
+    }
+}
+
+fn resource_details(gr: GroupResource, name: &str) -> Value {
+    let mut d = json!({ "name": name, "kind": gr.resource });
+    if !gr.group.is_empty() {
+        d["group"] = json!(gr.group);
+    }
+    d
 }
 
 impl Status {
@@ -52,8 +67,8 @@ impl Status {
         v
     }
 
-    pub fn not_found(name: &str) -> Status {
-        Status::new(404, "NotFound", format!("{RESOURCE} \"{name}\" not found"), Some(resource_details(name)))
+    pub fn not_found(gr: GroupResource, name: &str) -> Status {
+        Status::new(404, "NotFound", format!("{gr} \"{name}\" not found"), Some(resource_details(gr, name)))
     }
 
     /// A path the server does not serve.
@@ -61,25 +76,27 @@ impl Status {
         Status::new(404, "NotFound", "the server could not find the requested resource", Some(json!({})))
     }
 
-    pub fn already_exists(name: &str) -> Status {
-        Status::new(409, "AlreadyExists", format!("{RESOURCE} \"{name}\" already exists"), Some(resource_details(name)))
+    pub fn already_exists(gr: GroupResource, name: &str) -> Status {
+        Status::new(409, "AlreadyExists", format!("{gr} \"{name}\" already exists"), Some(resource_details(gr, name)))
     }
 
-    pub fn conflict(name: &str, why: &str) -> Status {
+    pub fn conflict(gr: GroupResource, name: &str, why: &str) -> Status {
         Status::new(
             409,
             "Conflict",
-            format!("Operation cannot be fulfilled on {RESOURCE} \"{name}\": {why}"),
-            Some(resource_details(name)),
+            format!("Operation cannot be fulfilled on {gr} \"{name}\": {why}"),
+            Some(resource_details(gr, name)),
         )
     }
 
     /// The optimistic-concurrency failure (stale `metadata.resourceVersion`).
-    pub fn stale(name: &str) -> Status {
-        Status::conflict(name, "the object has been modified; please apply your changes to the latest version and try again")
+    pub fn stale(gr: GroupResource, name: &str) -> Status {
+        Status::conflict(gr, name, "the object has been modified; please apply your changes to the latest version and try again")
     }
 
-    /// 422 for `kind` named `name` (kind "Node", or "ListOptions" for bad query options).
+    /// 422 for `kind` named `name` (kind "Node" or "Event", or "ListOptions" for
+    /// bad query options). Events of both groups are reported as the core kind,
+    /// the kind of the one internal type they share upstream.
     pub fn invalid(kind: &str, group: &str, name: &str, errors: &[FieldError]) -> Status {
         let list = errors.iter().map(FieldError::to_string).collect::<Vec<_>>();
         let summary = if list.len() == 1 { list[0].clone() } else { format!("[{}]", list.join(", ")) };

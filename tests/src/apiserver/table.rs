@@ -1,10 +1,14 @@
 //! Server-side printing: the meta.k8s.io/v1 `Table` kubectl asks for on `get`,
-//! with the Node columns and cell rules of kube-apiserver's printers
+//! with the Node and Event columns and cell rules of kube-apiserver's printers
 //! (`pkg/printers/internalversion`). The server always fills every column;
-//! kubectl hides priority-1 columns unless `-o wide`.
+//! kubectl hides priority-1 columns unless `-o wide`. Cells come from the
+//! stored form (upstream prints the internal type), so both groups of Events
+//! print alike; a row's object is in the request's group-version.
 
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
+
+use super::resource::Api;
 
 /// What each row carries besides its cells (`includeObject=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -27,16 +31,16 @@ impl IncludeObject {
     }
 }
 
-fn columns() -> Value {
-    let col = |name: &str, format: &str, priority: u8, description: &str| json!({ "name": name, "type": "string", "format": format, "description": description, "priority": priority });
+fn col(name: &str, format: &str, priority: u8, description: &str) -> Value {
+    json!({ "name": name, "type": "string", "format": format, "description": description, "priority": priority })
+}
+
+const NAME_DESCRIPTION: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated.";
+
+fn node_columns() -> Value {
     let addresses = "List of addresses reachable to the node. Queried from cloud provider, if available.";
     json!([
-        col(
-            "Name",
-            "name",
-            0,
-            "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated."
-        ),
+        col("Name", "name", 0, NAME_DESCRIPTION),
         col("Status", "", 0, "The status of the node"),
         col("Roles", "", 0, "The roles of the node"),
         col("Age", "", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."),
@@ -121,11 +125,14 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
+/// `translateTimestampSince`: the age of a (micro)time, `None` when unset.
+fn since(t: &Value, now: Timestamp) -> Option<String> {
+    let t = t.as_str()?.parse::<Timestamp>().ok()?;
+    Some(human_duration(now.as_second() - t.as_second()))
+}
+
 fn age(node: &Value, now: Timestamp) -> String {
-    match node["metadata"]["creationTimestamp"].as_str().and_then(|t| t.parse::<Timestamp>().ok()) {
-        Some(t) => human_duration(now.as_second() - t.as_second()),
-        None => "<unknown>".into(),
-    }
+    since(&node["metadata"]["creationTimestamp"], now).unwrap_or_else(|| "<unknown>".into())
 }
 
 /// `PartialObjectMetadata` of an object.
@@ -133,10 +140,10 @@ pub fn partial_metadata(obj: &Value) -> Value {
     json!({ "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"] })
 }
 
-fn row(node: &Value, include: IncludeObject, now: Timestamp) -> Value {
+fn node_cells(node: &Value, now: Timestamp) -> Value {
     let info = &node["status"]["nodeInfo"];
     let or_unknown = |f: &str| info[f].as_str().filter(|s| !s.is_empty()).unwrap_or("<unknown>").to_string();
-    let cells = json!([
+    json!([
         node["metadata"]["name"],
         status(node),
         roles(node),
@@ -147,25 +154,109 @@ fn row(node: &Value, include: IncludeObject, now: Timestamp) -> Value {
         or_unknown("osImage"),
         or_unknown("kernelVersion"),
         or_unknown("containerRuntimeVersion"),
-    ]);
+    ])
+}
+
+fn event_columns() -> Value {
+    json!([
+        col("Last Seen", "", 0, "The time at which the most recent occurrence of this event was recorded."),
+        col("Type", "", 0, "Type of this event (Normal, Warning), new types could be added in the future"),
+        col(
+            "Reason",
+            "",
+            0,
+            "This should be a short, machine understandable string that gives the reason for the transition into the object's current status."
+        ),
+        col("Object", "", 0, "The object that this event is about."),
+        col(
+            "Subobject",
+            "",
+            1,
+            "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement, such as desiredState.manifest.containers[2]. For example, if the object reference is to a container within a pod, this would take on a value like: \"spec.containers{name}\" (where \"name\" refers to the name of the container that triggered the event) or if no container name is specified \"spec.containers[2]\" (container with index 2 in this pod). This syntax is chosen only to have some well-defined way of referencing a part of an object."
+        ),
+        col("Source", "", 1, "The component reporting this event. Should be a short machine understandable string."),
+        col("Message", "", 0, "A human-readable description of the status of this operation."),
+        col("First Seen", "", 1, "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)"),
+        col("Count", "", 1, "The number of times this event has occurred."),
+        col("Name", "name", 1, NAME_DESCRIPTION),
+    ])
+}
+
+fn first_non_empty<'a>(a: &'a Value, b: &'a Value) -> &'a str {
+    a.as_str().filter(|s| !s.is_empty()).or(b.as_str()).unwrap_or_default()
+}
+
+/// `formatEventSource`: the deprecated source, else the reporting controller
+/// and instance.
+fn event_source(ev: &Value) -> String {
+    let component = first_non_empty(&ev["source"]["component"], &ev["reportingComponent"]);
+    match first_non_empty(&ev["source"]["host"], &ev["reportingInstance"]) {
+        "" => component.to_string(),
+        instance => format!("{component}, {instance}"),
+    }
+}
+
+/// `printEvent`: first seen falls back to `eventTime`, last seen to first seen;
+/// a series overrides last seen and count; a count of 0 (the new API's
+/// singletons) prints as 1.
+fn event_cells(ev: &Value, now: Timestamp) -> Value {
+    let unknown = || "<unknown>".to_string();
+    let first = since(&ev["firstTimestamp"], now).or_else(|| since(&ev["eventTime"], now)).unwrap_or_else(unknown);
+    let mut last = since(&ev["lastTimestamp"], now).unwrap_or_else(|| first.clone());
+    let mut count = ev["count"].as_i64().unwrap_or(0);
+    if let Some(series) = ev["series"].as_object() {
+        last = since(&series["lastObservedTime"], now).unwrap_or_else(unknown);
+        count = series.get("count").and_then(Value::as_i64).unwrap_or(0);
+    } else if count == 0 {
+        count = 1;
+    }
+    let involved = &ev["involvedObject"];
+    let kind = involved["kind"].as_str().unwrap_or_default().to_lowercase();
+    let object = match involved["name"].as_str().unwrap_or_default() {
+        "" => kind,
+        name => format!("{kind}/{name}"),
+    };
+    json!([
+        last,
+        ev["type"].as_str().unwrap_or_default(),
+        ev["reason"].as_str().unwrap_or_default(),
+        object,
+        involved["fieldPath"].as_str().unwrap_or_default(),
+        event_source(ev),
+        ev["message"].as_str().unwrap_or_default().trim(),
+        first,
+        count,
+        ev["metadata"]["name"],
+    ])
+}
+
+fn row(api: Api, obj: &Value, include: IncludeObject, now: Timestamp) -> Value {
+    let cells = match api {
+        Api::Nodes => node_cells(obj, now),
+        Api::CoreEvents | Api::Events => event_cells(obj, now),
+    };
     let mut row = json!({ "cells": cells });
     match include {
         IncludeObject::None => {}
-        IncludeObject::Metadata => row["object"] = partial_metadata(node),
-        IncludeObject::Object => row["object"] = node.clone(),
+        IncludeObject::Metadata => row["object"] = partial_metadata(obj),
+        IncludeObject::Object => row["object"] = api.to_wire(obj),
     }
     row
 }
 
-/// A Table of `nodes`, with the list's metadata (resourceVersion, continue).
-pub fn table<'a>(nodes: impl IntoIterator<Item = &'a Value>, list_meta: Value, include: IncludeObject) -> Value {
+/// A Table of stored objects of `api`, with the list's metadata (resourceVersion, continue).
+pub fn table<'a>(api: Api, objects: impl IntoIterator<Item = &'a Value>, list_meta: Value, include: IncludeObject) -> Value {
     let now = Timestamp::now();
+    let columns = match api {
+        Api::Nodes => node_columns(),
+        Api::CoreEvents | Api::Events => event_columns(),
+    };
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": list_meta,
-        "columnDefinitions": columns(),
-        "rows": nodes.into_iter().map(|n| row(n, include, now)).collect::<Vec<_>>(),
+        "columnDefinitions": columns,
+        "rows": objects.into_iter().map(|o| row(api, o, include, now)).collect::<Vec<_>>(),
     })
 }
 
@@ -205,7 +296,7 @@ mod tests {
                        "addresses": [{"type": "Hostname", "address": "n1"}, {"type": "InternalIP", "address": "10.0.0.1"}],
                        "nodeInfo": {"kubeletVersion": "v1.34.0", "osImage": ""}},
         });
-        let t = table([&node], json!({"resourceVersion": "7"}), IncludeObject::Metadata);
+        let t = table(Api::Nodes, [&node], json!({"resourceVersion": "7"}), IncludeObject::Metadata);
         let cells = t["rows"][0]["cells"].as_array().unwrap();
         assert_eq!(cells[0..3], [json!("n1"), json!("NotReady,SchedulingDisabled"), json!("control-plane,worker")]);
         assert!(cells[3].as_str().unwrap().ends_with('s'));
@@ -216,5 +307,42 @@ mod tests {
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
         assert_eq!(t["columnDefinitions"].as_array().unwrap().len(), 10);
         assert_eq!(status(&json!({})), "Unknown");
+    }
+
+    fn ago(secs: i64) -> String {
+        let t = Timestamp::now().as_second() - secs;
+        Timestamp::from_second(t).unwrap().strftime("%Y-%m-%dT%H:%M:%S.000000Z").to_string()
+    }
+
+    #[test]
+    fn event_rows() {
+        // A new-API event with a series, as kube's Recorder leaves it.
+        let series = json!({
+            "metadata": {"name": "n1.abc", "namespace": "default"}, "type": "Warning", "reason": "Failed",
+            "message": " no route \n", "involvedObject": {"kind": "Node", "name": "n1"}, "source": {},
+            "eventTime": ago(300), "firstTimestamp": null, "lastTimestamp": null,
+            "series": {"count": 3, "lastObservedTime": ago(30)},
+            "reportingComponent": "weft-agent", "reportingInstance": "a",
+        });
+        let t = table(Api::Events, [&series], json!({}), IncludeObject::Object);
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!(["30s", "Warning", "Failed", "node/n1", "", "weft-agent, a", "no route", "5m", 3, "n1.abc"])
+        );
+        assert_eq!(t["rows"][0]["object"]["apiVersion"], "events.k8s.io/v1", "the object in the request's group");
+        assert_eq!(t["columnDefinitions"][4]["priority"], 1);
+        // An old-API event: deprecated source, count, and no name for the object.
+        let legacy = json!({
+            "metadata": {"name": "x"}, "type": "Normal", "reason": "Starting", "involvedObject": {"kind": "Node"},
+            "source": {"component": "kubelet", "host": "n1"}, "count": 0,
+            "firstTimestamp": ago(7200), "lastTimestamp": null, "eventTime": null, "reportingComponent": "",
+        });
+        let cells = event_cells(&legacy, Timestamp::now());
+        assert_eq!(cells, json!(["120m", "Normal", "Starting", "node", "", "kubelet, n1", "", "120m", 1, "x"]));
+        let nothing = event_cells(&json!({"metadata": {"name": "y"}}), Timestamp::now());
+        assert_eq!(
+            (cells[5].clone(), nothing[0].clone(), nothing[7].clone()),
+            (json!("kubelet, n1"), json!("<unknown>"), json!("<unknown>"))
+        );
     }
 }

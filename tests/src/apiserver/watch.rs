@@ -7,8 +7,10 @@
 //! Status and ends, which is what makes kube's watcher and client-go's reflector
 //! relist. Bookmarks carry the current revision every second when asked for.
 //!
-//! With selectors, a change that moves an object into the selection is ADDED and
-//! one that moves it out is DELETED, as the watch cache reports them.
+//! A watch sees one resource, in one namespace or all: the store's history holds
+//! every kind, and the others' changes pass it by. With selectors, a change that
+//! moves an object into the selection is ADDED and one that moves it out is
+//! DELETED, as the watch cache reports them.
 
 use std::{
     io::{self, Write},
@@ -21,6 +23,7 @@ use serde_json::{Value, json};
 use super::{
     Shared,
     http::Chunked,
+    resource::Scope,
     router::Output,
     selector::Selectors,
     status::Status,
@@ -41,6 +44,7 @@ pub enum Start {
 
 #[derive(Debug)]
 pub struct WatchRequest {
+    pub scope: Scope,
     pub selectors: Selectors,
     pub start: Start,
     pub bookmarks: bool,
@@ -54,13 +58,13 @@ fn line(kind: &str, object: Value) -> Vec<u8> {
     l
 }
 
-fn bookmark(rv: u64, output: Output, initial_end: bool) -> Vec<u8> {
+fn bookmark(rv: u64, req: &WatchRequest, initial_end: bool) -> Vec<u8> {
     let mut meta = json!({ "resourceVersion": rv.to_string() });
     if initial_end {
         meta["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
     }
-    let (api_version, kind) = match output {
-        Output::Json => ("v1", "Node"),
+    let (api_version, kind) = match req.output {
+        Output::Json => (req.scope.api.api_version(), req.scope.api.kind()),
         Output::Table(_) => ("meta.k8s.io/v1", "Table"),
         Output::Metadata => ("meta.k8s.io/v1", "PartialObjectMetadata"),
     };
@@ -71,8 +75,11 @@ fn error(s: &Status) -> Vec<u8> {
     line("ERROR", s.to_json())
 }
 
-/// What a watcher with `sel` sees of `e`, if anything.
-fn visible(e: &Event, sel: &Selectors) -> Option<(&'static str, Value)> {
+/// What a watcher of `scope` with `sel` sees of `e`, if anything.
+fn visible(e: &Event, scope: &Scope, sel: &Selectors) -> Option<(&'static str, Value)> {
+    if !scope.contains(&e.key) {
+        return None;
+    }
     let was = e.prev.as_ref().is_some_and(|p| sel.matches(p));
     let is = e.kind != EventType::Deleted && sel.matches(&e.object);
     match (e.kind, was, is) {
@@ -95,7 +102,9 @@ fn pending(store: &Store, cursor: &mut u64, req: &WatchRequest) -> Result<Vec<Ve
     let events = store
         .events_after(*cursor)
         .map_err(|c| error(&Status::expired(format!("too old resource version: {} ({})", cursor, c.0))))?;
-    let lines = events.filter_map(|e| visible(e, &req.selectors)).map(|(k, o)| line(k, req.output.object(&o))).collect();
+    let api = req.scope.api;
+    let lines =
+        events.filter_map(|e| visible(e, &req.scope, &req.selectors)).map(|(k, o)| line(k, req.output.object(api, &o))).collect();
     *cursor = store.rv();
     Ok(lines)
 }
@@ -112,11 +121,11 @@ pub fn serve<W: Write>(shared: &Shared, stop: &AtomicBool, w: &mut W, req: Watch
     let mut cursor = match req.start {
         Start::Now { initial, end_bookmark } => {
             if initial {
-                let objects = store.objects().values().filter(|o| req.selectors.matches(o));
-                first.extend(objects.map(|o| line("ADDED", req.output.object(o))));
+                let objects = req.scope.objects(&store).map(|(_, o)| o).filter(|o| req.selectors.matches(o));
+                first.extend(objects.map(|o| line("ADDED", req.output.object(req.scope.api, o))));
             }
             if end_bookmark {
-                first.push(bookmark(store.rv(), req.output, true));
+                first.push(bookmark(store.rv(), &req, true));
             }
             store.rv()
         }
@@ -181,7 +190,7 @@ pub fn serve<W: Write>(shared: &Shared, stop: &AtomicBool, w: &mut W, req: Watch
             }
         }
         if req.bookmarks && Instant::now() >= next_bookmark {
-            out.send(&bookmark(cursor, req.output, false))?;
+            out.send(&bookmark(cursor, &req, false))?;
             next_bookmark = Instant::now() + BOOKMARK_EVERY;
         }
     }
@@ -190,19 +199,31 @@ pub fn serve<W: Write>(shared: &Shared, stop: &AtomicBool, w: &mut W, req: Watch
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::selector::LabelSelector;
+    use crate::apiserver::{resource::Api, selector::LabelSelector, store::Key};
 
     #[test]
     fn selection_changes_become_added_and_deleted() {
         let sel = Selectors { labels: LabelSelector::parse("role=edge").unwrap(), ..Default::default() };
-        let edge = json!({"metadata": {"name": "a", "resourceVersion": "5", "labels": {"role": "edge"}}});
-        let plain = json!({"metadata": {"name": "a", "resourceVersion": "6"}});
-        let ev = |kind, object: &Value, prev: Option<&Value>| Event { rv: 6, kind, object: object.clone(), prev: prev.cloned() };
-        let kind = |e: Event| visible(&e, &sel).map(|(k, o)| (k, o["metadata"]["resourceVersion"].clone()));
+        let nodes = Scope::cluster(Api::Nodes);
+        let edge = json!({"kind": "Node", "metadata": {"name": "a", "resourceVersion": "5", "labels": {"role": "edge"}}});
+        let plain = json!({"kind": "Node", "metadata": {"name": "a", "resourceVersion": "6"}});
+        let ev = |kind, object: &Value, prev: Option<&Value>| Event {
+            rv: 6,
+            key: Key::of(object),
+            kind,
+            object: object.clone(),
+            prev: prev.cloned(),
+        };
+        let kind = |e: Event| visible(&e, &nodes, &sel).map(|(k, o)| (k, o["metadata"]["resourceVersion"].clone()));
         assert_eq!(kind(ev(EventType::Modified, &plain, Some(&edge))), Some(("DELETED", json!("6"))));
         assert_eq!(kind(ev(EventType::Modified, &edge, Some(&plain))), Some(("ADDED", json!("5"))));
         assert_eq!(kind(ev(EventType::Modified, &edge, Some(&edge))), Some(("MODIFIED", json!("5"))));
         assert_eq!(kind(ev(EventType::Added, &plain, None)), None);
         assert_eq!(kind(ev(EventType::Deleted, &plain, Some(&plain))), None);
+        let event = json!({"kind": "Event", "metadata": {"name": "e", "namespace": "default", "resourceVersion": "6"}});
+        let all = Selectors::default();
+        assert!(visible(&ev(EventType::Added, &event, None), &nodes, &all).is_none(), "another kind passes by");
+        assert!(visible(&ev(EventType::Added, &event, None), &Scope::cluster(Api::Events), &all).is_some());
+        assert!(visible(&ev(EventType::Added, &event, None), &Scope::namespaced(Api::CoreEvents, "kube-system"), &all).is_none());
     }
 }
