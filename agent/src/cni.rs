@@ -2,8 +2,8 @@
 //!
 //! - `subnet.env` (Flannel's format, `/run/flannel/subnet.env`): Flannel's own CNI
 //!   plugin reads it, so it keeps working unchanged on a node moved to weft.
-//!   `FLANNEL_IPMASQ=true` says masquerading is the node agent's job, so that
-//!   plugin's bridge does not masquerade (it would also rewrite pod → remote-pod traffic).
+//!   `FLANNEL_IPMASQ` says whether the agent masquerades (`--ip-masq`), as flanneld
+//!   writes it; Flannel's plugin has the bridge masquerade when it does not.
 //! - A conflist for the reference plugins (`bridge` with `host-local` IPAM over the
 //!   node's pod CIDR, and `portmap`), written when no other CNI config is there.
 //!
@@ -47,10 +47,13 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<(), WriteError> {
     })
 }
 
-pub fn subnet_env(network: Ipv4Network, subnet: Ipv4Network, mtu: u32) -> String {
+pub fn subnet_env(network: Ipv4Network, subnet: Ipv4Network, mtu: u32, ip_masq: bool) -> String {
     // Flannel writes the subnet's first address (the bridge's gateway) with its prefix.
     let first = subnet.nth(1).unwrap_or(subnet.network());
-    format!("FLANNEL_NETWORK={network}\nFLANNEL_SUBNET={first}/{}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ=true\n", subnet.prefix())
+    format!(
+        "FLANNEL_NETWORK={network}\nFLANNEL_SUBNET={first}/{}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ={ip_masq}\n",
+        subnet.prefix()
+    )
 }
 
 pub fn conflist(subnet: Ipv4Network, mtu: u32, ipam_data_dir: Option<&Path>) -> Value {
@@ -100,8 +103,10 @@ mod tests {
 
     #[test]
     fn subnet_env_is_flannels_format() {
-        let env = subnet_env("10.244.0.0/16".parse().unwrap(), "10.244.3.0/24".parse().unwrap(), 1450);
+        let env = subnet_env("10.244.0.0/16".parse().unwrap(), "10.244.3.0/24".parse().unwrap(), 1450, true);
         assert_eq!(env, "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n");
+        let off = subnet_env("10.244.0.0/16".parse().unwrap(), "10.244.3.0/24".parse().unwrap(), 1450, false);
+        assert!(off.ends_with("FLANNEL_IPMASQ=false\n"), "{off}");
     }
 
     #[test]

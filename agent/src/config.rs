@@ -3,7 +3,13 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use weft_common::wire::{DEFAULT_PORT, DEFAULT_VNI};
+use ipnetwork::Ipv4Network;
+use weft_common::{
+    nat::DEFAULT_MAX_ENTRIES,
+    wire::{DEFAULT_PORT, DEFAULT_VNI},
+};
+
+use crate::nat::PortRange;
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "weft-agent", version, about = "weft's node agent: an eBPF VXLAN overlay, wire-compatible with Flannel")]
@@ -38,7 +44,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE", env = "KUBECONFIG_FILE")]
     pub kubeconfig_file: Option<PathBuf>,
 
-    /// Kubernetes mode: Flannel's network configuration (the kube-flannel ConfigMap's net-conf.json).
+    /// Flannel's network configuration (the kube-flannel ConfigMap's net-conf.json);
+    /// static mode reads it only for --ip-masq (its `Network` is the cluster network).
     #[arg(long, value_name = "FILE", default_value = "/etc/kube-flannel/net-conf.json")]
     pub net_config_path: PathBuf,
 
@@ -106,6 +113,29 @@ pub struct Args {
     /// stack (e.g. to a Service address) keep the stack both ways. See the README.
     #[arg(long)]
     pub fast_path: bool,
+
+    /// Masquerade pods' traffic leaving the cluster network (net-conf.json's
+    /// `Network`) to the node's address, in eBPF on the uplink: Flannel's --ip-masq,
+    /// with its rules (see the README). Off by default, as in flanneld.
+    #[arg(long, env = "FLANNELD_IP_MASQ")]
+    pub ip_masq: bool,
+
+    /// With --ip-masq: destinations never masqueraded besides the cluster network
+    /// (comma-separated CIDRs, like ip-masq-agent's nonMasqueradeCIDRs).
+    #[arg(long, value_name = "CIDRS", value_delimiter = ',')]
+    pub non_masquerade_cidrs: Vec<Ipv4Network>,
+
+    /// With --ip-masq: the source ports masqueraded flows get, picked at random (as
+    /// MASQUERADE --random-fully). Added to net.ipv4.ip_local_reserved_ports so the
+    /// node's own connections never take one; the default lies above Linux's
+    /// ephemeral range (32768-60999) as well.
+    #[arg(long, value_name = "MIN-MAX", default_value = "61000-65535")]
+    pub nat_port_range: PortRange,
+
+    /// With --ip-masq: flows the NAT table holds (least recently used go first when
+    /// it is full); about 100 bytes of kernel memory each, twice.
+    #[arg(long, default_value_t = DEFAULT_MAX_ENTRIES, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub nat_max_entries: u32,
 
     /// Seconds between full resyncs of link, routes and maps with the node table.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]

@@ -24,7 +24,7 @@ use aya_log::EbpfLogger;
 use thiserror::Error;
 use weft_common::maps::{self as spec};
 
-use crate::maps::{Maps, MapsError, PinState};
+use crate::maps::{Maps, MapsError, PinState, Sizes};
 
 #[derive(Debug, Error)]
 pub enum DataplaneError {
@@ -86,11 +86,15 @@ pub struct Dataplane {
 impl Dataplane {
     /// Loads the programs into the kernel with maps pinned under `dir`; returns how each
     /// map was found. `log_level` is aya-log's level for the programs (0 = off).
-    pub fn load(dir: &Path, log_level: u8) -> Result<(Self, Vec<(&'static str, PinState)>)> {
-        let pins = crate::maps::prepare_pins(dir)?;
+    pub fn load(dir: &Path, log_level: u8, sizes: &Sizes) -> Result<(Self, Vec<(&'static str, PinState)>)> {
+        let pins = crate::maps::prepare_pins(dir, sizes)?;
         let mut loader = EbpfLoader::new();
         for s in spec::ALL {
             loader.map_pin_path(s.name, dir.join(s.pin));
+            let sized = sizes.apply(s);
+            if sized.max_entries != s.max_entries {
+                loader.map_max_entries(s.name, sized.max_entries);
+            }
         }
         loader.override_global(aya_log::LEVEL, &log_level, true);
         let mut ebpf = loader.load(crate::DATAPLANE_OBJECT).map_err(DataplaneError::Load)?;
@@ -102,6 +106,7 @@ impl Dataplane {
             spec::programs::POD_INGRESS,
             spec::programs::WEFT0_INGRESS,
             spec::programs::BRIDGE_EGRESS,
+            spec::programs::MASQ,
             spec::programs::PROBE_DECAP_L4_UDP,
         ] {
             let prog = classifier(&mut ebpf, name)?;

@@ -41,6 +41,18 @@ pub enum Command {
     Status,
     /// Where a packet to IP goes: a local pod, a remote node, or the host stack.
     Route { ip: Ipv4Addr },
+    /// Masquerade's table (`--ip-masq`).
+    Nat {
+        #[command(subcommand)]
+        command: NatCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NatCommand {
+    /// Every flow: protocol, the pod's and the remote's addresses, the translated
+    /// source, state, age and idle time (like `cilium bpf nat list`).
+    List,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +63,7 @@ pub enum Output {
 
 /// Whether the command line asks for the tool rather than the daemon.
 pub fn wanted(args: &[String]) -> bool {
-    args.get(1).is_some_and(|a| a == "status" || a == "route")
+    args.get(1).is_some_and(|a| a == "status" || a == "route" || a == "nat")
 }
 
 pub fn run(tool: Tool) -> Result<()> {
@@ -65,6 +77,10 @@ pub fn run(tool: Tool) -> Result<()> {
         Command::Route { ip } => {
             let r = route(&maps, ip)?;
             print(tool.output, &r, render_route)
+        }
+        Command::Nat { command: NatCommand::List } => {
+            let flows = crate::nat::list(&maps, crate::nat::now_ns()?)?;
+            print(tool.output, &flows, render_nat)
         }
     }
 }
@@ -307,4 +323,18 @@ pub fn route(maps: &Maps, ip: Ipv4Addr) -> Result<Route> {
 
 fn render_route(r: &Route) -> String {
     format!("{}\n", r.description)
+}
+
+fn render_nat(flows: &Vec<crate::nat::Flow>) -> String {
+    let mut out = format!(
+        "{:<6} {:<24} {:<24} {:<24} {:<12} {:>8} {:>8}\n",
+        "PROTO", "ORIGINAL", "REMOTE", "TRANSLATED", "STATE", "AGE", "IDLE"
+    );
+    for f in flows {
+        out += &format!(
+            "{:<6} {:<24} {:<24} {:<24} {:<12} {:>7}s {:>7}s\n",
+            f.protocol, f.original, f.remote, f.translated, f.state, f.age_seconds, f.idle_seconds
+        );
+    }
+    out
 }

@@ -17,6 +17,7 @@
 //! - [`bpffs`]: where pins live, and mounting bpffs only where pins outlive us;
 //! - [`dataplane`]: loading the programs, pinning maps, attaching through pinned TCX links;
 //! - [`maps`]: typed access to the pinned maps;
+//! - [`nat`]: masquerade's user-space half: its settings, the collector, `nat list`;
 //! - [`pods`]: the local pod endpoints, the pod bridge's egress program, and `--fast-path`'s
 //!   programs on each pod veth;
 //! - [`probe`]: what the running kernel's BPF helpers accept;
@@ -38,6 +39,7 @@ pub mod inspect;
 pub mod kube_sync;
 pub mod maps;
 pub mod metrics;
+pub mod nat;
 pub mod netconf;
 pub mod netlink;
 pub mod node;

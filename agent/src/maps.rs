@@ -22,6 +22,7 @@ use weft_common::{
     counters::{Counter, Hook, Verdict, counter_index},
     fastpath::{FlowKey, FlowSeen, LocalEndpoint},
     maps::{self as spec, MapSpec},
+    nat::{NatEntry, NatKey},
     tunnel::{PeerNode, TunnelEndpoint},
 };
 
@@ -57,6 +58,9 @@ pub struct Maps {
     counters: PerCpuArray<MapData, Counter>,
     endpoints: HashMap<MapData, Ipv4Octets, LocalEndpoint>,
     stack_flows: HashMap<MapData, FlowKey, FlowSeen>,
+    nat_out: HashMap<MapData, NatKey, NatEntry>,
+    nat_in: HashMap<MapData, NatKey, NatEntry>,
+    no_masq: LpmTrie<MapData, Ipv4Octets, u32>,
 }
 
 /// How a map was found at its pin path before loading.
@@ -70,9 +74,10 @@ pub enum PinState {
     Replaced,
 }
 
-/// Checks every pinned map's layout against `weft_common::maps` before loading,
-/// because aya reuses a pinned map without comparing type, key or value size.
-pub fn prepare_pins(dir: &Path) -> Result<Vec<(&'static str, PinState)>> {
+/// Checks every pinned map's layout against `weft_common::maps` (with the sizes
+/// `sizes` gives the NAT maps) before loading, because aya reuses a pinned map
+/// without comparing type, key or value size.
+pub fn prepare_pins(dir: &Path, sizes: &Sizes) -> Result<Vec<(&'static str, PinState)>> {
     // Maps pinned by an agent of another ABI version may keep their sizes and still
     // mean something else (a renumbered index, a reused field): all of them go.
     if let Some(found) = pinned_abi_version(dir).filter(|v| *v != 0 && *v != ABI_VERSION) {
@@ -88,6 +93,7 @@ pub fn prepare_pins(dir: &Path) -> Result<Vec<(&'static str, PinState)>> {
     spec::ALL
         .iter()
         .map(|s| {
+            let s = &sizes.apply(*s);
             let path = dir.join(s.pin);
             if !path.exists() {
                 return Ok((s.name, PinState::Absent));
@@ -125,6 +131,26 @@ fn pinned_abi_version(dir: &Path) -> Option<u32> {
     array.get(&0, 0).ok().map(|c| c.abi_version)
 }
 
+/// Map sizes set on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes {
+    /// Entries of each NAT map (`--nat-max-entries`).
+    pub nat: u32,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Sizes { nat: spec::NAT_OUT.max_entries }
+    }
+}
+
+impl Sizes {
+    /// `s` as this agent creates it.
+    pub fn apply(&self, s: MapSpec) -> MapSpec {
+        if s.name == spec::NAT_OUT.name || s.name == spec::NAT_IN.name { MapSpec { max_entries: self.nat, ..s } } else { s }
+    }
+}
+
 fn layout_matches(info: &MapInfo, s: &MapSpec) -> bool {
     let type_matches = info.map_type().map(|t| t as u32 == s.map_type).unwrap_or(false);
     type_matches && info.key_size() == s.key_size && info.value_size() == s.value_size && info.max_entries() == s.max_entries
@@ -142,36 +168,28 @@ fn open(dir: &Path, s: &MapSpec) -> Result<Map> {
 impl Maps {
     /// Takes the maps out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
-        Self::from_maps(
-            take(ebpf, spec::TUNNELS.name)?,
-            take(ebpf, spec::PEERS.name)?,
-            take(ebpf, spec::CONFIG.name)?,
-            take(ebpf, spec::COUNTERS.name)?,
-            take(ebpf, spec::ENDPOINTS.name)?,
-            take(ebpf, spec::STACK_FLOWS.name)?,
-        )
+        Self::from_maps(|s| take(ebpf, s.name))
     }
 
     /// Opens the maps pinned under `dir` by a running (or exited) agent.
     pub fn open_pinned(dir: &Path) -> Result<Self> {
-        Self::from_maps(
-            open(dir, &spec::TUNNELS)?,
-            open(dir, &spec::PEERS)?,
-            open(dir, &spec::CONFIG)?,
-            open(dir, &spec::COUNTERS)?,
-            open(dir, &spec::ENDPOINTS)?,
-            open(dir, &spec::STACK_FLOWS)?,
-        )
+        Self::from_maps(|s| open(dir, s))
     }
 
-    fn from_maps(tunnels: Map, peers: Map, config: Map, counters: Map, endpoints: Map, stack_flows: Map) -> Result<Self> {
+    fn from_maps(mut get: impl FnMut(&MapSpec) -> Result<Map>) -> Result<Self> {
+        fn typed<T: TryFrom<Map, Error = MapError>>(get: &mut impl FnMut(&MapSpec) -> Result<Map>, s: &MapSpec) -> Result<T> {
+            get(s)?.try_into().map_err(err(s.name, "typing"))
+        }
         Ok(Maps {
-            tunnels: tunnels.try_into().map_err(err(spec::TUNNELS.name, "typing"))?,
-            peers: peers.try_into().map_err(err(spec::PEERS.name, "typing"))?,
-            config: config.try_into().map_err(err(spec::CONFIG.name, "typing"))?,
-            counters: counters.try_into().map_err(err(spec::COUNTERS.name, "typing"))?,
-            endpoints: endpoints.try_into().map_err(err(spec::ENDPOINTS.name, "typing"))?,
-            stack_flows: stack_flows.try_into().map_err(err(spec::STACK_FLOWS.name, "typing"))?,
+            tunnels: typed(&mut get, &spec::TUNNELS)?,
+            peers: typed(&mut get, &spec::PEERS)?,
+            config: typed(&mut get, &spec::CONFIG)?,
+            counters: typed(&mut get, &spec::COUNTERS)?,
+            endpoints: typed(&mut get, &spec::ENDPOINTS)?,
+            stack_flows: typed(&mut get, &spec::STACK_FLOWS)?,
+            nat_out: typed(&mut get, &spec::NAT_OUT)?,
+            nat_in: typed(&mut get, &spec::NAT_IN)?,
+            no_masq: typed(&mut get, &spec::NO_MASQ)?,
         })
     }
 
@@ -287,6 +305,59 @@ impl Maps {
         }
     }
 
+    /// `--ip-masq`: every flow's translation (keyed by the pod's tuple).
+    pub fn nat_out(&self) -> Result<Vec<(NatKey, NatEntry)>> {
+        self.nat_out.iter().map(|r| r.map_err(err(spec::NAT_OUT.name, "iterating"))).collect()
+    }
+
+    /// `--ip-masq`: every reply tuple and the pod's address and port it restores.
+    pub fn nat_in(&self) -> Result<Vec<(NatKey, NatEntry)>> {
+        self.nat_in.iter().map(|r| r.map_err(err(spec::NAT_IN.name, "iterating"))).collect()
+    }
+
+    pub fn nat_out_get(&self, key: &NatKey) -> Option<NatEntry> {
+        self.nat_out.get(key, 0).ok()
+    }
+
+    pub fn remove_nat_out(&mut self, key: &NatKey) -> Result<()> {
+        match self.nat_out.remove(key) {
+            Err(MapError::KeyNotFound) => Ok(()),
+            r => r.map_err(err(spec::NAT_OUT.name, "removing")),
+        }
+    }
+
+    pub fn remove_nat_in(&mut self, key: &NatKey) -> Result<()> {
+        match self.nat_in.remove(key) {
+            Err(MapError::KeyNotFound) => Ok(()),
+            r => r.map_err(err(spec::NAT_IN.name, "removing")),
+        }
+    }
+
+    /// `--ip-masq`: the destinations never masqueraded.
+    pub fn no_masq(&self) -> Result<Vec<Ipv4Network>> {
+        self.no_masq
+            .keys()
+            .map(|r| {
+                let k = r.map_err(err(spec::NO_MASQ.name, "iterating"))?;
+                Ok(Ipv4Network::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8).expect("prefix lengths ≤ 32"))
+            })
+            .collect()
+    }
+
+    /// Makes the non-masquerade list exactly `nets`.
+    pub fn set_no_masq(&mut self, nets: &[Ipv4Network]) -> Result<()> {
+        let key = |n: &Ipv4Network| Key::new(u32::from(n.prefix()), n.network().octets());
+        for old in self.no_masq()? {
+            if !nets.contains(&old) {
+                self.no_masq.remove(&key(&old)).map_err(err(spec::NO_MASQ.name, "removing"))?;
+            }
+        }
+        for n in nets {
+            self.no_masq.insert(&key(n), 1, 0).map_err(err(spec::NO_MASQ.name, "inserting"))?;
+        }
+        Ok(())
+    }
+
     /// `--fast-path`: the flows remembered as leaving through `weft0`.
     pub fn stack_flows(&self) -> Result<Vec<FlowKey>> {
         let name = spec::STACK_FLOWS.name;
@@ -312,7 +383,8 @@ mod tests {
                 (3, "pod_veth_ingress"),
                 (4, "pod_veth_egress"),
                 (5, "weft0_ingress"),
-                (6, "bridge_egress")
+                (6, "bridge_egress"),
+                (7, "uplink_egress")
             ]
         );
         let reasons: Vec<(u8, &str)> = Verdict::ALL.iter().filter_map(|v| v.drop_reason()).map(|r| (r as u8, r.name())).collect();
@@ -327,7 +399,10 @@ mod tests {
                 (6, "resize"),
                 (7, "redirect"),
                 (8, "ecn_not_ect"),
-                (9, "xdp_mark_lost")
+                (9, "xdp_mark_lost"),
+                (10, "nat_exhausted"),
+                (11, "nat_fragment"),
+                (12, "nat_error")
             ]
         );
         assert_eq!(DropReason::XdpMarkLost as u8, 9);

@@ -39,6 +39,16 @@ pub struct DataplaneConfig {
     /// This node's pod CIDR (network order), for readers (`weft-agent status`); the
     /// programs do not use it.
     pub pod_cidr: Ipv4Octets,
+    /// `FLAG_MASQUERADE`: the source address of masqueraded packets on the uplink
+    /// (the uplink's own, as MASQUERADE picks it).
+    pub masq_ip: Ipv4Octets,
+    /// The cluster network (`Network` of net-conf.json): sources in it are pods.
+    pub cluster_net: Ipv4Octets,
+    /// NAT source ports, inclusive (host order).
+    pub nat_port_min: u16,
+    pub nat_port_max: u16,
+    pub cluster_prefix: u8,
+    pub _pad2: [u8; 3],
     /// This node's name, for readers too (NUL-padded UTF-8; a Kubernetes node name
     /// has at most 253 bytes).
     pub node_name: NodeName,
@@ -85,7 +95,11 @@ pub const FLAG_BRIDGE_BYPASS: u32 = 2;
 /// downstream segments a decapsulated super-packet; those go straight into `weft0`.
 pub const FLAG_DECAP_L4_UDP: u32 = 4;
 
-const _: () = assert!(core::mem::size_of::<DataplaneConfig>() == 48 + 256);
+/// `--ip-masq`: pods' traffic leaving the cluster network through the uplink is
+/// masqueraded to [`DataplaneConfig::masq_ip`] (see `crate::nat`).
+pub const FLAG_MASQUERADE: u32 = 8;
+
+const _: () = assert!(core::mem::size_of::<DataplaneConfig>() == 64 + 256);
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only integer fields, explicit padding: every bit pattern is valid.

@@ -26,13 +26,15 @@ pub enum Hook {
     Weft0Ingress = 5,
     /// The pod bridge's TC egress: routed packets for local pods.
     BridgeEgress = 6,
+    /// The uplink's TC egress (`--ip-masq`): masquerade.
+    UplinkEgress = 7,
 }
 
 /// Room for hooks added later without resizing the counters map.
 pub const HOOK_SLOTS: u32 = 8;
 
 impl Hook {
-    pub const ALL: [Hook; 7] = [
+    pub const ALL: [Hook; 8] = [
         Hook::Weft0Egress,
         Hook::UplinkIngress,
         Hook::UplinkXdp,
@@ -40,6 +42,7 @@ impl Hook {
         Hook::PodVethEgress,
         Hook::Weft0Ingress,
         Hook::BridgeEgress,
+        Hook::UplinkEgress,
     ];
 
     pub const fn index(self) -> u32 {
@@ -56,6 +59,7 @@ impl Hook {
             Hook::PodVethEgress => "pod_veth_egress",
             Hook::Weft0Ingress => "weft0_ingress",
             Hook::BridgeEgress => "bridge_egress",
+            Hook::UplinkEgress => "uplink_egress",
         }
     }
 }
@@ -70,6 +74,8 @@ pub enum Action {
     Redirect = 1,
     /// Dropped, for a [`DropReason`].
     Drop = 2,
+    /// Rewritten in place and handed on (`TCX_NEXT`): masquerade.
+    Rewrite = 3,
 }
 
 impl Action {
@@ -78,6 +84,7 @@ impl Action {
             Action::Pass => "pass",
             Action::Redirect => "redirect",
             Action::Drop => "drop",
+            Action::Rewrite => "rewrite",
         }
     }
 }
@@ -105,6 +112,14 @@ pub enum DropReason {
     /// An inner frame to our VtepMAC without XDP's mark (a driver that loses XDP
     /// metadata, or a raw frame from the underlay).
     XdpMarkLost = 9,
+    /// Masquerade: no free NAT port for a new flow after `PORT_TRIES` random picks.
+    NatExhausted = 10,
+    /// Masquerade: the first fragment of a datagram to a NAT port. A fragmented reply
+    /// cannot be translated (later fragments carry no port to find their flow by);
+    /// they pass, and expire unreassembled in the host's queue.
+    NatFragment = 11,
+    /// Masquerade: the kernel refused a NAT map update or a rewrite of the packet.
+    NatError = 12,
 }
 
 impl DropReason {
@@ -119,6 +134,9 @@ impl DropReason {
             DropReason::Redirect => "redirect",
             DropReason::EcnNotEct => "ecn_not_ect",
             DropReason::XdpMarkLost => "xdp_mark_lost",
+            DropReason::NatExhausted => "nat_exhausted",
+            DropReason::NatFragment => "nat_fragment",
+            DropReason::NatError => "nat_error",
         }
     }
 }
@@ -193,13 +211,22 @@ pub enum Verdict {
     /// the pod's host-side veth past the bridge's own transmit (which would segment a
     /// decapsulated super-packet in software).
     BridgeBypassed = 15,
+    /// The uplink's TC egress: a pod's packet leaving the cluster network, its source
+    /// rewritten to the node's address (and NAT port).
+    Masqueraded = 16,
+    /// The uplink's TC ingress: a reply to a masqueraded flow, its destination
+    /// rewritten back to the pod's address and port.
+    Unmasqueraded = 17,
+    DropNatExhausted = 18,
+    DropNatFragment = 19,
+    DropNatError = 20,
 }
 
 /// Slots in the counters map: room for verdicts added later without resizing the map.
 pub const VERDICT_SLOTS: u32 = 32;
 
 impl Verdict {
-    pub const ALL: [Verdict; 16] = [
+    pub const ALL: [Verdict; 21] = [
         Verdict::Passed,
         Verdict::Encapsulated,
         Verdict::Decapsulated,
@@ -216,6 +243,11 @@ impl Verdict {
         Verdict::FastEncapsulated,
         Verdict::FastDelivered,
         Verdict::BridgeBypassed,
+        Verdict::Masqueraded,
+        Verdict::Unmasqueraded,
+        Verdict::DropNatExhausted,
+        Verdict::DropNatFragment,
+        Verdict::DropNatError,
     ];
 
     pub const fn index(self) -> u32 {
@@ -239,6 +271,7 @@ impl Verdict {
             | Verdict::FastEncapsulated
             | Verdict::FastDelivered
             | Verdict::BridgeBypassed => Action::Redirect,
+            Verdict::Masqueraded | Verdict::Unmasqueraded => Action::Rewrite,
             _ => Action::Drop,
         }
     }
@@ -254,6 +287,9 @@ impl Verdict {
             Verdict::DropRedirect => Some(DropReason::Redirect),
             Verdict::DropEcnNotEct => Some(DropReason::EcnNotEct),
             Verdict::DropXdpMarkLost => Some(DropReason::XdpMarkLost),
+            Verdict::DropNatExhausted => Some(DropReason::NatExhausted),
+            Verdict::DropNatFragment => Some(DropReason::NatFragment),
+            Verdict::DropNatError => Some(DropReason::NatError),
             _ => None,
         }
     }
@@ -277,6 +313,11 @@ impl Verdict {
             Verdict::FastEncapsulated => "fast_encapsulated",
             Verdict::FastDelivered => "fast_delivered",
             Verdict::BridgeBypassed => "bridge_bypassed",
+            Verdict::Masqueraded => "masqueraded",
+            Verdict::Unmasqueraded => "unmasqueraded",
+            Verdict::DropNatExhausted => "drop_nat_exhausted",
+            Verdict::DropNatFragment => "drop_nat_fragment",
+            Verdict::DropNatError => "drop_nat_error",
         }
     }
 }

@@ -12,13 +12,14 @@ pub mod config;
 pub mod counters;
 pub mod fastpath;
 pub mod maps;
+pub mod nat;
 pub mod tunnel;
 pub mod wire;
 
 /// Version of the layouts and numbering in this crate, written into
 /// [`config::DataplaneConfig::abi_version`] (the config's first field in every
 /// version). An agent that finds pinned maps of another version replaces them all.
-/// 2: counters per (hook, verdict). 3: the node's name in the config.
+/// 2: counters per (hook, verdict). 3: the node's name in the config; masquerade.
 pub const ABI_VERSION: u32 = 3;
 
 /// A MAC address as it appears on the wire.

@@ -89,8 +89,33 @@ pub const STACK_FLOWS: MapSpec = MapSpec {
     max_entries: MAX_STACK_FLOWS,
 };
 
+/// `--ip-masq`: pod tuple → translated source (see `crate::nat`). Its size is
+/// `--nat-max-entries` (this is the default), like [`NAT_IN`]'s.
+pub const NAT_OUT: MapSpec = MapSpec {
+    name: "WEFT_NAT_OUT",
+    pin: "nat_out",
+    map_type: BPF_MAP_TYPE_LRU_HASH,
+    key_size: core::mem::size_of::<crate::nat::NatKey>() as u32,
+    value_size: core::mem::size_of::<crate::nat::NatEntry>() as u32,
+    max_entries: crate::nat::DEFAULT_MAX_ENTRIES,
+};
+
+/// `--ip-masq`: reply tuple → the original source to restore.
+pub const NAT_IN: MapSpec = MapSpec { name: "WEFT_NAT_IN", pin: "nat_in", ..NAT_OUT };
+
+/// `--ip-masq`: destinations never masqueraded (the cluster network and
+/// `--non-masquerade-cidrs`), an LPM trie of IPv4 prefixes.
+pub const NO_MASQ: MapSpec = MapSpec {
+    name: "WEFT_NO_MASQ",
+    pin: "no_masq",
+    map_type: BPF_MAP_TYPE_LPM_TRIE,
+    key_size: 4 + 4,
+    value_size: 4,
+    max_entries: crate::nat::MAX_NO_MASQ,
+};
+
 /// Every pinned map.
-pub const ALL: [MapSpec; 6] = [TUNNELS, PEERS, CONFIG, COUNTERS, ENDPOINTS, STACK_FLOWS];
+pub const ALL: [MapSpec; 9] = [TUNNELS, PEERS, CONFIG, COUNTERS, ENDPOINTS, STACK_FLOWS, NAT_OUT, NAT_IN, NO_MASQ];
 
 /// Program names (the `#[classifier]` function names).
 pub mod programs {
@@ -108,13 +133,15 @@ pub mod programs {
     pub const WEFT0_INGRESS: &str = "weft_weft0_ingress";
     /// TC egress of the pod bridge: routed packets for local pods straight to their veths.
     pub const BRIDGE_EGRESS: &str = "weft_bridge_egress";
+    /// TC egress of the uplink (`--ip-masq`): masquerade pods' traffic leaving the cluster.
+    pub const MASQ: &str = "weft_masq";
     /// Never attached: run once through `BPF_PROG_TEST_RUN` to ask the kernel whether
     /// `bpf_skb_adjust_room` takes `BPF_F_ADJ_ROOM_DECAP_L4_UDP`.
     pub const PROBE_DECAP_L4_UDP: &str = "weft_probe_decap";
 
     /// Every program in the object.
-    pub const ALL: [&str; 8] =
-        [ENCAP, DECAP, DECAP_XDP, POD_EGRESS, POD_INGRESS, WEFT0_INGRESS, BRIDGE_EGRESS, PROBE_DECAP_L4_UDP];
+    pub const ALL: [&str; 9] =
+        [ENCAP, DECAP, DECAP_XDP, POD_EGRESS, POD_INGRESS, WEFT0_INGRESS, BRIDGE_EGRESS, MASQ, PROBE_DECAP_L4_UDP];
 
     /// The kernel keeps the first 15 bytes of a program's name (`BPF_OBJ_NAME_LEN` - 1).
     pub const KERNEL_NAME_LEN: usize = 15;
@@ -133,6 +160,8 @@ pub mod links {
     /// `--fast-path` only.
     pub const WEFT0_INGRESS: &str = "link_weft0_ingress";
     pub const BRIDGE_EGRESS: &str = "link_bridge_egress";
+    /// `--ip-masq` only.
+    pub const MASQ: &str = "link_masq";
     /// One per pod veth: this prefix and the veth's ifindex.
     pub const POD_EGRESS_PREFIX: &str = "link_pod_egress_";
     pub const POD_INGRESS_PREFIX: &str = "link_pod_ingress_";

@@ -38,7 +38,7 @@ use weft_common::{
 };
 
 use crate::{
-    classify, csum, fastpath, maps, mtu,
+    classify, csum, fastpath, maps, mtu, nat,
     parse::{self, EthHdr, Ipv4Hdr, Packet, UdpHdr, VxlanHdr},
 };
 
@@ -161,7 +161,8 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
     }
     let plan = match inspect(pkt, cfg) {
         Ok(plan) => plan,
-        Err(Skip::NotOurs) => return Ok(Verdict::Passed),
+        // Not the tunnel's: a reply to a masqueraded flow is translated back.
+        Err(Skip::NotOurs) => return nat::tc_unmasq(ctx, cfg),
         Err(Skip::Drop(reason)) => {
             if reason == Verdict::DropUnknownPeer
                 && let Some(ip) = pkt.header::<Ipv4Hdr>(ETH_HLEN)

@@ -7,9 +7,10 @@
 //!   then rewrite and redirect — [`tunnel`] (into VXLAN) and [`classify`] (which way a
 //!   decapsulated frame takes into `weft0`) are the stages they share with the fast path;
 //! - [`bridge`]: routed packets for local pods past the pod bridge's transmit;
-//! - [`fastpath`]: the opt-in bypass of the host stack for pod-to-pod traffic.
+//! - [`fastpath`]: the opt-in bypass of the host stack for pod-to-pod traffic;
+//! - [`nat`]: masquerade of pods' traffic leaving the cluster (`--ip-masq`), and its replies.
 //!
-//! Calls go one way: entry points → `encap`/`decap`/`bridge` → `fastpath` → the stages
+//! Calls go one way: entry points → `encap`/`decap`/`bridge`/`nat` → `fastpath`, `nat` → the stages
 //! (`tunnel`, `classify`, `parse`, `csum`, `mtu`, `maps`); no stage calls back up.
 //! - [`probe`]: what the running kernel's helpers accept, asked once by the agent;
 //! - [`csum`], [`mtu`]: checksum arithmetic, MTU checks;
@@ -31,6 +32,7 @@ mod encap;
 mod fastpath;
 mod maps;
 mod mtu;
+mod nat;
 mod parse;
 mod probe;
 mod tunnel;
@@ -44,7 +46,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::debug;
-use weft_common::counters::{Hook, Verdict};
+use weft_common::counters::{Action, Hook, Verdict};
 
 /// TC egress of `weft0`: every packet the kernel routes to a remote pod CIDR.
 #[classifier]
@@ -99,6 +101,15 @@ pub fn weft_bridge_egress(ctx: TcContext) -> i32 {
     finish(&ctx, Hook::BridgeEgress, len, result)
 }
 
+/// TC egress of the uplink (`--ip-masq`): pods' traffic leaving the cluster network
+/// leaves with the node's address.
+#[classifier]
+pub fn weft_masq(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    let result = nat::tc_masq(&ctx);
+    finish(&ctx, Hook::UplinkEgress, len, result)
+}
+
 /// Never attached: the agent runs it once on a crafted VXLAN frame
 /// (`BPF_PROG_TEST_RUN`) to learn whether the kernel takes a decap flag.
 #[classifier]
@@ -135,8 +146,8 @@ fn finish_xdp(ctx: &XdpContext, len: u32, result: Result<Verdict, Verdict>) -> u
 
 /// The TC exit: counts the packet under (hook, verdict) and picks the TC action.
 ///
-/// `Passed` returns `TC_ACT_UNSPEC` (TCX_NEXT), not `TC_ACT_OK`, so programs after
-/// ours on the same hook still see packets that are not weft's.
+/// Passed and rewritten packets return `TC_ACT_UNSPEC` (TCX_NEXT), not `TC_ACT_OK`,
+/// so programs after ours on the same hook still see them.
 #[inline(always)]
 fn finish(ctx: &TcContext, hook: Hook, len: u32, result: Result<Verdict, Verdict>) -> i32 {
     let verdict = match result {
@@ -144,8 +155,8 @@ fn finish(ctx: &TcContext, hook: Hook, len: u32, result: Result<Verdict, Verdict
     };
     counters::count(hook, verdict, len);
     match result {
-        Ok(Verdict::Passed) => TC_ACT_UNSPEC,
-        Ok(_) => TC_ACT_REDIRECT,
+        Ok(v) if v.action() == Action::Redirect => TC_ACT_REDIRECT,
+        Ok(_) => TC_ACT_UNSPEC,
         Err(reason) => {
             // Off the fast path: only drops log, and only when the agent enabled the level.
             debug!(ctx, "weft: dropped packet of {} bytes, verdict {}", len, reason.index());

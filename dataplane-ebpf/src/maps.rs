@@ -12,6 +12,7 @@ use weft_common::{
     counters::{COUNTER_SLOTS, Counter},
     fastpath::{FlowKey, FlowSeen, LocalEndpoint},
     maps::{MAX_ENDPOINTS, MAX_NODES, MAX_STACK_FLOWS},
+    nat::{DEFAULT_MAX_ENTRIES, MAX_NO_MASQ, NatEntry, NatKey},
     tunnel::{PeerNode, TunnelEndpoint},
 };
 
@@ -38,6 +39,18 @@ pub static WEFT_ENDPOINTS: HashMap<Ipv4Octets, LocalEndpoint, { MAX_ENDPOINTS as
 /// `--fast-path`: flows that left through `weft0`, whose replies must take the stack.
 #[btf_map]
 pub static WEFT_STACK_FLOWS: LruHashMap<FlowKey, FlowSeen, { MAX_STACK_FLOWS as usize }> = LruHashMap::new();
+
+/// `--ip-masq`: a pod's flow → its translated source (the agent sizes it, `--nat-max-entries`).
+#[btf_map]
+pub static WEFT_NAT_OUT: LruHashMap<NatKey, NatEntry, { DEFAULT_MAX_ENTRIES as usize }> = LruHashMap::new();
+
+/// `--ip-masq`: a reply's tuple → the pod's address and port to restore.
+#[btf_map]
+pub static WEFT_NAT_IN: LruHashMap<NatKey, NatEntry, { DEFAULT_MAX_ENTRIES as usize }> = LruHashMap::new();
+
+/// `--ip-masq`: destinations never masqueraded.
+#[btf_map]
+pub static WEFT_NO_MASQ: LpmTrie<Ipv4Octets, u32, { MAX_NO_MASQ as usize }> = LpmTrie::new();
 
 /// This node's config, or `None` until the agent has written it.
 #[inline(always)]

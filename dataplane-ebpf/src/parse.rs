@@ -91,6 +91,16 @@ impl TcpHdr {
     }
 }
 
+/// An ICMP header with the echo fields (identifier, sequence).
+#[repr(C)]
+pub struct IcmpHdr {
+    pub kind: u8,
+    pub code: u8,
+    pub check: [u8; 2],
+    pub id: [u8; 2],
+    pub seq: [u8; 2],
+}
+
 #[repr(C)]
 pub struct VxlanHdr {
     pub flags: u8,
@@ -112,6 +122,7 @@ const _: () = assert!(size_of::<Ipv4Hdr>() == 20);
 const _: () = assert!(size_of::<UdpHdr>() == 8);
 const _: () = assert!(size_of::<VxlanHdr>() == 8);
 const _: () = assert!(size_of::<L4Ports>() == 4);
+const _: () = assert!(size_of::<IcmpHdr>() == 8);
 
 /// The linear bytes of a packet, `[data, data_end)`.
 #[derive(Clone, Copy)]

@@ -333,6 +333,8 @@ impl Cluster {
                     cni.to_str().expect("utf-8"),
                     "--cni-ipam-data-dir",
                     ipam.to_str().expect("utf-8"),
+                    // As manifests/weft.yaml runs it.
+                    "--ip-masq",
                 ];
                 args.extend_from_slice(extra);
                 agent::kube_command(&n.ns, &n.name, &n.bpffs_dir, &args)

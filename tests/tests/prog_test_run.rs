@@ -5,9 +5,14 @@
 //!
 //! Every drop a packet can cause has its case: at `weft0_egress` not_ipv4, no_tunnel,
 //! malformed, no_config; at `uplink_ingress` unknown_peer, malformed, not_ipv4,
-//! ecn_not_ect, xdp_mark_lost. The rest come from a helper's failure, not from the
-//! packet (resize: `bpf_skb_adjust_room`/`bpf_xdp_adjust_head`; redirect: a redirect
-//! helper), and test_run cannot make those helpers fail.
+//! ecn_not_ect, xdp_mark_lost, nat_fragment; at `uplink_egress` nat_exhausted. The
+//! rest come from a helper's failure, not from the packet (resize:
+//! `bpf_skb_adjust_room`/`bpf_xdp_adjust_head`; redirect: a redirect helper;
+//! nat_error: a map update or `bpf_skb_store_bytes`), and test_run cannot make
+//! those helpers fail.
+//!
+//! Masquerade's rewrites are read back with `etherparse`, which recomputes every
+//! checksum (IPv4, TCP and UDP with their pseudo-header, ICMP) on its own.
 //!
 //! Node under test ("a"): underlay 198.19.0.1, VtepMAC 0a:58:0a:f4:01:00, VNI 1,
 //! port 8472. Known peer "b": 198.19.0.2, 10.244.2.0/24, VtepMAC 0a:58:0a:f4:02:00.
@@ -26,7 +31,8 @@ use weft_common::{
     config::FLAG_FAST_PATH,
     counters::{Counter, Hook, Verdict},
     fastpath::LocalEndpoint,
-    maps::programs::{BRIDGE_EGRESS, DECAP, DECAP_XDP, ENCAP, POD_EGRESS, POD_INGRESS, PROBE_DECAP_L4_UDP, WEFT0_INGRESS},
+    maps::programs::{BRIDGE_EGRESS, DECAP, DECAP_XDP, ENCAP, MASQ, POD_EGRESS, POD_INGRESS, PROBE_DECAP_L4_UDP, WEFT0_INGRESS},
+    nat::{FLAG_INBOUND, NatKey, STATE_ESTABLISHED},
     tunnel::{PeerNode, TunnelEndpoint},
 };
 use weft_e2e::packet::{
@@ -69,7 +75,7 @@ fn config() -> DataplaneConfig {
 /// Loads a private copy of the programs and maps (nothing pinned, nothing attached).
 fn dataplane(configured: bool) -> Dataplane {
     let mut ebpf = EbpfLoader::new().load(DATAPLANE_OBJECT).expect("loading the object");
-    for name in [ENCAP, DECAP, POD_EGRESS, POD_INGRESS, WEFT0_INGRESS, BRIDGE_EGRESS, PROBE_DECAP_L4_UDP] {
+    for name in [ENCAP, DECAP, POD_EGRESS, POD_INGRESS, WEFT0_INGRESS, BRIDGE_EGRESS, MASQ, PROBE_DECAP_L4_UDP] {
         let p: &mut SchedClassifier = ebpf.program_mut(name).expect("program").try_into().expect("classifier");
         p.load().expect("verifier accepts the program");
     }
@@ -148,6 +154,7 @@ fn hook_of(prog: &str) -> Hook {
         POD_INGRESS => Hook::PodVethEgress,
         WEFT0_INGRESS => Hook::Weft0Ingress,
         BRIDGE_EGRESS => Hook::BridgeEgress,
+        MASQ => Hook::UplinkEgress,
         other => panic!("no hook for {other}"),
     }
 }
@@ -626,4 +633,230 @@ fn decap_flag_probe_agrees_with_the_kernels_btf() {
     } else {
         assert_eq!(rc as i32, -libc::EINVAL, "no flag in the kernel: adjust_room refuses it");
     }
+}
+
+// ---------------------------------------------------------------- masquerade
+
+const EXT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+
+fn masq_dataplane(port_min: u16, port_max: u16) -> Dataplane {
+    let mut dp = dataplane(true);
+    dp.maps
+        .set_config(DataplaneConfig {
+            flags: weft_common::config::FLAG_MASQUERADE,
+            masq_ip: A_IP.octets(),
+            cluster_net: [10, 244, 0, 0],
+            cluster_prefix: 16,
+            nat_port_min: port_min,
+            nat_port_max: port_max,
+            ..config()
+        })
+        .unwrap();
+    dp.maps.set_no_masq(&["10.244.0.0/16".parse().unwrap(), "203.0.113.0/24".parse().unwrap()]).unwrap();
+    dp
+}
+
+enum L4 {
+    Tcp { syn: bool, fin: bool },
+    Udp,
+    Echo,
+    EchoReply,
+}
+
+/// A frame on the uplink from `src`:`sport` to `dst`:`dport` (ICMP: `sport` is the identifier).
+fn frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, l4: L4) -> Vec<u8> {
+    let b = etherparse::PacketBuilder::ethernet2(UPLINK_MAC, GW_MAC).ipv4(src.octets(), dst.octets(), 64);
+    let payload = b"masquerade me";
+    let mut out = Vec::new();
+    match l4 {
+        L4::Tcp { syn, fin } => {
+            let mut t = b.tcp(sport, dport, 1000, 64240);
+            if syn {
+                t = t.syn();
+            } else {
+                t = t.ack(1);
+            }
+            if fin {
+                t = t.fin();
+            }
+            t.write(&mut out, payload)
+        }
+        L4::Udp => b.udp(sport, dport).write(&mut out, payload),
+        L4::Echo => b.icmpv4_echo_request(sport, 1).write(&mut out, payload),
+        L4::EchoReply => b.icmpv4_echo_reply(sport, 1).write(&mut out, payload),
+    }
+    .unwrap();
+    out
+}
+
+/// What etherparse reads from a frame, every checksum checked: (source, destination,
+/// source port or ICMP identifier, destination port).
+fn read_back(f: &[u8]) -> (Ipv4Addr, Ipv4Addr, u16, u16) {
+    use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
+    let p = PacketHeaders::from_ethernet_slice(f).expect("etherparse parses the output");
+    let Some(NetHeaders::Ipv4(ip, _)) = &p.net else { panic!("not IPv4") };
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "IPv4 header checksum");
+    let payload = p.payload.slice();
+    let (src, dst) = (Ipv4Addr::from(ip.source), Ipv4Addr::from(ip.destination));
+    match p.transport.expect("a transport header") {
+        TransportHeader::Tcp(t) => {
+            assert_eq!(t.checksum, t.calc_checksum_ipv4(ip, payload).unwrap(), "TCP checksum");
+            (src, dst, t.source_port, t.destination_port)
+        }
+        TransportHeader::Udp(u) => {
+            if u.checksum != 0 {
+                assert_eq!(u.checksum, u.calc_checksum_ipv4(ip, payload).unwrap(), "UDP checksum");
+            }
+            (src, dst, u.source_port, u.destination_port)
+        }
+        TransportHeader::Icmpv4(i) => {
+            assert_eq!(i.checksum, i.icmp_type.calc_checksum(payload), "ICMP checksum");
+            let id = match i.icmp_type {
+                etherparse::Icmpv4Type::EchoRequest(e) | etherparse::Icmpv4Type::EchoReply(e) => e.id,
+                other => panic!("unexpected ICMP {other:?}"),
+            };
+            (src, dst, id, 0)
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn nat_key(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, protocol: u8) -> NatKey {
+    NatKey {
+        saddr: src.octets(),
+        daddr: dst.octets(),
+        sport: sport.to_be_bytes(),
+        dport: dport.to_be_bytes(),
+        protocol,
+        _pad: [0; 3],
+    }
+}
+
+/// A pod's TCP, UDP and ICMP echo to the outside leave from the node's address and a
+/// port of the range, every checksum right; the reply finds its way back to the pod;
+/// both entries are written and the flow is established by the reply.
+#[rstest]
+#[case::tcp(L4::Tcp { syn: true, fin: false }, L4::Tcp { syn: false, fin: false }, IPPROTO_TCP)]
+#[case::udp(L4::Udp, L4::Udp, IPPROTO_UDP)]
+#[case::icmp_echo(L4::Echo, L4::EchoReply, 1)]
+fn masquerade_translates_and_its_reply_returns(#[case] out_l4: L4, #[case] back_l4: L4, #[case] protocol: u8) {
+    let dp = masq_dataplane(61000, 65535);
+    let icmp = protocol == 1;
+    let (sport, dport) = (40000, if icmp { 0 } else { 80 });
+    let sent = frame(POD_A, EXT, sport, dport, out_l4);
+    let out = dp.expect(MASQ, &sent, TC_ACT_UNSPEC, Verdict::Masqueraded);
+    let (src, dst, nat_port, out_dport) = read_back(&out);
+    assert_eq!((src, dst, out_dport), (A_IP, EXT, dport));
+    assert!((61000..=65535).contains(&nat_port), "NAT port {nat_port}");
+
+    let orig = nat_key(POD_A, EXT, sport, dport, protocol);
+    let flows = dp.maps.nat_out().unwrap();
+    let (_, entry) = flows.iter().find(|(k, _)| *k == orig).expect("the flow's entry, by the pod's tuple");
+    assert_eq!((entry.addr, u16::from_be_bytes(entry.port)), (A_IP.octets(), nat_port));
+    let reply_key = if icmp { nat_key(EXT, A_IP, 0, nat_port, 1) } else { nat_key(EXT, A_IP, 80, nat_port, protocol) };
+    let backs = dp.maps.nat_in().unwrap();
+    let (_, back) = backs.iter().find(|(k, _)| *k == reply_key).expect("the reply's entry");
+    assert_eq!((back.addr, u16::from_be_bytes(back.port)), (POD_A.octets(), sport));
+
+    // The reply: to the node's address and the NAT port, from the same outside end.
+    let reply = frame(EXT, A_IP, if icmp { nat_port } else { 80 }, if icmp { 0 } else { nat_port }, back_l4);
+    let back = dp.expect(DECAP, &reply, TC_ACT_UNSPEC, Verdict::Unmasqueraded);
+    let (src, dst, p1, p2) = read_back(&back);
+    assert_eq!((src, dst), (EXT, POD_A));
+    if icmp {
+        assert_eq!(p1, sport, "the echo identifier restored");
+    } else {
+        assert_eq!((p1, p2), (80, sport), "the pod's port restored");
+    }
+    let flows = dp.maps.nat_out().unwrap();
+    assert_eq!(flows.iter().find(|(k, _)| *k == orig).unwrap().1.state, STATE_ESTABLISHED);
+
+    // The next packet of the flow keeps its translation.
+    let again = dp.expect(MASQ, &sent, TC_ACT_UNSPEC, Verdict::Masqueraded);
+    assert_eq!(read_back(&again).2, nat_port);
+}
+
+/// UDP without a checksum (0: none) keeps none; with one, it stays right (above).
+#[test]
+fn masquerade_keeps_udp_without_checksum() {
+    let dp = masq_dataplane(61000, 65535);
+    let mut sent = frame(POD_A, EXT, 5353, 53, L4::Udp);
+    sent[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    let out = dp.expect(MASQ, &sent, TC_ACT_UNSPEC, Verdict::Masqueraded);
+    assert_eq!(&out[14 + 20 + 6..14 + 20 + 8], &[0, 0], "no checksum stays none");
+    assert_eq!(read_back(&out).0, A_IP);
+}
+
+/// What Flannel's rules leave alone passes untouched: pod to pod, the host's own
+/// traffic, multicast, a non-masquerade destination, everything with masquerade off.
+#[rstest]
+#[case::pod_to_pod(frame(POD_A, POD_B, 40000, 80, L4::Udp), true)]
+#[case::host_traffic(frame(A_IP, EXT, 40000, 80, L4::Udp), true)]
+#[case::multicast(frame(POD_A, Ipv4Addr::new(239, 1, 1, 1), 40000, 80, L4::Udp), true)]
+#[case::non_masquerade_cidr(frame(POD_A, Ipv4Addr::new(203, 0, 113, 5), 40000, 80, L4::Udp), true)]
+#[case::masquerade_off(frame(POD_A, EXT, 40000, 80, L4::Udp), false)]
+fn masquerade_leaves_alone_what_flannel_does(#[case] sent: Vec<u8>, #[case] on: bool) {
+    let dp = if on { masq_dataplane(61000, 65535) } else { dataplane(true) };
+    let out = dp.expect(MASQ, &sent, TC_ACT_UNSPEC, Verdict::Passed);
+    assert_eq!(out, sent);
+    assert!(dp.maps.nat_out().unwrap().is_empty());
+}
+
+/// A flow the outside opened to a pod keeps its addresses both ways: its first
+/// packet is noted at the uplink's ingress, and the pod's replies leave untranslated.
+#[test]
+fn masquerade_leaves_inbound_flows_alone() {
+    let dp = masq_dataplane(61000, 65535);
+    let inbound = frame(EXT, POD_A, 50000, 8080, L4::Tcp { syn: true, fin: false });
+    assert_eq!(dp.expect(DECAP, &inbound, TC_ACT_UNSPEC, Verdict::Passed), inbound);
+    let noted = dp.maps.nat_out().unwrap();
+    assert_eq!(noted.len(), 1);
+    assert_eq!(noted[0].0, nat_key(POD_A, EXT, 8080, 50000, IPPROTO_TCP));
+    assert_eq!(noted[0].1.flags, FLAG_INBOUND);
+    let reply = frame(POD_A, EXT, 8080, 50000, L4::Tcp { syn: false, fin: false });
+    assert_eq!(dp.expect(MASQ, &reply, TC_ACT_UNSPEC, Verdict::Passed), reply);
+    assert!(dp.maps.nat_in().unwrap().is_empty(), "nothing reserved for it");
+}
+
+/// Two flows can never share a reply tuple: with one port in the range, a second
+/// pod's flow to the same outside end finds none free and is dropped, counted; one to
+/// another outside end may reuse the port (its reply tuple differs).
+#[test]
+fn masquerade_drops_when_the_ports_run_out() {
+    let dp = masq_dataplane(61000, 61000);
+    let first = dp.expect(MASQ, &frame(POD_A, EXT, 40000, 80, L4::Udp), TC_ACT_UNSPEC, Verdict::Masqueraded);
+    assert_eq!(read_back(&first).2, 61000);
+    let other_pod = frame(Ipv4Addr::new(10, 244, 1, 6), EXT, 40000, 80, L4::Udp);
+    dp.expect(MASQ, &other_pod, TC_ACT_SHOT, Verdict::DropNatExhausted);
+    let elsewhere = frame(Ipv4Addr::new(10, 244, 1, 6), EXT, 40000, 443, L4::Udp);
+    let out = dp.expect(MASQ, &elsewhere, TC_ACT_UNSPEC, Verdict::Masqueraded);
+    assert_eq!(read_back(&out).2, 61000);
+}
+
+/// Fragments: a pod's later fragment leaves from the node's address like its first
+/// (IPv4 checksum right, nothing else touched); a reply's first fragment to a NAT
+/// port cannot be translated whole and is dropped, counted.
+#[test]
+fn masquerade_fragments() {
+    let dp = masq_dataplane(61000, 65535);
+    let payload = [7u8; 64];
+    let later =
+        eth(GW_MAC, UPLINK_MAC, ETH_P_IPV4, &Ipv4 { frag_off: 185, ..Ipv4::new(POD_A, EXT, IPPROTO_UDP) }.build(&payload));
+    let out = dp.expect(MASQ, &later, TC_ACT_UNSPEC, Verdict::Masqueraded);
+    assert_eq!(&out[26..30], &A_IP.octets());
+    assert_eq!(checksum(&out[14..34]), 0, "IPv4 header checksum");
+    assert_eq!(&out[34..], &payload);
+
+    let first = dp.expect(MASQ, &frame(POD_A, EXT, 40000, 53, L4::Udp), TC_ACT_UNSPEC, Verdict::Masqueraded);
+    let port = read_back(&first).2;
+    let mut reply = frame(EXT, A_IP, 53, port, L4::Udp);
+    reply[20..22].copy_from_slice(&0x2000u16.to_be_bytes()); // more fragments
+    let c = checksum(&{
+        let mut h = reply[14..34].to_vec();
+        h[10..12].copy_from_slice(&[0, 0]);
+        h
+    });
+    reply[24..26].copy_from_slice(&c.to_be_bytes());
+    dp.expect(DECAP, &reply, TC_ACT_SHOT, Verdict::DropNatFragment);
 }

@@ -77,12 +77,15 @@ pub(super) async fn ensure_device(
 }
 
 impl Agent {
-    /// Attaches both programs; records links this start pinned anew.
+    /// Attaches the programs (masquerade's with `--ip-masq`); records links this start pinned anew.
     pub(super) fn attach(&mut self, created: &mut Created) -> Result<()> {
         let mut hooks = vec![
             (spec::programs::ENCAP, self.weft0.name.clone(), TcAttachType::Egress, spec::links::ENCAP),
             (spec::programs::DECAP, self.uplink.name.clone(), TcAttachType::Ingress, spec::links::DECAP),
         ];
+        if self.masq.is_some() {
+            hooks.push((spec::programs::MASQ, self.uplink.name.clone(), TcAttachType::Egress, spec::links::MASQ));
+        }
         if self.args.fast_path {
             // First: the config already says fast path, and until this program is on
             // weft0, what TC decap sends through the peer simply takes the stack.

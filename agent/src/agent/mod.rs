@@ -38,7 +38,7 @@ use tokio::{
 };
 use weft_common::{
     ABI_VERSION,
-    config::{DataplaneConfig, NodeName, FLAG_BRIDGE_BYPASS, FLAG_DECAP_L4_UDP, FLAG_FAST_PATH},
+    config::{DataplaneConfig, FLAG_BRIDGE_BYPASS, FLAG_DECAP_L4_UDP, FLAG_FAST_PATH, FLAG_MASQUERADE, NodeName},
     maps as spec,
 };
 
@@ -64,6 +64,7 @@ use crate::{
 
 mod address;
 mod device;
+mod masq;
 mod publish;
 mod source;
 mod startup;
@@ -104,6 +105,14 @@ pub struct Agent {
     decap_l4_udp: bool,
     /// What `/healthz` reports: whether resyncs keep succeeding.
     health: Health,
+    /// `--ip-masq`: the cluster network and the NAT table's collector.
+    masq: Option<Masq>,
+}
+
+/// Masquerade's settings and its collector.
+pub(super) struct Masq {
+    network: Ipv4Network,
+    collector: crate::nat::Collector,
 }
 
 impl Agent {
@@ -118,13 +127,26 @@ impl Agent {
             weft0_ifindex: self.weft0.index,
             flags: flag(self.args.fast_path, FLAG_FAST_PATH)
                 | flag(self.pods.as_ref().is_some_and(Pods::bypass), FLAG_BRIDGE_BYPASS)
-                | flag(self.decap_l4_udp, FLAG_DECAP_L4_UDP),
+                | flag(self.decap_l4_udp, FLAG_DECAP_L4_UDP)
+                | flag(self.masq.is_some(), FLAG_MASQUERADE),
             weft0_peer_ifindex: self.weft0_peer,
             weft0_mtu: self.tunnel_mtu(),
             pod_cidr: self.own.pod_cidr.network().octets(),
             pod_prefix: self.own.pod_cidr.prefix(),
             node_name: NodeName::new(&self.own.name),
             ..Default::default()
+        };
+        let config = match &self.masq {
+            // MASQUERADE's choice: the address of the interface the packet leaves by.
+            Some(m) => DataplaneConfig {
+                masq_ip: self.uplink_address.unwrap_or(self.tunnel_ip).octets(),
+                cluster_net: m.network.network().octets(),
+                cluster_prefix: m.network.prefix(),
+                nat_port_min: self.args.nat_port_range.min,
+                nat_port_max: self.args.nat_port_range.max,
+                ..config
+            },
+            None => config,
         };
         if self.dataplane.maps.config()? != config {
             self.dataplane.maps.set_config(config)?;
@@ -182,12 +204,15 @@ impl Agent {
             && self.dataplane.is_attached(spec::programs::DECAP, &self.uplink.name, TcAttachType::Ingress)?
             && (!self.args.fast_path
                 || self.dataplane.is_attached(spec::programs::WEFT0_INGRESS, &self.weft0.name, TcAttachType::Ingress)?)
-            && (!self.xdp || self.uplink.xdp_drv_prog == Some(self.dataplane.xdp_program_id()?));
+            && (!self.xdp || self.uplink.xdp_drv_prog == Some(self.dataplane.xdp_program_id()?))
+            && (self.masq.is_none()
+                || self.dataplane.is_attached(spec::programs::MASQ, &self.uplink.name, TcAttachType::Egress)?);
         if !attached {
             tracing::warn!("a program is no longer attached (interface recreated?): attaching again");
             self.attach(&mut created)?;
         }
         self.reconcile(true).await?;
+        self.keep_masq()?;
         if let Some(pods) = &mut self.pods {
             pods.recheck();
         }
@@ -207,6 +232,7 @@ impl Agent {
         // The node table file is polled (one stat per second): it works for every
         // editor and for ConfigMap volumes, which swap a symlink rather than write.
         let mut poll = tokio::time::interval(Duration::from_secs(1));
+        let mut collect = tokio::time::interval(crate::nat::COLLECT_EVERY);
         let mut logger = match self.dataplane.logger.take() {
             // SAFETY: the logger owns its ring buffer's fd and returns that same open fd
             // from every `as_raw_fd` call until it is dropped, with the AsyncFd.
@@ -246,6 +272,11 @@ impl Agent {
                 }
                 item = next_node_event(&mut self.source), if is_kube => self.on_node_event(item).await,
                 _ = resync.tick() => self.resync_logged().await,
+                _ = collect.tick(), if self.masq.is_some() => {
+                    if let Some(m) = &mut self.masq {
+                        m.collector.run(&mut self.dataplane.maps);
+                    }
+                }
                 _ = async { self.pods.as_mut().expect("guarded").changed().await }, if self.pods.is_some() => {
                     self.sync_pods().await;
                 }

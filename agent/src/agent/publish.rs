@@ -13,7 +13,7 @@ impl Agent {
         let Source::Kube(kube) = &self.source else {
             return Ok(());
         };
-        let env = cni::subnet_env(kube.network, self.own.pod_cidr, self.tunnel_mtu());
+        let env = cni::subnet_env(kube.network, self.own.pod_cidr, self.tunnel_mtu(), self.args.ip_masq);
         if std::fs::read_to_string(&self.args.subnet_file).ok().as_deref() != Some(env.as_str()) {
             cni::write_atomic(&self.args.subnet_file, &env)?;
             tracing::info!(path = %self.args.subnet_file.display(), "wrote subnet.env");

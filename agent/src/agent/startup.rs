@@ -69,9 +69,10 @@ pub(super) async fn start_static(args: Args, path: PathBuf, nl: Netlink, health:
         );
     }
     let (vni, port) = (args.vni.unwrap_or(STATIC_DEFAULTS.0), args.port.unwrap_or(STATIC_DEFAULTS.1));
+    let masq = Masq::from_args(&args, None)?;
     let stamp = file_stamp(&path);
     let source = Source::File { path, stamp };
-    let mut agent = Agent::bring_up(args, vni, port, None, nl, own, table, up, source, health, created).await?;
+    let mut agent = Agent::bring_up(args, vni, port, None, nl, own, table, up, source, health, masq, created).await?;
     agent.reconcile(true).await?;
     tracing::info!("dataplane up");
     Ok(agent)
@@ -159,7 +160,9 @@ pub(super) async fn start_kube(args: Args, nl: Netlink, health: Health, created:
     kube.own_address_error(&own.name, public_ip, own_error);
     let mut source = Source::Kube(Box::new(kube));
     let table = kube_table(&own, &mut source, conf.vni);
-    let mut agent = Agent::bring_up(args, conf.vni, conf.port, conf.mtu, nl, own, table, up, source, health, created).await?;
+    let masq = Masq::from_args(&args, Some(conf.network))?;
+    let mut agent =
+        Agent::bring_up(args, conf.vni, conf.port, conf.mtu, nl, own, table, up, source, health, masq, created).await?;
     agent.reconcile(true).await?;
     agent.write_cni_files()?;
     agent.sync_node_object().await;
@@ -180,11 +183,13 @@ impl Agent {
         up: uplink::Uplink,
         source: Source,
         health: Health,
+        masq: Option<Masq>,
         created: &mut Created,
     ) -> Result<Agent> {
         tracing::info!(node = %own.name, uplink = %up.link.name, underlay = %own.underlay_ip, pod_cidr = %own.pod_cidr, "starting");
         bpffs::ensure(&args.bpffs_dir)?;
-        let (dataplane, pins) = Dataplane::load(&args.bpffs_dir, args.bpf_log.aya_level())?;
+        let sizes = crate::maps::Sizes { nat: args.nat_max_entries };
+        let (dataplane, pins) = Dataplane::load(&args.bpffs_dir, args.bpf_log.aya_level(), &sizes)?;
         for (name, state) in &pins {
             tracing::info!(map = name, state = ?state, "map");
         }
@@ -217,12 +222,14 @@ impl Agent {
             pods: None,
             decap_l4_udp: false,
             health,
+            masq,
         };
         agent.decap_l4_udp = crate::probe::decap_l4_udp(&mut agent.dataplane);
         agent.refresh_tunnel_ip().await?;
         agent.write_config()?;
         let others = agent.table.nodes.iter().filter(|n| n.name != agent.own.name);
         reconcile::seed(&mut agent.dataplane.maps, &node::desired(others, vni))?;
+        agent.keep_masq()?;
         agent.attach(created)?;
         agent.start_pods(created).await?;
         Ok(agent)
