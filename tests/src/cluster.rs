@@ -138,6 +138,25 @@ pub struct External {
     pub ns: Netns,
 }
 
+/// The internet: a host (192.0.2.10) behind a router on the underlay (198.19.0.254)
+/// that knows no pod addresses, the nodes' default gateway.
+pub struct Internet {
+    pub host: External,
+    pub router: Netns,
+}
+
+pub const INTERNET_HOST: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+pub const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 254);
+
+impl Internet {
+    /// Routes `node`'s pod CIDR through that node, as a cloud's route table does for
+    /// outside clients of pods.
+    pub fn route_pods_via(&self, node: &Node) -> Result<()> {
+        self.router.ip(&format!("route replace {} via {}", node.pod_cidr, node.underlay))?;
+        Ok(())
+    }
+}
+
 pub struct Cluster {
     pub id: String,
     pub dir: PathBuf,
@@ -146,6 +165,7 @@ pub struct Cluster {
     // Field order is drop order: pods and hosts before the nodes they hang off.
     pub pods: Vec<Pod>,
     pub externals: Vec<External>,
+    pub internet: Option<Internet>,
     pub nodes: Vec<Node>,
     /// Kubernetes mode: the API server's namespace.
     pub control: Option<ControlPlane>,
@@ -219,6 +239,7 @@ impl Cluster {
             id,
             pods: Vec::new(),
             externals: Vec::new(),
+            internet: None,
             nodes: Vec::new(),
             control: None,
             underlay,
@@ -448,6 +469,29 @@ impl Cluster {
         Ok(self.externals.len() - 1)
     }
 
+    /// Adds [`Internet`]: the router's link to the host has `mtu` (a smaller one is a
+    /// path with a smaller MTU, e.g. a VPN); every node's default route is the router.
+    pub fn add_internet(&mut self, mtu: u32) -> Result<&Internet> {
+        let router = Netns::new(format!("{}{}-rt", netns::PREFIX, self.id))?;
+        self.wire_to_underlay(&router, "eth0", "u-rt", ROUTER)?;
+        let host = Netns::new(format!("{}{}-inet", netns::PREFIX, self.id))?;
+        crate::run(&mut crate::cmd(&format!(
+            "ip link add wan netns {} mtu {mtu} type veth peer name eth0 netns {} mtu {mtu}",
+            router.name, host.name
+        )))?;
+        router.ip("addr add 192.0.2.1/24 dev wan")?;
+        router.ip("link set wan up")?;
+        crate::run(&mut router.exec("sysctl -q -w net.ipv4.ip_forward=1"))?;
+        host.ip(&format!("addr add {INTERNET_HOST}/24 dev eth0"))?;
+        host.ip("link set eth0 up")?;
+        host.ip("route add default via 192.0.2.1")?;
+        for n in &self.nodes {
+            n.ns.ip(&format!("route replace default via {ROUTER}"))?;
+        }
+        self.internet = Some(Internet { host: External { ip: INTERNET_HOST, ns: host }, router });
+        Ok(self.internet.as_ref().expect("just set"))
+    }
+
     /// Segmentation on the underlay: on (veth default, GSO super-packets cross) or
     /// off on every node's uplink, so senders put MTU-sized frames on the wire as a NIC does.
     pub fn set_underlay_segmentation(&self, on: bool) -> Result<()> {
@@ -456,6 +500,20 @@ impl Cluster {
             crate::run(&mut n.ns.exec(&format!("ethtool -K ul0 tso {state} gso {state}")))?;
         }
         Ok(())
+    }
+
+    /// `weft-agent status|route|nat …` in node `n`'s namespace against its pins: stdout.
+    pub fn inspect(&self, n: &str, args: &[&str]) -> Result<String> {
+        let node = self.node(n);
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", node.ns.path()))
+            .arg(crate::agent_binary())
+            .args(args)
+            .arg("--bpffs-dir")
+            .arg(&node.bpffs_dir)
+            .output()?;
+        anyhow::ensure!(out.status.success(), "weft-agent {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8(out.stdout)?)
     }
 
     pub fn agent_log(&self, node: &str) -> String {

@@ -209,20 +209,6 @@ fn pinned_maps_of_another_abi_version_are_all_replaced() -> Result<()> {
     Ok(())
 }
 
-/// `weft-agent status|route …` in node `n`'s namespace against its pins: stdout.
-fn inspect(c: &Cluster, n: &str, args: &[&str]) -> Result<String> {
-    let node = c.node(n);
-    let out = Command::new("nsenter")
-        .arg(format!("--net={}", node.ns.path()))
-        .arg(weft_e2e::agent_binary())
-        .args(args)
-        .arg("--bpffs-dir")
-        .arg(&node.bpffs_dir)
-        .output()?;
-    anyhow::ensure!(out.status.success(), "weft-agent {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8(out.stdout)?)
-}
-
 /// `status` names this node, every peer and the local pods; `route` says where a
 /// remote pod, a local pod and an outside address go; `--output json` parses; both
 /// read the pinned state, so they work with the agent stopped too.
@@ -236,7 +222,7 @@ fn status_and_route_read_the_pinned_state() -> Result<()> {
         wait_for(Duration::from_secs(5), || c.node("a").maps().ok()?.endpoints().ok()?.contains_key(&pod_a).then_some(()));
     assert!(known.is_some(), "{}", c.logs());
     for running in [true, false] {
-        let text = inspect(&c, "a", &["status"])?;
+        let text = c.inspect("a", &["status"])?;
         println!("weft-agent status (agent running: {running}):\n{text}");
         let a = c.node("a");
         assert!(text.contains(&format!("node a: pod CIDR {}", a.pod_cidr)) && text.contains(&a.underlay.to_string()), "{text}");
@@ -246,22 +232,22 @@ fn status_and_route_read_the_pinned_state() -> Result<()> {
         }
         assert!(text.contains(&pod_a.to_string()), "local pod:\n{text}");
         assert!(text.contains("link_decap") && text.contains("weft_decap"), "attachments:\n{text}");
-        let json: serde_json::Value = serde_json::from_str(&inspect(&c, "a", &["status", "--output", "json"])?)?;
+        let json: serde_json::Value = serde_json::from_str(&c.inspect("a", &["status", "--output", "json"])?)?;
         assert_eq!(json["peers"].as_array().map(Vec::len), Some(2), "{json}");
         assert_eq!(json["node"]["pod_cidr"], a.pod_cidr.to_string(), "{json}");
         assert_eq!(json["node"]["name"], "a", "{json}");
         assert_eq!(json["local_pods"][0]["ip"], pod_a.to_string(), "{json}");
 
         let to_b = c.pod_on("b").ip.to_string();
-        let r: serde_json::Value = serde_json::from_str(&inspect(&c, "a", &["route", &to_b, "-o", "json"])?)?;
+        let r: serde_json::Value = serde_json::from_str(&c.inspect("a", &["route", &to_b, "-o", "json"])?)?;
         assert_eq!(r["kind"], "remote-node", "{r}");
         assert_eq!(r["node_underlay_ip"], c.node("b").underlay.to_string(), "{r}");
         assert_eq!(r["node_vtep_mac"], c.node("b").vtep_mac, "{r}");
-        let text = inspect(&c, "a", &["route", &to_b])?;
+        let text = c.inspect("a", &["route", &to_b])?;
         assert!(text.contains(&c.node("b").underlay.to_string()) && text.contains("weft0"), "{text}");
-        let local: serde_json::Value = serde_json::from_str(&inspect(&c, "a", &["route", &pod_a.to_string(), "-o", "json"])?)?;
+        let local: serde_json::Value = serde_json::from_str(&c.inspect("a", &["route", &pod_a.to_string(), "-o", "json"])?)?;
         assert_eq!(local["kind"], "local-pod", "{local}");
-        let outside: serde_json::Value = serde_json::from_str(&inspect(&c, "a", &["route", "192.0.2.1", "-o", "json"])?)?;
+        let outside: serde_json::Value = serde_json::from_str(&c.inspect("a", &["route", "192.0.2.1", "-o", "json"])?)?;
         assert_eq!(outside["kind"], "host-stack", "{outside}");
         if running {
             let a = c.node_index("a");

@@ -1,0 +1,245 @@
+//! Masquerade (`--ip-masq`) end to end, static peers mode: pods on two weft nodes
+//! reach a host on the "internet" (behind a router on the underlay that knows no pod
+//! addresses, so only masqueraded traffic gets answers), which sees the nodes'
+//! addresses; what Flannel's rules leave alone keeps its addresses.
+
+use std::{
+    collections::BTreeSet,
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    sync::{Arc, Barrier},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use nix::sys::signal::Signal;
+use weft_e2e::{
+    agent::AgentProcess,
+    cluster::{Cluster, INTERNET_HOST, Kind},
+    netns::Netns,
+    traffic::{next_port, ping_ok, tcp_transfer},
+    wait_for,
+};
+
+/// net-conf.json for static mode (its `Network` is the cluster network).
+fn net_conf() -> String {
+    let path = "/run/weft-e2e/net-conf-masquerade.json";
+    std::fs::create_dir_all("/run/weft-e2e").expect("/run/weft-e2e");
+    std::fs::write(path, r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#).expect("net-conf.json");
+    path.to_string()
+}
+
+fn cluster(masquerade: bool) -> Cluster {
+    let conf = net_conf();
+    let args: Vec<&str> = if masquerade { vec!["--ip-masq", "--net-config-path", &conf] } else { vec![] };
+    let mut c = Cluster::new_with_agent_args(&[("a", Kind::Weft), ("b", Kind::Weft)], &args).expect("cluster");
+    for n in ["a", "a", "b", "b"] {
+        c.add_pod(n).expect("CNI ADD");
+    }
+    c.add_internet(1500).expect("internet");
+    c
+}
+
+/// Accepts `count` connections on `port`, reads each to its end, checks the content
+/// (`hello from IP #N` as the client wrote it) and answers `ok`; returns the peers.
+fn tcp_server(ns: &Netns, port: u16, count: usize) -> std::thread::JoinHandle<Result<Vec<(SocketAddrV4, String)>>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = ns.spawn(move || {
+        let listener = TcpListener::bind((INTERNET_HOST, port)).context("bind")?;
+        tx.send(()).ok();
+        let mut conns = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (conn, peer) = listener.accept().context("accept")?;
+            let SocketAddr::V4(peer) = peer else { bail!("IPv6 peer") };
+            conns.push((conn, peer));
+        }
+        let mut out = Vec::with_capacity(count);
+        for (mut conn, peer) in conns {
+            conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let mut text = String::new();
+            conn.read_to_string(&mut text).with_context(|| format!("reading from {peer}"))?;
+            ensure!(text.starts_with("hello from "), "content from {peer}: {text:?}");
+            conn.write_all(b"ok")?;
+            out.push((peer, text));
+        }
+        Ok(out)
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("server listening");
+    handle
+}
+
+/// Opens `count` connections from `ns` to the internet host's `port`, all of them
+/// before writing on any (so they are concurrent), then writes, closes and waits for
+/// the answer on each.
+fn tcp_clients(ns: &Netns, me: Ipv4Addr, port: u16, count: usize, all: Arc<Barrier>) -> std::thread::JoinHandle<Result<()>> {
+    ns.spawn(move || {
+        let to = SocketAddr::from((INTERNET_HOST, port));
+        let mut conns = Vec::with_capacity(count);
+        for i in 0..count {
+            let c = TcpStream::connect_timeout(&to, Duration::from_secs(10)).with_context(|| format!("connect #{i}"))?;
+            c.set_read_timeout(Some(Duration::from_secs(30)))?;
+            conns.push(c);
+        }
+        all.wait();
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.write_all(format!("hello from {me} #{i}").as_bytes())?;
+            c.shutdown(std::net::Shutdown::Write)?;
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).with_context(|| format!("answer #{i}"))?;
+            ensure!(answer == "ok", "answer #{i}: {answer:?}");
+        }
+        Ok(())
+    })
+}
+
+/// One UDP datagram from `from` to the internet host; the source it arrived from.
+fn udp_source(c: &Cluster, from: &Netns) -> Result<SocketAddrV4> {
+    let host = &c.internet.as_ref().expect("internet").host.ns;
+    let port = next_port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = host.spawn(move || {
+        let s = UdpSocket::bind((INTERNET_HOST, port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        tx.send(()).ok();
+        let mut buf = [0u8; 64];
+        let (n, peer) = s.recv_from(&mut buf).context("no datagram arrived")?;
+        ensure!(&buf[..n] == b"weft masquerade", "content: {:?}", &buf[..n]);
+        s.send_to(b"back", peer)?;
+        let SocketAddr::V4(peer) = peer else { bail!("IPv6 peer") };
+        Ok(peer)
+    });
+    rx.recv_timeout(Duration::from_secs(5))?;
+    let client = from.spawn(move || {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.send_to(b"weft masquerade", (INTERNET_HOST, port))?;
+        let mut buf = [0u8; 16];
+        let (n, _) = s.recv_from(&mut buf).context("no answer")?;
+        ensure!(&buf[..n] == b"back");
+        Ok(())
+    });
+    let peer = server.join().map_err(|_| anyhow!("server panicked"))??;
+    client.join().map_err(|_| anyhow!("client panicked"))?.context("the answer comes back")?;
+    Ok(peer)
+}
+
+/// Pods' TCP, UDP and ping reach the internet from their node's address (and a NAT
+/// port), content intact; 1,000 concurrent connections from four pods to one
+/// ip:port all complete, beside the node's own connections to it (which keep their
+/// ephemeral ports, never a NAT port); pod to pod and outside to pod keep their
+/// addresses; `nat list` shows the flows and the collector reclaims them after
+/// their timeouts.
+#[test]
+fn pods_reach_the_internet_from_their_nodes_address() -> Result<()> {
+    let c = cluster(true);
+    let host = &c.internet.as_ref().unwrap().host.ns;
+    for pod in &c.pods {
+        let node = c.node(&pod.node);
+        ping_ok(&pod.ns, INTERNET_HOST, 2).map_err(|e| anyhow!("ping from {}: {e}\n{}", pod.name, c.logs()))?;
+        let src = udp_source(&c, &pod.ns).map_err(|e| anyhow!("UDP from {}: {e:#}\n{}", pod.name, c.logs()))?;
+        assert_eq!(*src.ip(), node.underlay, "UDP from {} arrives from its node's address", pod.name);
+        assert!(src.port() >= 61000, "from a NAT port: {src}");
+    }
+    tcp_transfer(&c.pod_on("a").ns, host, INTERNET_HOST, 20 << 20).context("20 MiB pod -> internet")?;
+
+    // 1,000 concurrent connections from four pods, and 50 of node a's own, to one ip:port.
+    let port = next_port();
+    let per_pod = 250;
+    let server = tcp_server(host, port, c.pods.len() * per_pod + 50);
+    let all = Arc::new(Barrier::new(c.pods.len() + 1));
+    let mut clients: Vec<_> = c.pods.iter().map(|p| tcp_clients(&p.ns, p.ip, port, per_pod, all.clone())).collect();
+    clients.push(tcp_clients(&c.node("a").ns, c.node("a").underlay, port, 50, all));
+    for (i, client) in clients.into_iter().enumerate() {
+        client.join().map_err(|_| anyhow!("client panicked"))?.map_err(|e| anyhow!("clients #{i}: {e:#}\n{}", c.logs()))?;
+    }
+    let peers = server.join().map_err(|_| anyhow!("server panicked"))??;
+    assert_eq!(peers.len(), 1050);
+    let mut seen = BTreeSet::new();
+    for (peer, text) in &peers {
+        assert!(seen.insert(*peer), "two connections from {peer}");
+        let node = if *peer.ip() == c.node("a").underlay { "a" } else { "b" };
+        assert_eq!(*peer.ip(), c.node(node).underlay, "{peer}");
+        let own = text.starts_with(&format!("hello from {} ", c.node("a").underlay));
+        if own {
+            assert!(peer.port() < 61000, "the node's own connection kept its ephemeral port: {peer}");
+        } else {
+            assert!(peer.port() >= 61000, "a pod's connection has a NAT port: {peer}");
+        }
+    }
+    let reserved = c.node("a").ns.sh("cat /proc/sys/net/ipv4/ip_local_reserved_ports")?;
+    assert!(reserved.contains("61000-65535"), "NAT ports reserved: {reserved:?}");
+
+    // `nat list` shows the pod's flows with the node's address.
+    let list = c.inspect("a", &["nat", "list", "-o", "json"])?;
+    let flows: serde_json::Value = serde_json::from_str(&list)?;
+    let pod_a = c.pod_on("a").ip.to_string();
+    let tcp: Vec<_> = flows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["protocol"] == "tcp" && f["original"].as_str().unwrap().starts_with(&format!("{pod_a}:")))
+        .collect();
+    assert!(tcp.len() >= per_pod, "{} TCP flows of pod a listed", tcp.len());
+    assert!(tcp.iter().all(|f| f["translated"].as_str().unwrap().starts_with(&c.node("a").underlay.to_string())));
+    assert!(tcp.iter().all(|f| f["state"] == "closing"), "closed connections: {:?}", tcp.first());
+    println!("{}", c.inspect("a", &["nat", "list"])?.lines().take(5).collect::<Vec<_>>().join("\n"));
+
+    // Pod to pod and outside to pod keep their addresses.
+    let to_b = c.pod_on("b").ip;
+    ping_ok(&c.pod_on("a").ns, to_b, 1)?;
+    let internet = c.internet.as_ref().unwrap();
+    internet.route_pods_via(c.node("a"))?;
+    let inbound = tcp_transfer(host, &c.pod_on("a").ns, c.pod_on("a").ip, 1 << 20);
+    inbound.map_err(|e| anyhow!("internet -> pod a: {e:#}\n{}", c.logs()))?;
+
+    // Closed connections are reclaimed (TCP closing: 10 s, collected every 5 s).
+    let reclaimed = wait_for(Duration::from_secs(25), || {
+        let maps = c.node("a").maps().ok()?;
+        let left = maps.nat_out().ok()?.iter().filter(|(k, _)| k.protocol == 6 && k.dport == port.to_be_bytes()).count();
+        (left == 0).then_some(())
+    });
+    assert!(reclaimed.is_some(), "closed flows reclaimed\n{}", c.agent_log("a"));
+    Ok(())
+}
+
+/// Without `--ip-masq` nothing is translated: the internet host sees the pod's own
+/// address (and, with no route back to pods, never answers).
+#[test]
+fn without_ip_masq_pods_keep_their_address() -> Result<()> {
+    let c = cluster(false);
+    // Routes to the pods, so that an unmasqueraded packet would be answered.
+    let internet = c.internet.as_ref().unwrap();
+    internet.host.ns.ip("route add 10.244.0.0/16 via 192.0.2.1")?;
+    internet.route_pods_via(c.node("a"))?;
+    let src = udp_source(&c, &c.pod_on("a").ns)?;
+    assert_eq!(*src.ip(), c.pod_on("a").ip);
+    assert!(c.node("a").maps()?.nat_out()?.is_empty());
+    assert!(c.node("a").ns.tcx_programs("ul0", aya::programs::TcAttachType::Egress)?.is_empty(), "no masquerade program");
+    Ok(())
+}
+
+/// An agent killed (SIGKILL) and started again in the middle of a pod's long
+/// transfer to the internet: the pinned programs and NAT table carry it, intact.
+#[test]
+fn a_killed_agent_does_not_break_a_masqueraded_transfer() -> Result<()> {
+    let mut c = cluster(true);
+    let a = c.node_index("a");
+    let conf = net_conf();
+    let (done, restarted) = std::thread::scope(|s| -> Result<_> {
+        let (pod, host) = (&c.pod_on("a").ns, &c.internet.as_ref().unwrap().host.ns);
+        let transfer = s.spawn(move || tcp_transfer(pod, host, INTERNET_HOST, 1 << 30));
+        std::thread::sleep(Duration::from_millis(300));
+        c.nodes[a].agent.as_ref().unwrap().signal(Signal::SIGKILL)?;
+        std::thread::sleep(Duration::from_millis(200));
+        let log = c.dir.join("agent-a-restarted.log");
+        let restarted = AgentProcess::start(c.agent_command(a, &["--ip-masq", "--net-config-path", &conf]), "a", log)?;
+        Ok((transfer.join().map_err(|_| anyhow!("transfer panicked"))?, restarted))
+    })?;
+    c.nodes[a].agent = Some(restarted);
+    let done = done.map_err(|e| anyhow!("{e:#}\n{}", c.logs()))?;
+    println!("1 GiB through a killed and restarted agent in {:?}", done.elapsed);
+    ping_ok(&c.pod_on("a").ns, INTERNET_HOST, 1)?;
+    Ok(())
+}
