@@ -38,12 +38,16 @@ use weft_common::{
 };
 
 use crate::{
+    csum,
     maps::{self, WEFT_NAT_IN, WEFT_NAT_OUT, WEFT_NO_MASQ},
     parse::{EthHdr, IcmpHdr, Ipv4Hdr, L4Ports, Packet, TcpHdr},
 };
 
 const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_ECHO: u8 = 8;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+const ICMP_PARAMETERPROB: u8 = 12;
 /// Offsets in the frame of the IPv4 source, destination and checksum.
 const IP_SADDR: usize = ETH_HLEN + 12;
 const IP_DADDR: usize = ETH_HLEN + 16;
@@ -81,7 +85,8 @@ fn flow(pkt: Packet, ip: &Ipv4Hdr, l4: usize, outbound: bool) -> Option<Flow> {
             match (icmp.kind, outbound) {
                 (ICMP_ECHO, true) => key.sport = icmp.id,
                 (ICMP_ECHO_REPLY, false) => key.dport = icmp.id,
-                // Errors and the rest are not translated (yet): they pass as they are.
+                // Errors are translated by what they quote (`icmp_error`); the rest
+                // passes as it is.
                 _ => return None,
             }
             (Some(l4 + 2), 0)
@@ -274,6 +279,12 @@ pub fn tc_unmasq(ctx: &TcContext, cfg: &DataplaneConfig) -> Result<Verdict, Verd
         }
         return Ok(Verdict::Passed);
     }
+    if ip.protocol == IPPROTO_ICMP
+        && let Some(icmp) = pkt.header::<IcmpHdr>(l4)
+        && matches!(icmp.kind, ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETERPROB)
+    {
+        return icmp_error(ctx, pkt, l4);
+    }
     let Some(flow) = flow(pkt, ip, l4, false) else {
         return Ok(Verdict::Passed);
     };
@@ -307,6 +318,89 @@ pub fn tc_unmasq(ctx: &TcContext, cfg: &DataplaneConfig) -> Result<Verdict, Verd
         rewrite_port(ctx, flow.l4 + 2, flow.key.dport, back.port, flow.check, protocol)?;
     }
     rewrite_addr(ctx, IP_DADDR, daddr, back.addr, flow.check, protocol)?;
+    Ok(Verdict::Unmasqueraded)
+}
+
+/// An ICMP error to the node's address about a packet a pod sent (its quoted
+/// header carries the node's address and NAT port as source): the error goes to the
+/// pod with the quote translated back — outer destination, quoted source address
+/// and port, and the checksums of the quoted IPv4 and L4 headers and of the ICMP
+/// message — so path MTU discovery (fragmentation needed) and traceroute (time
+/// exceeded) work through the masquerade, as netfilter's NAT makes them work.
+/// An error about anything else passes to the stack.
+#[inline(always)]
+fn icmp_error(ctx: &TcContext, pkt: Packet, l4: usize) -> Result<Verdict, Verdict> {
+    // The quoted packet: its IPv4 header, then at least 8 bytes of its L4 header.
+    let q = l4 + 8;
+    let Some(quoted) = pkt.header::<Ipv4Hdr>(q) else {
+        return Ok(Verdict::Passed);
+    };
+    if !quoted.is_valid() || quoted.is_later_fragment() {
+        return Ok(Verdict::Passed);
+    }
+    let ql4 = q + quoted.header_len();
+    let (protocol, masq, remote, quoted_ip_check) = (quoted.protocol, quoted.saddr, quoted.daddr, quoted.check);
+    // The reply tuple of the quoted packet's flow, and where its port and checksum are.
+    let mut key = NatKey { saddr: remote, daddr: masq, protocol, ..Default::default() };
+    let (port_off, check_off) = match protocol {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            let Some(ports) = pkt.header::<L4Ports>(ql4) else { return Ok(Verdict::Passed) };
+            (key.sport, key.dport) = (ports.dest, ports.source);
+            (ql4, if protocol == IPPROTO_UDP { ql4 + 6 } else { ql4 + 16 })
+        }
+        IPPROTO_ICMP => {
+            let Some(echo) = pkt.header::<IcmpHdr>(ql4) else { return Ok(Verdict::Passed) };
+            if echo.kind != ICMP_ECHO {
+                return Ok(Verdict::Passed);
+            }
+            key.dport = echo.id;
+            (ql4 + 4, ql4 + 2)
+        }
+        _ => return Ok(Verdict::Passed),
+    };
+    let Some(back) = WEFT_NAT_IN.get_ptr(key) else {
+        return Ok(Verdict::Passed);
+    };
+    // SAFETY: a live map value, copied out.
+    let back = unsafe { *back };
+    let nat_port = key.dport;
+    // The quoted L4 checksum, when the quote reaches it (TCP's often does not).
+    let quoted_check = pkt.header::<[u8; 2]>(check_off).copied();
+    let Some(outer) = pkt.header::<Ipv4Hdr>(ETH_HLEN) else {
+        return Ok(Verdict::Passed);
+    };
+    let outer_daddr = outer.daddr;
+    // Packet pointers die with the first store: everything is read above.
+    let icmp_check = l4 + 2;
+    let fix_icmp =
+        |from: u64, to: u64, size: u64| ctx.l4_csum_replace(icmp_check, from, to, size).map_err(|_| Verdict::DropNatError);
+    let (old_addr, new_addr) = (u64::from(u32::from_ne_bytes(masq)), u64::from(u32::from_ne_bytes(back.addr)));
+    let (old_port, new_port) = (u64::from(u16::from_ne_bytes(nat_port)), u64::from(u16::from_ne_bytes(back.port)));
+    if let Some(check) = quoted_check
+        && !(protocol == IPPROTO_UDP && check == [0, 0])
+    {
+        let mut new = csum::replace16(check, u16::from_be_bytes(nat_port), u16::from_be_bytes(back.port));
+        if protocol != IPPROTO_ICMP {
+            new = csum::replace16(new, u16::from_be_bytes([masq[0], masq[1]]), u16::from_be_bytes([back.addr[0], back.addr[1]]));
+            new = csum::replace16(new, u16::from_be_bytes([masq[2], masq[3]]), u16::from_be_bytes([back.addr[2], back.addr[3]]));
+        }
+        fix_icmp(u64::from(u16::from_ne_bytes(check)), u64::from(u16::from_ne_bytes(new)), 2)?;
+        ctx.store(check_off, &new, 0).map_err(|_| Verdict::DropNatError)?;
+    }
+    fix_icmp(old_port, new_port, 2)?;
+    ctx.store(port_off, &back.port, 0).map_err(|_| Verdict::DropNatError)?;
+    let mut ip_check = csum::replace16(
+        quoted_ip_check,
+        u16::from_be_bytes([masq[0], masq[1]]),
+        u16::from_be_bytes([back.addr[0], back.addr[1]]),
+    );
+    ip_check =
+        csum::replace16(ip_check, u16::from_be_bytes([masq[2], masq[3]]), u16::from_be_bytes([back.addr[2], back.addr[3]]));
+    fix_icmp(u64::from(u16::from_ne_bytes(quoted_ip_check)), u64::from(u16::from_ne_bytes(ip_check)), 2)?;
+    ctx.store(q + 10, &ip_check, 0).map_err(|_| Verdict::DropNatError)?;
+    fix_icmp(old_addr, new_addr, 4)?;
+    ctx.store(q + 12, &back.addr, 0).map_err(|_| Verdict::DropNatError)?;
+    rewrite_addr(ctx, IP_DADDR, outer_daddr, back.addr, None, IPPROTO_ICMP)?;
     Ok(Verdict::Unmasqueraded)
 }
 

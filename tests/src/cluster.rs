@@ -469,14 +469,15 @@ impl Cluster {
         Ok(self.externals.len() - 1)
     }
 
-    /// Adds [`Internet`]: the router's link to the host has `mtu` (a smaller one is a
-    /// path with a smaller MTU, e.g. a VPN); every node's default route is the router.
+    /// Adds [`Internet`]: the router's end of its link to the host has `mtu` (a smaller
+    /// one is a path with a smaller MTU, e.g. a VPN: the router answers too-big packets
+    /// with ICMP fragmentation-needed); every node's default route is the router.
     pub fn add_internet(&mut self, mtu: u32) -> Result<&Internet> {
         let router = Netns::new(format!("{}{}-rt", netns::PREFIX, self.id))?;
         self.wire_to_underlay(&router, "eth0", "u-rt", ROUTER)?;
         let host = Netns::new(format!("{}{}-inet", netns::PREFIX, self.id))?;
         crate::run(&mut crate::cmd(&format!(
-            "ip link add wan netns {} mtu {mtu} type veth peer name eth0 netns {} mtu {mtu}",
+            "ip link add wan netns {} mtu {mtu} type veth peer name eth0 netns {} mtu 1500",
             router.name, host.name
         )))?;
         router.ip("addr add 192.0.2.1/24 dev wan")?;

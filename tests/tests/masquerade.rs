@@ -30,13 +30,17 @@ fn net_conf() -> String {
 }
 
 fn cluster(masquerade: bool) -> Cluster {
+    cluster_with_path_mtu(masquerade, 1500)
+}
+
+fn cluster_with_path_mtu(masquerade: bool, mtu: u32) -> Cluster {
     let conf = net_conf();
     let args: Vec<&str> = if masquerade { vec!["--ip-masq", "--net-config-path", &conf] } else { vec![] };
     let mut c = Cluster::new_with_agent_args(&[("a", Kind::Weft), ("b", Kind::Weft)], &args).expect("cluster");
     for n in ["a", "a", "b", "b"] {
         c.add_pod(n).expect("CNI ADD");
     }
-    c.add_internet(1500).expect("internet");
+    c.add_internet(mtu).expect("internet");
     c
 }
 
@@ -201,6 +205,24 @@ fn pods_reach_the_internet_from_their_nodes_address() -> Result<()> {
         (left == 0).then_some(())
     });
     assert!(reclaimed.is_some(), "closed flows reclaimed\n{}", c.agent_log("a"));
+    Ok(())
+}
+
+/// A path with a smaller MTU (1400) between the router and the internet host: the
+/// router's fragmentation-needed errors reach the pod translated back, its TCP
+/// lowers its segment size, and a large transfer completes.
+#[test]
+fn path_mtu_discovery_works_through_the_masquerade() -> Result<()> {
+    let c = cluster_with_path_mtu(true, 1400);
+    let (pod, host) = (&c.pod_on("a").ns, &c.internet.as_ref().unwrap().host.ns);
+    tcp_transfer(pod, host, INTERNET_HOST, 8 << 20).map_err(|e| anyhow!("8 MiB over a 1400-byte path: {e:#}\n{}", c.logs()))?;
+    let learned = pod.ip(&format!("route get {INTERNET_HOST}"))?;
+    assert!(learned.contains("mtu 1400"), "the pod learned the path's MTU: {learned}");
+    let errors = c
+        .node("a")
+        .maps()?
+        .counter_at(weft_common::counters::Hook::UplinkIngress, weft_common::counters::Verdict::Unmasqueraded)?;
+    assert!(errors.packets > 0);
     Ok(())
 }
 

@@ -860,3 +860,52 @@ fn masquerade_fragments() {
     reply[24..26].copy_from_slice(&c.to_be_bytes());
     dp.expect(DECAP, &reply, TC_ACT_SHOT, Verdict::DropNatFragment);
 }
+
+/// An ICMP error about a masqueraded packet (fragmentation needed on a smaller-MTU
+/// path, time exceeded for traceroute) reaches the pod with its quote translated
+/// back: the quote is again, byte for byte, the packet the pod sent, and the ICMP
+/// message's checksum is right. An error about no flow of ours passes untouched.
+#[rstest]
+#[case::frag_needed_tcp(L4::Tcp { syn: false, fin: false }, true)]
+#[case::frag_needed_udp(L4::Udp, true)]
+#[case::time_exceeded_echo(L4::Echo, false)]
+fn masquerade_translates_icmp_errors_back(#[case] l4: L4, #[case] frag_needed: bool) {
+    use etherparse::{Icmpv4Type, PacketBuilder, icmpv4::DestUnreachableHeader, icmpv4::TimeExceededCode};
+    let dp = masq_dataplane(61000, 65535);
+    let echo = matches!(l4, L4::Echo);
+    let sent = frame(POD_A, EXT, 40000, if echo { 0 } else { 80 }, l4);
+    let out = dp.expect(MASQ, &sent, TC_ACT_UNSPEC, Verdict::Masqueraded);
+    let router = Ipv4Addr::new(192, 0, 2, 1);
+    let kind = if frag_needed {
+        Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 })
+    } else {
+        Icmpv4Type::TimeExceeded(TimeExceededCode::TtlExceededInTransit)
+    };
+    let error = |quote: &[u8]| {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2(UPLINK_MAC, GW_MAC)
+            .ipv4(router.octets(), A_IP.octets(), 64)
+            .icmpv4(kind.clone())
+            .write(&mut f, quote)
+            .unwrap();
+        f
+    };
+    let back = dp.expect(DECAP, &error(&out[14..]), TC_ACT_UNSPEC, Verdict::Unmasqueraded);
+    let p = etherparse::PacketHeaders::from_ethernet_slice(&back).unwrap();
+    let Some(etherparse::NetHeaders::Ipv4(ip, _)) = &p.net else { panic!("not IPv4") };
+    assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+    assert_eq!((Ipv4Addr::from(ip.source), Ipv4Addr::from(ip.destination)), (router, POD_A));
+    let Some(etherparse::TransportHeader::Icmpv4(icmp)) = p.transport else { panic!("not ICMP") };
+    assert_eq!(icmp.icmp_type, kind);
+    assert_eq!(icmp.checksum, icmp.icmp_type.calc_checksum(p.payload.slice()), "ICMP checksum");
+    assert_eq!(p.payload.slice(), &sent[14..], "the quote is the pod's own packet again");
+
+    // About a flow that is not ours (another source port): left to the stack.
+    let mut stray = out[14..].to_vec();
+    stray[20..22].copy_from_slice(&if echo { [0, 8] } else { [0xee, 0xee] });
+    if echo {
+        stray[24..26].copy_from_slice(&[0xee, 0xee]);
+    }
+    let stray = error(&stray);
+    assert_eq!(dp.expect(DECAP, &stray, TC_ACT_UNSPEC, Verdict::Passed), stray);
+}
