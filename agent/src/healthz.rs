@@ -27,6 +27,8 @@ struct State {
     skipped: BTreeMap<&'static str, u64>,
     /// Errors from the API server's watch (each one retried).
     api_errors: u64,
+    /// NAT flows the collector removed: (past their timeout, orphaned reply entries).
+    nat_reclaimed: (u64, u64),
 }
 
 /// A copy of what `/metrics` reports from the agent's own state.
@@ -36,6 +38,8 @@ pub struct Snapshot {
     pub healthy: bool,
     pub skipped: BTreeMap<&'static str, u64>,
     pub api_errors: u64,
+    /// NAT entries reclaimed (expired, orphans); zero without `--ip-masq`.
+    pub nat_reclaimed: (u64, u64),
 }
 
 impl Health {
@@ -48,6 +52,7 @@ impl Health {
                 last_error: None,
                 skipped: BTreeMap::new(),
                 api_errors: 0,
+                nat_reclaimed: (0, 0),
             })),
             max_age: resync * 3 + Duration::from_secs(1),
         }
@@ -72,6 +77,11 @@ impl Health {
         self.state().skipped = skipped;
     }
 
+    /// What masquerade's collector has reclaimed so far.
+    pub fn set_nat_reclaimed(&self, expired: u64, orphans: u64) {
+        self.state().nat_reclaimed = (expired, orphans);
+    }
+
     pub fn api_error(&self) {
         self.state().api_errors += 1;
     }
@@ -84,6 +94,7 @@ impl Health {
             healthy,
             skipped: s.skipped.clone(),
             api_errors: s.api_errors,
+            nat_reclaimed: s.nat_reclaimed,
         }
     }
 

@@ -70,7 +70,7 @@ pub fn render(bpffs_dir: &Path, health: &Health) -> String {
     let mut families = own_state(health);
     // The dataplane: left out while no agent has pinned the maps yet.
     if let Ok(maps) = Maps::open_pinned(bpffs_dir) {
-        families.extend(dataplane(&maps));
+        families.extend(dataplane(&maps, bpffs_dir));
     }
     // The encoder refuses a family without samples (a map that could not be read).
     families.retain(|f| !f.get_metric().is_empty());
@@ -117,11 +117,20 @@ fn own_state(health: &Health) -> Vec<MetricFamily> {
             vec![(vec![], own.api_errors as f64)],
         ),
         family("weft_peers_skipped", "Nodes left out of the tunnel table, per reason.", MetricType::GAUGE, skipped),
+        family(
+            "weft_nat_reclaimed_total",
+            "NAT entries the collector removed: flows past their timeout (expired), reply entries whose flow is gone (orphan).",
+            MetricType::COUNTER,
+            vec![
+                (vec![("reason", "expired")], own.nat_reclaimed.0 as f64),
+                (vec![("reason", "orphan")], own.nat_reclaimed.1 as f64),
+            ],
+        ),
     ]
 }
 
 /// What the pinned maps say: packets and bytes per hook, entries against capacity.
-fn dataplane(maps: &Maps) -> Vec<MetricFamily> {
+fn dataplane(maps: &Maps, bpffs_dir: &Path) -> Vec<MetricFamily> {
     let mut out = Vec::new();
     if let Ok(counts) = maps.counters_by_hook() {
         out.extend(counters(&counts));
@@ -131,9 +140,17 @@ fn dataplane(maps: &Maps) -> Vec<MetricFamily> {
         (spec::PEERS, maps.peers().map(|m| m.len())),
         (spec::ENDPOINTS, maps.endpoints().map(|m| m.len())),
         (spec::STACK_FLOWS, maps.stack_flows().map(|m| m.len())),
+        // Masquerade's: the flows, their reply entries (LRU: full means the least
+        // recently used flows are being evicted), the non-masquerade list.
+        (spec::NAT_OUT, maps.nat_out().map(|m| m.len())),
+        (spec::NAT_IN, maps.nat_in().map(|m| m.len())),
+        (spec::NO_MASQ, maps.no_masq().map(|m| m.len())),
     ];
+    // Capacity as pinned (`--nat-max-entries` sizes the NAT maps).
+    let capacity =
+        |s: &spec::MapSpec| aya::maps::MapInfo::from_pin(bpffs_dir.join(s.pin)).map(|i| i.max_entries()).unwrap_or(s.max_entries);
     let known: Vec<(&str, usize, u32)> =
-        entries.iter().filter_map(|(s, n)| n.as_ref().ok().map(|n| (s.pin, *n, s.max_entries))).collect();
+        entries.iter().filter_map(|(s, n)| n.as_ref().ok().map(|n| (s.pin, *n, capacity(s)))).collect();
     let used = known.iter().map(|(map, n, _)| (vec![("map", *map)], *n as f64)).collect();
     // `peers`' entries are the nodes this node tunnels to (and accepts VXLAN from).
     out.push(family("weft_map_entries", "Entries in each pinned map.", MetricType::GAUGE, used));

@@ -280,6 +280,8 @@ impl Cluster {
     fn start_flanneld(&self, i: usize) -> Result<()> {
         let n = &self.nodes[i];
         flannel::setup_device(&n.ns, n.underlay, n.pod_cidr, &n.vtep_mac, UPLINK_MTU)?;
+        // kube-flannel.yml runs flanneld with --ip-masq.
+        flannel::masquerade(&n.ns, kube::NETWORK.parse()?, n.pod_cidr)?;
         let ann = kube::flannel_annotations(n.underlay, &n.vtep_mac);
         self.control()
             .api

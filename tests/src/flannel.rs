@@ -43,3 +43,30 @@ pub fn add_peer_on(node: &Netns, dev: &str, peer: &Peer) -> Result<()> {
     node.ip(&format!("route replace {} via {gw} dev {dev} onlink", peer.pod_cidr))?;
     Ok(())
 }
+
+/// flanneld `--ip-masq`'s rules (pkg/trafficmngr/iptables, `masqRules`), as
+/// `iptables -t nat` arguments in order: a FLANNEL-POSTRTG chain jumped to from
+/// POSTROUTING; kube-proxy's masquerade mark returns; pod ↔ cluster returns both
+/// ways; outside → this node's pods returns; cluster → not multicast masquerades;
+/// outside → cluster masquerades; both with `--random-fully`.
+pub fn masquerade_rules(network: ipnetwork::Ipv4Network, own_cidr: ipnetwork::Ipv4Network) -> Vec<String> {
+    let c = "-m comment --comment flanneld-masq";
+    vec![
+        "-N FLANNEL-POSTRTG".to_string(),
+        format!("-A POSTROUTING {c} -j FLANNEL-POSTRTG"),
+        format!("-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {c} -j RETURN"),
+        format!("-A FLANNEL-POSTRTG -s {own_cidr} -d {network} {c} -j RETURN"),
+        format!("-A FLANNEL-POSTRTG -s {network} -d {own_cidr} {c} -j RETURN"),
+        format!("-A FLANNEL-POSTRTG ! -s {network} -d {own_cidr} {c} -j RETURN"),
+        format!("-A FLANNEL-POSTRTG -s {network} ! -d 224.0.0.0/4 {c} -j MASQUERADE --random-fully"),
+        format!("-A FLANNEL-POSTRTG ! -s {network} -d {network} {c} -j MASQUERADE --random-fully"),
+    ]
+}
+
+/// Installs [`masquerade_rules`] in `node`'s nat table.
+pub fn masquerade(node: &Netns, network: ipnetwork::Ipv4Network, own_cidr: ipnetwork::Ipv4Network) -> Result<()> {
+    for rule in masquerade_rules(network, own_cidr) {
+        crate::run(&mut node.exec(&format!("iptables -t nat {rule}")))?;
+    }
+    Ok(())
+}

@@ -35,7 +35,10 @@ fn cluster(masquerade: bool) -> Cluster {
 
 fn cluster_with_path_mtu(masquerade: bool, mtu: u32) -> Cluster {
     let conf = net_conf();
-    let args: Vec<&str> = if masquerade { vec!["--ip-masq", "--net-config-path", &conf] } else { vec![] };
+    let mut args: Vec<&str> = vec!["--healthz-ip", "127.0.0.1", "--healthz-port", "8471"];
+    if masquerade {
+        args.extend(["--ip-masq", "--net-config-path", &conf]);
+    }
     let mut c = Cluster::new_with_agent_args(&[("a", Kind::Weft), ("b", Kind::Weft)], &args).expect("cluster");
     for n in ["a", "a", "b", "b"] {
         c.add_pod(n).expect("CNI ADD");
@@ -205,6 +208,22 @@ fn pods_reach_the_internet_from_their_nodes_address() -> Result<()> {
         (left == 0).then_some(())
     });
     assert!(reclaimed.is_some(), "closed flows reclaimed\n{}", c.agent_log("a"));
+    // What /metrics says of it: the table's size and the reclaimed flows.
+    let metrics = weft_e2e::traffic::http_get(&c.node("a").ns, 8471, "/metrics")?;
+    assert!(metrics.contains(r#"weft_map_capacity_entries{map="nat_out"} 65536"#), "{metrics}");
+    let reclaimed: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"weft_nat_reclaimed_total{reason="expired"} "#))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow!("no weft_nat_reclaimed_total in\n{metrics}"))?;
+    assert!(reclaimed >= 500.0, "the closed connections of node a's pods were reclaimed: {reclaimed}");
+    let key = r#"weft_forwarded_packets_total{hook="uplink_egress",action="rewrite",verdict="masqueraded"} "#;
+    let masqueraded: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow!("no {key} in\n{metrics}"))?;
+    assert!(masqueraded >= 1000.0, "{masqueraded} packets masqueraded");
     Ok(())
 }
 
@@ -263,5 +282,27 @@ fn a_killed_agent_does_not_break_a_masqueraded_transfer() -> Result<()> {
     let done = done.map_err(|e| anyhow!("{e:#}\n{}", c.logs()))?;
     println!("1 GiB through a killed and restarted agent in {:?}", done.elapsed);
     ping_ok(&c.pod_on("a").ns, INTERNET_HOST, 1)?;
+    Ok(())
+}
+
+/// Kubernetes mode, as the manifests run it (`--ip-masq`, the cluster network from
+/// the ConfigMap's net-conf.json): pods on a weft node and a Flannel node (kernel
+/// vxlan, Flannel's own iptables masquerade) both reach the internet from their
+/// node's address; `subnet.env` says masquerade is the agent's.
+#[test]
+fn kubernetes_mode_masquerades_like_flannel() -> Result<()> {
+    let mut c = Cluster::new_kube(&[("a", Kind::Weft), ("c", Kind::Flannel)])?;
+    for n in ["a", "c"] {
+        c.add_pod(n)?;
+    }
+    c.add_internet(1500)?;
+    for n in ["a", "c"] {
+        let pod = c.pod_on(n);
+        ping_ok(&pod.ns, INTERNET_HOST, 1).map_err(|e| anyhow!("ping from {}: {e}\n{}", pod.name, c.logs()))?;
+        let src = udp_source(&c, &pod.ns)?;
+        assert_eq!(*src.ip(), c.node(n).underlay, "{n}'s pod leaves from its node's address");
+    }
+    let env = std::fs::read_to_string(c.node("a").subnet_file())?;
+    assert!(env.contains("FLANNEL_IPMASQ=true"), "{env}");
     Ok(())
 }

@@ -275,6 +275,7 @@ impl Agent {
                 _ = collect.tick(), if self.masq.is_some() => {
                     if let Some(m) = &mut self.masq {
                         m.collector.run(&mut self.dataplane.maps);
+                        self.health.set_nat_reclaimed(m.collector.totals.expired, m.collector.totals.orphans);
                     }
                 }
                 _ = async { self.pods.as_mut().expect("guarded").changed().await }, if self.pods.is_some() => {
