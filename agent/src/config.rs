@@ -9,7 +9,7 @@ use weft_common::{
     wire::{DEFAULT_PORT, DEFAULT_VNI},
 };
 
-use crate::nat::PortRange;
+use crate::nat::PortRanges;
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "weft-agent", version, about = "weft's node agent: an eBPF VXLAN overlay, wire-compatible with Flannel")]
@@ -126,11 +126,11 @@ pub struct Args {
     pub non_masquerade_cidrs: Vec<Ipv4Network>,
 
     /// With --ip-masq: the source ports masqueraded flows get, picked at random (as
-    /// MASQUERADE --random-fully). Added to net.ipv4.ip_local_reserved_ports so the
-    /// node's own connections never take one; the default lies above Linux's
-    /// ephemeral range (32768-60999) as well.
-    #[arg(long, value_name = "MIN-MAX", default_value = "61000-65535")]
-    pub nat_port_range: PortRange,
+    /// MASQUERADE --random-fully), one or two ranges. Added to
+    /// net.ipv4.ip_local_reserved_ports so the node's own connections never take
+    /// one; the default lies outside Linux's ephemeral range (32768-60999) as well.
+    #[arg(long, value_name = "MIN-MAX[,MIN-MAX]", default_value = weft_common::nat::DEFAULT_PORT_RANGES)]
+    pub nat_port_range: PortRanges,
 
     /// With --ip-masq: flows the NAT table holds (least recently used go first when
     /// it is full); about 100 bytes of kernel memory each, twice.

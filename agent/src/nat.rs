@@ -27,32 +27,63 @@ pub enum NatError {
 
 type Result<T> = std::result::Result<T, NatError>;
 
-/// `--nat-port-range`: `MIN-MAX`, inclusive.
+/// One range of NAT ports, inclusive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortRange {
     pub min: u16,
     pub max: u16,
 }
 
-impl FromStr for PortRange {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let (a, b) = s.split_once('-').ok_or_else(|| format!("{s:?}: expected MIN-MAX"))?;
-        let port = |p: &str| p.trim().parse::<u16>().map_err(|e| format!("{p:?}: {e}"));
-        let (min, max) = (port(a)?, port(b)?);
-        if min < 1024 || min > max {
-            return Err(format!("{s}: needs 1024 <= MIN <= MAX (ports below 1024 are services')"));
-        }
-        if u32::from(max - min) + 1 < 1024 {
-            return Err(format!("{s}: fewer than 1024 ports; every concurrent flow to one host and port needs its own"));
-        }
-        Ok(PortRange { min, max })
+impl PortRange {
+    fn len(&self) -> u32 {
+        u32::from(self.max - self.min) + 1
     }
 }
 
-impl std::fmt::Display for PortRange {
+/// `--nat-port-range`: one or two `MIN-MAX` ranges, comma-separated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortRanges(pub Vec<PortRange>);
+
+impl FromStr for PortRanges {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let mut ranges = Vec::new();
+        for part in s.split(',') {
+            let (a, b) = part.split_once('-').ok_or_else(|| format!("{part:?}: expected MIN-MAX"))?;
+            let port = |p: &str| p.trim().parse::<u16>().map_err(|e| format!("{p:?}: {e}"));
+            let (min, max) = (port(a)?, port(b)?);
+            if min < 1024 || min > max {
+                return Err(format!("{part}: needs 1024 <= MIN <= MAX (ports below 1024 are services')"));
+            }
+            ranges.push(PortRange { min, max });
+        }
+        ranges.sort_by_key(|r| r.min);
+        if ranges.len() > 2 {
+            return Err(format!("{s}: at most two ranges"));
+        }
+        if ranges.windows(2).any(|w| w[1].min <= w[0].max) {
+            return Err(format!("{s}: the ranges overlap"));
+        }
+        if ranges.iter().map(PortRange::len).sum::<u32>() < 1024 {
+            return Err(format!("{s}: fewer than 1024 ports; every concurrent flow to one host and port needs its own"));
+        }
+        Ok(PortRanges(ranges))
+    }
+}
+
+impl std::fmt::Display for PortRanges {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.min, self.max)
+        let parts: Vec<String> = self.0.iter().map(|r| format!("{}-{}", r.min, r.max)).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+impl PortRanges {
+    /// (min, max, min2, max2) as the config carries them (0, 0: no second range).
+    pub fn config(&self) -> (u16, u16, u16, u16) {
+        let first = self.0[0];
+        let second = self.0.get(1).copied().unwrap_or(PortRange { min: 0, max: 0 });
+        (first.min, first.max, second.min, second.max)
     }
 }
 
@@ -75,15 +106,20 @@ pub fn no_masq(network: Ipv4Network, extra: &[Ipv4Network]) -> Vec<Ipv4Network> 
 /// service that binds one of these ports explicitly still can; the default range
 /// lies above Linux's ephemeral range, where none does by accident. Returns whether
 /// the sysctl changed.
-pub fn reserve_ports(range: PortRange) -> Result<bool> {
+pub fn reserve_ports(wanted: &PortRanges) -> Result<bool> {
     const PATH: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
     let now = std::fs::read_to_string(PATH).map_err(NatError::Sysctl)?;
     let mut ranges = parse_port_list(&now);
-    let wanted = range.min..=range.max;
-    if ranges.iter().any(|r| r.start() <= wanted.start() && r.end() >= wanted.end()) {
+    let missing: Vec<RangeInclusive<u16>> = wanted
+        .0
+        .iter()
+        .map(|w| w.min..=w.max)
+        .filter(|w| !ranges.iter().any(|r| r.start() <= w.start() && r.end() >= w.end()))
+        .collect();
+    if missing.is_empty() {
         return Ok(false);
     }
-    ranges.push(wanted);
+    ranges.extend(missing);
     std::fs::write(PATH, format_port_list(&ranges)).map_err(NatError::Sysctl)?;
     Ok(true)
 }
@@ -277,9 +313,15 @@ mod tests {
 
     #[test]
     fn port_ranges_parse_and_refuse_what_would_break() {
-        assert_eq!("61000-65535".parse(), Ok(PortRange { min: 61000, max: 65535 }));
-        for bad in ["61000", "65535-61000", "80-5000", "61000-61100", "a-b"] {
-            assert!(bad.parse::<PortRange>().is_err(), "{bad}");
+        let default: PortRanges = weft_common::nat::DEFAULT_PORT_RANGES.parse().unwrap();
+        assert_eq!(default.config(), (1024, 32767, 61000, 65535));
+        assert_eq!(default.to_string(), weft_common::nat::DEFAULT_PORT_RANGES);
+        assert_eq!("61000-65535".parse::<PortRanges>().unwrap().config(), (61000, 65535, 0, 0));
+        assert_eq!("61000-65535,2000-3000".parse::<PortRanges>().unwrap().config(), (2000, 3000, 61000, 65535));
+        for bad in
+            ["61000", "65535-61000", "80-5000", "61000-61100", "a-b", "2000-4000,3000-5000", "2000-3000,4000-5000,6000-7000"]
+        {
+            assert!(bad.parse::<PortRanges>().is_err(), "{bad}");
         }
     }
 

@@ -44,9 +44,13 @@ pub struct DataplaneConfig {
     pub masq_ip: Ipv4Octets,
     /// The cluster network (`Network` of net-conf.json): sources in it are pods.
     pub cluster_net: Ipv4Octets,
-    /// NAT source ports, inclusive (host order).
+    /// NAT source ports, inclusive (host order): one range, and a second one when
+    /// `nat_port_max2 != 0` (by default the ports below and above Linux's
+    /// ephemeral range).
     pub nat_port_min: u16,
     pub nat_port_max: u16,
+    pub nat_port_min2: u16,
+    pub nat_port_max2: u16,
     pub cluster_prefix: u8,
     pub _pad2: [u8; 3],
     /// This node's name, for readers too (NUL-padded UTF-8; a Kubernetes node name
@@ -99,7 +103,7 @@ pub const FLAG_DECAP_L4_UDP: u32 = 4;
 /// masqueraded to [`DataplaneConfig::masq_ip`] (see `crate::nat`).
 pub const FLAG_MASQUERADE: u32 = 8;
 
-const _: () = assert!(core::mem::size_of::<DataplaneConfig>() == 64 + 256);
+const _: () = assert!(core::mem::size_of::<DataplaneConfig>() == 68 + 256);
 
 #[cfg(feature = "user")]
 // SAFETY: repr(C), only integer fields, explicit padding: every bit pattern is valid.

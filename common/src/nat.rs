@@ -77,11 +77,12 @@ pub const fn timeout_secs(protocol: u8, state: u8) -> u64 {
 /// rules masquerade such packets, so Flannel's (and weft's) leave them alone.
 pub const KUBE_PROXY_MASQ_MARK: u32 = 0x4000;
 
-/// Default NAT source ports: above Linux's default ephemeral range (32768–60999),
-/// so the node's own outgoing connections never pick one; the agent also reserves
-/// the range in `net.ipv4.ip_local_reserved_ports`.
-pub const DEFAULT_PORT_MIN: u16 = 61000;
-pub const DEFAULT_PORT_MAX: u16 = 65535;
+/// Default NAT source ports: below and above Linux's default ephemeral range
+/// (32768–60999), so the node's own outgoing connections never pick one (the agent
+/// also reserves them in `net.ipv4.ip_local_reserved_ports`), and as many as
+/// possible besides: 36,280 concurrent flows to one outside ip:port, as many as
+/// MASQUERADE gives beside the node's own connections.
+pub const DEFAULT_PORT_RANGES: &str = "1024-32767,61000-65535";
 
 /// Random picks of a NAT port before a new flow is dropped (`nat_exhausted`).
 pub const PORT_TRIES: u32 = 32;

@@ -217,12 +217,18 @@ fn new_flow(orig: &NatKey, cfg: &DataplaneConfig, t: u64, tcp_flags: u8) -> Resu
 fn reserve(orig: &NatKey, cfg: &DataplaneConfig, back: &NatEntry) -> Result<[u8; 2], Verdict> {
     // Protocols without ports have one tuple per outside host.
     let ported = matches!(orig.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP);
-    let span = u32::from(cfg.nat_port_max.saturating_sub(cfg.nat_port_min)) + 1;
+    let span1 = u32::from(cfg.nat_port_max.saturating_sub(cfg.nat_port_min)) + 1;
+    let span2 = if cfg.nat_port_max2 == 0 { 0 } else { u32::from(cfg.nat_port_max2.saturating_sub(cfg.nat_port_min2)) + 1 };
     for _ in 0..PORT_TRIES {
         let port = if ported {
             // SAFETY: plain helper call.
-            let r = unsafe { bpf_get_prandom_u32() };
-            (cfg.nat_port_min.wrapping_add((r % span) as u16)).to_be_bytes()
+            let r = unsafe { bpf_get_prandom_u32() } % (span1 + span2);
+            let port = if r < span1 {
+                cfg.nat_port_min.wrapping_add(r as u16)
+            } else {
+                cfg.nat_port_min2.wrapping_add((r - span1) as u16)
+            };
+            port.to_be_bytes()
         } else {
             [0; 2]
         };

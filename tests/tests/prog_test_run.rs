@@ -17,7 +17,7 @@
 //! Node under test ("a"): underlay 198.19.0.1, VtepMAC 0a:58:0a:f4:01:00, VNI 1,
 //! port 8472. Known peer "b": 198.19.0.2, 10.244.2.0/24, VtepMAC 0a:58:0a:f4:02:00.
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -819,19 +819,26 @@ fn masquerade_leaves_inbound_flows_alone() {
     assert!(dp.maps.nat_in().unwrap().is_empty(), "nothing reserved for it");
 }
 
-/// Two flows can never share a reply tuple: with one port in the range, a second
-/// pod's flow to the same outside end finds none free and is dropped, counted; one to
-/// another outside end may reuse the port (its reply tuple differs).
+/// Two flows can never share a reply tuple: with one port in each of the two ranges,
+/// two pods' flows to the same outside end take one each, a third finds none free
+/// and is dropped, counted; a flow to another outside end may reuse a port (its
+/// reply tuple differs).
 #[test]
 fn masquerade_drops_when_the_ports_run_out() {
-    let dp = masq_dataplane(61000, 61000);
-    let first = dp.expect(MASQ, &frame(POD_A, EXT, 40000, 80, L4::Udp), TC_ACT_UNSPEC, Verdict::Masqueraded);
-    assert_eq!(read_back(&first).2, 61000);
-    let other_pod = frame(Ipv4Addr::new(10, 244, 1, 6), EXT, 40000, 80, L4::Udp);
-    dp.expect(MASQ, &other_pod, TC_ACT_SHOT, Verdict::DropNatExhausted);
-    let elsewhere = frame(Ipv4Addr::new(10, 244, 1, 6), EXT, 40000, 443, L4::Udp);
+    let mut dp = masq_dataplane(61000, 61000);
+    let cfg = dp.maps.config().unwrap();
+    dp.maps.set_config(DataplaneConfig { nat_port_min2: 2000, nat_port_max2: 2000, ..cfg }).unwrap();
+    let pod = |n: u8| Ipv4Addr::new(10, 244, 1, n);
+    let mut ports = BTreeSet::new();
+    for n in [5, 6] {
+        let out = dp.expect(MASQ, &frame(pod(n), EXT, 40000, 80, L4::Udp), TC_ACT_UNSPEC, Verdict::Masqueraded);
+        ports.insert(read_back(&out).2);
+    }
+    assert_eq!(ports, BTreeSet::from([2000, 61000]), "one port from each range");
+    dp.expect(MASQ, &frame(pod(7), EXT, 40000, 80, L4::Udp), TC_ACT_SHOT, Verdict::DropNatExhausted);
+    let elsewhere = frame(pod(7), EXT, 40000, 443, L4::Udp);
     let out = dp.expect(MASQ, &elsewhere, TC_ACT_UNSPEC, Verdict::Masqueraded);
-    assert_eq!(read_back(&out).2, 61000);
+    assert!(ports.contains(&read_back(&out).2));
 }
 
 /// Fragments: a pod's later fragment leaves from the node's address like its first

@@ -31,7 +31,7 @@ impl Agent {
         if self.dataplane.maps.no_masq()? != list {
             self.dataplane.maps.set_no_masq(&list)?;
         }
-        if crate::nat::reserve_ports(self.args.nat_port_range)? {
+        if crate::nat::reserve_ports(&self.args.nat_port_range)? {
             tracing::info!(ports = %self.args.nat_port_range, "reserved the NAT ports (net.ipv4.ip_local_reserved_ports)");
         }
         Ok(())

@@ -136,14 +136,17 @@ impl Agent {
             node_name: NodeName::new(&self.own.name),
             ..Default::default()
         };
+        let (port_min, port_max, port_min2, port_max2) = self.args.nat_port_range.config();
         let config = match &self.masq {
             // MASQUERADE's choice: the address of the interface the packet leaves by.
             Some(m) => DataplaneConfig {
                 masq_ip: self.uplink_address.unwrap_or(self.tunnel_ip).octets(),
                 cluster_net: m.network.network().octets(),
                 cluster_prefix: m.network.prefix(),
-                nat_port_min: self.args.nat_port_range.min,
-                nat_port_max: self.args.nat_port_range.max,
+                nat_port_min: port_min,
+                nat_port_max: port_max,
+                nat_port_min2: port_min2,
+                nat_port_max2: port_max2,
                 ..config
             },
             None => config,
