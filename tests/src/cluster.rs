@@ -146,6 +146,15 @@ pub struct Internet {
 }
 
 pub const INTERNET_HOST: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+/// A net-conf.json with Flannel's default network, for static-mode agents that need
+/// the cluster network (`--ip-masq`); written once, shared.
+pub fn static_net_conf() -> Result<PathBuf> {
+    let path = PathBuf::from("/run/weft-e2e/net-conf-static.json");
+    std::fs::create_dir_all("/run/weft-e2e")?;
+    std::fs::write(&path, format!(r#"{{"Network":"{}","Backend":{{"Type":"vxlan"}}}}"#, kube::NETWORK))?;
+    Ok(path)
+}
 pub const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 254);
 
 impl Internet {

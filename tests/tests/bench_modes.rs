@@ -24,6 +24,26 @@ fn transfers(t: &Topology, wire: &str) -> Result<()> {
     Ok(())
 }
 
+/// The masquerade bench's topologies (host-gw and Flannel with flanneld's iptables
+/// masquerade, weft with --ip-masq): pod a -> internet host, intact on both wires.
+#[test]
+fn every_masquerade_bench_mode_forwards_intact_on_both_wires() -> Result<()> {
+    for mode in [Mode::HostGw, Mode::Flannel, Mode::Weft] {
+        let t = Topology::build_for(mode, &[], true)?;
+        let c = &t.cluster;
+        let host = &c.internet.as_ref().expect("internet").host;
+        for wire in ["veth", "nic"] {
+            if wire == "nic" {
+                apply_nic(c)?;
+            }
+            let r = tcp_transfer(&c.pod_on("a").ns, &host.ns, host.ip, BYTES)
+                .map_err(|e| anyhow!("{} on the {wire} wire, pod a -> internet: {e}\n{}", t.mode.name(), c.logs()))?;
+            println!("{:<8} {wire:<4} pod a -> internet host: {} MiB intact", t.mode.name(), r.bytes >> 20);
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn every_bench_mode_forwards_intact_on_both_wires() -> Result<()> {
     for mode in Mode::ALL {

@@ -26,10 +26,7 @@ const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
 
 /// net-conf.json for static mode (its `Network` is the cluster network).
 fn net_conf() -> String {
-    let path = "/run/weft-e2e/net-conf-masquerade.json";
-    std::fs::create_dir_all("/run/weft-e2e").expect("/run/weft-e2e");
-    std::fs::write(path, r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}"#).expect("net-conf.json");
-    path.to_string()
+    weft_e2e::cluster::static_net_conf().expect("net-conf.json").display().to_string()
 }
 
 fn cluster(masquerade: bool) -> Cluster {

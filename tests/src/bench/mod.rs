@@ -14,6 +14,10 @@
 //! wire is switched to `nic` and the nic rounds run (one switch per phase, not per
 //! round: toggling offloads mid-run would leave a round measuring a half-applied state).
 //!
+//! `--masquerade` measures the masquerade instead: pod a → a host on the "internet"
+//! behind a router on the underlay, every mode masquerading — host-gw and Flannel
+//! with flanneld `--ip-masq`'s iptables rules, weft with its own `--ip-masq`.
+//!
 //! - [`metrics`]: iperf3, sockperf and /proc/stat, with their parsers;
 //! - [`bpf`]: what each weft BPF program costs per packet, from the kernel's run-time
 //!   statistics, during the weft modes' 1-stream TCP run;
@@ -260,6 +264,8 @@ pub struct Config {
     /// Measure the weft programs' cost per packet (BPF run-time statistics, on during
     /// the weft modes' 1-stream TCP runs only).
     pub bpf_stats: bool,
+    /// Pod a → an internet host, masqueraded, instead of pod a → pod b.
+    pub masquerade: bool,
 }
 
 /// What a run produced; `failures` says which measurements are missing and why.
@@ -268,24 +274,46 @@ pub struct Outcome {
     pub failures: Vec<String>,
 }
 
-/// One mode's cluster: nodes a and b, a pod on each.
+/// One mode's cluster: nodes a and b, a pod on each (and, masquerading, the internet).
 pub struct Topology {
     pub mode: Mode,
     pub cluster: Cluster,
+    /// Pod a's traffic goes to the internet host, masqueraded.
+    pub masquerade: bool,
 }
 
 impl Topology {
     pub fn build(mode: Mode, weft_args: &[&str]) -> Result<Topology> {
+        Topology::build_for(mode, weft_args, false)
+    }
+
+    /// With `masquerade`, every node masquerades as its mode does it (weft:
+    /// `--ip-masq`; host-gw and Flannel: flanneld `--ip-masq`'s iptables rules) and
+    /// the server is a host behind a router on the underlay.
+    pub fn build_for(mode: Mode, weft_args: &[&str], masquerade: bool) -> Result<Topology> {
         let kind = mode.kind();
-        let args: Vec<&str> = mode.agent_args().iter().chain(weft_args).copied().collect();
+        let conf = crate::cluster::static_net_conf()?.display().to_string();
+        let mut args: Vec<&str> = mode.agent_args().iter().chain(weft_args).copied().collect();
+        if masquerade {
+            args.extend(["--ip-masq", "--net-config-path", &conf]);
+        }
         let mut cluster = Cluster::new_with_agent_args(&[("a", kind), ("b", kind)], &args)
             .with_context(|| format!("building the {} cluster", mode.name()))?;
         cluster.add_pod("a")?;
         cluster.add_pod("b")?;
+        if masquerade {
+            cluster.add_internet(crate::cluster::UPLINK_MTU)?;
+            if kind != Kind::Weft {
+                for n in &cluster.nodes {
+                    crate::flannel::masquerade(&n.ns, crate::kube::NETWORK.parse()?, n.pod_cidr)?;
+                }
+            }
+        }
+        let t = Topology { mode, cluster, masquerade };
         // Reachability (and ARP/FDB warm) before anything is timed.
-        traffic::ping_ok(&cluster.pod_on("a").ns, cluster.pod_on("b").ip, 3)
-            .with_context(|| format!("{}: pod a cannot reach pod b\n{}", mode.name(), cluster.logs()))?;
-        Ok(Topology { mode, cluster })
+        traffic::ping_ok(t.client(), t.server_ip(), 3)
+            .with_context(|| format!("{}: pod a cannot reach its server\n{}", mode.name(), t.cluster.logs()))?;
+        Ok(t)
     }
 
     /// What the weft agents chose for the datapath (where decapsulation runs, GRO), from
@@ -309,11 +337,14 @@ impl Topology {
     }
 
     fn server(&self) -> &Netns {
-        &self.cluster.pod_on("b").ns
+        match (&self.cluster.internet, self.masquerade) {
+            (Some(internet), true) => &internet.host.ns,
+            _ => &self.cluster.pod_on("b").ns,
+        }
     }
 
     fn server_ip(&self) -> std::net::Ipv4Addr {
-        self.cluster.pod_on("b").ip
+        if self.masquerade { crate::cluster::INTERNET_HOST } else { self.cluster.pod_on("b").ip }
     }
 }
 
@@ -332,6 +363,11 @@ fn nic_settings(c: &Cluster) -> Vec<(&Netns, String, Features)> {
     }
     for n in &c.nodes {
         out.push((&c.underlay, format!("u-{}", n.name), vec![("tso", "off"), ("gso", "off"), ("gro", "off")]));
+    }
+    // The router is a machine with a NIC on the same wire.
+    if let Some(internet) = &c.internet {
+        out.push((&internet.router, "eth0".to_owned(), vec![("tso", "off"), ("gso", "off"), ("gro", "on")]));
+        out.push((&c.underlay, "u-rt".to_owned(), vec![("tso", "off"), ("gso", "off"), ("gro", "off")]));
     }
     out
 }
@@ -495,7 +531,8 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     let started = Instant::now();
     let extra: Vec<&str> = cfg.weft_args.iter().map(String::as_str).collect();
     println!(
-        "weft bench: modes {}, wires {}, {} round(s) x {} s per metric{}",
+        "weft bench{}: modes {}, wires {}, {} round(s) x {} s per metric{}",
+        if cfg.masquerade { " (masquerade: pod a -> internet host)" } else { "" },
         cfg.modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(","),
         cfg.wires.iter().map(|w| w.name()).collect::<Vec<_>>().join(","),
         cfg.rounds,
@@ -512,8 +549,9 @@ pub fn run(cfg: &Config) -> Result<Outcome> {
     for &mode in &cfg.modes {
         stopped()?;
         let t0 = Instant::now();
-        let t = Topology::build(mode, &extra)?;
-        println!("  built {} (nodes a, b; pod a -> pod b) in {:.1} s", mode.name(), t0.elapsed().as_secs_f64());
+        let t = Topology::build_for(mode, &extra, cfg.masquerade)?;
+        let path = if cfg.masquerade { "pod a -> internet host, masqueraded" } else { "pod a -> pod b" };
+        println!("  built {} (nodes a, b; {path}) in {:.1} s", mode.name(), t0.elapsed().as_secs_f64());
         for note in t.datapath_notes() {
             println!("    {note}");
         }

@@ -46,6 +46,11 @@ struct Cli {
     /// which adds two clock reads to every program run of those runs.
     #[arg(long)]
     no_bpf_stats: bool,
+    /// Measure the masquerade: pod a -> a host beyond a router on the underlay, every
+    /// mode masquerading (host-gw and Flannel with flanneld --ip-masq's iptables
+    /// rules, weft with --ip-masq); modes: host-gw, flannel, weft.
+    #[arg(long)]
+    masquerade: bool,
 }
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -74,6 +79,7 @@ fn main() -> Result<()> {
         }),
         weft_args: cli.weft_args.split_whitespace().map(str::to_owned).collect(),
         bpf_stats: !cli.no_bpf_stats,
+        masquerade: cli.masquerade,
     };
     let outcome = bench::run(&cfg);
     println!("elapsed: {:.0} s ({:.1} min)", started.elapsed().as_secs_f64(), started.elapsed().as_secs_f64() / 60.0);
