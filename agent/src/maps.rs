@@ -399,13 +399,13 @@ mod tests {
                 (6, "resize"),
                 (7, "redirect"),
                 (8, "ecn_not_ect"),
-                (9, "xdp_mark_lost"),
+                (9, "to_vtep_mac"),
                 (10, "nat_exhausted"),
                 (11, "nat_fragment"),
                 (12, "nat_error")
             ]
         );
-        assert_eq!(DropReason::XdpMarkLost as u8, 9);
+        assert_eq!(DropReason::ToVtepMac as u8, 9);
         for v in Verdict::ALL {
             assert_eq!(v.is_drop(), v.action() == Action::Drop, "{v:?}");
             assert_eq!(Verdict::from_index(v.index()), Some(v));

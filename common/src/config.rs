@@ -36,8 +36,8 @@ pub struct DataplaneConfig {
     /// `weft0`'s MTU, so decap checks an MTU-sized frame without a helper call
     /// (0, as an older agent leaves it: ask the kernel, `bpf_check_mtu`).
     pub weft0_mtu: u32,
-    /// This node's pod CIDR (network order), for readers (`weft-agent status`); the
-    /// programs do not use it.
+    /// This node's pod CIDR (network order). Its network address is `weft0`'s own (as
+    /// `flannel.1`'s), the source of flows from outside masqueraded into the overlay.
     pub pod_cidr: Ipv4Octets,
     /// `FLAG_MASQUERADE`: the source address of masqueraded packets on the uplink
     /// (the uplink's own, as MASQUERADE picks it).
@@ -102,6 +102,11 @@ pub const FLAG_DECAP_L4_UDP: u32 = 4;
 /// `--ip-masq`: pods' traffic leaving the cluster network through the uplink is
 /// masqueraded to [`DataplaneConfig::masq_ip`] (see `crate::nat`).
 pub const FLAG_MASQUERADE: u32 = 8;
+
+/// XDP decap is attached to the uplink: a frame to our VtepMAC at the uplink's TC is
+/// one XDP decapsulated (XDP drops any that arrives so from the wire), delivered into
+/// `weft0`. Set after the attach, cleared before the detach.
+pub const FLAG_XDP_DECAP: u32 = 16;
 
 const _: () = assert!(core::mem::size_of::<DataplaneConfig>() == 68 + 256);
 

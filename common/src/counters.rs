@@ -109,9 +109,9 @@ pub enum DropReason {
     Redirect = 7,
     /// Decap: outer header marked CE, inner packet not ECN-capable (RFC 6040).
     EcnNotEct = 8,
-    /// An inner frame to our VtepMAC without XDP's mark (a driver that loses XDP
-    /// metadata, or a raw frame from the underlay).
-    XdpMarkLost = 9,
+    /// A frame from the underlay addressed to our VtepMAC (`weft0`'s MAC, never on
+    /// the wire as a destination): on the uplink, only XDP decap's inner frames are.
+    ToVtepMac = 9,
     /// Masquerade: no free NAT port for a new flow after `PORT_TRIES` random picks.
     NatExhausted = 10,
     /// Masquerade: the first fragment of a datagram to a NAT port. A fragmented reply
@@ -133,7 +133,7 @@ impl DropReason {
             DropReason::Resize => "resize",
             DropReason::Redirect => "redirect",
             DropReason::EcnNotEct => "ecn_not_ect",
-            DropReason::XdpMarkLost => "xdp_mark_lost",
+            DropReason::ToVtepMac => "to_vtep_mac",
             DropReason::NatExhausted => "nat_exhausted",
             DropReason::NatFragment => "nat_fragment",
             DropReason::NatError => "nat_error",
@@ -195,10 +195,10 @@ pub enum Verdict {
     /// An inner frame XDP decapsulated (counted there as `Decapsulated`), after GRO
     /// (one count per aggregate), redirected by TC into `weft0`'s ingress.
     DeliveredFromXdp = 11,
-    /// TC on the uplink: a frame to our VtepMAC without XDP's mark — XDP decapsulated
-    /// it and the driver lost the metadata (use `--decap tc`), or a raw frame from the
-    /// underlay addressed to the VtepMAC. Never delivered.
-    DropXdpMarkLost = 12,
+    /// A frame from the underlay addressed to our VtepMAC: dropped by XDP decap
+    /// (which addresses its own inner frames so, and TC then delivers every such frame),
+    /// or by TC when XDP decap is off. Never delivered.
+    DropToVtepMac = 12,
     /// `--fast-path`, a pod veth's TC ingress: a pod's packet to a remote pod,
     /// encapsulated and sent to the uplink without the host's routing and netfilter.
     FastEncapsulated = 13,
@@ -239,7 +239,7 @@ impl Verdict {
         Verdict::DropRedirect,
         Verdict::DropEcnNotEct,
         Verdict::DeliveredFromXdp,
-        Verdict::DropXdpMarkLost,
+        Verdict::DropToVtepMac,
         Verdict::FastEncapsulated,
         Verdict::FastDelivered,
         Verdict::BridgeBypassed,
@@ -286,7 +286,7 @@ impl Verdict {
             Verdict::DropResize => Some(DropReason::Resize),
             Verdict::DropRedirect => Some(DropReason::Redirect),
             Verdict::DropEcnNotEct => Some(DropReason::EcnNotEct),
-            Verdict::DropXdpMarkLost => Some(DropReason::XdpMarkLost),
+            Verdict::DropToVtepMac => Some(DropReason::ToVtepMac),
             Verdict::DropNatExhausted => Some(DropReason::NatExhausted),
             Verdict::DropNatFragment => Some(DropReason::NatFragment),
             Verdict::DropNatError => Some(DropReason::NatError),
@@ -309,7 +309,7 @@ impl Verdict {
             Verdict::DropRedirect => "drop_redirect",
             Verdict::DropEcnNotEct => "drop_ecn_not_ect",
             Verdict::DeliveredFromXdp => "delivered_from_xdp",
-            Verdict::DropXdpMarkLost => "drop_xdp_mark_lost",
+            Verdict::DropToVtepMac => "drop_to_vtep_mac",
             Verdict::FastEncapsulated => "fast_encapsulated",
             Verdict::FastDelivered => "fast_delivered",
             Verdict::BridgeBypassed => "bridge_bypassed",

@@ -27,10 +27,6 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
-/// Mark XDP decap leaves in the frame's metadata (`bpf_xdp_adjust_meta`, never on the
-/// wire) so the uplink's TC program knows an inner frame from one that arrived as is.
-pub const XDP_DECAP_MARK: u32 = 0x7765_6674; // "weft"
-
 /// `BPF_F_ADJ_ROOM_DECAP_L4_UDP` (bpf-next, 2026; in no released kernel checked, 6.18
 /// included): a decapsulating `bpf_skb_adjust_room` also clears the UDP tunnel's GSO
 /// type and `skb->encapsulation`. Kernels without it refuse the flag (`-EINVAL`).

@@ -14,32 +14,38 @@
 //! straight into `weft0`'s ingress ([`deliver`]). Either way routing, conntrack and
 //! netfilter see the inner packet arrive on `weft0`, as on `flannel.1`.
 //!
+//! With `--ip-masq`, an answer to a flow masqueraded to this node's tunnel address
+//! is translated back before delivery ([`nat::unmasq_from_tunnel`]).
+//!
 //! [`xdp_decap`] makes the same decision before GRO, at the uplink's native XDP hook:
 //! it strips outer Ethernet/IPv4/UDP/VXLAN, leaving the inner frame (to our VtepMAC),
-//! marks it in the frame's metadata and passes it on, so the uplink's GRO aggregates
-//! the inner flow as the vxlan socket's GRO does for `flannel.1`. [`tc_decap`] then
-//! finds the mark on the aggregate and only redirects it into `weft0`'s ingress.
-//! (Passing, not redirecting, from XDP keeps the skb's checksum state, which a veth
-//! carries partial.)
+//! and passes it on, so the uplink's GRO aggregates the inner flow as the vxlan
+//! socket's GRO does for `flannel.1`. [`tc_decap`] then redirects the aggregate into
+//! `weft0`. What tells TC an inner frame is XDP's: its destination, our VtepMAC, which
+//! no frame on the wire may carry — XDP drops any that does, and TC trusts the address
+//! only while the agent says XDP is attached (`FLAG_XDP_DECAP`). No XDP metadata is
+//! needed, so every driver with native XDP works, as do kernels that refuse
+//! `bpf_xdp_adjust_meta`. (Passing, not redirecting, from XDP keeps the skb's
+//! checksum state, which a veth carries partial.)
 
 use aya_ebpf::{
     bindings::{
         BPF_CSUM_LEVEL_DEC, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_REDIRECT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
-    helpers::generated::{bpf_csum_level, bpf_get_smp_processor_id, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    helpers::generated::{bpf_csum_level, bpf_get_smp_processor_id, bpf_redirect, bpf_xdp_adjust_head},
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::warn;
 use weft_common::{
     MacAddr,
-    config::{DataplaneConfig, FLAG_BRIDGE_BYPASS, FLAG_DECAP_L4_UDP, FLAG_FAST_PATH},
+    config::{DataplaneConfig, FLAG_BRIDGE_BYPASS, FLAG_DECAP_L4_UDP, FLAG_FAST_PATH, FLAG_XDP_DECAP},
     counters::Verdict,
-    wire::{ETH_HLEN, ETH_P_IPV4, F_ADJ_ROOM_DECAP_L4_UDP, IPPROTO_UDP, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN, XDP_DECAP_MARK},
+    wire::{ETH_HLEN, ETH_P_IPV4, F_ADJ_ROOM_DECAP_L4_UDP, IPPROTO_UDP, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN},
 };
 
 use crate::{
     classify, csum, fastpath, maps, mtu, nat,
-    parse::{self, EthHdr, Ipv4Hdr, Packet, UdpHdr, VxlanHdr},
+    parse::{EthHdr, Ipv4Hdr, Packet, UdpHdr, VxlanHdr},
 };
 
 /// What to do with a frame that is ours.
@@ -146,18 +152,16 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
     };
     let pkt = Packet::new(ctx.data(), ctx.data_end());
     // XDP's inner frames are addressed to our VtepMAC (weft0's MAC, never the
-    // uplink's); nothing else on the uplink is.
+    // uplink's); XDP dropped every other frame to it. Without XDP, such a frame came
+    // from the wire as it is: never delivered unchecked.
     if let Some(eth) = pkt.header::<EthHdr>(0)
         && eth.dst == cfg.vtep_mac
-        && u16::from_be_bytes(eth.ethertype) == ETH_P_IPV4
     {
-        if xdp_decapsulated(ctx) {
-            return deliver(ctx, cfg, Verdict::DeliveredFromXdp);
+        if cfg.flags & FLAG_XDP_DECAP == 0 || u16::from_be_bytes(eth.ethertype) != ETH_P_IPV4 {
+            return Err(Verdict::DropToVtepMac);
         }
-        // Decapsulated by XDP but the driver lost the metadata (or a raw frame to our
-        // VtepMAC from the underlay): never delivered unchecked, and counted, so a
-        // driver that drops XDP metadata shows up here, not as silent loss.
-        return Err(Verdict::DropXdpMarkLost);
+        nat::unmasq_from_tunnel(ctx, cfg)?;
+        return deliver(ctx, cfg, Verdict::DeliveredFromXdp);
     }
     let plan = match inspect(pkt, cfg) {
         Ok(plan) => plan,
@@ -192,6 +196,8 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
     // the host (not PACKET_OTHERHOST), so IP accepts it.
     *eth = EthHdr { dst: cfg.vtep_mac, src: plan.inner_src, ethertype: ETH_P_IPV4.to_be_bytes() };
 
+    // An answer to a flow masqueraded to our tunnel address gets its client's back.
+    nat::unmasq_from_tunnel(ctx, cfg)?;
     deliver(ctx, cfg, Verdict::Decapsulated)
 }
 
@@ -256,49 +262,30 @@ fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<V
     Ok(verdict)
 }
 
-/// Whether XDP decapsulated this frame: its metadata carries our mark. Metadata is
-/// not on the wire; a frame forwarded over a veth may keep stale metadata, which is
-/// why the caller also requires our VtepMAC as destination.
-#[inline(always)]
-fn xdp_decapsulated(ctx: &TcContext) -> bool {
-    // SAFETY: reading two fields of the context the kernel passed us.
-    let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, (*ctx.skb.skb).data as usize) };
-    // SAFETY: meta_mark checked the slot lies inside the metadata area.
-    parse::meta_mark(meta, data).is_some_and(|m| unsafe { core::ptr::read_unaligned(m) } == XDP_DECAP_MARK)
-}
-
-/// XDP: decapsulates a frame that is ours into the inner Ethernet frame, marks it in
-/// the metadata and passes it on to GRO and then [`tc_decap`]. `Passed`: not ours,
+/// XDP: decapsulates a frame that is ours into the inner Ethernet frame, addressed to
+/// our VtepMAC, and passes it on to GRO and then [`tc_decap`]; drops a frame that
+/// arrives addressed to the VtepMAC (TC would take it for ours). `Passed`: not ours,
 /// or ours but bad — TC makes (and counts, and logs) the same decision again.
 pub fn xdp_decap(ctx: &XdpContext) -> Result<Verdict, Verdict> {
     let Some(cfg) = maps::config() else {
         return Ok(Verdict::Passed);
     };
     let pkt = Packet::new(ctx.data(), ctx.data_end());
+    if pkt.header::<EthHdr>(0).is_some_and(|eth| eth.dst == cfg.vtep_mac) {
+        return Err(Verdict::DropToVtepMac);
+    }
     let Ok(plan) = inspect(pkt, cfg) else {
         return Ok(Verdict::Passed);
     };
-    // Room for the mark first: a driver without XDP metadata refuses it, and then the
-    // frame goes to TC whole, which decapsulates it there (correct, without GRO).
-    // SAFETY: plain helper call on this program's own context.
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -4) } != 0 {
-        return Ok(Verdict::Passed);
-    }
     if plan.mark_ce != 0 {
-        // Packet pointers die with every adjust helper: take them again.
-        mark_ce(Packet::new(ctx.data(), ctx.data_end()), &plan)?;
+        mark_ce(pkt, &plan)?;
     }
-    // Drop everything before the inner Ethernet header (the metadata moves along).
+    // Drop everything before the inner Ethernet header.
     let outer = (plan.inner_ip_off - ETH_HLEN) as i32;
     // SAFETY: plain helper call on this program's own context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer) } != 0 {
         return Err(Verdict::DropResize);
     }
-    // SAFETY: reading the context the kernel passed us.
-    let (meta, data) = unsafe { ((*ctx.ctx).data_meta as usize, (*ctx.ctx).data as usize) };
-    let mark = parse::meta_mark(meta, data).ok_or(Verdict::DropResize)?;
-    // SAFETY: meta_mark checked the slot lies inside the metadata area.
-    unsafe { core::ptr::write_unaligned(mark, XDP_DECAP_MARK) };
     let pkt = Packet::new(ctx.data(), ctx.data_end());
     let eth: &mut EthHdr = pkt.header_mut(0).ok_or(Verdict::DropMalformed)?;
     // A Flannel peer addresses us by our VtepMAC already; say so for every sender.

@@ -11,7 +11,9 @@
 //! 4. redirect: `bpf_redirect_neigh` to the uplink routes the outer destination and
 //!    fills in the outer MACs, resolving the next hop (ARP) if needed.
 //!
-//! Steps 3 and 4 are [`tunnel::encapsulate`], which the fast path shares. With `--fast-path`
+//! Step 3 first masquerades a flow from outside the cluster network to this node's
+//! tunnel address (`--ip-masq`, [`nat::masq_to_tunnel`]). Steps 3 and 4 are
+//! [`tunnel::encapsulate`], which the fast path shares. With `--fast-path`
 //! on, step 2 also remembers the flow (see [`fastpath::remember_stack_flow`]).
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
@@ -22,7 +24,7 @@ use weft_common::{
 };
 
 use crate::{
-    fastpath, maps,
+    fastpath, maps, nat,
     parse::{EthHdr, Ipv4Hdr, Packet},
     tunnel,
 };
@@ -47,6 +49,9 @@ pub fn tc_encap(ctx: &TcContext) -> Result<Verdict, Verdict> {
     }
     let tos = ip.tos;
 
+    // rewrite: a flow from outside to another node's pod takes our tunnel address
+    // (`--ip-masq`), then the tunnel.
+    nat::masq_to_tunnel(ctx, cfg, pkt, ip)?;
     tunnel::encapsulate(ctx, cfg, &peer, tos)?;
     Ok(Verdict::Encapsulated)
 }

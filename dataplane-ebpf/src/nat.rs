@@ -11,6 +11,13 @@
 //! ingress records them ([`note_inbound`]) as `FLAG_INBOUND` entries, which the
 //! pod's replies find.
 //!
+//! The overlay case (Flannel's last rule): a flow from outside the cluster network
+//! to another node's pod, routed through this node, gets this node's tunnel address
+//! (`weft0`'s, the pod CIDR's network address, as `flannel.1`'s) as its source at
+//! `weft0`'s egress before encapsulation ([`masq_to_tunnel`]), so the other node
+//! answers through this one; the answer gets the client's address back right after
+//! decapsulation ([`unmasq_from_tunnel`]), before the host stack sees it.
+//!
 //! The connection table is two LRU hashes (`weft_common::nat`): the pod's tuple →
 //! the translated source, and the reply's tuple → the pod's. A new flow's port is
 //! picked at random from the range (`--random-fully`), reserving the reply's tuple
@@ -152,9 +159,32 @@ pub fn tc_masq(ctx: &TcContext) -> Result<Verdict, Verdict> {
     {
         return Ok(Verdict::Passed);
     }
+    masquerade(ctx, pkt, ip, cfg, cfg.masq_ip)
+}
+
+/// `weft0`'s TC egress, before encapsulation (`--ip-masq`): a flow from outside the
+/// cluster network to another node's pod leaves with this node's tunnel address.
+/// Traffic kube-proxy marked is left to kube-proxy's own MASQUERADE, as on the uplink.
+#[inline(always)]
+pub fn masq_to_tunnel(ctx: &TcContext, cfg: &DataplaneConfig, pkt: Packet, ip: &Ipv4Hdr) -> Result<(), Verdict> {
+    if cfg.flags & FLAG_MASQUERADE == 0 || cfg.pod_prefix == 0 {
+        return Ok(());
+    }
+    // SAFETY: reading a field of the context the kernel passed us.
+    let mark = unsafe { (*ctx.skb.skb).mark };
+    if in_cluster(ip.saddr, cfg) || !in_cluster(ip.daddr, cfg) || mark & KUBE_PROXY_MASQ_MARK != 0 {
+        return Ok(());
+    }
+    masquerade(ctx, pkt, ip, cfg, cfg.pod_cidr).map(|_| ())
+}
+
+/// Source NAT of `ip`'s packet to `to` (the uplink's address or the tunnel's): the
+/// flow's entry, or a new one with a free port; then the rewrite.
+#[inline(always)]
+fn masquerade(ctx: &TcContext, pkt: Packet, ip: &Ipv4Hdr, cfg: &DataplaneConfig, to: Ipv4Octets) -> Result<Verdict, Verdict> {
     let saddr = ip.saddr;
     if ip.is_later_fragment() {
-        rewrite_addr(ctx, IP_SADDR, saddr, cfg.masq_ip, None, IPPROTO_UDP)?;
+        rewrite_addr(ctx, IP_SADDR, saddr, to, None, IPPROTO_UDP)?;
         return Ok(Verdict::Masqueraded);
     }
     let l4 = ETH_HLEN + ip.header_len();
@@ -172,9 +202,9 @@ pub fn tc_masq(ctx: &TcContext) -> Result<Verdict, Verdict> {
             if e.flags & FLAG_INBOUND != 0 {
                 return Ok(Verdict::Passed);
             }
-            keep_reply_entry(&flow.key, e, cfg, t)?
+            keep_reply_entry(&flow.key, e, cfg, to, t)?
         }
-        None => new_flow(&flow.key, cfg, t, flow.tcp_flags)?,
+        None => new_flow(&flow.key, cfg, to, t, flow.tcp_flags)?,
     };
     if protocol == IPPROTO_ICMP {
         rewrite_port(ctx, flow.l4 + 4, flow.key.sport, nat.port, flow.check, IPPROTO_ICMP)?;
@@ -200,21 +230,21 @@ fn reply_key(orig: &NatKey, addr: Ipv4Octets, port: [u8; 2]) -> NatKey {
 /// A new flow: a NAT port whose reply tuple is free, reserved in `WEFT_NAT_IN`, then
 /// the flow's own entry.
 #[inline(always)]
-fn new_flow(orig: &NatKey, cfg: &DataplaneConfig, t: u64, tcp_flags: u8) -> Result<NatEntry, Verdict> {
+fn new_flow(orig: &NatKey, cfg: &DataplaneConfig, to: Ipv4Octets, t: u64, tcp_flags: u8) -> Result<NatEntry, Verdict> {
     let back = NatEntry { addr: orig.saddr, port: orig.sport, created_ns: t, seen_ns: t, ..Default::default() };
-    let port = reserve(orig, cfg, &back)?;
+    let port = reserve(orig, cfg, to, &back)?;
     let state = next_state(STATE_NEW, tcp_flags, false);
-    let nat = NatEntry { addr: cfg.masq_ip, port, state, flags: 0, created_ns: t, seen_ns: t };
+    let nat = NatEntry { addr: to, port, state, flags: 0, created_ns: t, seen_ns: t };
     if WEFT_NAT_OUT.insert(orig, nat, u64::from(BPF_ANY)).is_err() {
-        let _ = WEFT_NAT_IN.remove(reply_key(orig, cfg.masq_ip, port));
+        let _ = WEFT_NAT_IN.remove(reply_key(orig, to, port));
         return Err(Verdict::DropNatError);
     }
     Ok(nat)
 }
 
-/// Picks a free reply tuple at random and reserves it for `back`.
+/// Picks a free reply tuple to `to` at random and reserves it for `back`.
 #[inline(always)]
-fn reserve(orig: &NatKey, cfg: &DataplaneConfig, back: &NatEntry) -> Result<[u8; 2], Verdict> {
+fn reserve(orig: &NatKey, cfg: &DataplaneConfig, to: Ipv4Octets, back: &NatEntry) -> Result<[u8; 2], Verdict> {
     // Protocols without ports have one tuple per outside host.
     let ported = matches!(orig.protocol, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_ICMP);
     let span1 = u32::from(cfg.nat_port_max.saturating_sub(cfg.nat_port_min)) + 1;
@@ -232,7 +262,7 @@ fn reserve(orig: &NatKey, cfg: &DataplaneConfig, back: &NatEntry) -> Result<[u8;
         } else {
             [0; 2]
         };
-        if WEFT_NAT_IN.insert(reply_key(orig, cfg.masq_ip, port), *back, u64::from(BPF_NOEXIST)).is_ok() {
+        if WEFT_NAT_IN.insert(reply_key(orig, to, port), *back, u64::from(BPF_NOEXIST)).is_ok() {
             return Ok(port);
         }
         if !ported {
@@ -245,15 +275,15 @@ fn reserve(orig: &NatKey, cfg: &DataplaneConfig, back: &NatEntry) -> Result<[u8;
 /// An existing flow whose reply entry the LRU may have evicted: put it back (same
 /// port if still free, else a new one).
 #[inline(always)]
-fn keep_reply_entry(orig: &NatKey, e: &mut NatEntry, cfg: &DataplaneConfig, t: u64) -> Result<NatEntry, Verdict> {
+fn keep_reply_entry(orig: &NatKey, e: &mut NatEntry, cfg: &DataplaneConfig, to: Ipv4Octets, t: u64) -> Result<NatEntry, Verdict> {
     let key = reply_key(orig, e.addr, e.port);
     if WEFT_NAT_IN.get_ptr(key).is_some() {
         return Ok(*e);
     }
     let back = NatEntry { addr: orig.saddr, port: orig.sport, created_ns: e.created_ns, seen_ns: t, ..Default::default() };
     if WEFT_NAT_IN.insert(key, back, u64::from(BPF_NOEXIST)).is_err() {
-        e.port = reserve(orig, cfg, &back)?;
-        e.addr = cfg.masq_ip;
+        e.port = reserve(orig, cfg, to, &back)?;
+        e.addr = to;
     }
     Ok(*e)
 }
@@ -285,6 +315,30 @@ pub fn tc_unmasq(ctx: &TcContext, cfg: &DataplaneConfig) -> Result<Verdict, Verd
         }
         return Ok(Verdict::Passed);
     }
+    unmasq(ctx, pkt, ip, l4)
+}
+
+/// Right after decapsulation (`--ip-masq`): an answer to a flow [`masq_to_tunnel`]
+/// translated (to this node's tunnel address) gets its client's address back.
+#[inline(always)]
+pub fn unmasq_from_tunnel(ctx: &TcContext, cfg: &DataplaneConfig) -> Result<(), Verdict> {
+    if cfg.flags & FLAG_MASQUERADE == 0 || cfg.pod_prefix == 0 {
+        return Ok(());
+    }
+    let pkt = Packet::new(ctx.data(), ctx.data_end());
+    let Some(ip) = pkt.header::<Ipv4Hdr>(ETH_HLEN) else {
+        return Ok(());
+    };
+    if ip.daddr != cfg.pod_cidr || !ip.is_valid() || ip.is_later_fragment() {
+        return Ok(());
+    }
+    unmasq(ctx, pkt, ip, ETH_HLEN + ip.header_len()).map(|_| ())
+}
+
+/// Destination NAT of a packet to a translated address (`ip`'s destination) back to
+/// its flow's original source, if it belongs to one; ICMP errors by what they quote.
+#[inline(always)]
+fn unmasq(ctx: &TcContext, pkt: Packet, ip: &Ipv4Hdr, l4: usize) -> Result<Verdict, Verdict> {
     if ip.protocol == IPPROTO_ICMP
         && let Some(icmp) = pkt.header::<IcmpHdr>(l4)
         && matches!(icmp.kind, ICMP_DEST_UNREACH | ICMP_TIME_EXCEEDED | ICMP_PARAMETERPROB)

@@ -4,7 +4,6 @@
 //! pointer to any offset is valid), converted explicitly with `from_be_bytes`.
 //! [`Packet::ptr_at`] is the only bounds check against `data_end`: TC and XDP both
 //! hand us `[data, data_end)`, so everything built on it works in either.
-//! [`meta_mark`] is the one access to the metadata area `[data_meta, data)`.
 
 use core::mem::size_of;
 
@@ -164,14 +163,4 @@ impl Packet {
         // it runs, and callers hold one view per header at a time.
         self.ptr_at::<T>(offset).map(|p| unsafe { &mut *p })
     }
-}
-
-/// The 4-byte mark slot at the start of the metadata area `[meta, data)` (where XDP
-/// decap leaves its mark for TC), if the area holds one.
-#[inline(always)]
-pub fn meta_mark(meta: usize, data: usize) -> Option<*mut u32> {
-    if meta + size_of::<u32>() > data {
-        return None;
-    }
-    Some(meta as *mut u32)
 }

@@ -456,7 +456,7 @@ fn xdp_decap_forwards_intact_and_gro_aggregates() -> Result<()> {
     }
     for n in ["a", "b"] {
         let maps = c.node(n).maps()?;
-        for v in [Verdict::DropResize, Verdict::DropRedirect, Verdict::DropMalformed, Verdict::DropXdpMarkLost] {
+        for v in [Verdict::DropResize, Verdict::DropRedirect, Verdict::DropMalformed, Verdict::DropToVtepMac] {
             assert_eq!(maps.counter(v)?.packets, 0, "node {n}: unexpected {v:?}\n{}", c.logs());
         }
     }

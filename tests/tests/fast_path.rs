@@ -105,7 +105,7 @@ fn fast_path_forwards_intact_without_the_host_stack() -> Result<()> {
             c.node(n).dataplane_state()
         );
         let maps = c.node(n).maps()?;
-        for v in [Verdict::DropResize, Verdict::DropRedirect, Verdict::DropMalformed, Verdict::DropXdpMarkLost] {
+        for v in [Verdict::DropResize, Verdict::DropRedirect, Verdict::DropMalformed, Verdict::DropToVtepMac] {
             assert_eq!(maps.counter(v)?.packets, 0, "node {n}: unexpected {v:?}\n{}", c.logs());
         }
     }

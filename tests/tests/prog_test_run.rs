@@ -5,7 +5,7 @@
 //!
 //! Every drop a packet can cause has its case: at `weft0_egress` not_ipv4, no_tunnel,
 //! malformed, no_config; at `uplink_ingress` unknown_peer, malformed, not_ipv4,
-//! ecn_not_ect, xdp_mark_lost, nat_fragment; at `uplink_egress` nat_exhausted. The
+//! ecn_not_ect, to_vtep_mac (also at `uplink_xdp`), nat_fragment; at `uplink_egress` nat_exhausted. The
 //! rest come from a helper's failure, not from the packet (resize:
 //! `bpf_skb_adjust_room`/`bpf_xdp_adjust_head`; redirect: a redirect helper;
 //! nat_error: a map update or `bpf_skb_store_bytes`), and test_run cannot make
@@ -28,7 +28,7 @@ use weft_agent::{DATAPLANE_OBJECT, maps::Maps};
 use weft_common::{
     ABI_VERSION,
     config::DataplaneConfig,
-    config::FLAG_FAST_PATH,
+    config::{FLAG_FAST_PATH, FLAG_XDP_DECAP},
     counters::{Counter, Hook, Verdict},
     fastpath::LocalEndpoint,
     maps::programs::{BRIDGE_EGRESS, DECAP, DECAP_XDP, ENCAP, MASQ, POD_EGRESS, POD_INGRESS, PROBE_DECAP_L4_UDP, WEFT0_INGRESS},
@@ -43,6 +43,7 @@ const TC_ACT_UNSPEC: u32 = -1i32 as u32;
 const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 const XDP_PASS: u32 = 2;
+const XDP_DROP: u32 = 1;
 
 const A_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 const A_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x00];
@@ -309,15 +310,26 @@ fn xdp_decap_leaves_the_inner_frame() {
     let dp = dataplane(true);
     let inner = inner_packet();
     let out = dp.expect_xdp(&from_b(&inner).build(), XDP_PASS, Verdict::Decapsulated);
-    // BPF_PROG_TEST_RUN returns the metadata in front of the frame: TC's mark.
-    assert_eq!(out[..4], weft_common::wire::XDP_DECAP_MARK.to_ne_bytes(), "the metadata mark TC looks for");
-    assert_eq!(out[4..], eth(A_MAC, B_MAC, ETH_P_IPV4, &inner), "inner Ethernet frame byte for byte");
+    assert_eq!(out, eth(A_MAC, B_MAC, ETH_P_IPV4, &inner), "inner Ethernet frame byte for byte");
+}
+
+/// A frame that arrives from the wire addressed to our VtepMAC is XDP's to drop: TC,
+/// behind XDP, takes every frame to the VtepMAC for one XDP decapsulated.
+#[test]
+fn xdp_drops_a_frame_that_arrives_to_the_vtep_mac() {
+    let dp = dataplane(true);
+    let forged = eth(A_MAC, [0x02, 0, 0, 0, 0, 0x66], ETH_P_IPV4, &inner_packet());
+    dp.expect_xdp(&forged, XDP_DROP, Verdict::DropToVtepMac);
+    // A VXLAN frame whose outer header is addressed so is dropped too, not decapsulated.
+    let mut vxlan = from_b(&inner_packet()).build();
+    vxlan[..6].copy_from_slice(&A_MAC);
+    dp.expect_xdp(&vxlan, XDP_DROP, Verdict::DropToVtepMac);
 }
 
 /// XDP leaves everything it does not decapsulate untouched and uncounted: TC makes the
 /// same decision next and counts (and drops) it there.
 #[rstest]
-#[case::not_vxlan(eth(A_MAC, B_MAC, ETH_P_IPV4, &Ipv4::new(B_IP, A_IP, IPPROTO_TCP).build(&[0u8; 20])))]
+#[case::not_vxlan(eth(UPLINK_MAC, B_MAC, ETH_P_IPV4, &Ipv4::new(B_IP, A_IP, IPPROTO_TCP).build(&[0u8; 20])))]
 #[case::other_port(VxlanFrame { dport: 4789, ..from_b(&inner_packet()) }.build())]
 #[case::unknown_source(VxlanFrame { outer_src: ROGUE_IP, ..from_b(&inner_packet()) }.build())]
 #[case::truncated_vxlan(from_b(&inner_packet()).build()[..14 + 20 + 8 + 4].to_vec())]
@@ -326,13 +338,19 @@ fn xdp_decap_hands_the_rest_to_tc(#[case] frame: Vec<u8>) {
     assert_eq!(dp.expect_xdp(&frame, XDP_PASS, Verdict::Passed), frame);
 }
 
-/// TC on the uplink never delivers an inner frame (to our VtepMAC) that lacks XDP's
-/// metadata mark — BPF_PROG_TEST_RUN gives TC none — and counts it.
+/// TC on the uplink delivers a frame to our VtepMAC (XDP's inner frame) into `weft0`
+/// only while the agent says XDP decap is attached (`FLAG_XDP_DECAP`); without it,
+/// such a frame came from the wire as it is, and is dropped and counted.
 #[test]
-fn tc_drops_an_inner_frame_without_the_xdp_mark() {
-    let dp = dataplane(true);
+fn tc_takes_frames_to_the_vtep_mac_only_behind_xdp() {
+    let mut dp = dataplane(true);
     let inner = eth(A_MAC, B_MAC, ETH_P_IPV4, &inner_packet());
-    dp.expect(DECAP, &inner, TC_ACT_SHOT, Verdict::DropXdpMarkLost);
+    dp.expect(DECAP, &inner, TC_ACT_SHOT, Verdict::DropToVtepMac);
+    dp.maps.set_config(DataplaneConfig { flags: FLAG_XDP_DECAP, ..config() }).unwrap();
+    let out = dp.expect(DECAP, &inner, TC_ACT_REDIRECT, Verdict::DeliveredFromXdp);
+    assert_eq!(out, inner, "delivered as XDP left it");
+    let arp = eth(A_MAC, B_MAC, 0x0806, &[0u8; 28]);
+    dp.expect(DECAP, &arp, TC_ACT_SHOT, Verdict::DropToVtepMac);
 }
 
 /// Encap on one node, decap on the other: the pod's packet comes out unchanged.
@@ -351,8 +369,8 @@ fn encap_then_decap_round_trips() {
 
 /// Frames that are not weft's VXLAN pass untouched (TCX_NEXT), counted as passed.
 #[rstest]
-#[case::arp(eth(A_MAC, B_MAC, ETH_P_ARP, &[0u8; 28]))]
-// (to the uplink's MAC, as underlay traffic is: see tc_drops_an_inner_frame_without_the_xdp_mark
+#[case::arp(eth(UPLINK_MAC, B_MAC, ETH_P_ARP, &[0u8; 28]))]
+// (to the uplink's MAC, as underlay traffic is: see tc_takes_frames_to_the_vtep_mac_only_behind_xdp
 // for a frame to the VtepMAC)
 #[case::tcp(eth(UPLINK_MAC, B_MAC, ETH_P_IPV4, &Ipv4::new(B_IP, A_IP, IPPROTO_TCP).build(&[0u8; 20])))]
 #[case::other_port(VxlanFrame { dport: 4789, ..from_b(&inner_packet()) }.build())]
@@ -434,13 +452,13 @@ fn decap_ecn(#[case] inner_tos: u8, #[case] outer_tos: u8, #[case] result: Optio
             dp.expect(DECAP, &frame, TC_ACT_SHOT, Verdict::DropEcnNotEct);
         }
     }
-    // The XDP placement makes the same decision: CE copied in (after the 4-byte
-    // metadata mark and the inner Ethernet header), or handed to TC, which drops it.
+    // The XDP placement makes the same decision: CE copied in (after the inner
+    // Ethernet header), or handed to TC, which drops it.
     match result {
         Some(tos) => {
             let out = dp.expect_xdp(&frame, XDP_PASS, Verdict::Decapsulated);
-            assert_eq!(out[4 + 15], tos, "inner TOS (XDP)");
-            assert_eq!(checksum(&out[4 + 14..4 + 34]), 0, "inner checksum still verifies (XDP)");
+            assert_eq!(out[15], tos, "inner TOS (XDP)");
+            assert_eq!(checksum(&out[14..34]), 0, "inner checksum still verifies (XDP)");
         }
         None => assert_eq!(dp.expect_xdp(&frame, XDP_PASS, Verdict::Passed), frame),
     }

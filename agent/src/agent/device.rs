@@ -118,6 +118,10 @@ impl Agent {
             _ => None,
         };
         if let Some(why) = tc {
+            // TC stops trusting frames to the VtepMAC before XDP (which drops such frames
+            // from the wire) goes.
+            self.xdp = false;
+            self.write_config()?;
             if self.dataplane.detach_pinned(pin)? {
                 tracing::info!(iface = %self.uplink.name, "removed XDP decap ({why})");
             }
@@ -125,7 +129,6 @@ impl Agent {
                 tracing::info!(iface = %self.uplink.name, "decapsulating in TC ({why})");
                 self.xdp_choice_logged = true;
             }
-            self.xdp = false;
             return Ok(());
         }
         match self.dataplane.attach_xdp(&self.uplink.name, self.uplink.xdp_drv_prog, pin) {
@@ -134,7 +137,9 @@ impl Agent {
                 if how == Attached::Created {
                     created.pins.push(self.dataplane.link_pin(pin));
                 }
+                // Only now does TC take frames to the VtepMAC for XDP's.
                 self.xdp = true;
+                self.write_config()?;
                 // The point of decapsulating in XDP is GRO on the inner flows: NICs have
                 // it on by default, a veth does not.
                 match ethtool::set_gro(&self.uplink.name, true) {

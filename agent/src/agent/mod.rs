@@ -38,7 +38,7 @@ use tokio::{
 };
 use weft_common::{
     ABI_VERSION,
-    config::{DataplaneConfig, FLAG_BRIDGE_BYPASS, FLAG_DECAP_L4_UDP, FLAG_FAST_PATH, FLAG_MASQUERADE, NodeName},
+    config::{DataplaneConfig, FLAG_BRIDGE_BYPASS, FLAG_DECAP_L4_UDP, FLAG_FAST_PATH, FLAG_MASQUERADE, FLAG_XDP_DECAP, NodeName},
     maps as spec,
 };
 
@@ -116,7 +116,7 @@ pub(super) struct Masq {
 }
 
 impl Agent {
-    fn write_config(&mut self) -> Result<()> {
+    pub(super) fn write_config(&mut self) -> Result<()> {
         let config = DataplaneConfig {
             abi_version: ABI_VERSION,
             vni: self.vni,
@@ -128,7 +128,8 @@ impl Agent {
             flags: flag(self.args.fast_path, FLAG_FAST_PATH)
                 | flag(self.pods.as_ref().is_some_and(Pods::bypass), FLAG_BRIDGE_BYPASS)
                 | flag(self.decap_l4_udp, FLAG_DECAP_L4_UDP)
-                | flag(self.masq.is_some(), FLAG_MASQUERADE),
+                | flag(self.masq.is_some(), FLAG_MASQUERADE)
+                | flag(self.xdp, FLAG_XDP_DECAP),
             weft0_peer_ifindex: self.weft0_peer,
             weft0_mtu: self.tunnel_mtu(),
             pod_cidr: self.own.pod_cidr.network().octets(),
