@@ -17,7 +17,7 @@ use weft_e2e::{
     agent::AgentProcess,
     cluster::{Cluster, INTERNET_HOST, Kind},
     netns::Netns,
-    traffic::{next_port, ping_ok, tcp_transfer},
+    traffic::{next_port, ping_ok, tcp_transfer, tcp_transfer_via},
     wait_for,
 };
 
@@ -134,11 +134,15 @@ fn tcp_clients(ns: &Netns, me: Ipv4Addr, port: u16, count: usize, all: Arc<Barri
 
 /// One UDP datagram from `from` to the internet host; the source it arrived from.
 fn udp_source(c: &Cluster, from: &Netns) -> Result<SocketAddrV4> {
-    let host = &c.internet.as_ref().expect("internet").host.ns;
+    udp_source_at(&c.internet.as_ref().expect("internet").host.ns, INTERNET_HOST, from)
+}
+
+/// One UDP datagram from `from` to `to_ip` in `to`, answered; the source it arrived from.
+fn udp_source_at(to: &Netns, to_ip: Ipv4Addr, from: &Netns) -> Result<SocketAddrV4> {
     let port = next_port();
     let (tx, rx) = std::sync::mpsc::channel();
-    let server = host.spawn(move || {
-        let s = UdpSocket::bind((INTERNET_HOST, port))?;
+    let server = to.spawn(move || {
+        let s = UdpSocket::bind((to_ip, port))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         tx.send(()).ok();
         let mut buf = [0u8; 64];
@@ -152,7 +156,7 @@ fn udp_source(c: &Cluster, from: &Netns) -> Result<SocketAddrV4> {
     let client = from.spawn(move || {
         let s = UdpSocket::bind("0.0.0.0:0")?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.send_to(b"weft masquerade", (INTERNET_HOST, port))?;
+        s.send_to(b"weft masquerade", (to_ip, port))?;
         let mut buf = [0u8; 16];
         let (n, _) = s.recv_from(&mut buf).context("no answer")?;
         ensure!(&buf[..n] == b"back");
@@ -258,6 +262,81 @@ fn pods_reach_the_internet_from_their_nodes_address() -> Result<()> {
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| anyhow!("no {key} in\n{metrics}"))?;
     assert!(masqueraded >= 1000.0, "{masqueraded} packets masqueraded");
+    Ok(())
+}
+
+/// Outside → another node's pod, routed through this node (a router with a route to
+/// pod b's CIDR via node a; Flannel's last rule): node a masquerades the flow to its
+/// tunnel address (`weft0`'s, as `flannel.1`'s) before encapsulation, so pod b sees
+/// that address and answers through node a, which restores the client's. UDP, TCP
+/// (content verified) and ping; `nat list` shows the translation.
+#[test]
+fn outside_to_a_remote_pod_through_this_node_takes_the_tunnel_address() -> Result<()> {
+    let c = cluster(true);
+    let internet = c.internet.as_ref().unwrap();
+    let (a, pod_b) = (c.node("a"), c.pod_on("b"));
+    internet.router.ip(&format!("route replace {} via {}", c.node("b").pod_cidr, a.underlay))?;
+    let tunnel_a = a.pod_cidr.network();
+    let host = &internet.host.ns;
+
+    let src = udp_source_at(&pod_b.ns, pod_b.ip, host).map_err(|e| anyhow!("UDP internet -> pod b: {e:#}\n{}", c.logs()))?;
+    assert_eq!(*src.ip(), tunnel_a, "pod b sees node a's tunnel address");
+    assert!(!EPHEMERAL.contains(&src.port()), "and a NAT port: {src}");
+    tcp_transfer(host, &pod_b.ns, pod_b.ip, 8 << 20).map_err(|e| anyhow!("TCP internet -> pod b: {e:#}\n{}", c.logs()))?;
+    ping_ok(host, pod_b.ip, 2).map_err(|e| anyhow!("ping internet -> pod b: {e}\n{}", c.logs()))?;
+
+    let list = c.inspect("a", &["nat", "list", "-o", "json"])?;
+    let flows: serde_json::Value = serde_json::from_str(&list)?;
+    let from_host = |f: &&serde_json::Value| f["original"].as_str().unwrap().starts_with(&format!("{INTERNET_HOST}"));
+    let through: Vec<_> = flows.as_array().unwrap().iter().filter(from_host).collect();
+    for protocol in ["udp", "tcp", "icmp"] {
+        let f = through.iter().find(|f| f["protocol"] == protocol).ok_or_else(|| anyhow!("no {protocol} flow in {list}"))?;
+        assert!(f["translated"].as_str().unwrap().starts_with(&format!("{tunnel_a}")), "{f}");
+    }
+    // Node b translated nothing: the flows arrived there from a cluster address.
+    assert!(c.node("b").maps()?.nat_out()?.iter().all(|(_, e)| e.flags != 0), "node b masqueraded nothing");
+    Ok(())
+}
+
+/// The host's netfilter conntrack and weft's masquerade on one flow, beside a plain
+/// masqueraded one: a Service whose endpoint is outside the cluster (kube-proxy's
+/// DNAT only: conntrack restores the Service address on the reply weft translated
+/// back), and one kube-proxy marks for its own MASQUERADE (weft leaves it alone, as
+/// Flannel's first rule does). Every transfer arrives intact.
+#[test]
+fn a_services_conntrack_and_the_masquerade_work_together() -> Result<()> {
+    let c = cluster(true);
+    let (a, pod) = (c.node("a"), c.pod_on("a"));
+    let host = &c.internet.as_ref().unwrap().host.ns;
+    let (external, marked) = (Ipv4Addr::new(10, 96, 0, 10), Ipv4Addr::new(10, 96, 0, 11));
+    for rule in [
+        format!("-t nat -A PREROUTING -d {external}/32 -p tcp -j DNAT --to-destination {INTERNET_HOST}"),
+        format!("-t nat -A PREROUTING -d {marked}/32 -p tcp -j MARK --set-xmark 0x4000/0x4000"),
+        format!("-t nat -A PREROUTING -d {marked}/32 -p tcp -j DNAT --to-destination {INTERNET_HOST}"),
+        "-t nat -A POSTROUTING -m mark --mark 0x4000/0x4000 -j MASQUERADE --random-fully".to_string(),
+    ] {
+        a.ns.sh(&format!("iptables -w {rule}"))?;
+    }
+    // Flows of pod a to the internet host that weft translated.
+    let translated = || -> Result<usize> {
+        Ok(a.maps()?
+            .nat_out()?
+            .iter()
+            .filter(|(k, e)| k.saddr == pod.ip.octets() && k.daddr == INTERNET_HOST.octets() && k.protocol == 6 && e.flags == 0)
+            .count())
+    };
+    for (service, added) in [(external, 2), (marked, 1)] {
+        let before = translated()?;
+        std::thread::scope(|s| -> Result<()> {
+            let direct = s.spawn(|| tcp_transfer(&pod.ns, host, INTERNET_HOST, 16 << 20));
+            let via = tcp_transfer_via(&pod.ns, host, INTERNET_HOST, service, 16 << 20);
+            via.map_err(|e| anyhow!("pod a -> Service {service}: {e:#}\n{}", c.logs()))?;
+            let direct = direct.join().map_err(|_| anyhow!("transfer panicked"))?;
+            direct.map_err(|e| anyhow!("pod a -> internet beside it: {e:#}\n{}", c.logs()))?;
+            Ok(())
+        })?;
+        assert_eq!(translated()? - before, added, "flows weft translated with the Service {service}");
+    }
     Ok(())
 }
 

@@ -98,11 +98,21 @@ fn dataplane(configured: bool) -> Dataplane {
 impl Dataplane {
     /// Runs `prog` on `frame`; returns the verdict and the frame as the program left it.
     fn run(&self, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+        self.run_marked(prog, frame, 0)
+    }
+
+    /// As [`Dataplane::run`], with `skb->mark` set to `mark` (the context's `mark`,
+    /// the first field test_run lets a caller set).
+    fn run_marked(&self, prog: &str, frame: &[u8], mark: u32) -> (u32, Vec<u8>) {
         let p: &SchedClassifier = self.ebpf.program(prog).unwrap().try_into().unwrap();
         // Room for what encap adds (+50) and then some.
         let mut out = vec![0u8; frame.len() + 128];
+        // struct __sk_buff up to `mark`: len and pkt_type (must be 0), then mark.
+        let mut ctx = [0u8; 12];
+        ctx[8..].copy_from_slice(&mark.to_ne_bytes());
+        let ctx_in = (mark != 0).then_some(&ctx[..]);
         let TestRunResult { return_value, duration: _, data_size_out, ctx_size_out: _ } = p
-            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })
+            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ctx_in, ..Default::default() })
             .expect("BPF_PROG_TEST_RUN");
         out.truncate(data_size_out as usize);
         (return_value, out)
@@ -656,6 +666,8 @@ fn decap_flag_probe_agrees_with_the_kernels_btf() {
 // ---------------------------------------------------------------- masquerade
 
 const EXT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+/// Node a's tunnel address: its pod CIDR's network address, `weft0`'s own.
+const TUNNEL_A: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 0);
 const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
 fn masq_dataplane(port_min: u16, port_max: u16) -> Dataplane {
@@ -664,6 +676,8 @@ fn masq_dataplane(port_min: u16, port_max: u16) -> Dataplane {
         .set_config(DataplaneConfig {
             flags: weft_common::config::FLAG_MASQUERADE,
             masq_ip: A_IP.octets(),
+            pod_cidr: TUNNEL_A.octets(),
+            pod_prefix: 24,
             cluster_net: [10, 244, 0, 0],
             cluster_prefix: 16,
             nat_port_min: port_min,
@@ -793,6 +807,79 @@ fn masquerade_translates_and_its_reply_returns(#[case] out_l4: L4, #[case] back_
     // The next packet of the flow keeps its translation.
     let again = dp.expect(MASQ, &sent, TC_ACT_UNSPEC, Verdict::Masqueraded);
     assert_eq!(read_back(&again).2, nat_port);
+}
+
+/// Outside → another node's pod, routed through this node (Flannel's last rule): at
+/// `weft0`'s egress the source becomes this node's tunnel address and a NAT port
+/// before encapsulation, every inner checksum right; the other node's answer, to the
+/// tunnel address, gets the client's address back right after decapsulation.
+#[rstest]
+#[case::tcp(L4::Tcp { syn: true, fin: false }, L4::Tcp { syn: false, fin: false }, IPPROTO_TCP)]
+#[case::udp(L4::Udp, L4::Udp, IPPROTO_UDP)]
+#[case::icmp_echo(L4::Echo, L4::EchoReply, 1)]
+fn masquerade_into_the_overlay_takes_the_tunnel_address(#[case] out_l4: L4, #[case] back_l4: L4, #[case] protocol: u8) {
+    let mut dp = masq_dataplane(61000, 65535);
+    dp.maps
+        .set_tunnel(
+            "10.244.2.0/24".parse().unwrap(),
+            TunnelEndpoint { underlay_ip: B_IP.octets(), vni: 1, vtep_mac: B_MAC, _pad: [0; 2] },
+        )
+        .unwrap();
+    let icmp = protocol == 1;
+    let (sport, dport) = (50000, if icmp { 0 } else { 8080 });
+    let sent = frame(EXT, POD_B, sport, dport, out_l4);
+    let wire = dp.expect(ENCAP, &sent, TC_ACT_REDIRECT, Verdict::Encapsulated);
+    let vxlan = Encapsulated::parse(&wire).expect("a VXLAN frame");
+    assert_eq!(vxlan.outer_ip[16..20], B_IP.octets(), "to node b");
+    let (src, dst, nat_port, inner_dport) = read_back(&wire[50..]);
+    assert_eq!((src, dst, inner_dport), (TUNNEL_A, POD_B, dport), "from the tunnel address");
+    assert!((61000..=65535).contains(&nat_port), "NAT port {nat_port}");
+    let flows = dp.maps.nat_out().unwrap();
+    let (_, entry) = flows.iter().find(|(k, _)| *k == nat_key(EXT, POD_B, sport, dport, protocol)).expect("the flow's entry");
+    assert_eq!((entry.addr, entry.flags), (TUNNEL_A.octets(), 0));
+
+    // Node b's answer, encapsulated to us: to the tunnel address and the NAT port.
+    let answer = frame(POD_B, TUNNEL_A, if icmp { nat_port } else { dport }, if icmp { 0 } else { nat_port }, back_l4);
+    let back = dp.expect(DECAP, &from_b(&answer[14..]).build(), TC_ACT_REDIRECT, Verdict::Decapsulated);
+    let (src, dst, p1, p2) = read_back(&back);
+    assert_eq!((src, dst), (POD_B, EXT), "to the client again");
+    if icmp {
+        assert_eq!(p1, sport, "the echo identifier restored");
+    } else {
+        assert_eq!((p1, p2), (dport, sport), "the client's port restored");
+    }
+    let flows = dp.maps.nat_out().unwrap();
+    let (_, entry) = flows.iter().find(|(k, _)| *k == nat_key(EXT, POD_B, sport, dport, protocol)).unwrap();
+    assert_eq!(entry.state, STATE_ESTABLISHED);
+
+    // A pod's own traffic to a remote pod, and the host's from the tunnel address, keep theirs.
+    for untouched in [frame(POD_A, POD_B, 40000, 80, L4::Udp), frame(TUNNEL_A, POD_B, 40000, 80, L4::Udp)] {
+        let wire = dp.expect(ENCAP, &untouched, TC_ACT_REDIRECT, Verdict::Encapsulated);
+        assert_eq!(&wire[50 + 14..], &untouched[14..], "inner packet byte for byte");
+    }
+}
+
+/// Traffic kube-proxy marked for masquerade (`0x4000`) is left to kube-proxy's own
+/// MASQUERADE rule, as Flannel's first rule leaves it: on the uplink and into the overlay.
+#[test]
+fn masquerade_leaves_kube_proxy_marked_traffic_to_kube_proxy() {
+    let mut dp = masq_dataplane(61000, 65535);
+    dp.maps
+        .set_tunnel(
+            "10.244.2.0/24".parse().unwrap(),
+            TunnelEndpoint { underlay_ip: B_IP.octets(), vni: 1, vtep_mac: B_MAC, _pad: [0; 2] },
+        )
+        .unwrap();
+    let out = frame(POD_A, EXT, 40000, 80, L4::Udp);
+    assert_eq!(dp.run_marked(MASQ, &out, 0x4000), (TC_ACT_UNSPEC, out.clone()));
+    let into = frame(EXT, POD_B, 50000, 8080, L4::Udp);
+    let (rc, wire) = dp.run_marked(ENCAP, &into, 0x4000);
+    assert_eq!(rc, TC_ACT_REDIRECT);
+    assert_eq!(&wire[50 + 14..], &into[14..], "encapsulated, inner packet untranslated");
+    assert!(dp.maps.nat_out().unwrap().is_empty() && dp.maps.nat_in().unwrap().is_empty());
+    // Any other mark bit does not count.
+    let (_, again) = dp.run_marked(MASQ, &out, 0x1000);
+    assert_eq!(read_back(&again).0, A_IP);
 }
 
 /// UDP without a checksum (0: none) keeps none; with one, it stays right (above).
