@@ -1,10 +1,16 @@
 //! What the agent reports about itself, shared with the health port's server.
 //!
-//! `GET /healthz` (Flannel's `--healthz-port`): 200 while the agent keeps its node
-//! programmed; 503, with the reason, once no resync has succeeded for three resync
-//! periods — resyncs that keep failing (an uplink gone for good, a netlink or map error
-//! that does not clear) or an event loop that stopped running them — so a liveness
-//! probe restarts the agent and the failure shows in the pod's status.
+//! `GET /healthz` (Flannel's `--healthz-port`), for the liveness probe: 200 from the
+//! first second — also while the agent waits for its podCIDR or the API server, which
+//! a restart would not speed up — and while it keeps its node programmed; 503, with
+//! the reason, once no resync has succeeded for three resync periods — resyncs that
+//! keep failing (an uplink gone for good, a netlink or map error that does not clear)
+//! or an event loop that stopped running them — so a liveness probe restarts the agent
+//! and the failure shows in the pod's status.
+//!
+//! `GET /readyz`, for the readiness and startup probes: 200 only once this node's
+//! dataplane is fully programmed (and while `/healthz` is), else 503 with what the
+//! agent is waiting for.
 
 use std::{
     collections::BTreeMap,
@@ -21,6 +27,8 @@ pub struct Health {
 }
 
 struct State {
+    /// `Some(what it waits for)` until the dataplane is first fully programmed.
+    starting: Option<String>,
     last_ok: Instant,
     last_error: Option<String>,
     /// Nodes the table leaves out, per reason label.
@@ -48,6 +56,7 @@ impl Health {
     pub fn new(resync: Duration) -> Health {
         Health {
             state: Arc::new(Mutex::new(State {
+                starting: Some("starting".into()),
                 last_ok: Instant::now(),
                 last_error: None,
                 skipped: BTreeMap::new(),
@@ -60,6 +69,21 @@ impl Health {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Still starting: what the agent is doing or waiting for (`/readyz` says it).
+    pub fn starting(&self, what: impl Into<String>) {
+        let mut s = self.state();
+        if s.starting.is_some() {
+            s.starting = Some(what.into());
+        }
+    }
+
+    /// The dataplane is fully programmed: ready, and judged by resyncs from now on.
+    pub fn started(&self) {
+        let mut s = self.state();
+        s.starting = None;
+        s.last_ok = Instant::now();
     }
 
     pub fn resync_ok(&self) {
@@ -98,9 +122,12 @@ impl Health {
         }
     }
 
-    /// `None`: healthy at `now`; else why not.
+    /// `None`: healthy (live) at `now`; else why not. Starting is healthy.
     pub fn failing(&self, now: Instant) -> Option<String> {
         let s = self.state();
+        if s.starting.is_some() {
+            return None;
+        }
         let age = now.saturating_duration_since(s.last_ok);
         (age > self.max_age).then(|| {
             let last = s.last_error.as_deref().unwrap_or("none: resyncs stopped running");
@@ -109,13 +136,38 @@ impl Health {
     }
 }
 
+impl Health {
+    /// `None`: ready at `now`; else why not.
+    pub fn not_ready(&self, now: Instant) -> Option<String> {
+        if let Some(what) = &self.state().starting {
+            return Some(format!("not ready: {what}\n"));
+        }
+        self.failing(now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn live_but_not_ready_while_starting_however_long_it_takes() {
+        let h = Health::new(Duration::from_secs(10));
+        h.starting("waiting for node a's podCIDR");
+        let later = Instant::now() + Duration::from_secs(3600);
+        assert_eq!(h.failing(later), None, "waiting is no reason to be restarted");
+        assert_eq!(h.not_ready(later).as_deref(), Some("not ready: waiting for node a's podCIDR\n"));
+        h.started();
+        assert_eq!(h.not_ready(Instant::now()), None);
+        h.starting("too late: ignored");
+        assert_eq!(h.not_ready(Instant::now()), None);
+        assert!(h.not_ready(Instant::now() + Duration::from_secs(32)).is_some(), "not ready when not healthy");
+    }
+
+    #[test]
     fn fails_after_three_periods_without_a_good_resync_and_recovers() {
         let h = Health::new(Duration::from_secs(10));
+        h.started();
         let t0 = Instant::now();
         h.resync_failed("uplink ul0 (index 2) is gone".into());
         assert!(h.failing(t0 + Duration::from_secs(30)).is_none(), "failed resyncs within three periods are tolerated");

@@ -1,5 +1,6 @@
-//! The health port (Flannel's `--healthz-ip`/`--healthz-port`): `GET /healthz` for the
-//! liveness probe, `GET /metrics` for Prometheus.
+//! The health port (Flannel's `--healthz-ip`/`--healthz-port`), served from the
+//! agent's first second: `GET /healthz` for the liveness probe, `GET /readyz` for the
+//! readiness and startup probes (see [`crate::healthz`]), `GET /metrics` for Prometheus.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
 
@@ -24,6 +25,7 @@ pub async fn spawn(addr: SocketAddr, health: Health, bpffs_dir: PathBuf) -> std:
     tracing::info!(%addr, "health and metrics endpoint listening");
     let app = Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(Arc::new(Shared { health, bpffs_dir }));
     tokio::spawn(async move {
@@ -36,6 +38,13 @@ pub async fn spawn(addr: SocketAddr, health: Health, bpffs_dir: PathBuf) -> std:
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     match shared.health.failing(Instant::now()) {
+        None => (StatusCode::OK, "ok\n".to_owned()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    match shared.health.not_ready(Instant::now()) {
         None => (StatusCode::OK, "ok\n".to_owned()),
         Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }

@@ -93,8 +93,13 @@ impl kube::runtime::utils::Backoff for Reconnect {
     }
 }
 
-/// Waits (logging why, once per reason) until this node exists and has a pod CIDR.
-pub async fn wait_for_own_node(api: &Api<Node>, name: &str) -> Result<(Node, Ipv4Network), KubeError> {
+/// Waits (logging why, once per reason, and telling `/readyz`) until this node exists
+/// and has a pod CIDR.
+pub async fn wait_for_own_node(
+    api: &Api<Node>,
+    name: &str,
+    health: &crate::healthz::Health,
+) -> Result<(Node, Ipv4Network), KubeError> {
     let mut last = String::new();
     loop {
         let why = match api.get_opt(name).await {
@@ -110,6 +115,7 @@ pub async fn wait_for_own_node(api: &Api<Node>, name: &str) -> Result<(Node, Ipv
         };
         if why != last {
             tracing::info!(node = name, "{why}");
+            health.starting(format!("node {name}: {why}"));
             last = why;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -57,11 +57,8 @@ pub fn kube_command(ns: &Netns, node: &str, bpffs_dir: &Path, extra: &[&str]) ->
 
 impl AgentProcess {
     /// Starts the agent and waits until it reports the dataplane up.
-    pub fn start(mut cmd: Command, node: &str, log: PathBuf) -> Result<Self> {
-        let file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).env("RUST_LOG", "info");
-        let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
-        let mut agent = AgentProcess { child: Some(child), log, node: node.to_owned() };
+    pub fn start(cmd: Command, node: &str, log: PathBuf) -> Result<Self> {
+        let mut agent = AgentProcess::spawn(cmd, node, log)?;
         let up = wait_for(Duration::from_secs(20), || {
             if agent.log_text().contains("dataplane up") {
                 return Some(true);
@@ -75,6 +72,14 @@ impl AgentProcess {
             bail!("agent {node} did not come up:\n{}", agent.log_text());
         }
         Ok(agent)
+    }
+
+    /// Starts the agent without waiting for anything (it may be waiting itself).
+    pub fn spawn(mut cmd: Command, node: &str, log: PathBuf) -> Result<Self> {
+        let file = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        cmd.stdin(Stdio::null()).stdout(file.try_clone()?).stderr(file).env("RUST_LOG", "info");
+        let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+        Ok(AgentProcess { child: Some(child), log, node: node.to_owned() })
     }
 
     pub fn log_text(&self) -> String {

@@ -478,6 +478,37 @@ fn restart_keeps_the_vtep_mac() -> Result<()> {
     all_pods_reach_each_other(&c)
 }
 
+/// An agent waiting for its podCIDR serves its health port from the start: live
+/// (`/healthz` 200: a restart would not help) and not ready (`/readyz` 503, saying
+/// what it waits for); ready once kube-controller-manager's podCIDR arrives and the
+/// dataplane is programmed.
+#[test]
+fn an_agent_waiting_for_its_pod_cidr_is_live_but_not_ready() -> Result<()> {
+    let mut c = Cluster::new_kube(&[("a", Kind::Weft)])?;
+    let z = c.add_node_ns("z", Kind::Weft, 1)?;
+    let mut manifest = node_manifest("z", c.nodes[z].underlay, "10.244.9.0/24".parse()?);
+    manifest["spec"] = serde_json::json!({});
+    c.control().kubectl_create(&manifest, &c.dir)?;
+    let cmd = c.agent_command(z, &["--healthz-ip", "127.0.0.1", "--healthz-port", "8471"]);
+    c.nodes[z].agent = Some(weft_e2e::agent::AgentProcess::spawn(cmd, "z", c.dir.join("agent-z.log"))?);
+    let ns = &c.nodes[z].ns;
+    let get = |path: &str| weft_e2e::traffic::http_get(ns, 8471, path).ok();
+    let waiting = wait_for(Duration::from_secs(10), || get("/readyz").filter(|r| r.contains("podCIDR")))
+        .ok_or_else(|| anyhow!("/readyz never said it waits for the podCIDR\n{}", c.agent_log("z")))?;
+    assert!(waiting.starts_with("HTTP/1.1 503"), "{waiting}");
+    std::thread::sleep(Duration::from_secs(2));
+    let live = get("/healthz").ok_or_else(|| anyhow!("/healthz does not answer while waiting"))?;
+    assert!(live.starts_with("HTTP/1.1 200"), "live while waiting: {live}");
+    assert!(get("/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 503")), "still not ready");
+
+    c.control().kubectl(&["patch", "node", "z", "-p", r#"{"spec":{"podCIDR":"10.244.9.0/24","podCIDRs":["10.244.9.0/24"]}}"#])?;
+    let ready = wait_for(Duration::from_secs(15), || get("/readyz").filter(|r| r.starts_with("HTTP/1.1 200")));
+    ready.ok_or_else(|| anyhow!("/readyz not ready after the podCIDR came\n{}", c.agent_log("z")))?;
+    assert!(ns.ip("link show weft0").is_ok(), "programmed when ready");
+    assert!(has_route(&c, "z", &c.node("a").pod_cidr.to_string()), "node a's pods routed when ready");
+    Ok(())
+}
+
 /// A podCIDR outside the cluster network is refused at start, clearly.
 #[test]
 fn own_pod_cidr_outside_the_network_is_refused() -> Result<()> {

@@ -48,7 +48,10 @@ pub(super) async fn ensure_device(
     }
     // One queue (and NAPI instance) per CPU, as the per-CPU backlog had: a veth uses
     // one by default, and every CPU's decap would funnel through its 256-slot ring.
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    // Every CPU the kernel may run decap on, not the CPUs this agent may use: a CPU
+    // limit (Flannel's manifest gives 100m) or an affinity mask would leave the other
+    // CPUs' frames without their queue.
+    let cpus = possible_cpus();
     for dev in [WEFT0_PEER, WEFT0] {
         match ethtool::set_queues(dev, cpus) {
             Ok(Some(n)) => tracing::info!("{dev}: {n} rx/tx queues"),
@@ -186,5 +189,33 @@ impl Agent {
         if let Err(e) = self.write_config() {
             tracing::error!("writing the dataplane config: {e:#}");
         }
+    }
+}
+
+/// Ids the kernel may give a CPU, highest + 1 (`/sys/devices/system/cpu/possible`,
+/// e.g. `0-3` or `0,2-5`): decap picks `weft0`'s queue by CPU id.
+fn possible_cpus() -> u32 {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| parse_cpu_list(&s))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()) as u32)
+}
+
+/// The highest id in a kernel CPU list, + 1.
+fn parse_cpu_list(s: &str) -> Option<u32> {
+    let last = s.trim().split(',').filter_map(|r| r.rsplit('-').next()?.trim().parse::<u32>().ok()).max()?;
+    Some(last + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cpu_list;
+
+    #[test]
+    fn cpu_lists_give_the_highest_id_plus_one() {
+        assert_eq!(parse_cpu_list("0-1\n"), Some(2));
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("0,2-5,7"), Some(8));
+        assert_eq!(parse_cpu_list(""), None);
     }
 }

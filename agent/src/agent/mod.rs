@@ -246,10 +246,6 @@ impl Agent {
             ),
             None => None,
         };
-        if self.args.healthz_port != 0 {
-            let addr = std::net::SocketAddr::new(self.args.healthz_ip, self.args.healthz_port);
-            crate::http::spawn(addr, self.health.clone(), self.args.bpffs_dir.clone()).await?;
-        }
         loop {
             let is_kube = matches!(self.source, Source::Kube(_));
             tokio::select! {

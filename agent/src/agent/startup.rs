@@ -32,12 +32,21 @@ pub async fn run(args: Args) -> Result<()> {
     let nl = Netlink::connect().context("opening a netlink socket")?;
     let mut created = Created::default();
     let health = crate::healthz::Health::new(Duration::from_secs(args.resync_seconds));
+    // Served before anything can wait (for the API server, the podCIDR): probes see
+    // the agent live, and not ready, from the start.
+    if args.healthz_port != 0 {
+        let addr = std::net::SocketAddr::new(args.healthz_ip, args.healthz_port);
+        crate::http::spawn(addr, health.clone(), args.bpffs_dir.clone()).await?;
+    }
     let started = match args.peers.clone() {
         Some(path) => start_static(args, path, nl.clone(), health, &mut created).await,
         None => start_kube(args, nl.clone(), health, &mut created).await,
     };
     let agent = match started {
-        Ok(agent) => agent,
+        Ok(agent) => {
+            agent.health.started();
+            agent
+        }
         Err(e) => {
             created.roll_back(&nl).await;
             return Err(e);
@@ -90,10 +99,11 @@ pub(super) async fn start_kube(args: Args, nl: Netlink, health: Health, created:
             bail!("{flag} {} contradicts {} ({file})", cli.unwrap_or_default(), args.net_config_path.display());
         }
     }
+    health.starting("connecting to the API server");
     let client = kube_sync::client(args.kubeconfig_file.as_deref()).await?;
     let recorder = Recorder::new(client.clone(), args.node_name.clone(), health.clone());
     let api: Api<Node> = Api::all(client);
-    let (own_node, pod_cidr) = match kube_sync::wait_for_own_node(&api, &args.node_name).await {
+    let (own_node, pod_cidr) = match kube_sync::wait_for_own_node(&api, &args.node_name, &health).await {
         Ok(found) => found,
         Err(e) => {
             if let kube_sync::KubeError::OwnNode { name, uid, reason } = &e {
