@@ -82,6 +82,14 @@ pub fn conflist(subnet: Ipv4Network, mtu: u32, ipam_data_dir: Option<&Path>) -> 
     })
 }
 
+/// The config file a runtime uses from `dir`: the first in lexical order, as
+/// containerd and CRI-O pick it.
+pub fn first_config(dir: &Path) -> Option<PathBuf> {
+    let mut all = other_configs(dir);
+    all.push(dir.join(CONFLIST_NAME));
+    all.into_iter().filter(|p| p.exists()).min_by(|a, b| a.file_name().cmp(&b.file_name()))
+}
+
 /// CNI config files other than ours in `dir` (a runtime would use them).
 pub fn other_configs(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -134,6 +142,12 @@ mod tests {
         write_atomic(&dir.join(CONFLIST_NAME), "{\"a\":1}").unwrap();
         assert_eq!(std::fs::read_to_string(dir.join(CONFLIST_NAME)).unwrap(), "{\"a\":1}");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3, "no temporary file left");
+        // The runtime's pick: the first in lexical order ("10-flannel" < "10-weft").
+        assert_eq!(first_config(&dir), Some(dir.join("10-flannel.conflist")));
+        std::fs::remove_file(dir.join("10-flannel.conflist")).unwrap();
+        assert_eq!(first_config(&dir), Some(dir.join(CONFLIST_NAME)));
+        std::fs::write(dir.join("99-other.conf"), "{}").unwrap();
+        assert_eq!(first_config(&dir), Some(dir.join(CONFLIST_NAME)), "ours sorts first");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,8 +1,14 @@
 //! The command line. Tests and operators script against it: keep it stable.
+//!
+//! flanneld's own flags and their `FLANNELD_*` environment variables are accepted
+//! too, so kube-flannel.yml's container spec runs unchanged: those weft implements
+//! are its flags below; the others are under "Accepted from flanneld" and
+//! [`crate::compat`] says, once, what each does here (nothing, and why) or refuses it
+//! with the reason.
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgAction, Parser, ValueEnum, builder::BoolishValueParser};
 use ipnetwork::Ipv4Network;
 use weft_common::{
     nat::DEFAULT_MAX_ENTRIES,
@@ -20,37 +26,57 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub peers: Option<PathBuf>,
 
-    /// This node's name (its Node object, or its line in the node table).
+    /// This node's name (its Node object, or its line in the node table) [Kubernetes
+    /// mode default: as flanneld, the `spec.nodeName` of the agent's own Pod, named by
+    /// $POD_NAME and $POD_NAMESPACE].
     #[arg(long, env = "NODE_NAME")]
-    pub node_name: String,
+    pub node_name: Option<String>,
 
-    /// Underlay interface, by name or address [default: the interface holding this
-    /// node's own address (node table entry; or the Node's public-ip-overwrite,
-    /// --public-ip or InternalIP), else the interface of the default route].
-    #[arg(long, value_name = "IFACE")]
-    pub iface: Option<String>,
+    /// Kubernetes mode (flanneld's flag for it): nodes and their pod CIDRs come from
+    /// the API server. weft's mode whenever --peers is absent.
+    #[arg(long, env = "FLANNELD_KUBE_SUBNET_MGR", conflicts_with = "peers", num_args = 0..=1, require_equals = true,
+          default_value_t = false, default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub kube_subnet_mgr: bool,
 
-    /// Underlay interface: the first whose name matches and has an IPv4 address.
-    #[arg(long, value_name = "REGEX", conflicts_with = "iface")]
-    pub iface_regex: Option<String>,
+    /// Underlay interface, by name or address; repeatable: the first that exists wins
+    /// [default: the interface holding this node's own address (node table entry; or
+    /// the Node's public-ip-overwrite, --public-ip or InternalIP), else the interface
+    /// of the default route].
+    #[arg(long, value_name = "IFACE", env = "FLANNELD_IFACE", action = ArgAction::Append)]
+    pub iface: Vec<String>,
+
+    /// Underlay interface: the first whose name matches and has an IPv4 address;
+    /// repeatable, tried after every --iface.
+    #[arg(long, value_name = "REGEX", env = "FLANNELD_IFACE_REGEX", action = ArgAction::Append)]
+    pub iface_regex: Vec<String>,
 
     /// Address to advertise to other nodes [default: the uplink's address; the
     /// Node's `flannel.alpha.coreos.com/public-ip-overwrite` annotation wins over both].
-    #[arg(long, value_name = "IPV4")]
+    #[arg(long, value_name = "IPV4", env = "FLANNELD_PUBLIC_IP")]
     pub public_ip: Option<std::net::Ipv4Addr>,
 
     /// Kubernetes mode: kubeconfig to reach the API server [default: in-cluster
     /// config, or $KUBECONFIG].
-    #[arg(long, value_name = "FILE", env = "KUBECONFIG_FILE")]
+    #[arg(long, value_name = "FILE", env = "FLANNELD_KUBECONFIG_FILE")]
     pub kubeconfig_file: Option<PathBuf>,
+
+    /// Kubernetes mode: the API server's URL, over the kubeconfig's or the in-cluster one.
+    #[arg(long, value_name = "URL", env = "FLANNELD_KUBE_API_URL")]
+    pub kube_api_url: Option<String>,
+
+    /// Kubernetes mode: set the Node's NetworkUnavailable condition to False once this
+    /// node is advertised (flanneld's default); false leaves the condition alone.
+    #[arg(long, env = "FLANNELD_SET_NODE_NETWORK_UNAVAILABLE", num_args = 0..=1, require_equals = true,
+          default_value_t = true, default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub set_node_network_unavailable: bool,
 
     /// Flannel's network configuration (the kube-flannel ConfigMap's net-conf.json);
     /// static mode reads it only for --ip-masq (its `Network` is the cluster network).
-    #[arg(long, value_name = "FILE", default_value = "/etc/kube-flannel/net-conf.json")]
+    #[arg(long, value_name = "FILE", env = "FLANNELD_NET_CONFIG_PATH", default_value = "/etc/kube-flannel/net-conf.json")]
     pub net_config_path: PathBuf,
 
     /// Kubernetes mode: where to write Flannel's subnet.env (for Flannel's CNI plugin).
-    #[arg(long, value_name = "FILE", default_value = "/run/flannel/subnet.env")]
+    #[arg(long, value_name = "FILE", env = "FLANNELD_SUBNET_FILE", default_value = "/run/flannel/subnet.env")]
     pub subnet_file: PathBuf,
 
     /// Kubernetes mode: the CNI configuration directory.
@@ -65,12 +91,12 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub cni_ipam_data_dir: Option<PathBuf>,
 
-    /// Address for the health endpoint (`GET /healthz`).
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address for the health endpoint (`/healthz`, `/readyz`, `/metrics`).
+    #[arg(long, env = "FLANNELD_HEALTHZ_IP", default_value = "0.0.0.0")]
     pub healthz_ip: std::net::IpAddr,
 
     /// Port for the health endpoint; 0 disables it.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "FLANNELD_HEALTHZ_PORT", default_value_t = 0)]
     pub healthz_port: u16,
 
     /// bpffs directory for pinned maps and links (mounts bpffs at /sys/fs/bpf if
@@ -117,7 +143,8 @@ pub struct Args {
     /// Masquerade pods' traffic leaving the cluster network (net-conf.json's
     /// `Network`) to the node's address, in eBPF on the uplink: Flannel's --ip-masq,
     /// with its rules (see the README). Off by default, as in flanneld.
-    #[arg(long, env = "FLANNELD_IP_MASQ")]
+    #[arg(long, env = "FLANNELD_IP_MASQ", num_args = 0..=1, require_equals = true, default_value_t = false,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
     pub ip_masq: bool,
 
     /// With --ip-masq: destinations never masqueraded besides the cluster network
@@ -140,6 +167,73 @@ pub struct Args {
     /// Seconds between full resyncs of link, routes and maps with the node table.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_seconds: u64,
+
+    #[command(flatten)]
+    pub flanneld: FlanneldOnly,
+}
+
+/// flanneld's flags that weft has no use for: [`crate::compat`] warns that each has
+/// no effect here (and why), or refuses it with the reason. Values are kept as given.
+#[derive(clap::Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Accepted from flanneld")]
+pub struct FlanneldOnly {
+    /// etcd mode's: refused (weft has no etcd mode).
+    #[arg(long, value_name = "URLS", env = "FLANNELD_ETCD_ENDPOINTS")]
+    pub etcd_endpoints: Option<String>,
+    /// etcd mode's: refused.
+    #[arg(long, value_name = "PREFIX", env = "FLANNELD_ETCD_PREFIX")]
+    pub etcd_prefix: Option<String>,
+    /// etcd mode's: refused.
+    #[arg(long, value_name = "FILE", env = "FLANNELD_ETCD_KEYFILE")]
+    pub etcd_keyfile: Option<String>,
+    /// etcd mode's: refused.
+    #[arg(long, value_name = "FILE", env = "FLANNELD_ETCD_CERTFILE")]
+    pub etcd_certfile: Option<String>,
+    /// etcd mode's: refused.
+    #[arg(long, value_name = "FILE", env = "FLANNELD_ETCD_CAFILE")]
+    pub etcd_cafile: Option<String>,
+    /// etcd mode's: refused.
+    #[arg(long, value_name = "USER", env = "FLANNELD_ETCD_USERNAME")]
+    pub etcd_username: Option<String>,
+    /// etcd mode's: refused.
+    #[arg(long, value_name = "PASSWORD", env = "FLANNELD_ETCD_PASSWORD")]
+    pub etcd_password: Option<String>,
+    /// etcd mode's: no effect.
+    #[arg(long, value_name = "MINUTES", env = "FLANNELD_SUBNET_LEASE_RENEW_MARGIN")]
+    pub subnet_lease_renew_margin: Option<String>,
+    /// Refused: weft's overlay is IPv4 only.
+    #[arg(long, value_name = "IPV6", env = "FLANNELD_PUBLIC_IPV6")]
+    pub public_ipv6: Option<String>,
+    /// Refused: name the uplink with --iface or --iface-regex.
+    #[arg(long, value_name = "IPV4", env = "FLANNELD_IFACE_CAN_REACH")]
+    pub iface_can_reach: Option<String>,
+    /// Refused unless Flannel's own (flannel.alpha.coreos.com).
+    #[arg(long, value_name = "PREFIX", env = "FLANNELD_KUBE_ANNOTATION_PREFIX")]
+    pub kube_annotation_prefix: Option<String>,
+    /// No effect: weft installs no iptables rules.
+    #[arg(long, value_name = "SECONDS", env = "FLANNELD_IPTABLES_RESYNC")]
+    pub iptables_resync: Option<String>,
+    /// No effect: weft installs no iptables rules.
+    #[arg(long, env = "FLANNELD_IPTABLES_FORWARD_RULES", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub iptables_forward_rules: Option<bool>,
+    /// No effect: weft's NAT ports are always picked at random.
+    #[arg(long, env = "FLANNELD_IP_MASQ_FULLY_RANDOM_DISABLE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub ip_masq_fully_random_disable: Option<bool>,
+    /// Refused when true: weft adds no blackhole route.
+    #[arg(long, env = "FLANNELD_IP_BLACKHOLE_ROUTE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub ip_blackhole_route: Option<bool>,
+    /// klog's verbosity: no effect (weft's log level is RUST_LOG).
+    #[arg(long = "v", value_name = "LEVEL", env = "FLANNELD_V")]
+    pub klog_v: Option<String>,
+    /// klog's: no effect.
+    #[arg(long, value_name = "SPEC", env = "FLANNELD_VMODULE")]
+    pub vmodule: Option<String>,
+    /// klog's: no effect.
+    #[arg(long = "log_backtrace_at", value_name = "FILE:LINE", env = "FLANNELD_LOG_BACKTRACE_AT")]
+    pub log_backtrace_at: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -35,6 +35,19 @@ pub enum KubeError {
     Infer(#[source] kube::config::InferConfigError),
     #[error("creating the API client")]
     Client(#[source] kube::Error),
+    #[error("--kube-api-url {0:?} is not a URL")]
+    ApiUrl(String),
+    #[error("env variables POD_NAME and POD_NAMESPACE must be set (or NODE_NAME, or --node-name): this node's name is unknown")]
+    NoPodName,
+    #[error("retrieving pod spec for '{namespace}/{name}' (to learn this node's name)")]
+    OwnPod {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("node name not present in pod spec '{namespace}/{name}'")]
+    OwnPodUnscheduled { namespace: String, name: String },
     #[error("node {name}: {reason}")]
     OwnNode { name: String, uid: Option<String>, reason: String },
     #[error("{op} node {name}")]
@@ -46,18 +59,38 @@ pub enum KubeError {
     },
 }
 
-pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
-    let config = match kubeconfig {
-        Some(path) => {
+pub async fn client(kubeconfig: Option<&Path>, api_url: Option<&str>) -> Result<Client, KubeError> {
+    let url = api_url.map(|u| u.parse::<axum::http::Uri>().map_err(|_| KubeError::ApiUrl(u.into()))).transpose()?;
+    let mut config = match (kubeconfig, &url) {
+        (Some(path), _) => {
             let kc = Kubeconfig::read_from(path)
                 .map_err(|source| KubeError::Kubeconfig { path: path.display().to_string(), source })?;
             Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
                 .map_err(|source| KubeError::Kubeconfig { path: path.display().to_string(), source })?
         }
-        None => Config::infer().await.map_err(KubeError::Infer)?,
+        // flanneld's --kube-api-url alone: that server, with the in-cluster credentials if any.
+        (None, Some(url)) => Config::infer().await.unwrap_or_else(|_| Config::new(url.clone())),
+        (None, None) => Config::infer().await.map_err(KubeError::Infer)?,
     };
+    if let Some(url) = url {
+        config.cluster_url = url;
+    }
     Client::try_from(config).map_err(KubeError::Client)
+}
+
+/// This node's name as flanneld finds it without `NODE_NAME`: the `spec.nodeName` of
+/// the agent's own Pod, named by `POD_NAME` and `POD_NAMESPACE` (the downward API).
+pub async fn own_pod_node(client: &Client) -> Result<String, KubeError> {
+    let (Some(name), Some(namespace)) =
+        (std::env::var("POD_NAME").ok().filter(|v| !v.is_empty()), std::env::var("POD_NAMESPACE").ok().filter(|v| !v.is_empty()))
+    else {
+        return Err(KubeError::NoPodName);
+    };
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &namespace);
+    let pod =
+        pods.get(&name).await.map_err(|source| KubeError::OwnPod { namespace: namespace.clone(), name: name.clone(), source })?;
+    pod.spec.and_then(|s| s.node_name).filter(|n| !n.is_empty()).ok_or(KubeError::OwnPodUnscheduled { namespace, name })
 }
 
 /// Watch reconnects: 0.5 s doubling to at most 5 s, so a node catches up within

@@ -1,7 +1,8 @@
 //! weft's node agent.
 //!
 //! One module per concern:
-//! - [`config`]: command line and its validation;
+//! - [`config`]: command line and its validation; [`compat`]: flanneld's flags weft
+//!   has no use for (a warning each, or a named refusal) and Go's `-flag` spelling;
 //! - [`peers`]: the node table file (static mode);
 //! - [`kube_sync`], [`node_object`], [`annotations`], [`netconf`]: the node table from
 //!   the API server (Kubernetes mode; the lean Node the watch keeps), Flannel's
@@ -29,6 +30,7 @@ pub mod agent;
 pub mod annotations;
 pub mod bpffs;
 pub mod cni;
+pub mod compat;
 pub mod config;
 pub mod dataplane;
 pub mod ethtool;

@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let args = Args::parse();
+    let args = Args::parse_from(weft_agent::compat::normalize(std::env::args_os()));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match args.log_format {

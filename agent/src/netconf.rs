@@ -1,7 +1,9 @@
 //! Flannel's network configuration (`net-conf.json`, from the kube-flannel ConfigMap),
-//! read as Flannel reads it: `Network`, `Backend.Type` (must be `vxlan`),
-//! `Backend.VNI`, `Backend.Port`, `Backend.MTU`. Unknown keys are reported, not fatal,
-//! so an existing Flannel ConfigMap works unchanged.
+//! read as Flannel reads it. Every key Flannel documents is used (`Network`,
+//! `Backend.Type`, `Backend.VNI`, `Backend.Port`, `Backend.MTU`), accepted with a
+//! warning saying why it has no effect here, or refused with the reason; unknown keys
+//! are warned about, not fatal, so an existing Flannel ConfigMap works unchanged.
+//! Keys match case-insensitively, as Go's `encoding/json` matches them for Flannel.
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +20,8 @@ pub struct NetConf {
     pub port: u16,
     /// Tunnel MTU override (`Backend.MTU`); default: uplink MTU − 50.
     pub mtu: Option<u32>,
-    /// Keys weft does not use (for a warning).
-    pub ignored: Vec<String>,
+    /// One line per key that has no effect here, and why (for the log).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Error)]
@@ -34,10 +36,34 @@ pub enum NetConfError {
     Invalid { path: PathBuf, reason: String },
 }
 
-/// Keys Flannel understands that weft accepts without using (other backends' or
-/// features weft does not have); anything else is reported as unknown.
-const KNOWN_TOP: &[&str] =
-    &["Network", "Backend", "EnableIPv4", "EnableIPv6", "IPv6Network", "SubnetLen", "SubnetMin", "SubnetMax", "EnableNFTables"];
+/// Top-level keys Flannel documents; anything else is warned about as unknown.
+const KNOWN_TOP: &[&str] = &[
+    "Network",
+    "Backend",
+    "EnableIPv4",
+    "EnableIPv6",
+    "IPv6Network",
+    "SubnetLen",
+    "SubnetMin",
+    "SubnetMax",
+    "IPv6SubnetLen",
+    "IPv6SubnetMin",
+    "IPv6SubnetMax",
+    "EnableNFTables",
+];
+
+/// vxlan backend keys Flannel documents.
+const KNOWN_VXLAN: &[&str] = &["Type", "VNI", "Port", "MTU", "GBP", "DirectRouting", "Learning", "MacPrefix", "Name"];
+
+/// `obj` with its keys spelled as in `known` when they match case-insensitively.
+fn canonical(obj: &serde_json::Map<String, Value>, known: &[&str]) -> serde_json::Map<String, Value> {
+    obj.iter()
+        .map(|(k, v)| {
+            let key = known.iter().find(|n| n.eq_ignore_ascii_case(k)).map_or_else(|| k.clone(), |n| (*n).to_owned());
+            (key, v.clone())
+        })
+        .collect()
+}
 
 pub fn load(path: &Path) -> Result<NetConf, NetConfError> {
     let text = std::fs::read_to_string(path).map_err(|source| NetConfError::Read { path: path.into(), source })?;
@@ -46,7 +72,8 @@ pub fn load(path: &Path) -> Result<NetConf, NetConfError> {
 
 pub fn parse(text: &str) -> Result<NetConf, String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let obj = v.as_object().ok_or("not a JSON object")?;
+    let obj = canonical(v.as_object().ok_or("not a JSON object")?, KNOWN_TOP);
+    let flag = |key: &str| obj.get(key).and_then(Value::as_bool);
     let network = obj
         .get("Network")
         .and_then(Value::as_str)
@@ -55,20 +82,41 @@ pub fn parse(text: &str) -> Result<NetConf, String> {
     if network.network() != network.ip() {
         return Err(format!("\"Network\": {network} has host bits set"));
     }
-    if obj.get("EnableIPv6").and_then(Value::as_bool) == Some(true) {
+    if flag("EnableIPv6") == Some(true) {
         return Err("\"EnableIPv6\": weft supports IPv4 only for now".into());
     }
-    let mut ignored: Vec<String> = obj.keys().filter(|k| !KNOWN_TOP.contains(&k.as_str())).cloned().collect();
+    if flag("EnableIPv4") == Some(false) {
+        return Err("\"EnableIPv4\": false leaves weft, an IPv4 overlay, nothing to do".into());
+    }
+    let mut warnings: Vec<String> =
+        obj.keys().filter(|k| !KNOWN_TOP.contains(&k.as_str())).map(|k| format!("{k:?}: unknown key, ignored")).collect();
+    let mut no_effect = |key: &str, why: &str| {
+        if obj.contains_key(key) {
+            warnings.push(format!("{key:?} has no effect in weft: {why}"));
+        }
+    };
+    let ipv4_only = "weft's overlay is IPv4 only";
+    for key in ["IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax"] {
+        no_effect(key, ipv4_only);
+    }
+    for key in ["SubnetLen", "SubnetMin", "SubnetMax"] {
+        no_effect(key, "in Kubernetes mode each Node's podCIDR is its subnet, as with flanneld --kube-subnet-mgr");
+    }
+    if flag("EnableNFTables") == Some(true) {
+        warnings.push("\"EnableNFTables\" has no effect in weft: it installs neither iptables nor nftables rules".into());
+    }
 
-    let backend = obj.get("Backend").cloned().unwrap_or(Value::Null);
-    let backend = match &backend {
-        Value::Null => serde_json::Map::new(),
-        Value::Object(m) => m.clone(),
-        _ => return Err("\"Backend\" is not an object".into()),
+    let backend = match obj.get("Backend") {
+        Some(Value::Object(m)) => canonical(m, KNOWN_VXLAN),
+        // Flannel's code then runs its udp backend, which weft does not speak.
+        None | Some(Value::Null) => {
+            return Err("no \"Backend\": Flannel then runs its udp backend; weft implements \"vxlan\": \"Backend\": {\"Type\": \"vxlan\"}".into());
+        }
+        Some(_) => return Err("\"Backend\" is not an object".into()),
     };
     match backend.get("Type").and_then(Value::as_str) {
-        None | Some("vxlan") => {}
-        Some(other) => {
+        Some(t) if t.eq_ignore_ascii_case("vxlan") => {}
+        other => {
             return Err(format!("\"Backend.Type\": {other:?}; weft implements Flannel's \"vxlan\" backend only"));
         }
     }
@@ -92,18 +140,29 @@ pub fn parse(text: &str) -> Result<NetConf, String> {
     {
         return Err(format!("\"Backend.MTU\": {m} is out of range"));
     }
-    ignored.extend(
-        backend
-            .keys()
-            .filter(|k| !["Type", "VNI", "Port", "MTU", "GBP", "DirectRouting", "Learning", "MacPrefix"].contains(&k.as_str()))
-            .map(|k| format!("Backend.{k}")),
+    let on = |key: &str| backend.get(key).and_then(Value::as_bool) == Some(true);
+    if on("GBP") {
+        return Err("\"Backend.GBP\": weft does not implement VXLAN Group Based Policy".into());
+    }
+    warnings.extend(
+        backend.keys().filter(|k| !KNOWN_VXLAN.contains(&k.as_str())).map(|k| format!("\"Backend.{k}\": unknown key, ignored")),
     );
-    for unused in ["GBP", "DirectRouting"] {
-        if backend.get(unused).and_then(Value::as_bool) == Some(true) {
-            ignored.push(format!("Backend.{unused} (not implemented by weft)"));
+    if on("DirectRouting") {
+        warnings.push(
+            "\"Backend.DirectRouting\" has no effect in weft: it encapsulates to every node, those on its own subnet \
+             included (Flannel nodes routing directly still interoperate)"
+                .into(),
+        );
+    }
+    if on("Learning") {
+        warnings.push("\"Backend.Learning\" has no effect in weft: it has no kernel vxlan device to learn on".into());
+    }
+    for key in ["MacPrefix", "Name"] {
+        if backend.contains_key(key) {
+            warnings.push(format!("\"Backend.{key}\" has no effect in weft: it is Flannel's on Windows only"));
         }
     }
-    Ok(NetConf { network, vni: vni as u32, port: port as u16, mtu: mtu.map(|m| m as u32), ignored })
+    Ok(NetConf { network, vni: vni as u32, port: port as u16, mtu: mtu.map(|m| m as u32), warnings })
 }
 
 #[cfg(test)]
@@ -113,14 +172,40 @@ mod tests {
     #[test]
     fn flannels_default_config() {
         let c = parse(r#"{ "Network": "10.244.0.0/16", "EnableNFTables": false, "Backend": { "Type": "vxlan" } }"#).unwrap();
-        assert_eq!(c, NetConf { network: "10.244.0.0/16".parse().unwrap(), vni: 1, port: 8472, mtu: None, ignored: vec![] });
+        assert_eq!(c, NetConf { network: "10.244.0.0/16".parse().unwrap(), vni: 1, port: 8472, mtu: None, warnings: vec![] });
+    }
+
+    #[test]
+    fn every_documented_key_is_used_warned_about_or_refused() {
+        let c = parse(
+            r#"{"network":"10.244.0.0/16","EnableIPv4":true,"EnableIPv6":false,"IPv6Network":"fd00::/56","SubnetLen":25,
+                "SubnetMin":"10.244.4.0","SubnetMax":"10.244.200.0","EnableNFTables":true,
+                "Backend":{"type":"VXLAN","vni":7,"DirectRouting":true,"Learning":true,"MacPrefix":"0E-2A","GBP":false}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.network.to_string().as_str(), c.vni), ("10.244.0.0/16", 7), "keys match case-insensitively");
+        let w = c.warnings.join("\n");
+        for key in
+            ["IPv6Network", "SubnetLen", "SubnetMin", "SubnetMax", "EnableNFTables", "DirectRouting", "Learning", "MacPrefix"]
+        {
+            assert!(w.contains(key), "{key} not warned about:\n{w}");
+        }
+        assert_eq!(c.warnings.len(), 8, "{w}");
+        for (text, reason) in [
+            (r#"{"Network":"10.244.0.0/16","EnableIPv4":false,"Backend":{"Type":"vxlan"}}"#, "nothing to do"),
+            (r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","GBP":true}}"#, "Group Based Policy"),
+            (r#"{"Network":"10.244.0.0/16"}"#, "udp backend"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(reason), "{text}: {e}");
+        }
     }
 
     #[test]
     fn backend_options_and_unknown_keys() {
         let c = parse(r#"{"Network":"10.42.0.0/16","Colour":"blue","Backend":{"Type":"vxlan","VNI":4096,"Port":4789,"MTU":1400,"Fancy":1}}"#).unwrap();
         assert_eq!((c.vni, c.port, c.mtu), (4096, 4789, Some(1400)));
-        assert_eq!(c.ignored, vec!["Colour".to_string(), "Backend.Fancy".to_string()]);
+        assert_eq!(c.warnings, ["\"Colour\": unknown key, ignored", "\"Backend.Fancy\": unknown key, ignored"]);
     }
 
     #[test]
@@ -129,13 +214,13 @@ mod tests {
             ("[]", "not a JSON object"),
             ("{", "not JSON"),
             (r#"{"Backend":{"Type":"vxlan"}}"#, "missing \"Network\""),
-            (r#"{"Network":"10.244.0.1/16"}"#, "host bits"),
+            (r#"{"Network":"10.244.0.1/16","Backend":{"Type":"vxlan"}}"#, "host bits"),
             (r#"{"Network":"fd00::/64"}"#, "not an IPv4 CIDR"),
             (r#"{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}"#, "\"vxlan\" backend only"),
             (r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}"#, "24 bits"),
             (r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Port":0}}"#, "not a UDP port"),
             (r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":"1"}}"#, "non-negative integer"),
-            (r#"{"Network":"10.244.0.0/16","EnableIPv6":true}"#, "IPv4 only"),
+            (r#"{"Network":"10.244.0.0/16","EnableIPv6":true,"Backend":{"Type":"vxlan"}}"#, "IPv4 only"),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(reason), "{text}: {e}");

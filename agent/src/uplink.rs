@@ -31,11 +31,13 @@ pub enum UplinkError {
     NoAddress(String),
 }
 
-/// How the operator asked for the uplink.
+/// How the operator asked for the uplink: as flanneld, each `--iface` in turn (a name
+/// or an address), then each `--iface-regex` (on names; the first matching interface
+/// with an IPv4 address), the first match winning.
 #[derive(Clone, Debug, Default)]
 pub struct Selector {
-    pub iface: Option<String>,
-    pub iface_regex: Option<String>,
+    pub iface: Vec<String>,
+    pub iface_regex: Vec<String>,
 }
 
 /// The uplink and the first IPv4 address on it.
@@ -51,15 +53,21 @@ async fn with_address(nl: &Netlink, link: Link) -> Result<Uplink, UplinkError> {
 
 /// Picks the uplink; `own_addresses` are the node's known addresses, most specific first.
 pub async fn select(nl: &Netlink, sel: &Selector, own_addresses: &[Ipv4Addr]) -> Result<Uplink, UplinkError> {
-    if let Some(iface) = &sel.iface {
+    let mut missing = None;
+    for iface in &sel.iface {
         if let Ok(ip) = iface.parse::<Ipv4Addr>() {
-            let link = nl.link_with_address(ip).await?.ok_or(UplinkError::NoIfaceWithAddress(ip))?;
-            return Ok(Uplink { link, address: Some(ip) });
+            match nl.link_with_address(ip).await? {
+                Some(link) => return Ok(Uplink { link, address: Some(ip) }),
+                None => missing = missing.or(Some(UplinkError::NoIfaceWithAddress(ip))),
+            }
+            continue;
         }
-        let link = nl.link_by_name(iface).await?.ok_or_else(|| UplinkError::NoSuchIface(iface.clone()))?;
-        return with_address(nl, link).await;
+        match nl.link_by_name(iface).await? {
+            Some(link) => return with_address(nl, link).await,
+            None => missing = missing.or_else(|| Some(UplinkError::NoSuchIface(iface.clone()))),
+        }
     }
-    if let Some(pattern) = &sel.iface_regex {
+    for pattern in &sel.iface_regex {
         let re = regex_lite::Regex::new(pattern).map_err(|e| UplinkError::BadRegex(pattern.clone(), e.to_string()))?;
         for link in nl.links().await? {
             if re.is_match(&link.name) {
@@ -69,7 +77,11 @@ pub async fn select(nl: &Netlink, sel: &Selector, own_addresses: &[Ipv4Addr]) ->
                 }
             }
         }
-        return Err(UplinkError::NoRegexMatch(pattern.clone()));
+        missing = missing.or_else(|| Some(UplinkError::NoRegexMatch(pattern.clone())));
+    }
+    // Asked for and not found: never fall back to a guess.
+    if let Some(e) = missing {
+        return Err(e);
     }
     for &ip in own_addresses {
         if let Some(link) = nl.link_with_address(ip).await? {

@@ -107,6 +107,8 @@ pub struct Agent {
     health: Health,
     /// `--ip-masq`: the cluster network and the NAT table's collector.
     masq: Option<Masq>,
+    /// The CNI config that sorts before ours, last warned about.
+    cni_shadowed_by: Option<std::path::PathBuf>,
 }
 
 /// Masquerade's settings and its collector.

@@ -9,7 +9,7 @@ impl Agent {
     }
 
     /// subnet.env always; the conflist as `--cni-conf` says. Rewritten only on change.
-    pub(super) fn write_cni_files(&self) -> Result<()> {
+    pub(super) fn write_cni_files(&mut self) -> Result<()> {
         let Source::Kube(kube) = &self.source else {
             return Ok(());
         };
@@ -38,6 +38,16 @@ impl Agent {
                 cni::write_atomic(&path, &text)?;
                 tracing::info!(path = %path.display(), "wrote CNI conflist");
             }
+            // Ours is written, but the runtime takes the first file: say so, once per file.
+            let first = cni::first_config(dir).filter(|p| *p != path);
+            if first.is_some() && first != self.cni_shadowed_by {
+                let other = first.as_deref().unwrap_or(&path).display();
+                tracing::warn!(
+                    "{other} sorts before {}: the container runtime uses it, not weft's conflist, for new pods",
+                    path.display()
+                );
+            }
+            self.cni_shadowed_by = first;
         }
         Ok(())
     }
@@ -70,7 +80,11 @@ impl Agent {
         }
         // Advertised (by us, or by the agent before us: a restart finds it published),
         // so peers can reach this node: its network is available.
-        if (already_published || kube.advertised.is_some()) && !available && due(kube.available_at) {
+        if self.args.set_node_network_unavailable
+            && (already_published || kube.advertised.is_some())
+            && !available
+            && due(kube.available_at)
+        {
             match kube_sync::set_network_available(&kube.api, &self.own.name).await {
                 Ok(()) => kube.available_at = Some(Instant::now()),
                 Err(e) => tracing::warn!("{e:#}; will retry"),

@@ -27,6 +27,9 @@ impl Created {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    for warning in crate::compat::check(&args.flanneld)? {
+        tracing::warn!("{warning}");
+    }
     privileges::check()?;
     privileges::check_kernel()?;
     let nl = Netlink::connect().context("opening a netlink socket")?;
@@ -61,10 +64,11 @@ pub(super) fn selector(args: &Args) -> Selector {
 
 pub(super) async fn start_static(args: Args, path: PathBuf, nl: Netlink, health: Health, created: &mut Created) -> Result<Agent> {
     let table = peers::load(&path)?;
+    let name = args.node_name.clone().context("--node-name (or $NODE_NAME) is required with --peers")?;
     let own = table
-        .split(&args.node_name)
+        .split(&name)
         .map(|(me, _)| me.clone())
-        .ok_or_else(|| peers::PeersError::OwnNodeMissing { path: path.clone(), name: args.node_name.clone() })?;
+        .ok_or_else(|| peers::PeersError::OwnNodeMissing { path: path.clone(), name: name.clone() })?;
     let up = uplink::select(&nl, &selector(&args), &[own.underlay_ip]).await.map_err(|e| match e {
         uplink::UplinkError::NotFound(ip) => {
             anyhow!("no interface holds this node's underlay address {ip} (from {}); pass --iface", path.display())
@@ -89,8 +93,8 @@ pub(super) async fn start_static(args: Args, path: PathBuf, nl: Netlink, health:
 
 pub(super) async fn start_kube(args: Args, nl: Netlink, health: Health, created: &mut Created) -> Result<Agent> {
     let conf = netconf::load(&args.net_config_path)?;
-    if !conf.ignored.is_empty() {
-        tracing::warn!("{}: ignoring {}", args.net_config_path.display(), conf.ignored.join(", "));
+    for warning in &conf.warnings {
+        tracing::warn!("{}: {warning}", args.net_config_path.display());
     }
     for (flag, cli, file) in
         [("--vni", args.vni.map(u64::from), u64::from(conf.vni)), ("--port", args.port.map(u64::from), u64::from(conf.port))]
@@ -100,10 +104,19 @@ pub(super) async fn start_kube(args: Args, nl: Netlink, health: Health, created:
         }
     }
     health.starting("connecting to the API server");
-    let client = kube_sync::client(args.kubeconfig_file.as_deref()).await?;
-    let recorder = Recorder::new(client.clone(), args.node_name.clone(), health.clone());
+    let client = kube_sync::client(args.kubeconfig_file.as_deref(), args.kube_api_url.as_deref()).await?;
+    let node_name = match args.node_name.clone() {
+        Some(name) => name,
+        None => {
+            health.starting("reading this agent's own Pod for the node's name");
+            kube_sync::own_pod_node(&client).await?
+        }
+    };
+    tracing::info!(node = %node_name, "this node");
+    let args = Args { node_name: Some(node_name.clone()), ..args };
+    let recorder = Recorder::new(client.clone(), node_name.clone(), health.clone());
     let api: Api<Node> = Api::all(client);
-    let (own_node, pod_cidr) = match kube_sync::wait_for_own_node(&api, &args.node_name, &health).await {
+    let (own_node, pod_cidr) = match kube_sync::wait_for_own_node(&api, &node_name, &health).await {
         Ok(found) => found,
         Err(e) => {
             if let kube_sync::KubeError::OwnNode { name, uid, reason } = &e {
@@ -117,13 +130,13 @@ pub(super) async fn start_kube(args: Args, nl: Netlink, health: Health, created:
         let why =
             format!("podCIDR {pod_cidr} lies outside the cluster network {} ({})", conf.network, args.net_config_path.display());
         recorder.post(&Regarding::of(&own_node), Reason::InvalidPodCIDR, &format!("{why}; weft-agent exits")).await;
-        bail!("node {}: {why}; refusing to start", args.node_name);
+        bail!("node {node_name}: {why}; refusing to start");
     }
     let up = uplink::select(&nl, &selector(&args), &address::uplink_hints(&own_node, args.public_ip)).await?;
     let existing_mac = nl.link_by_name(WEFT0).await?.and_then(|l| l.mac).map(peers::Mac);
     let vtep_mac = kube_sync::choose_vtep_mac(&own_node, existing_mac);
     let (public_ip, own_error) = address::advertised_at_start(&own_node, args.public_ip, up.address).map_err(|e| anyhow!(e))?;
-    let own = NodeEntry { name: args.node_name.clone(), underlay_ip: public_ip, pod_cidr, vtep_mac };
+    let own = NodeEntry { name: node_name.clone(), underlay_ip: public_ip, pod_cidr, vtep_mac };
     tracing::info!(node = %own.name, %pod_cidr, %public_ip, %vtep_mac, "own node");
 
     // The full node list before anything is programmed: a start never begins from
@@ -133,7 +146,7 @@ pub(super) async fn start_kube(args: Args, nl: Netlink, health: Health, created:
         reflector(
             writer,
             watcher(Api::<WatchedNode>::all(api.clone().into_client()), watcher::Config::default()).modify({
-                let own = args.node_name.clone();
+                let own = node_name.clone();
                 move |n| kube_sync::slim(&own, n)
             }),
         )
@@ -233,6 +246,7 @@ impl Agent {
             decap_l4_udp: false,
             health,
             masq,
+            cni_shadowed_by: None,
         };
         agent.decap_l4_udp = crate::probe::decap_l4_udp(&mut agent.dataplane);
         agent.refresh_tunnel_ip().await?;
