@@ -13,6 +13,7 @@
 //! - [`healthz`]: what the agent reports about itself (health, skipped nodes, API errors);
 //! - [`http`], [`metrics`]: the health port: `/healthz` and Prometheus' `/metrics`;
 //! - [`inspect`]: `weft-agent status` and `weft-agent route IP`, from the pinned state;
+//! - [`uninstall`]: `weft-agent uninstall`, everything weft created on the node, removed;
 //! - [`node`]: the node model — what `weft0`, the routes and the maps should hold;
 //! - [`netlink`]: links, addresses and routes over rtnetlink (Flannel's device.go, in Rust);
 //! - [`bpffs`]: where pins live, and mounting bpffs only where pins outlive us;
@@ -52,6 +53,7 @@ pub mod privileges;
 pub mod probe;
 pub mod reconcile;
 pub mod sysctl;
+pub mod uninstall;
 pub mod uplink;
 
 /// The eBPF object built by `cargo xtask build-ebpf`.

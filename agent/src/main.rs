@@ -19,6 +19,25 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if weft_agent::uninstall::wanted(&std::env::args().collect::<Vec<_>>()) {
+        let u = weft_agent::uninstall::Uninstall::parse_from(std::env::args().skip(1));
+        return match weft_agent::uninstall::run(&u).await {
+            Ok(removed) if removed.is_empty() => {
+                println!("nothing of weft's found on this node");
+                ExitCode::SUCCESS
+            }
+            Ok(removed) => {
+                for line in removed {
+                    println!("removed {line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("weft-agent uninstall: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = Args::parse_from(weft_agent::compat::normalize(std::env::args_os()));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);

@@ -124,6 +124,23 @@ pub fn reserve_ports(wanted: &PortRanges) -> Result<bool> {
     Ok(true)
 }
 
+/// Takes `wanted`'s ranges back out of `net.ipv4.ip_local_reserved_ports` (`weft-agent
+/// uninstall`): those [`reserve_ports`] added, exactly; the rest is left as it is.
+/// Returns the ranges removed.
+pub fn release_ports(wanted: &PortRanges) -> Result<Vec<String>> {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+    let now = std::fs::read_to_string(PATH).map_err(NatError::Sysctl)?;
+    let ranges = parse_port_list(&now);
+    let ours = |r: &RangeInclusive<u16>| wanted.0.iter().any(|w| *r.start() == w.min && *r.end() == w.max);
+    let removed: Vec<String> = ranges.iter().filter(|r| ours(r)).map(|r| format!("{}-{}", r.start(), r.end())).collect();
+    if !removed.is_empty() {
+        let kept: Vec<RangeInclusive<u16>> = ranges.into_iter().filter(|r| !ours(r)).collect();
+        // A newline at least: an empty write would leave the list as it was.
+        std::fs::write(PATH, format_port_list(&kept) + "\n").map_err(NatError::Sysctl)?;
+    }
+    Ok(removed)
+}
+
 /// `1000,2000-2010` → ranges (malformed parts are skipped: the kernel wrote it).
 fn parse_port_list(s: &str) -> Vec<RangeInclusive<u16>> {
     s.trim()

@@ -509,6 +509,66 @@ fn an_agent_waiting_for_its_pod_cidr_is_live_but_not_ready() -> Result<()> {
     Ok(())
 }
 
+/// `weft-agent uninstall` on a node whose agent is stopped removes everything weft
+/// created there — every pin (so every program leaves its hook), `weft0` and its
+/// peer with their routes, the conflist and subnet.env, the reserved NAT ports — and
+/// lists each; checked by listing what is left. A second run finds nothing.
+#[test]
+fn uninstall_leaves_nothing_of_weft_behind() -> Result<()> {
+    use aya::programs::TcAttachType::{Egress, Ingress};
+    let mut c = Cluster::new_kube(&[("a", Kind::Weft), ("b", Kind::Weft)])?;
+    c.add_pod("a")?;
+    let a = c.node_index("a");
+    let (bpffs, cni, subnet) = (c.nodes[a].bpffs_dir.clone(), c.nodes[a].cni_dir(), c.nodes[a].subnet_file());
+    {
+        let ns = &c.nodes[a].ns;
+        let reserved = ns.sh("cat /proc/sys/net/ipv4/ip_local_reserved_ports")?;
+        assert!(reserved.contains("1024-32767"), "the kube cluster runs --ip-masq: ports reserved ({reserved})");
+        assert!(!ns.tcx_programs("ul0", Ingress)?.is_empty() && !ns.tcx_programs("cni0", Egress)?.is_empty());
+    }
+    c.nodes[a].agent.as_mut().unwrap().stop()?;
+    let ns = &c.nodes[a].ns;
+    let reserved = || ns.sh("cat /proc/sys/net/ipv4/ip_local_reserved_ports");
+
+    let uninstall = || -> Result<String> {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", ns.path()))
+            .arg(weft_e2e::agent_binary())
+            .args(["uninstall", "--bpffs-dir"])
+            .arg(&bpffs)
+            .arg("--cni-conf-dir")
+            .arg(&cni)
+            .arg("--subnet-file")
+            .arg(&subnet)
+            .output()?;
+        ensure!(out.status.success(), "uninstall: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let said = uninstall()?;
+    println!("{said}");
+    for line in
+        ["removed link weft0", "removed pinned link", "removed pinned map", "10-weft.conflist", "subnet.env", "1024-32767"]
+    {
+        assert!(said.contains(line), "uninstall does not list {line:?}:\n{said}");
+    }
+    // What is left: nothing of weft's.
+    assert!(!bpffs.exists(), "pins left: {:?}", std::fs::read_dir(&bpffs).map(|d| d.count()));
+    for link in ["weft0", "weft0_peer"] {
+        assert!(ns.ip(&format!("link show {link}")).is_err(), "{link} left");
+    }
+    let routes = ns.ip("route show")?;
+    assert!(!routes.contains("weft0") && !routes.contains(&c.node("b").pod_cidr.to_string()), "routes left:\n{routes}");
+    for (iface, hook) in [("ul0", Ingress), ("ul0", Egress), ("cni0", Egress)] {
+        assert!(ns.tcx_programs(iface, hook)?.is_empty(), "a program left on {iface}");
+    }
+    assert!(!ns.ip("link show ul0")?.contains("xdp"), "no XDP program left");
+    assert!(!cni.join("10-weft.conflist").exists() && !subnet.exists(), "files left");
+    let ports = reserved()?;
+    assert!(!ports.contains("1024-32767") && !ports.contains("61000-65535"), "reserved ports left: {ports}");
+    assert_eq!(uninstall()?.trim(), "nothing of weft's found on this node");
+    Ok(())
+}
+
 /// A podCIDR outside the cluster network is refused at start, clearly.
 #[test]
 fn own_pod_cidr_outside_the_network_is_refused() -> Result<()> {
