@@ -16,7 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
 use k8s_openapi::{
     api::{
-        core::v1::{Event as CoreEvent, Node, ObjectReference},
+        core::v1::{Event as CoreEvent, Node, ObjectReference, Pod},
         events::v1::Event as EventsEvent,
     },
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
@@ -1077,5 +1077,282 @@ fn kube_discovery_finds_events_in_both_groups() -> Result<()> {
     })?;
     let want = [("v1".to_string(), true), ("events.k8s.io/v1".to_string(), true)];
     assert_eq!(found, [want.clone(), want].concat());
+    Ok(())
+}
+
+/// A Pod as a controller would post it: one container, scheduled to `node` (or not).
+fn pod(namespace: &str, name: &str, node: Option<&str>) -> Value {
+    let mut p = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": name, "namespace": namespace, "labels": { "app": name } },
+        "spec": { "containers": [{
+            "name": "main", "image": "registry.example/app:1.0", "ports": [{ "containerPort": 8080 }],
+            "resources": { "requests": { "cpu": "100m", "memory": "128Mi" } },
+        }] },
+    });
+    if let Some(n) = node {
+        p["spec"]["nodeName"] = json!(n);
+    }
+    p
+}
+
+/// What a kubelet reports for a running pod: Running, its IP, its containers ready.
+fn running(p: &mut Value, ip: &str) {
+    let t = "2026-01-01T00:00:00Z";
+    p["status"] = json!({
+        "phase": "Running", "podIP": ip, "hostIP": "10.0.0.1", "startTime": t, "qosClass": p["status"]["qosClass"],
+        "conditions": [
+            { "type": "Initialized", "status": "True", "lastTransitionTime": t },
+            { "type": "Ready", "status": "True", "lastTransitionTime": t },
+        ],
+        "containerStatuses": [{
+            "name": "main", "ready": true, "restartCount": 0, "started": true, "image": "registry.example/app:1.0",
+            "imageID": "", "state": { "running": { "startedAt": t } },
+        }],
+    });
+}
+
+fn pod_names(pods: &[Pod]) -> Vec<String> {
+    pods.iter()
+        .map(|p| format!("{}/{}", p.metadata.namespace.clone().unwrap_or_default(), p.metadata.name.clone().unwrap_or_default()))
+        .collect()
+}
+
+/// kube's typed client on Pods, as a node agent uses them: create (the
+/// server's status, defaults), get, lists with the field selectors an agent
+/// filters its node's pods by, status written through pods/status, 422s in the
+/// real format, graceful deletion, and a watch of one node's pods.
+#[test]
+fn kube_client_pods_crud_selectors_and_validation() -> Result<()> {
+    let fx = Fixture::new()?;
+    let start = rv_of(&fx.api.create_node(node("n1", "10.0.0.1", Some("10.244.1.0/24")))?)?;
+    let (events, discovered) = fx.kube(move |client| async move {
+        let pp = PostParams::default();
+        let default: Api<Pod> = Api::namespaced(client.clone(), "default");
+        let all: Api<Pod> = Api::all(client.clone());
+        let typed_pod = |ns: &str, name: &str, node: Option<&str>| -> Result<Pod> { Ok(serde_json::from_value(pod(ns, name, node))?) };
+
+        let mut claimed = typed_pod("default", "web", Some("n1"))?;
+        claimed.status = Some(serde_json::from_value(json!({ "phase": "Running" }))?);
+        let web = default.create(&pp, &claimed).await?;
+        assert!(web.metadata.uid.is_some() && web.metadata.creation_timestamp.is_some(), "{:?}", web.metadata);
+        let status = web.status.clone().unwrap_or_default();
+        assert_eq!((status.phase.as_deref(), status.qos_class.as_deref()), (Some("Pending"), Some("Burstable")), "the server's status");
+        let spec = web.spec.clone().unwrap_or_default();
+        assert_eq!((spec.node_name.as_deref(), spec.restart_policy.as_deref()), (Some("n1"), Some("Always")));
+        assert_eq!(spec.containers[0].image_pull_policy.as_deref(), Some("IfNotPresent"), "defaulted from the tag");
+        default.create(&pp, &typed_pod("default", "idle", None)?).await?;
+        Api::<Pod>::namespaced(client.clone(), "kube-system").create(&pp, &typed_pod("kube-system", "dns", Some("n1"))?).await?;
+        Api::<Pod>::namespaced(client.clone(), "kube-system").create(&pp, &typed_pod("kube-system", "far", Some("n2"))?).await?;
+        let dup = api_error(default.create(&pp, &typed_pod("default", "web", None)?).await)?;
+        assert_eq!((dup.code, dup.message.as_str()), (409, r#"pods "web" already exists"#));
+
+        assert_eq!(default.get("web").await?.metadata.uid, web.metadata.uid);
+        assert_eq!(pod_names(&all.list(&ListParams::default()).await?.items), ["default/idle", "default/web", "kube-system/dns", "kube-system/far"]);
+        assert_eq!(pod_names(&default.list(&ListParams::default()).await?.items), ["default/idle", "default/web"]);
+        let on_n1 = ListParams::default().fields("spec.nodeName=n1");
+        assert_eq!(pod_names(&all.list(&on_n1).await?.items), ["default/web", "kube-system/dns"]);
+        assert_eq!(pod_names(&default.list(&on_n1).await?.items), ["default/web"]);
+        assert_eq!(pod_names(&all.list(&ListParams::default().fields("spec.nodeName=")).await?.items), ["default/idle"]);
+        let labelled = ListParams::default().labels("app=dns").fields("metadata.namespace=kube-system");
+        assert_eq!(pod_names(&all.list(&labelled).await?.items), ["kube-system/dns"]);
+
+        // A kubelet's status report, through pods/status only.
+        let mut report = serde_json::to_value(default.get("web").await?)?;
+        running(&mut report, "10.244.1.5");
+        let patched = default.patch_status("web", &PatchParams::default(), &Patch::Merge(&json!({ "status": report["status"] }))).await?;
+        let status = patched.status.clone().unwrap_or_default();
+        assert_eq!((status.phase.as_deref(), status.pod_ip.as_deref()), (Some("Running"), Some("10.244.1.5")));
+        assert_eq!(status.pod_ips.map(|ips| ips.into_iter().map(|i| i.ip).collect::<Vec<_>>()), Some(vec!["10.244.1.5".to_string()]));
+        let ignored = default.patch("web", &PatchParams::default(), &Patch::Merge(&json!({ "status": { "phase": "Failed" } }))).await?;
+        assert_eq!(ignored.status.and_then(|s| s.phase).as_deref(), Some("Running"), "the main resource keeps the status");
+        let running_on_n1 = ListParams::default().fields("spec.nodeName=n1,status.phase=Running");
+        assert_eq!(pod_names(&all.list(&running_on_n1).await?.items), ["default/web"]);
+        let live = ListParams::default().fields("spec.nodeName=n1,status.phase!=Succeeded,status.phase!=Failed");
+        assert_eq!(pod_names(&all.list(&live).await?.items), ["default/web", "kube-system/dns"]);
+        assert_eq!(pod_names(&all.list(&ListParams::default().fields("status.podIP=10.244.1.5")).await?.items), ["default/web"]);
+        let bad = api_error(all.list(&ListParams::default().fields("spec.unschedulable=true")).await)?;
+        assert_eq!((bad.code, bad.message.as_str()), (400, "field label not supported: spec.unschedulable"));
+
+        // Validation: 422 with the real message format; the namespace is the URL's.
+        let mut no_image = typed_pod("default", "bad", None)?;
+        no_image.spec.as_mut().context("a spec")?.containers[0].image = None;
+        let s = api_error(default.create(&pp, &no_image).await)?;
+        assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+        assert_eq!(s.message, r#"Pod "bad" is invalid: spec.containers[0].image: Required value"#);
+        let cause = s.details.as_ref().and_then(|d| d.causes.first()).context("a cause")?;
+        assert_eq!((cause.field.as_str(), cause.reason.as_str()), ("spec.containers[0].image", "FieldValueRequired"));
+        let mut empty = typed_pod("default", "Empty_Pod", None)?;
+        empty.spec.as_mut().context("a spec")?.containers.clear();
+        let s = api_error(default.create(&pp, &empty).await)?;
+        assert!(s.message.starts_with(r#"Pod "Empty_Pod" is invalid: [metadata.name: Invalid value: "Empty_Pod": a lowercase RFC 1123 subdomain"#), "{}", s.message);
+        assert!(s.message.ends_with(", spec.containers: Required value]"), "{}", s.message);
+        let s = api_error(default.create(&pp, &typed_pod("kube-system", "elsewhere", None)?).await)?;
+        assert_eq!(
+            (s.code, s.message.as_str()),
+            (400, "the namespace of the provided object does not match the namespace sent on the request")
+        );
+        let s = api_error(default.patch("web", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "nodeName": "n2" } }))).await)?;
+        assert_eq!(s.code, 422);
+        assert!(s.message.starts_with(r#"Pod "web" is invalid: spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`"#), "{}", s.message);
+        let image = json!({ "spec": { "containers": [{ "name": "main", "image": "registry.example/app:1.1" }] } });
+        let updated = default.patch("web", &PatchParams::default(), &Patch::Strategic(&image)).await?;
+        assert_eq!(updated.spec.map(|s| s.containers.into_iter().map(|c| c.image.unwrap_or_default()).collect::<Vec<_>>()), Some(vec!["registry.example/app:1.1".to_string()]));
+
+        // Deletion: an unscheduled pod goes at once, a scheduled one waits for its
+        // grace period until deleted with 0 (as its kubelet would).
+        assert!(default.delete("idle", &DeleteParams::default()).await?.right().is_some_and(|s| s.details.is_some_and(|d| d.name == "idle" && d.kind == "pods")));
+        let terminating = default.delete("web", &DeleteParams::default()).await?.left().context("a pod being deleted")?;
+        assert!(terminating.metadata.deletion_timestamp.is_some());
+        assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(30));
+        assert!(default.get("web").await?.metadata.deletion_timestamp.is_some(), "still there meanwhile");
+        assert!(default.delete("web", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await?.right().is_some());
+        let gone = api_error(default.get("web").await)?;
+        assert_eq!((gone.code, gone.message.as_str()), (404, r#"pods "web" not found"#));
+
+        // What n1's agent watching its pods saw of all that.
+        let wp = WatchParams::default().fields("spec.nodeName=n1").timeout(1);
+        let mut stream = Box::pin(all.watch(&wp, &start.to_string()).await?);
+        let mut seen = Vec::new();
+        while let Some(e) = stream.next().await {
+            let name = |p: &Pod| format!("{}/{}", p.metadata.namespace.clone().unwrap_or_default(), p.metadata.name.clone().unwrap_or_default());
+            match e? {
+                WatchEvent::Added(p) => seen.push(format!("ADDED {}", name(&p))),
+                WatchEvent::Modified(p) => seen.push(format!("MODIFIED {}", name(&p))),
+                WatchEvent::Deleted(p) => seen.push(format!("DELETED {}", name(&p))),
+                WatchEvent::Bookmark(_) => {}
+                WatchEvent::Error(s) => seen.push(format!("ERROR {}", s.code)),
+            }
+        }
+
+        let d = kube::discovery::Discovery::new(client.clone()).run_aggregated().await?;
+        let (ar, caps) = d.resolve_gvk(&kube::api::GroupVersionKind::gvk("", "v1", "Pod")).context("Pod not discovered")?;
+        let discovered = (ar.plural, caps.scope == kube::discovery::Scope::Namespaced, caps.supports_operation(kube::discovery::verbs::WATCH));
+        Ok((seen, discovered))
+    })?;
+    assert_eq!(
+        events,
+        [
+            "ADDED default/web",
+            "ADDED kube-system/dns",
+            "MODIFIED default/web",
+            "MODIFIED default/web",
+            "MODIFIED default/web",
+            "DELETED default/web"
+        ],
+        "status, image, deletion mark, deletion"
+    );
+    assert_eq!(discovered, ("pods".to_string(), true, true));
+    assert!(fx.api.pods().iter().all(|p| p["metadata"]["name"] != "web"));
+    Ok(())
+}
+
+/// What an operator runs on pods: `get pods` across namespaces with `-o wide`
+/// (the server's Table), field selectors, `describe node` (which lists the
+/// node's running pods and their requests), strict and invalid creates, and a
+/// forced delete.
+#[test]
+fn kubectl_gets_pods_and_describes_their_node() -> Result<()> {
+    let fx = Fixture::new()?;
+    let mut n1 = node("n1", "10.0.0.1", Some("10.244.1.0/24"));
+    let resources = json!({ "cpu": "2", "memory": "4Gi", "pods": "110" });
+    n1["status"]["capacity"] = resources.clone();
+    n1["status"]["allocatable"] = resources;
+    fx.api.create_node(n1)?;
+    fx.api.create_node(node("n2", "10.0.0.2", None))?;
+    fx.api.create_pod(pod("default", "web", Some("n1")))?;
+    fx.api.update_pod("default", "web", |p| running(p, "10.244.1.5"))?;
+    fx.api.create_pod(pod("kube-system", "dns", Some("n1")))?;
+    fx.api.create_pod(pod("default", "job", Some("n1")))?;
+    fx.api.update_pod("default", "job", |p| p["status"]["phase"] = json!("Succeeded"))?;
+    fx.api.create_pod(pod("default", "far", Some("n2")))?;
+    fx.api.create_pod(pod("default", "idle", None))?;
+
+    let run = |args: &[&str]| -> Result<String> {
+        let out = fx.kubectl(args)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || !stderr.is_empty() {
+            bail!("kubectl {args:?}: {stderr}{}", String::from_utf8_lossy(&out.stdout));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    };
+    let wide = run(&["get", "pods", "-A", "-o", "wide"])?;
+    let rows: Vec<Vec<&str>> = wide.lines().map(columns).collect();
+    assert_eq!(
+        rows[0],
+        ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"],
+        "{wide}"
+    );
+    let names: Vec<(&str, &str)> = rows[1..].iter().map(|r| (r[0], r[1])).collect();
+    assert_eq!(
+        names,
+        [("default", "far"), ("default", "idle"), ("default", "job"), ("default", "web"), ("kube-system", "dns")],
+        "{wide}"
+    );
+    let web = &rows[4];
+    assert_eq!((web[2], web[3], web[4]), ("1/1", "Running", "0"), "{wide}");
+    assert!(web[5].ends_with('s'), "age in seconds: {wide}");
+    assert_eq!(web[6..], ["10.244.1.5", "n1", "<none>", "<none>"], "{wide}");
+    let idle = &rows[2];
+    assert_eq!(idle[2..5], ["0/1", "Pending", "0"], "{wide}");
+    assert_eq!(idle[6..], ["<none>", "<none>", "<none>", "<none>"], "{wide}");
+    assert_eq!(rows[3][3], "Succeeded", "{wide}");
+
+    let narrow = run(&["get", "pods"])?;
+    assert_eq!(columns(narrow.lines().next().unwrap_or_default()), ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], "{narrow}");
+    assert_eq!(narrow.lines().count(), 5, "the default namespace only: {narrow}");
+    let on_n1 = run(&["get", "po", "-A", "--field-selector", "spec.nodeName=n1,status.phase!=Succeeded", "-o", "name"])?;
+    assert_eq!(on_n1.lines().collect::<Vec<_>>(), ["pod/web", "pod/dns"]);
+    let printed: Value = serde_json::from_str(&run(&["get", "pod", "web", "-o", "json"])?)?;
+    assert_eq!(Some(printed), fx.api.get_pod("default", "web"), "get -o json prints the stored object");
+
+    let described = run(&["describe", "node", "n1"])?;
+    let pods = described.split("Non-terminated Pods:").nth(1).context(described.clone())?;
+    assert!(columns(pods.lines().next().unwrap_or_default()).starts_with(&["(2", "in", "total)"]), "{described}");
+    let table: Vec<Vec<&str>> = pods.lines().map(columns).take_while(|c| c.first() != Some(&"Allocated")).collect();
+    let web = table.iter().find(|r| r.get(1) == Some(&"web")).context(described.clone())?;
+    assert_eq!(web[..10], ["default", "web", "100m", "(5%)", "0", "(0%)", "128Mi", "(3%)", "0", "(0%)"], "{described}");
+    assert!(table.iter().any(|r| r[..2] == ["kube-system", "dns"]), "{described}");
+    assert!(!pods.contains("job") && !pods.contains("far") && !pods.contains("idle"), "{described}");
+    let requests = fx.api.requests();
+    // What `kubectl describe node` asks for: the node's pods that have not finished.
+    let listed = requests
+        .iter()
+        .find(|r| r.starts_with("GET /api/v1/pods?") && r.contains("status.phase%21%3DFailed"))
+        .context(format!("{requests:?}"))?;
+    assert!(listed.contains("spec.nodeName%3Dn1%2Cstatus.phase%21%3DSucceeded%2Cstatus.phase%21%3DFailed"), "{listed}");
+
+    // Creates: strict field validation, then the server's 422 as kubectl prints it.
+    let file = fx.dir.join("pod.yaml");
+    let path = file.display().to_string();
+    let yaml = |name: &str, container: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: n2\n  containers:\n  - name: main\n{container}"
+        )
+    };
+    std::fs::write(&file, yaml("strict", "    image: app:1\n    bogus: 1\n"))?;
+    let strict = fx.kubectl(&["create", "-f", &path])?;
+    assert!(!strict.status.success());
+    assert!(
+        String::from_utf8_lossy(&strict.stderr).contains(r#"strict decoding error: unknown field "spec.containers[0].bogus""#),
+        "{strict:?}"
+    );
+    std::fs::write(&file, yaml("no-image", ""))?;
+    let invalid = fx.kubectl(&["create", "-f", &path])?;
+    assert!(!invalid.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&invalid.stderr).trim(),
+        r#"The Pod "no-image" is invalid: spec.containers[0].image: Required value"#
+    );
+    std::fs::write(&file, yaml("made", "    image: app:1\n"))?;
+    assert_eq!(run(&["create", "-f", &path])?.trim(), "pod/made created");
+    assert_eq!(fx.api.get_pod("default", "made").context("created")?["spec"]["nodeName"], "n2");
+
+    let forced = fx.kubectl(&["delete", "pod", "web", "--grace-period=0", "--force"])?;
+    assert!(forced.status.success(), "{forced:?}");
+    // Newer kubectl adds "from default namespace".
+    let said = String::from_utf8_lossy(&forced.stdout);
+    assert!(said.starts_with(r#"pod "web" force deleted"#), "{said}");
+    assert!(fx.api.get_pod("default", "web").is_none());
     Ok(())
 }

@@ -66,7 +66,7 @@ fn configmap_is_a_net_conf_the_agent_accepts() -> Result<()> {
     let text = find(&docs, "ConfigMap")?["data"]["net-conf.json"].as_str().ok_or_else(|| anyhow!("no net-conf.json"))?;
     let conf = netconf::parse(text).map_err(|e| anyhow!("net-conf.json: {e}"))?;
     assert_eq!(conf.network.to_string(), "10.244.0.0/16", "kubeadm's and Flannel's default pod network");
-    assert!(conf.ignored.is_empty(), "unknown keys: {:?}", conf.ignored);
+    assert!(conf.warnings.is_empty(), "keys without effect: {:?}", conf.warnings);
     Ok(())
 }
 

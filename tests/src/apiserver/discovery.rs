@@ -5,8 +5,9 @@
 //! PATCH operations of the kind for a `fieldValidation` query parameter and, when
 //! there, leaves unknown-field checks to the server (`fieldValidation=Strict`).
 //!
-//! Served: the core group (`nodes`, `nodes/status`, `events`) and events.k8s.io
-//! (`events`), each group-version with its own OpenAPI v3 document.
+//! Served: the core group (`events`, `nodes`, `nodes/status`, `pods`,
+//! `pods/status`) and events.k8s.io (`events`), each group-version with its
+//! own OpenAPI v3 document.
 
 use std::sync::OnceLock;
 
@@ -54,6 +55,7 @@ fn singular(api: Api) -> &'static str {
     match api {
         Api::Nodes => "node",
         Api::CoreEvents | Api::Events => "event",
+        Api::Pods => "pod",
     }
 }
 
@@ -61,14 +63,32 @@ fn short_names(api: Api) -> &'static [&'static str] {
     match api {
         Api::Nodes => &["no"],
         Api::CoreEvents | Api::Events => &["ev"],
+        Api::Pods => &["po"],
     }
+}
+
+/// The categories a resource is in (`kubectl get all` reads `all`).
+fn categories(api: Api) -> &'static [&'static str] {
+    if api == Api::Pods { &["all"] } else { &[] }
 }
 
 /// A resource in a legacy `APIResourceList`.
 fn resource(api: Api) -> Value {
-    json!({
+    let mut r = json!({
         "name": api.resource(), "singularName": singular(api), "namespaced": api.namespaced(), "kind": api.kind(),
         "verbs": VERBS, "shortNames": short_names(api),
+    });
+    if !categories(api).is_empty() {
+        r["categories"] = json!(categories(api));
+    }
+    r
+}
+
+/// A `status` subresource in a legacy `APIResourceList`.
+fn status_resource(api: Api) -> Value {
+    json!({
+        "name": format!("{}/status", api.resource()), "singularName": "", "namespaced": api.namespaced(),
+        "kind": api.kind(), "verbs": STATUS_VERBS,
     })
 }
 
@@ -89,7 +109,9 @@ pub fn core_resources() -> Value {
         "resources": [
             resource(Api::CoreEvents),
             resource(Api::Nodes),
-            { "name": "nodes/status", "singularName": "", "namespaced": false, "kind": "Node", "verbs": STATUS_VERBS },
+            status_resource(Api::Nodes),
+            resource(Api::Pods),
+            status_resource(Api::Pods),
         ],
     })
 }
@@ -137,7 +159,10 @@ fn discovered(api: Api) -> Value {
         "verbs": VERBS,
         "shortNames": short_names(api),
     });
-    if api == Api::Nodes {
+    if !categories(api).is_empty() {
+        r["categories"] = json!(categories(api));
+    }
+    if api.has_status() {
         r["subresources"] = json!([{ "subresource": "status", "responseKind": gvk, "verbs": STATUS_VERBS }]);
     }
     r
@@ -157,7 +182,7 @@ fn group_discovery(metadata: Value, resources: &[Api]) -> Value {
 /// Aggregated discovery: `/api` (the core group) or `/apis` (events.k8s.io).
 pub fn aggregated(core: bool) -> Value {
     let item = if core {
-        group_discovery(json!({ "creationTimestamp": null }), &[Api::CoreEvents, Api::Nodes])
+        group_discovery(json!({ "creationTimestamp": null }), &[Api::CoreEvents, Api::Nodes, Api::Pods])
     } else {
         group_discovery(json!({ "name": EVENTS_GROUP, "creationTimestamp": null }), &[Api::Events])
     };
@@ -274,7 +299,7 @@ fn resource_paths(api: Api) -> Map<String, Value> {
         "parameters": params(kind, scope),
     }));
     paths.insert(format!("{collection}/{{name}}"), item(""));
-    if api == Api::Nodes {
+    if api.has_status() {
         paths.insert(format!("{collection}/{{name}}/status"), item("Status"));
     }
     if api.namespaced() {
@@ -348,7 +373,7 @@ fn hash(v: &Value) -> String {
 /// `/openapi/v3/api/v1`.
 pub fn openapi_v3_core() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
-    DOC.get_or_init(|| v3(&[Api::Nodes, Api::CoreEvents]))
+    DOC.get_or_init(|| v3(&[Api::Nodes, Api::CoreEvents, Api::Pods]))
 }
 
 /// `/openapi/v3/apis/events.k8s.io/v1`.
@@ -396,7 +421,7 @@ fn v2_parameter(p: &mut Value) {
 pub fn openapi_v2() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
     DOC.get_or_init(|| {
-        let mut paths = to_v2(&paths(&[Api::Nodes, Api::CoreEvents, Api::Events]));
+        let mut paths = to_v2(&paths(&[Api::Nodes, Api::CoreEvents, Api::Events, Api::Pods]));
         for item in paths.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
             for (key, op) in item.as_object_mut().into_iter().flatten() {
                 if key == "parameters" {
@@ -462,9 +487,18 @@ mod tests {
             ]
         );
         assert_eq!(ids(core, "/api/v1/nodes/{name}/status").len(), 3);
+        assert_eq!(ids(core, "/api/v1/pods"), ["listCoreV1PodForAllNamespaces"]);
+        assert_eq!(
+            ids(core, "/api/v1/namespaces/{namespace}/pods/{name}/status"),
+            ["patchCoreV1NamespacedPodStatus", "readCoreV1NamespacedPodStatus", "replaceCoreV1NamespacedPodStatus"]
+        );
+        let pod_patch = &core["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"]["parameters"];
+        assert!(pod_patch.as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"), "kubectl looks for it");
         let schemas = |doc: &Value| doc["components"]["schemas"].as_object().cloned().unwrap_or_default();
         let (core_schemas, events_schemas) = (schemas(core), schemas(openapi_v3_events()));
         assert!(core_schemas.contains_key(schema::NODE) && core_schemas.contains_key(schema::CORE_EVENT));
+        assert!(core_schemas.contains_key(schema::POD) && core_schemas.contains_key("io.k8s.api.core.v1.PodList"));
+        assert!(core_schemas.contains_key("io.k8s.api.core.v1.Container"), "what its paths reach");
         assert!(!core_schemas.contains_key(schema::EVENTS_EVENT));
         assert!(events_schemas.contains_key("io.k8s.api.core.v1.ObjectReference"), "what its paths reach");
         assert!(!events_schemas.contains_key(schema::NODE));
@@ -473,6 +507,8 @@ mod tests {
         let root = openapi_v3_root();
         assert!(root["paths"]["apis/events.k8s.io/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/apis/"));
         assert!(openapi_v2()["paths"]["/apis/events.k8s.io/v1/events"].is_object());
+        assert!(openapi_v2()["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/status"].is_object());
+        assert!(openapi_v2()["definitions"][schema::POD].is_object());
     }
 
     #[test]
@@ -480,12 +516,19 @@ mod tests {
         let names = |v: &Value| -> Vec<String> {
             v["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect()
         };
-        assert_eq!(names(&core_resources()), ["events", "nodes", "nodes/status"]);
+        assert_eq!(names(&core_resources()), ["events", "nodes", "nodes/status", "pods", "pods/status"]);
+        let pods = &core_resources()["resources"][3];
+        assert_eq!((pods["namespaced"].clone(), pods["shortNames"].clone()), (json!(true), json!(["po"])));
+        assert_eq!(pods["verbs"], json!(VERBS));
         assert_eq!(names(&events_resources()), ["events"]);
         assert_eq!(groups()["groups"][0]["preferredVersion"]["groupVersion"], "events.k8s.io/v1");
         let apis = aggregated(false);
         let events = &apis["items"][0]["versions"][0]["resources"][0];
         assert_eq!((events["scope"].as_str(), events["shortNames"].clone()), (Some("Namespaced"), json!(["ev"])));
         assert_eq!(aggregated(true)["items"][0]["versions"][0]["resources"][1]["resource"], "nodes");
+        let pods = &aggregated(true)["items"][0]["versions"][0]["resources"][2];
+        assert_eq!((pods["resource"].as_str(), pods["scope"].as_str()), (Some("pods"), Some("Namespaced")));
+        assert_eq!(pods["subresources"][0]["subresource"], "status");
+        assert_eq!(pods["categories"], json!(["all"]));
     }
 }

@@ -86,6 +86,13 @@ pub fn now() -> String {
     k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// RFC 3339 in seconds, `secs` from now (a graceful deletion's `deletionTimestamp`).
+pub fn time_in(secs: i64) -> String {
+    let t = k8s_openapi::jiff::Timestamp::now().as_second().saturating_add(secs);
+    let t = k8s_openapi::jiff::Timestamp::from_second(t).unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now());
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
 /// `metadata.generateName` + 5 characters from the same alphabet upstream uses.
 fn generate_name(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -183,6 +190,28 @@ pub fn dns1123_subdomain_errors(s: &str) -> Vec<String> {
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must \
              start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is \
              '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+                .into(),
+        );
+    }
+    errs
+}
+
+/// `IsDNS1123Label`.
+pub fn dns1123_label_errors(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > 63 {
+        errs.push("must be no more than 63 characters".into());
+    }
+    let b = s.as_bytes();
+    let ok = !b.is_empty()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-';
+    if !ok {
+        errs.push(
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and \
+             end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is \
+             '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
                 .into(),
         );
     }

@@ -1,4 +1,4 @@
-//! A Kubernetes API server for tests, serving Nodes and Events over plain HTTP
+//! A Kubernetes API server for tests, serving Nodes, Events and Pods over plain HTTP
 //! to real clients: kube's `Client`, its runtime `watcher` and event `Recorder`,
 //! and kubectl. It stands in for kube-apiserver + etcd in end-to-end tests
 //! (neither can be installed here).
@@ -6,13 +6,16 @@
 //! It is a faithful subset rather than a mock. Served: core/v1 `nodes` and
 //! `nodes/status`; core/v1 `events` and events.k8s.io/v1 `events`, one stored
 //! resource in two groups (converted field by field, so each group reads what
-//! the other wrote), per namespace and across all of them. For each:
+//! the other wrote), per namespace and across all of them; core/v1 `pods` and
+//! `pods/status`, per namespace and across all of them. For each:
 //! discovery (legacy and aggregated), OpenAPI v2/v3,
 //! list/get/create/update/patch/delete/deletecollection with resourceVersions
 //! from one revision shared by every kind, optimistic concurrency, the kind's
 //! strategy (Node: validation and subresource rules; Event: the legacy or the
 //! strict events.k8s.io rules by the group written through, immutability on
-//! strict updates, create on PUT), strategic/merge/JSON patches applied in the
+//! strict updates, create on PUT; Pod: v1 defaults, validation of metadata and
+//! containers, the server's status on create, subresource rules, an immutable
+//! spec but for images, graceful deletion), strategic/merge/JSON patches applied in the
 //! request's group, label and field selectors with each group's field labels,
 //! watches with bookmarks and 410 `Expired`, server-side Table printing, and
 //! metav1.Status errors. The namespaces are those of a fresh cluster (default,
@@ -26,9 +29,10 @@
 //! signals on every write. All state is behind one mutex (writes are rare and
 //! small), which also makes every write atomic with its event.
 //!
-//! Not served: other resources (pods only as the empty list a cluster without
-//! pods answers, which `kubectl describe node` reads; namespaces are fixed and
-//! not a resource), the deprecated `/api/v1/watch/` paths, events.k8s.io/v1beta1,
+//! Not served: other resources (namespaces are fixed and not a resource), pod
+//! subresources other than `status` (`binding`, `log`, `exec`, `eviction`,
+//! ...), what a scheduler or kubelet would do (see [`pod`]), the deprecated
+//! `/api/v1/watch/` paths, events.k8s.io/v1beta1,
 //! Event expiry (`--event-ttl`), server-side apply
 //! (`application/apply-patch+yaml`), YAML and protobuf bodies, authentication,
 //! `managedFields`, `generation`.
@@ -39,6 +43,7 @@ mod http;
 mod meta;
 mod node;
 mod patch;
+mod pod;
 mod registry;
 mod resource;
 mod router;
@@ -101,7 +106,7 @@ struct Serving {
     connections: Connections,
 }
 
-/// A Kubernetes API server serving Nodes and Events; see the [module docs](self).
+/// A Kubernetes API server serving Nodes, Events and Pods; see the [module docs](self).
 pub struct ApiServer {
     shared: Arc<Shared>,
     serving: Mutex<Option<Serving>>,
@@ -248,7 +253,54 @@ impl ApiServer {
     /// was, or as marked for deletion while finalizers remain.
     pub fn delete_node(&self, name: &str) -> Result<Value, Status> {
         let nodes = Scope::cluster(Api::Nodes);
-        self.shared.write(|s| registry::delete(s, &nodes, name, &registry::Preconditions::default(), false)).map(|d| d.object)
+        self.shared
+            .write(|s| registry::delete(s, &nodes, name, &registry::Preconditions::default(), false, None))
+            .map(|d| d.object)
+    }
+
+    /// Creates a Pod as a POST to `pods` in its namespace (`default` when it
+    /// names none) would: defaulted, validated, with the server's `Pending`
+    /// status whatever it says (set one with [`ApiServer::update_pod`]).
+    pub fn create_pod(&self, pod: Value) -> Result<Value, Status> {
+        let scope = Scope::namespaced(Api::Pods, pod["metadata"]["namespace"].as_str().unwrap_or("default"));
+        let decoded = Api::Pods.decode(&pod)?;
+        self.shared.write(|s| registry::create(s, &scope, decoded, WriteOptions::default())).map(|w| w.object)
+    }
+
+    pub fn get_pod(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.shared.store.lock().expect("store lock").get(&Scope::namespaced(Api::Pods, namespace).key(name)).cloned()
+    }
+
+    /// Every Pod, by namespace and name.
+    pub fn pods(&self) -> Vec<Value> {
+        self.objects(&Scope::cluster(Api::Pods))
+    }
+
+    /// Changes a Pod as a kubelet and the scheduler together would (status and
+    /// spec at once); validated as an update, so the spec may still change only
+    /// where the API allows. Unconditional, like [`ApiServer::update_node`].
+    pub fn update_pod(&self, namespace: &str, name: &str, f: impl FnOnce(&mut Value)) -> Result<Value, Status> {
+        let pods = Scope::namespaced(Api::Pods, namespace);
+        self.shared
+            .write(|s| {
+                registry::update(s, &pods, name, Subresource::Whole, WriteOptions::default(), |old| {
+                    let mut new = old.clone();
+                    f(&mut new);
+                    new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+                    Api::Pods.decode(&new)
+                })
+            })
+            .map(|w| w.object)
+    }
+
+    /// Deletes a Pod with a grace period of 0, as its kubelet does once the
+    /// containers are gone (or `kubectl delete --force` does): gone at once
+    /// unless finalizers remain; returns it as it was.
+    pub fn delete_pod(&self, namespace: &str, name: &str) -> Result<Value, Status> {
+        let pods = Scope::namespaced(Api::Pods, namespace);
+        self.shared
+            .write(|s| registry::delete(s, &pods, name, &registry::Preconditions::default(), false, Some(0)))
+            .map(|d| d.object)
     }
 
     /// Forgets the event history up to now, as etcd compaction does: a watch from

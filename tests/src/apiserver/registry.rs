@@ -1,7 +1,8 @@
 //! The write paths of every resource (kube-apiserver's generic registry with
 //! each kind's strategy, from [`super::resource`]): create, update, patch and
-//! delete, with optimistic concurrency, finalizers, dry runs and no-op detection
-//! (an unchanged object is not written: no new resourceVersion, no event).
+//! delete, with optimistic concurrency, finalizers, graceful deletion (Pods),
+//! dry runs and no-op detection (an unchanged object is not written: no new
+//! resourceVersion, no event).
 
 use serde_json::{Value, json};
 
@@ -65,6 +66,7 @@ pub fn create(store: &mut Store, scope: &Scope, d: Decoded, opts: WriteOptions) 
     meta::ensure_namespace(&mut obj, scope.request_namespace())?;
     scope.admit_create()?;
     meta::prepare_create(&mut obj);
+    scope.api.prepare_create(&mut obj);
     let name = meta::name(&obj).to_string();
     let errs = scope.api.validate_create(&obj);
     if !errs.is_empty() {
@@ -233,8 +235,52 @@ pub struct Deletion {
     pub gone: bool,
 }
 
-/// Deletes `name`, or marks it for deletion while finalizers remain.
-pub fn delete(store: &mut Store, scope: &Scope, name: &str, pre: &Preconditions, dry_run: bool) -> Result<Deletion, Status> {
+/// `rest.BeforeDelete` of a graceful kind: the object marked with the
+/// deletion's time and grace period, when it is to wait (a new deletion with a
+/// grace period, or a shorter one than a pending deletion's); `Err` with the
+/// object unchanged while a pending deletion keeps waiting. `Ok(None)`: delete
+/// as a kind without grace periods would.
+fn graceful(current: &Value, requested: Option<i64>, period: i64) -> Result<Option<Value>, Value> {
+    let meta = &current["metadata"];
+    if meta["deletionTimestamp"].is_string() {
+        let pending = meta["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
+        if pending == 0 {
+            return Ok(None);
+        }
+        // Only a shorter grace period, and only when the request names one.
+        let Some(shorter) = requested.filter(|r| *r < pending) else {
+            return Err(current.clone());
+        };
+        let since = meta["deletionTimestamp"].as_str().and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok());
+        let mut marked = current.clone();
+        if let Some(t) = since {
+            let at = k8s_openapi::jiff::Timestamp::from_second(t.as_second() - pending + shorter).unwrap_or(t);
+            marked["metadata"]["deletionTimestamp"] = json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+        }
+        marked["metadata"]["deletionGracePeriodSeconds"] = json!(shorter);
+        return Ok(Some(marked));
+    }
+    if period == 0 {
+        return Ok(None);
+    }
+    let mut marked = current.clone();
+    marked["metadata"]["deletionTimestamp"] = json!(meta::time_in(period));
+    marked["metadata"]["deletionGracePeriodSeconds"] = json!(period);
+    Ok(Some(marked))
+}
+
+/// Deletes `name`, or marks it for deletion while finalizers remain or, for a
+/// graceful kind (Pods), for its grace period (`grace`: the request's
+/// `gracePeriodSeconds`). Nothing here ends a grace period: the deletion waits
+/// for a client to delete again with a grace period of 0, as a kubelet does.
+pub fn delete(
+    store: &mut Store,
+    scope: &Scope,
+    name: &str,
+    pre: &Preconditions,
+    dry_run: bool,
+    grace: Option<i64>,
+) -> Result<Deletion, Status> {
     let (gr, key) = (scope.api.group_resource(), scope.key(name));
     let current = store.get(&key).ok_or_else(|| Status::not_found(gr, name))?.clone();
     let meta = &current["metadata"];
@@ -250,6 +296,16 @@ pub fn delete(store: &mut Store, scope: &Scope, name: &str, pre: &Preconditions,
         }
     }
     let has_finalizers = meta["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+    if let Some(period) = scope.api.grace_period(&current, grace) {
+        match graceful(&current, grace, period) {
+            Err(pending) => return Ok(Deletion { object: pending, gone: false }),
+            Ok(Some(marked)) if marked["metadata"]["deletionGracePeriodSeconds"] != 0 || has_finalizers => {
+                let object = if dry_run { marked } else { store.put(marked) };
+                return Ok(Deletion { object, gone: false });
+            }
+            Ok(_) => {}
+        }
+    }
     if !has_finalizers {
         let object = if dry_run { current } else { store.remove(&key).expect("checked above") };
         return Ok(Deletion { object, gone: true });
@@ -341,7 +397,7 @@ mod tests {
             WriteOptions::default(),
         )
         .unwrap();
-        let marked = delete(&mut s, &nodes(), "f", &Preconditions::default(), false).unwrap();
+        let marked = delete(&mut s, &nodes(), "f", &Preconditions::default(), false, None).unwrap();
         assert!(!marked.gone && marked.object["metadata"]["deletionTimestamp"].is_string());
         assert!(s.get(&nodes().key("f")).is_some());
         let body = br#"{"metadata":{"finalizers":["example.com/more"]}}"#;
@@ -351,7 +407,7 @@ mod tests {
         patch(&mut s, &nodes(), "f", Subresource::Main, PatchType::Merge, body, WriteOptions::default()).unwrap();
         assert!(s.get(&nodes().key("f")).is_none(), "gone with its last finalizer");
         let pre = Preconditions { uid: Some("nope".into()), resource_version: None };
-        assert_eq!(delete(&mut setup(), &nodes(), "a", &pre, false).unwrap_err().code, 409);
+        assert_eq!(delete(&mut setup(), &nodes(), "a", &pre, false, None).unwrap_err().code, 409);
     }
 
     fn recorded(name: &str) -> Value {
@@ -424,8 +480,50 @@ mod tests {
         assert!(w.created && w.object["metadata"]["uid"].is_string(), "a PUT creates a missing event");
         let wrong = Api::Events.decode(&recorded("e8")).unwrap();
         assert_eq!(replace(&mut s, &v1, "e7", wrong, WriteOptions::default()).unwrap_err().code, 400);
-        let gone = delete(&mut s, &core, "e9", &Preconditions::default(), false).unwrap();
+        let gone = delete(&mut s, &core, "e9", &Preconditions::default(), false, None).unwrap();
         assert!(gone.gone);
         assert!(s.get(&v1.key("e9")).is_none());
+    }
+
+    fn web(node: &str) -> Value {
+        json!({"metadata": {"name": "web"}, "spec": {"nodeName": node, "containers": [{"name": "nginx", "image": "nginx:1.27"}]},
+               "status": {"phase": "Running"}})
+    }
+
+    #[test]
+    fn pods_get_the_server_status_and_graceful_deletion() {
+        let mut s = Store::default();
+        let pods = Scope::namespaced(Api::Pods, "default");
+        let w = create(&mut s, &pods, Api::Pods.decode(&web("n1")).unwrap(), WriteOptions::default()).unwrap();
+        assert_eq!(w.object["status"], json!({"phase": "Pending", "qosClass": "BestEffort"}), "status is the server's on create");
+        let e = create(&mut s, &pods, Api::Pods.decode(&json!({"metadata": {"name": "x"}})).unwrap(), WriteOptions::default())
+            .unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (422, "Pod \"x\" is invalid: spec.containers: Required value"));
+        let running = br#"{"status": {"phase": "Running", "podIP": "10.244.1.5"}}"#;
+        let w = patch(&mut s, &pods, "web", Subresource::Status, PatchType::Strategic, running, WriteOptions::default()).unwrap();
+        assert_eq!(w.object["status"]["podIPs"], json!([{"ip": "10.244.1.5"}]));
+        let moved = br#"{"spec": {"nodeName": "n2"}}"#;
+        let e = patch(&mut s, &pods, "web", Subresource::Main, PatchType::Merge, moved, WriteOptions::default()).unwrap_err();
+        assert!(
+            e.message.starts_with("Pod \"web\" is invalid: spec: Forbidden: pod updates may not change fields"),
+            "{}",
+            e.message
+        );
+        assert!(replace(&mut s, &pods, "nope", Api::Pods.decode(&web("n1")).unwrap(), WriteOptions::default()).is_err());
+
+        // Scheduled: the pod's grace period, then only shorter ones, then 0 deletes.
+        let d = delete(&mut s, &pods, "web", &Preconditions::default(), false, None).unwrap();
+        assert!(!d.gone && d.object["metadata"]["deletionTimestamp"].is_string());
+        assert_eq!(d.object["metadata"]["deletionGracePeriodSeconds"], 30);
+        let rv = s.rv();
+        let again = delete(&mut s, &pods, "web", &Preconditions::default(), false, Some(60)).unwrap();
+        assert!(!again.gone && s.rv() == rv, "a longer grace period changes nothing");
+        let d = delete(&mut s, &pods, "web", &Preconditions::default(), false, Some(5)).unwrap();
+        assert_eq!(d.object["metadata"]["deletionGracePeriodSeconds"], 5);
+        let d = delete(&mut s, &pods, "web", &Preconditions::default(), false, Some(0)).unwrap();
+        assert!(d.gone && s.get(&pods.key("web")).is_none());
+        // Unscheduled: deleted at once.
+        create(&mut s, &pods, Api::Pods.decode(&web("")).unwrap(), WriteOptions::default()).unwrap();
+        assert!(delete(&mut s, &pods, "web", &Preconditions::default(), false, None).unwrap().gone);
     }
 }

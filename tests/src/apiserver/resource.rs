@@ -1,7 +1,8 @@
 //! The resources served, as requests address them: which kind is stored, which
 //! group-version speaks it, and the strategy of its registry (decoding,
-//! conversion to and from the stored form, validation, field labels). Events
-//! are served by two groups over one store, like upstream's one internal type.
+//! conversion to and from the stored form, validation, field labels, graceful
+//! deletion). Events are served by two groups over one store, like upstream's
+//! one internal type.
 
 use serde_json::Value;
 
@@ -9,7 +10,7 @@ use super::{
     event::{self, Version},
     meta::{self, Decoded, NameRule},
     node::{self, Subresource},
-    schema,
+    pod, schema,
     status::{FieldError, GroupResource, Status},
     store::{Key, Store},
 };
@@ -29,19 +30,21 @@ pub enum Api {
     CoreEvents,
     /// events.k8s.io/v1 `events`.
     Events,
+    /// core/v1 `pods`.
+    Pods,
 }
 
 impl Api {
     pub fn group(self) -> &'static str {
         match self {
-            Api::Nodes | Api::CoreEvents => "",
+            Api::Nodes | Api::CoreEvents | Api::Pods => "",
             Api::Events => "events.k8s.io",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
-            Api::Nodes | Api::CoreEvents => "v1",
+            Api::Nodes | Api::CoreEvents | Api::Pods => "v1",
             Api::Events => event::EVENTS_V1,
         }
     }
@@ -51,6 +54,7 @@ impl Api {
         match self {
             Api::Nodes => "Node",
             Api::CoreEvents | Api::Events => "Event",
+            Api::Pods => "Pod",
         }
     }
 
@@ -58,6 +62,7 @@ impl Api {
         match self {
             Api::Nodes => "nodes",
             Api::CoreEvents | Api::Events => "events",
+            Api::Pods => "pods",
         }
     }
 
@@ -69,6 +74,12 @@ impl Api {
         self != Api::Nodes
     }
 
+    /// Whether the resource has a `status` subresource (which alone writes the
+    /// status; the main resource keeps it).
+    pub fn has_status(self) -> bool {
+        matches!(self, Api::Nodes | Api::Pods)
+    }
+
     /// The OpenAPI component of the kind in this group-version (strategic merge
     /// patch reads its list strategies).
     pub fn schema(self) -> &'static str {
@@ -76,12 +87,13 @@ impl Api {
             Api::Nodes => schema::NODE,
             Api::CoreEvents => schema::CORE_EVENT,
             Api::Events => schema::EVENTS_EVENT,
+            Api::Pods => schema::POD,
         }
     }
 
     fn event_version(self) -> Option<Version> {
         match self {
-            Api::Nodes => None,
+            Api::Nodes | Api::Pods => None,
             Api::CoreEvents => Some(Version::Core),
             Api::Events => Some(Version::EventsV1),
         }
@@ -89,9 +101,10 @@ impl Api {
 
     /// Decodes a body of this group-version into the stored form.
     pub fn decode(self, v: &Value) -> Result<Decoded, Status> {
-        match self.event_version() {
-            None => node::decode_value(v),
-            Some(version) => event::decode_value(v, version),
+        match (self, self.event_version()) {
+            (Api::Pods, _) => pod::decode_value(v),
+            (_, None) => node::decode_value(v),
+            (_, Some(version)) => event::decode_value(v, version),
         }
     }
 
@@ -102,23 +115,37 @@ impl Api {
     /// A stored object as this group-version serves it.
     pub fn to_wire(self, stored: &Value) -> Value {
         match self {
-            Api::Nodes | Api::CoreEvents => stored.clone(),
+            Api::Nodes | Api::CoreEvents | Api::Pods => stored.clone(),
             Api::Events => event::to_events_v1(stored),
         }
     }
 
     /// Whether a PUT to a missing object creates it (the Event strategy's
-    /// `AllowCreateOnUpdate`).
+    /// `AllowCreateOnUpdate`; Nodes and Pods do not).
     pub fn create_on_update(self) -> bool {
-        self != Api::Nodes
+        matches!(self, Api::CoreEvents | Api::Events)
+    }
+
+    /// The strategy's `PrepareForCreate`, after the metadata's (`rest.BeforeCreate`).
+    pub fn prepare_create(self, obj: &mut Value) {
+        if self == Api::Pods {
+            pod::prepare_create(obj);
+        }
+    }
+
+    /// The grace period a DELETE of `obj` gets (`CheckGracefulDelete`): `None`
+    /// for kinds deleted at once, which are all but Pods.
+    pub fn grace_period(self, obj: &Value, requested: Option<i64>) -> Option<i64> {
+        (self == Api::Pods).then(|| pod::grace_period(obj, requested))
     }
 
     /// The strategy's `Validate`; when it passes, the metadata rules every kind
     /// meets are checked too (`rest.BeforeCreate`).
     pub fn validate_create(self, obj: &Value) -> Vec<FieldError> {
-        let errs = match self.event_version() {
-            None => node::validate(obj),
-            Some(version) => event::validate_create(obj, version),
+        let errs = match (self, self.event_version()) {
+            (Api::Pods, _) => pod::validate(obj),
+            (_, None) => node::validate(obj),
+            (_, Some(version)) => event::validate_create(obj, version),
         };
         if !errs.is_empty() {
             return errs;
@@ -128,16 +155,19 @@ impl Api {
 
     /// The strategy's `PrepareForUpdate`.
     pub fn prepare_update(self, new: &mut Value, old: &Value, sub: Subresource) {
-        if self == Api::Nodes {
-            node::prepare_update(new, old, sub);
+        match self {
+            Api::Nodes => node::prepare_update(new, old, sub),
+            Api::Pods => pod::prepare_update(new, old, sub),
+            Api::CoreEvents | Api::Events => {}
         }
     }
 
     /// The common metadata rules, then the strategy's `ValidateUpdate`.
     pub fn validate_update(self, new: &Value, old: &Value) -> Vec<FieldError> {
-        match self.event_version() {
-            None => node::validate_update(new, old),
-            Some(version) => {
+        match (self, self.event_version()) {
+            (Api::Pods, _) => pod::validate_update(new, old),
+            (_, None) => node::validate_update(new, old),
+            (_, Some(version)) => {
                 let rule = if version == Version::EventsV1 { NameRule::Subdomain } else { NameRule::PathSegment };
                 let mut errs = meta::validate_object_meta(new, rule);
                 errs.extend(meta::no_new_finalizers(new, old));
@@ -156,9 +186,10 @@ impl Api {
     /// The stored label a field selector's `label` names here (`None`: not a
     /// label this resource supports).
     pub fn field_label(self, label: &str) -> Option<&'static str> {
-        match self.event_version() {
-            None => node::FIELD_LABELS.iter().find(|l| **l == label).copied(),
-            Some(version) => event::field_label(version, label),
+        match (self, self.event_version()) {
+            (Api::Pods, _) => pod::field_label(label),
+            (_, None) => node::FIELD_LABELS.iter().find(|l| **l == label).copied(),
+            (_, Some(version)) => event::field_label(version, label),
         }
     }
 }
@@ -168,6 +199,7 @@ pub fn field_value(obj: &Value, label: &str) -> Option<String> {
     match obj["kind"].as_str() {
         Some("Node") => node::field_label(obj, label),
         Some("Event") => event::field_value(obj, label),
+        Some("Pod") => pod::field_value(obj, label),
         _ => None,
     }
 }
@@ -229,6 +261,7 @@ mod tests {
         assert!(all.contains(&key) && default.contains(&key));
         assert!(!Scope::namespaced(Api::Events, "kube-system").contains(&key));
         assert!(!Scope::cluster(Api::Nodes).contains(&key));
+        assert!(!Scope::cluster(Api::Pods).contains(&key), "pods and events share namespaces, not keys");
         assert_eq!(Scope::cluster(Api::Nodes).key("a").namespace, "");
         let missing = Scope::namespaced(Api::Events, "nope").admit_create().unwrap_err();
         assert_eq!((missing.code, missing.message.as_str()), (404, "namespaces \"nope\" not found"));
@@ -244,5 +277,9 @@ mod tests {
         assert_eq!(Api::Events.field_label("regarding.name"), Some("involvedObject.name"));
         let node = json!({"kind": "Node", "metadata": {"name": "a"}});
         assert_eq!(field_value(&node, "metadata.name").as_deref(), Some("a"));
+        assert_eq!(Api::Pods.field_label("spec.host"), Some("spec.nodeName"));
+        assert_eq!(Api::Pods.field_label("spec.unschedulable"), None);
+        let pod = json!({"kind": "Pod", "metadata": {"name": "p", "namespace": "default"}, "spec": {"nodeName": "n1"}});
+        assert_eq!(field_value(&pod, "spec.nodeName").as_deref(), Some("n1"));
     }
 }

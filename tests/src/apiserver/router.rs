@@ -157,6 +157,7 @@ fn route(shared: &Shared, req: &Request, local: SocketAddr) -> Result<Reply, Sta
         if req.method == "GET" { Ok(r) } else { Err(Status::method_not_allowed()) }
     };
     let events = |api, ns: &str| Scope::namespaced(api, ns);
+    let pods = |ns: &str| Scope::namespaced(Api::Pods, ns);
     match segments.as_slice() {
         ["healthz" | "livez" | "readyz"] => get_only(Reply::Full(Response::text(200, "ok"))),
         ["version"] => get_only(ok(&discovery::version())),
@@ -188,14 +189,15 @@ fn route(shared: &Shared, req: &Request, local: SocketAddr) -> Result<Reply, Sta
         ["apis", discovery::EVENTS_GROUP, "v1", "namespaces", ns, "events", name] => {
             item(shared, req, &events(Api::Events, ns), name, Subresource::Main)
         }
-        ["api", "v1", "pods"] | ["api", "v1", "namespaces", _, "pods"] if req.method == "GET" && !flag(req, "watch") => {
-            no_pods(shared, req)
-        }
+        ["api", "v1", "pods"] => all_namespaces(shared, req, Api::Pods),
+        ["api", "v1", "namespaces", ns, "pods"] => collection(shared, req, &pods(ns)),
+        ["api", "v1", "namespaces", ns, "pods", name] => item(shared, req, &pods(ns), name, Subresource::Main),
+        ["api", "v1", "namespaces", ns, "pods", name, "status"] => item(shared, req, &pods(ns), name, Subresource::Status),
         _ => Err(Status::no_route()),
     }
 }
 
-/// A collection: `/nodes`, or a namespace's `/events`.
+/// A collection: `/nodes`, or a namespace's `/events` or `/pods`.
 fn collection(shared: &Shared, req: &Request, scope: &Scope) -> Result<Reply, Status> {
     match req.method.as_str() {
         "GET" => list_or_watch(shared, req, scope),
@@ -205,42 +207,12 @@ fn collection(shared: &Shared, req: &Request, scope: &Scope) -> Result<Reply, St
     }
 }
 
-/// `/events` of every namespace: lists and watches only.
+/// `/events` or `/pods` of every namespace: lists and watches only.
 fn all_namespaces(shared: &Shared, req: &Request, api: Api) -> Result<Reply, Status> {
     match req.method.as_str() {
         "GET" => list_or_watch(shared, req, &Scope::cluster(api)),
         _ => Err(Status::method_not_allowed()),
     }
-}
-
-/// The pods of a cluster that has none: no pod is stored or can be created, but
-/// a list answers as a real server without pods answers (`kubectl describe
-/// node` lists the node's pods before its events). Pods are not in discovery.
-fn no_pods(shared: &Shared, req: &Request) -> Result<Reply, Status> {
-    const POD_FIELDS: &[&str] = &[
-        "metadata.name",
-        "metadata.namespace",
-        "spec.nodeName",
-        "spec.restartPolicy",
-        "spec.schedulerName",
-        "spec.serviceAccountName",
-        "spec.hostNetwork",
-        "status.phase",
-        "status.podIP",
-        "status.podIPs",
-        "status.nominatedNodeName",
-    ];
-    validate_list_options(req, false)?;
-    LabelSelector::parse(req.param("labelSelector").unwrap_or_default())?;
-    let fields = req.param("fieldSelector").unwrap_or_default();
-    for term in fields.split(',').filter(|t| !t.is_empty()) {
-        let label = term.split(['=', '!']).next().unwrap_or_default();
-        if !POD_FIELDS.contains(&label) {
-            return Err(Status::bad_request(format!("field label not supported: {label}")));
-        }
-    }
-    let rv = shared.store.lock().expect("store lock").rv();
-    Ok(ok(&json!({ "kind": "PodList", "apiVersion": "v1", "metadata": { "resourceVersion": rv.to_string() }, "items": [] })))
 }
 
 fn item(shared: &Shared, req: &Request, scope: &Scope, name: &str, sub: Subresource) -> Result<Reply, Status> {
@@ -271,9 +243,9 @@ fn item(shared: &Shared, req: &Request, scope: &Scope, name: &str, sub: Subresou
             Ok(written(200, output, api, w))
         }
         ("DELETE", Subresource::Main) => {
-            let (pre, dry_run) = delete_options(req)?;
+            let (pre, dry_run, grace) = delete_options(req)?;
             let output = negotiate(req)?;
-            let d = shared.write(|s| registry::delete(s, scope, name, &pre, dry_run))?;
+            let d = shared.write(|s| registry::delete(s, scope, name, &pre, dry_run, grace))?;
             if d.gone {
                 // Deleted at once: kube-apiserver answers with a Status naming it.
                 let meta = &d.object["metadata"];
@@ -336,8 +308,11 @@ fn create(shared: &Shared, req: &Request, scope: &Scope) -> Result<Reply, Status
     Ok(written(201, output, scope.api, w))
 }
 
-fn delete_options(req: &Request) -> Result<(Preconditions, bool), Status> {
+/// DeleteOptions from the query and the body (which wins): preconditions, dry
+/// run, `gracePeriodSeconds`.
+fn delete_options(req: &Request) -> Result<(Preconditions, bool, Option<i64>), Status> {
     let mut dry_run = write_options(req)?.dry_run;
+    let mut grace = number::<i64>(req, "gracePeriodSeconds")?;
     let mut pre = Preconditions::default();
     if !req.body.iter().all(u8::is_ascii_whitespace) {
         let body: Value =
@@ -346,8 +321,9 @@ fn delete_options(req: &Request) -> Result<(Preconditions, bool), Status> {
         pre.uid = text(&body["preconditions"]["uid"]);
         pre.resource_version = text(&body["preconditions"]["resourceVersion"]);
         dry_run |= body["dryRun"].as_array().is_some_and(|d| d.iter().any(|x| x == "All"));
+        grace = body["gracePeriodSeconds"].as_i64().or(grace);
     }
-    Ok((pre, dry_run))
+    Ok((pre, dry_run, grace))
 }
 
 /// A boolean query parameter, read as the API server converts them.
@@ -535,12 +511,12 @@ fn decode_continue(token: &str) -> Result<(u64, (String, String)), Status> {
 
 fn delete_collection(shared: &Shared, req: &Request, scope: &Scope) -> Result<Reply, Status> {
     validate_list_options(req, false)?;
-    let (selectors, (_, dry_run), output) = (selectors(req, scope.api)?, delete_options(req)?, negotiate(req)?);
+    let (selectors, (_, dry_run, grace), output) = (selectors(req, scope.api)?, delete_options(req)?, negotiate(req)?);
     let (deleted, rv) = shared.write(|s| {
         let names: Vec<String> = scope.objects(s).filter(|(_, o)| selectors.matches(o)).map(|(k, _)| k.name.clone()).collect();
         let deleted: Vec<Value> = names
             .iter()
-            .filter_map(|n| registry::delete(s, scope, n, &Preconditions::default(), dry_run).ok())
+            .filter_map(|n| registry::delete(s, scope, n, &Preconditions::default(), dry_run, grace).ok())
             .map(|d| d.object)
             .collect();
         (deleted, s.rv())

@@ -1,5 +1,5 @@
 //! The OpenAPI schemas of the kinds served (Node, core/v1 and events.k8s.io/v1
-//! Event, and the meta types around them), in the shape kube-apiserver
+//! Event, Pod, and the meta types around them), in the shape kube-apiserver
 //! publishes under `/openapi/v3`.
 //!
 //! They are the one statement of the kinds' structure here: the OpenAPI
@@ -17,6 +17,7 @@ pub const REF_PREFIX: &str = "#/components/schemas/";
 pub const NODE: &str = "io.k8s.api.core.v1.Node";
 pub const CORE_EVENT: &str = "io.k8s.api.core.v1.Event";
 pub const EVENTS_EVENT: &str = "io.k8s.api.events.v1.Event";
+pub const POD: &str = "io.k8s.api.core.v1.Pod";
 
 fn r(name: &str) -> Value {
     json!({ "$ref": format!("{REF_PREFIX}{name}") })
@@ -301,9 +302,154 @@ fn build() -> Map<String, Value> {
             "object": { "type": "object" }, "type": string(),
         }), &["type", "object"]),
     });
-    let (Value::Object(mut m), Value::Object(events)) = (schemas, event_schemas) else { unreachable!() };
+    let (Value::Object(mut m), Value::Object(events), Value::Object(pods)) = (schemas, event_schemas, pod_schemas()) else {
+        unreachable!()
+    };
     m.extend(events);
+    m.extend(pods);
     m
+}
+
+/// Pod and what it holds. Every field of the v1 types is named with its list
+/// strategy (what strategic merge patch and kubectl's patches need); the
+/// structs no validation or printing here reads (affinity, probes, security
+/// contexts, volume sources, ...) are plain objects.
+fn pod_schemas() -> Value {
+    let int64 = json!({ "type": "integer", "format": "int64" });
+    let int32 = json!({ "type": "integer", "format": "int32" });
+    let boolean = json!({ "type": "boolean" });
+    let opaque = json!({ "type": "object" });
+    let time = "io.k8s.apimachinery.pkg.apis.meta.v1.Time";
+    let quantities = json!({ "type": "object", "additionalProperties": r("io.k8s.apimachinery.pkg.api.resource.Quantity") });
+    let container = "io.k8s.api.core.v1.Container";
+    let mut pod = object(
+        json!({
+            "apiVersion": string(),
+            "kind": string(),
+            "metadata": r("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            "spec": r("io.k8s.api.core.v1.PodSpec"),
+            "status": r("io.k8s.api.core.v1.PodStatus"),
+        }),
+        &[],
+    );
+    pod["description"] = json!(
+        "Pod is a collection of containers that can run on a host. This resource is created by clients and scheduled onto hosts."
+    );
+    pod["x-kubernetes-group-version-kind"] = gvk("", "v1", "Pod");
+    let mut pod_list = object(
+        json!({
+            "apiVersion": string(),
+            "items": { "type": "array", "items": r(POD) },
+            "kind": string(),
+            "metadata": r("io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"),
+        }),
+        &["items"],
+    );
+    pod_list["x-kubernetes-group-version-kind"] = gvk("", "v1", "PodList");
+    let mut ports = keyed_list("io.k8s.api.core.v1.ContainerPort", "containerPort");
+    ports["x-kubernetes-list-map-keys"] = json!(["containerPort", "protocol"]);
+    let container_fields = json!({
+        "args": strings(), "command": strings(),
+        "env": keyed_list("io.k8s.api.core.v1.EnvVar", "name"),
+        "envFrom": atomic_list("io.k8s.api.core.v1.EnvFromSource"),
+        "image": string(), "imagePullPolicy": string(), "lifecycle": opaque, "livenessProbe": opaque,
+        "name": string(), "ports": ports, "readinessProbe": opaque,
+        "resizePolicy": atomic_list("io.k8s.api.core.v1.ContainerResizePolicy"),
+        "resources": r("io.k8s.api.core.v1.ResourceRequirements"), "restartPolicy": string(),
+        "securityContext": opaque, "startupProbe": opaque, "stdin": boolean, "stdinOnce": boolean,
+        "terminationMessagePath": string(), "terminationMessagePolicy": string(), "tty": boolean,
+        "volumeDevices": keyed_list("io.k8s.api.core.v1.VolumeDevice", "devicePath"),
+        "volumeMounts": keyed_list("io.k8s.api.core.v1.VolumeMount", "mountPath"),
+        "workingDir": string(),
+    });
+    let state = "io.k8s.api.core.v1.ContainerState";
+    json!({
+        POD: pod,
+        "io.k8s.api.core.v1.PodList": pod_list,
+        "io.k8s.api.core.v1.PodSpec": object(json!({
+            "activeDeadlineSeconds": int64, "affinity": opaque, "automountServiceAccountToken": boolean,
+            "containers": keyed_list(container, "name"),
+            "dnsConfig": opaque, "dnsPolicy": string(), "enableServiceLinks": boolean,
+            "ephemeralContainers": keyed_list(container, "name"),
+            "hostAliases": keyed_list("io.k8s.api.core.v1.HostAlias", "ip"),
+            "hostIPC": boolean, "hostNetwork": boolean, "hostPID": boolean, "hostUsers": boolean,
+            "hostname": string(),
+            "imagePullSecrets": keyed_list("io.k8s.api.core.v1.LocalObjectReference", "name"),
+            "initContainers": keyed_list(container, "name"),
+            "nodeName": string(), "nodeSelector": { "type": "object", "additionalProperties": string() },
+            "os": opaque, "overhead": quantities, "preemptionPolicy": string(), "priority": int32,
+            "priorityClassName": string(), "readinessGates": atomic_list("io.k8s.api.core.v1.PodReadinessGate"),
+            "restartPolicy": string(), "runtimeClassName": string(), "schedulerName": string(),
+            "securityContext": opaque, "serviceAccount": string(), "serviceAccountName": string(),
+            "setHostnameAsFQDN": boolean, "shareProcessNamespace": boolean, "subdomain": string(),
+            "terminationGracePeriodSeconds": int64,
+            "tolerations": atomic_list("io.k8s.api.core.v1.Toleration"),
+            "volumes": keyed_list("io.k8s.api.core.v1.Volume", "name"),
+        }), &["containers"]),
+        container: object(container_fields, &["name"]),
+        "io.k8s.api.core.v1.ContainerPort": object(json!({
+            "containerPort": int32, "hostIP": string(), "hostPort": int32, "name": string(), "protocol": string(),
+        }), &["containerPort"]),
+        "io.k8s.api.core.v1.EnvVar": object(json!({ "name": string(), "value": string(), "valueFrom": opaque }), &["name"]),
+        "io.k8s.api.core.v1.EnvFromSource": object(json!({
+            "configMapRef": opaque, "prefix": string(), "secretRef": opaque,
+        }), &[]),
+        "io.k8s.api.core.v1.ContainerResizePolicy": object(json!({
+            "resourceName": string(), "restartPolicy": string(),
+        }), &["resourceName", "restartPolicy"]),
+        "io.k8s.api.core.v1.ResourceRequirements": object(json!({
+            "claims": atomic_list("io.k8s.api.core.v1.ResourceClaim"), "limits": quantities, "requests": quantities,
+        }), &[]),
+        "io.k8s.api.core.v1.ResourceClaim": object(json!({ "name": string(), "request": string() }), &["name"]),
+        "io.k8s.api.core.v1.VolumeDevice": object(json!({ "devicePath": string(), "name": string() }), &["name", "devicePath"]),
+        "io.k8s.api.core.v1.VolumeMount": object(json!({
+            "mountPath": string(), "mountPropagation": string(), "name": string(), "readOnly": boolean,
+            "recursiveReadOnly": string(), "subPath": string(), "subPathExpr": string(),
+        }), &["name", "mountPath"]),
+        "io.k8s.api.core.v1.HostAlias": object(json!({ "hostnames": strings(), "ip": string() }), &["ip"]),
+        "io.k8s.api.core.v1.LocalObjectReference": object(json!({ "name": string() }), &[]),
+        "io.k8s.api.core.v1.PodReadinessGate": object(json!({ "conditionType": string() }), &["conditionType"]),
+        "io.k8s.api.core.v1.Toleration": object(json!({
+            "effect": string(), "key": string(), "operator": string(), "tolerationSeconds": int64, "value": string(),
+        }), &[]),
+        "io.k8s.api.core.v1.Volume": object(json!({
+            "configMap": opaque, "downwardAPI": opaque, "emptyDir": opaque, "hostPath": opaque, "name": string(),
+            "persistentVolumeClaim": opaque, "projected": opaque, "secret": opaque,
+        }), &["name"]),
+        "io.k8s.api.core.v1.PodStatus": object(json!({
+            "conditions": keyed_list("io.k8s.api.core.v1.PodCondition", "type"),
+            "containerStatuses": atomic_list("io.k8s.api.core.v1.ContainerStatus"),
+            "ephemeralContainerStatuses": atomic_list("io.k8s.api.core.v1.ContainerStatus"),
+            "hostIP": string(), "hostIPs": keyed_list("io.k8s.api.core.v1.HostIP", "ip"),
+            "initContainerStatuses": atomic_list("io.k8s.api.core.v1.ContainerStatus"),
+            "message": string(), "nominatedNodeName": string(), "observedGeneration": int64, "phase": string(),
+            "podIP": string(), "podIPs": keyed_list("io.k8s.api.core.v1.PodIP", "ip"), "qosClass": string(),
+            "reason": string(), "resize": string(), "startTime": r(time),
+        }), &[]),
+        "io.k8s.api.core.v1.PodCondition": object(json!({
+            "lastProbeTime": r(time), "lastTransitionTime": r(time), "message": string(),
+            "observedGeneration": int64, "reason": string(), "status": string(), "type": string(),
+        }), &["type", "status"]),
+        "io.k8s.api.core.v1.HostIP": object(json!({ "ip": string() }), &["ip"]),
+        "io.k8s.api.core.v1.PodIP": object(json!({ "ip": string() }), &["ip"]),
+        "io.k8s.api.core.v1.ContainerStatus": object(json!({
+            "allocatedResources": quantities, "containerID": string(), "image": string(), "imageID": string(),
+            "lastState": r(state), "name": string(), "ready": boolean, "resources": opaque,
+            "restartCount": int32, "started": boolean, "state": r(state), "stopSignal": string(),
+            "user": opaque, "volumeMounts": opaque,
+        }), &["name", "ready", "restartCount", "image", "imageID"]),
+        state: object(json!({
+            "running": r("io.k8s.api.core.v1.ContainerStateRunning"),
+            "terminated": r("io.k8s.api.core.v1.ContainerStateTerminated"),
+            "waiting": r("io.k8s.api.core.v1.ContainerStateWaiting"),
+        }), &[]),
+        "io.k8s.api.core.v1.ContainerStateRunning": object(json!({ "startedAt": r(time) }), &[]),
+        "io.k8s.api.core.v1.ContainerStateTerminated": object(json!({
+            "containerID": string(), "exitCode": int32, "finishedAt": r(time), "message": string(),
+            "reason": string(), "signal": int32, "startedAt": r(time),
+        }), &["exitCode"]),
+        "io.k8s.api.core.v1.ContainerStateWaiting": object(json!({ "message": string(), "reason": string() }), &[]),
+    })
 }
 
 /// `components.schemas` of the core/v1 OpenAPI v3 document.
@@ -360,6 +506,11 @@ impl Schema {
             None => ListStrategy::MergeScalars,
             Some("type") => ListStrategy::MergeBy("type"),
             Some("uid") => ListStrategy::MergeBy("uid"),
+            Some("name") => ListStrategy::MergeBy("name"),
+            Some("ip") => ListStrategy::MergeBy("ip"),
+            Some("containerPort") => ListStrategy::MergeBy("containerPort"),
+            Some("mountPath") => ListStrategy::MergeBy("mountPath"),
+            Some("devicePath") => ListStrategy::MergeBy("devicePath"),
             Some(other) => unreachable!("merge key {other} missing from ListStrategy"),
         }
     }
@@ -384,6 +535,16 @@ mod tests {
         assert_eq!(at(&["spec", "taints"]).list_strategy(), ListStrategy::Replace);
         assert!(at(&["metadata", "labels"]).field("any").is_some());
         assert!(Schema::named(NODE).unwrap().field("bogus").is_none());
+        let pod =
+            |path: &[&str]| path.iter().fold(Schema::named(POD).unwrap(), |s, p| s.field(p).unwrap_or_else(|| panic!("no {p}")));
+        assert_eq!(pod(&["spec", "containers"]).list_strategy(), ListStrategy::MergeBy("name"));
+        let container = pod(&["spec", "containers"]).items().unwrap();
+        assert_eq!(container.field("ports").unwrap().list_strategy(), ListStrategy::MergeBy("containerPort"));
+        assert_eq!(container.field("volumeMounts").unwrap().list_strategy(), ListStrategy::MergeBy("mountPath"));
+        assert_eq!(pod(&["spec", "tolerations"]).list_strategy(), ListStrategy::Replace);
+        assert_eq!(pod(&["status", "conditions"]).list_strategy(), ListStrategy::MergeBy("type"));
+        assert_eq!(pod(&["status", "podIPs"]).list_strategy(), ListStrategy::MergeBy("ip"));
+        assert_eq!(pod(&["status", "containerStatuses"]).list_strategy(), ListStrategy::Replace);
         for event in [CORE_EVENT, EVENTS_EVENT] {
             let finalizers = Schema::named(event).and_then(|s| s.field("metadata")).and_then(|m| m.field("finalizers"));
             assert_eq!(finalizers.map(Schema::list_strategy), Some(ListStrategy::MergeScalars), "{event}");

@@ -1,5 +1,5 @@
 //! Server-side printing: the meta.k8s.io/v1 `Table` kubectl asks for on `get`,
-//! with the Node and Event columns and cell rules of kube-apiserver's printers
+//! with the Node, Event and Pod columns and cell rules of kube-apiserver's printers
 //! (`pkg/printers/internalversion`). The server always fills every column;
 //! kubectl hides priority-1 columns unless `-o wide`. Cells come from the
 //! stored form (upstream prints the internal type), so both groups of Events
@@ -230,12 +230,189 @@ fn event_cells(ev: &Value, now: Timestamp) -> Value {
     ])
 }
 
+fn pod_columns() -> Value {
+    json!([
+        col("Name", "name", 0, NAME_DESCRIPTION),
+        col("Ready", "", 0, "The aggregate readiness state of this pod for accepting traffic."),
+        col("Status", "", 0, "The aggregate status of the containers in this pod."),
+        col(
+            "Restarts",
+            "",
+            0,
+            "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."
+        ),
+        col("Age", "", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."),
+        col("IP", "", 1, "podIP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated."),
+        col(
+            "Node",
+            "",
+            1,
+            "NodeName indicates in which node this pod is scheduled. If empty, this pod is a candidate for scheduling by the scheduler defined in schedulerName. Once this field is set, the kubelet for this node becomes responsible for the lifecycle of this pod. This field should not be used to express a desire for the pod to be scheduled on a specific node. https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#nodename"
+        ),
+        col(
+            "Nominated Node",
+            "",
+            1,
+            "nominatedNodeName is set only when this pod preempts other pods on the node, but it cannot be scheduled right away as preemption victims receive their graceful termination periods. This field does not guarantee that the pod will be scheduled on this node. Scheduler may decide to place the pod elsewhere if other nodes become available sooner. Scheduler may also decide to give the resources on this node to a higher priority pod that is created after preemption. As a result, this field may be different than PodSpec.nodeName when the pod is scheduled."
+        ),
+        col(
+            "Readiness Gates",
+            "",
+            1,
+            "If specified, all readiness gates will be evaluated for pod readiness. A pod is ready when all its containers are ready AND all conditions specified in the readiness gates have status equal to \"True\" More info: https://git.k8s.io/enhancements/keps/sig-network/580-pod-readiness-gates"
+        ),
+    ])
+}
+
+fn condition_true(pod: &Value, ty: &str) -> bool {
+    pod["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == ty && c["status"] == "True")
+}
+
+/// The later of `latest` and a container's last termination.
+fn last_termination(latest: Option<Timestamp>, status: &Value) -> Option<Timestamp> {
+    let finished = status["lastState"]["terminated"]["finishedAt"].as_str().and_then(|t| t.parse::<Timestamp>().ok());
+    latest.max(finished)
+}
+
+/// `Signal:N` or `ExitCode:N` for a terminated state without a reason.
+fn exit(terminated: &Value) -> String {
+    match terminated["signal"].as_i64().unwrap_or(0) {
+        0 => format!("ExitCode:{}", terminated["exitCode"].as_i64().unwrap_or(0)),
+        signal => format!("Signal:{signal}"),
+    }
+}
+
+/// `printPod`: READY counts ready running containers (and started sidecars),
+/// STATUS is the phase (or the status' reason) overridden by the first init
+/// container still in the way, then by the containers' waiting or terminated
+/// reasons, and `Terminating` once deletion is under way; RESTARTS adds when
+/// the last restart was. Also the row's `Completed` condition for finished pods.
+fn pod_cells(pod: &Value, now: Timestamp) -> (Value, Option<Value>) {
+    let (spec, status) = (&pod["spec"], &pod["status"]);
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    let phase = text(&status["phase"]);
+    let mut reason = match text(&status["reason"]) {
+        r if r.is_empty() => phase.clone(),
+        r => r,
+    };
+    if list(&status["conditions"]).iter().any(|c| c["type"] == "PodScheduled" && c["reason"] == "SchedulingGated") {
+        reason = "SchedulingGated".into();
+    }
+    let init_specs = list(&spec["initContainers"]);
+    let sidecar = |name: &Value| init_specs.iter().any(|c| &c["name"] == name && c["restartPolicy"].as_str() == Some("Always"));
+    let total = list(&spec["containers"]).len() + init_specs.iter().filter(|c| sidecar(&c["name"])).count();
+    let (mut ready, mut restarts, mut sidecar_restarts) = (0, 0, 0);
+    let (mut last_restart, mut last_sidecar_restart) = (None, None);
+    let mut initializing = false;
+    for (i, c) in list(&status["initContainerStatuses"]).iter().enumerate() {
+        restarts += c["restartCount"].as_i64().unwrap_or(0);
+        last_restart = last_termination(last_restart, c);
+        let is_sidecar = sidecar(&c["name"]);
+        if is_sidecar {
+            sidecar_restarts += c["restartCount"].as_i64().unwrap_or(0);
+            last_sidecar_restart = last_termination(last_sidecar_restart, c);
+        }
+        let (terminated, waiting) = (&c["state"]["terminated"], &c["state"]["waiting"]);
+        if terminated.is_object() && terminated["exitCode"].as_i64().unwrap_or(0) == 0 {
+            continue;
+        }
+        if is_sidecar && c["started"] == true {
+            if c["ready"] == true {
+                ready += 1;
+            }
+            continue;
+        }
+        reason = if terminated.is_object() {
+            match text(&terminated["reason"]) {
+                r if r.is_empty() => format!("Init:{}", exit(terminated)),
+                r => format!("Init:{r}"),
+            }
+        } else if waiting.is_object() && !matches!(text(&waiting["reason"]).as_str(), "" | "PodInitializing") {
+            format!("Init:{}", text(&waiting["reason"]))
+        } else {
+            format!("Init:{i}/{}", init_specs.len())
+        };
+        initializing = true;
+        break;
+    }
+    if !initializing || condition_true(pod, "Initialized") {
+        restarts = sidecar_restarts;
+        last_restart = last_sidecar_restart;
+        let mut running = false;
+        for c in list(&status["containerStatuses"]).iter().rev() {
+            restarts += c["restartCount"].as_i64().unwrap_or(0);
+            last_restart = last_termination(last_restart, c);
+            let (terminated, waiting) = (&c["state"]["terminated"], &c["state"]["waiting"]);
+            if waiting.is_object() && !text(&waiting["reason"]).is_empty() {
+                reason = text(&waiting["reason"]);
+            } else if terminated.is_object() && !text(&terminated["reason"]).is_empty() {
+                reason = text(&terminated["reason"]);
+            } else if terminated.is_object() {
+                reason = exit(terminated);
+            } else if c["ready"] == true && c["state"]["running"].is_object() {
+                running = true;
+                ready += 1;
+            }
+        }
+        if reason == "Completed" && running {
+            reason = if condition_true(pod, "Ready") { "Running" } else { "NotReady" }.into();
+        }
+    }
+    if pod["metadata"]["deletionTimestamp"].is_string() {
+        if text(&status["reason"]) == "NodeLost" {
+            reason = "Unknown".into();
+        } else if !matches!(phase.as_str(), "Succeeded" | "Failed") {
+            reason = "Terminating".into();
+        }
+    }
+    let restarts = match last_restart {
+        Some(t) if restarts != 0 => format!("{restarts} ({} ago)", human_duration(now.as_second() - t.as_second())),
+        _ => restarts.to_string(),
+    };
+    let or_none = |s: String| if s.is_empty() { "<none>".to_string() } else { s };
+    let gates = list(&spec["readinessGates"]);
+    let readiness_gates = if gates.is_empty() {
+        "<none>".to_string()
+    } else {
+        let conditions = list(&status["conditions"]);
+        let met = gates
+            .iter()
+            .filter(|g| conditions.iter().find(|c| c["type"] == g["conditionType"]).is_some_and(|c| c["status"] == "True"))
+            .count();
+        format!("{met}/{}", gates.len())
+    };
+    let cells = json!([
+        pod["metadata"]["name"],
+        format!("{ready}/{total}"),
+        reason,
+        restarts,
+        age(pod, now),
+        or_none(text(&status["podIPs"][0]["ip"])),
+        or_none(text(&spec["nodeName"])),
+        or_none(text(&status["nominatedNodeName"])),
+        readiness_gates,
+    ]);
+    let completed =
+        |reason: &str, message: &str| json!([{ "type": "Completed", "status": "True", "reason": reason, "message": message }]);
+    let conditions = match phase.as_str() {
+        "Succeeded" => Some(completed("Succeeded", "The pod has completed successfully.")),
+        "Failed" => Some(completed("Failed", "The pod failed.")),
+        _ => None,
+    };
+    (cells, conditions)
+}
+
 fn row(api: Api, obj: &Value, include: IncludeObject, now: Timestamp) -> Value {
-    let cells = match api {
-        Api::Nodes => node_cells(obj, now),
-        Api::CoreEvents | Api::Events => event_cells(obj, now),
+    let (cells, conditions) = match api {
+        Api::Nodes => (node_cells(obj, now), None),
+        Api::CoreEvents | Api::Events => (event_cells(obj, now), None),
+        Api::Pods => pod_cells(obj, now),
     };
     let mut row = json!({ "cells": cells });
+    if let Some(c) = conditions {
+        row["conditions"] = c;
+    }
     match include {
         IncludeObject::None => {}
         IncludeObject::Metadata => row["object"] = partial_metadata(obj),
@@ -250,6 +427,7 @@ pub fn table<'a>(api: Api, objects: impl IntoIterator<Item = &'a Value>, list_me
     let columns = match api {
         Api::Nodes => node_columns(),
         Api::CoreEvents | Api::Events => event_columns(),
+        Api::Pods => pod_columns(),
     };
     json!({
         "kind": "Table",
@@ -307,6 +485,47 @@ mod tests {
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
         assert_eq!(t["columnDefinitions"].as_array().unwrap().len(), 10);
         assert_eq!(status(&json!({})), "Unknown");
+    }
+
+    #[test]
+    fn pod_rows() {
+        let created = ago(600);
+        let running = json!({
+            "metadata": {"name": "web", "namespace": "default", "creationTimestamp": created},
+            "spec": {"nodeName": "n1", "containers": [{"name": "a"}, {"name": "b"}],
+                     "readinessGates": [{"conditionType": "example.com/gate"}]},
+            "status": {"phase": "Running", "podIPs": [{"ip": "10.244.1.5"}], "conditions": [{"type": "example.com/gate", "status": "True"}],
+                       "containerStatuses": [
+                           {"name": "a", "ready": true, "restartCount": 2, "state": {"running": {}},
+                            "lastState": {"terminated": {"exitCode": 1, "finishedAt": ago(7200)}}},
+                           {"name": "b", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]},
+        });
+        let t = table(Api::Pods, [&running], json!({}), IncludeObject::None);
+        assert_eq!(
+            t["rows"][0]["cells"],
+            json!(["web", "1/2", "CrashLoopBackOff", "2 (120m ago)", "10m", "10.244.1.5", "n1", "<none>", "1/1"])
+        );
+        assert_eq!(t["columnDefinitions"].as_array().unwrap().len(), 9);
+        assert_eq!(t["columnDefinitions"][5]["name"], "IP");
+        assert_eq!(t["columnDefinitions"][5]["priority"], 1);
+        let pending = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}, "status": {"phase": "Pending"}});
+        let cells = pod_cells(&pending, Timestamp::now()).0;
+        assert_eq!(cells, json!(["p", "0/1", "Pending", "0", "<unknown>", "<none>", "<none>", "<none>", "<none>"]));
+        let mut deleting = pending.clone();
+        deleting["metadata"]["deletionTimestamp"] = json!(ago(0));
+        assert_eq!(pod_cells(&deleting, Timestamp::now()).0[2], "Terminating");
+        let init = json!({"metadata": {"name": "i"},
+            "spec": {"initContainers": [{"name": "setup"}, {"name": "proxy", "restartPolicy": "Always"}], "containers": [{"name": "a"}]},
+            "status": {"phase": "Pending", "initContainerStatuses": [
+                {"name": "setup", "state": {"terminated": {"exitCode": 0}}},
+                {"name": "proxy", "state": {"waiting": {"reason": "PodInitializing"}}}]}});
+        let cells = pod_cells(&init, Timestamp::now()).0;
+        assert_eq!((cells[1].as_str(), cells[2].as_str()), (Some("0/2"), Some("Init:1/2")));
+        let done = json!({"metadata": {"name": "d"}, "spec": {"containers": [{"name": "a"}]},
+            "status": {"phase": "Succeeded", "containerStatuses": [{"name": "a", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}});
+        let (cells, conditions) = pod_cells(&done, Timestamp::now());
+        assert_eq!(cells[2], "Completed");
+        assert_eq!(conditions.unwrap()[0]["reason"], "Succeeded");
     }
 
     fn ago(secs: i64) -> String {
