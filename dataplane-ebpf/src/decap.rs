@@ -160,7 +160,6 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
         if cfg.flags & FLAG_XDP_DECAP == 0 || u16::from_be_bytes(eth.ethertype) != ETH_P_IPV4 {
             return Err(Verdict::DropToVtepMac);
         }
-        nat::unmasq_from_tunnel(ctx, cfg)?;
         return deliver(ctx, cfg, Verdict::DeliveredFromXdp);
     }
     let plan = match inspect(pkt, cfg) {
@@ -196,8 +195,6 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
     // the host (not PACKET_OTHERHOST), so IP accepts it.
     *eth = EthHdr { dst: cfg.vtep_mac, src: plan.inner_src, ethertype: ETH_P_IPV4.to_be_bytes() };
 
-    // An answer to a flow masqueraded to our tunnel address gets its client's back.
-    nat::unmasq_from_tunnel(ctx, cfg)?;
     deliver(ctx, cfg, Verdict::Decapsulated)
 }
 
@@ -230,6 +227,9 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
 /// at `weft0`'s ingress ([`fastpath::tc_weft0_ingress`]) for what does, after GRO.
 #[inline(always)]
 fn deliver(ctx: &TcContext, cfg: &DataplaneConfig, verdict: Verdict) -> Result<Verdict, Verdict> {
+    // An answer to a flow masqueraded to our tunnel address gets its client's back
+    // first: TC's and XDP's inner frames alike.
+    nat::unmasq_from_tunnel(ctx, cfg)?;
     let fast = cfg.flags & FLAG_FAST_PATH != 0;
     // SAFETY: reading a field of the context the kernel passed us.
     let gso = unsafe { (*ctx.skb.skb).gso_size } != 0;

@@ -818,13 +818,8 @@ fn masquerade_translates_and_its_reply_returns(#[case] out_l4: L4, #[case] back_
 #[case::udp(L4::Udp, L4::Udp, IPPROTO_UDP)]
 #[case::icmp_echo(L4::Echo, L4::EchoReply, 1)]
 fn masquerade_into_the_overlay_takes_the_tunnel_address(#[case] out_l4: L4, #[case] back_l4: L4, #[case] protocol: u8) {
-    let mut dp = masq_dataplane(61000, 65535);
-    dp.maps
-        .set_tunnel(
-            "10.244.2.0/24".parse().unwrap(),
-            TunnelEndpoint { underlay_ip: B_IP.octets(), vni: 1, vtep_mac: B_MAC, _pad: [0; 2] },
-        )
-        .unwrap();
+    // (`dataplane` has the tunnel to node b's 10.244.2.0/24.)
+    let dp = masq_dataplane(61000, 65535);
     let icmp = protocol == 1;
     let (sport, dport) = (50000, if icmp { 0 } else { 8080 });
     let sent = frame(EXT, POD_B, sport, dport, out_l4);
@@ -863,13 +858,8 @@ fn masquerade_into_the_overlay_takes_the_tunnel_address(#[case] out_l4: L4, #[ca
 /// MASQUERADE rule, as Flannel's first rule leaves it: on the uplink and into the overlay.
 #[test]
 fn masquerade_leaves_kube_proxy_marked_traffic_to_kube_proxy() {
-    let mut dp = masq_dataplane(61000, 65535);
-    dp.maps
-        .set_tunnel(
-            "10.244.2.0/24".parse().unwrap(),
-            TunnelEndpoint { underlay_ip: B_IP.octets(), vni: 1, vtep_mac: B_MAC, _pad: [0; 2] },
-        )
-        .unwrap();
+    // (`dataplane` has the tunnel to node b's 10.244.2.0/24.)
+    let dp = masq_dataplane(61000, 65535);
     let out = frame(POD_A, EXT, 40000, 80, L4::Udp);
     assert_eq!(dp.run_marked(MASQ, &out, 0x4000), (TC_ACT_UNSPEC, out.clone()));
     let into = frame(EXT, POD_B, 50000, 8080, L4::Udp);
