@@ -132,6 +132,13 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = DecapMode::Auto)]
     pub decap: DecapMode,
 
+    /// How TC programs attach. `tcx`: TCX links (Linux 6.6+). `netlink`: cls_bpf
+    /// filters on the clsact qdisc, first on each hook (priority 1, handle 0:5746),
+    /// as tc(8) makes them: the only way before 6.6. `auto`: tcx where the kernel has it.
+    /// Either way a restarted agent swaps its programs in without a gap.
+    #[arg(long, value_enum, default_value_t = TcAttach::Auto, env = "WEFT_TC_ATTACH")]
+    pub tc_attach: TcAttach,
+
     /// Opt-in fast path for pod-to-pod traffic between nodes: encapsulate at the pod
     /// bridge and deliver straight into the destination pod's namespace, skipping the
     /// host's routing, conntrack and netfilter on both ends (so NetworkPolicy and host
@@ -241,6 +248,13 @@ pub enum DecapMode {
     Auto,
     Xdp,
     Tc,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcAttach {
+    Auto,
+    Tcx,
+    Netlink,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,10 +1,14 @@
-//! Loading weft's programs and attaching them through pinned TCX links.
+//! Loading weft's programs and attaching them through pinned TCX links, or clsact
+//! filters on kernels without TCX.
 //!
 //! Maps are pinned under the bpffs directory and reused by the next agent (after a
-//! layout check, see [`crate::maps::prepare_pins`]). Each program attaches through a
-//! TCX link pinned in the same directory: the link, and so forwarding, outlives the
-//! agent, and the next agent swaps its own program into that link atomically
-//! (`bpf_link_update`), so no packet ever meets an interface without one.
+//! layout check, see [`crate::maps::prepare_pins`]). Each attachment is pinned in the
+//! same directory and outlives the agent, and so does forwarding; the next agent swaps
+//! its own program in atomically, so no packet ever meets an interface without one:
+//! - TCX (Linux 6.6+): the pin is the link; the swap is `bpf_link_update`.
+//! - netlink (clsact, older kernels): the filter sits in weft's slot
+//!   ([`crate::tc_netlink`]) and the pin is its program; the swap is a filter change in
+//!   that slot, which cls_bpf makes under RCU.
 
 use std::{
     io,
@@ -14,9 +18,9 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
+        LinkOrder, ProgramError, ProgramInfo, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
-        tc::TcAttachOptions,
+        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError},
         xdp::XdpLink,
     },
 };
@@ -24,7 +28,10 @@ use aya_log::EbpfLogger;
 use thiserror::Error;
 use weft_common::maps::{self as spec};
 
-use crate::maps::{Maps, MapsError, PinState, Sizes};
+use crate::{
+    maps::{Maps, MapsError, PinState, Sizes},
+    tc_netlink,
+};
 
 #[derive(Debug, Error)]
 pub enum DataplaneError {
@@ -50,6 +57,13 @@ pub enum DataplaneError {
     },
     #[error("starting the eBPF log reader")]
     Logger(#[source] aya_log::Error),
+    #[error("clsact filters of {iface}: {op}")]
+    Filters {
+        iface: String,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
 }
 
 #[derive(Debug, Error)]
@@ -66,6 +80,25 @@ pub enum LinkErrorKind {
 
 type Result<T> = std::result::Result<T, DataplaneError>;
 
+/// How TC programs reach their hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcPath {
+    /// TCX links (Linux 6.6+).
+    Tcx,
+    /// cls_bpf filters on a clsact qdisc, made over netlink.
+    Netlink,
+}
+
+impl TcPath {
+    /// TCX where the kernel has it: before 6.6, asking for `lo`'s TCX programs fails.
+    pub fn detect() -> TcPath {
+        match SchedClassifier::query_tcx("lo", TcAttachType::Ingress) {
+            Ok(_) => TcPath::Tcx,
+            Err(_) => TcPath::Netlink,
+        }
+    }
+}
+
 /// How an attach went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attached {
@@ -79,6 +112,7 @@ pub struct Dataplane {
     ebpf: Ebpf,
     pub maps: Maps,
     dir: PathBuf,
+    pub tc: TcPath,
     /// Reader of the programs' aya-log ring buffer; `None` when `--bpf-log off`.
     pub logger: Option<EbpfLogger<&'static dyn log::Log>>,
 }
@@ -86,7 +120,7 @@ pub struct Dataplane {
 impl Dataplane {
     /// Loads the programs into the kernel with maps pinned under `dir`; returns how each
     /// map was found. `log_level` is aya-log's level for the programs (0 = off).
-    pub fn load(dir: &Path, log_level: u8, sizes: &Sizes) -> Result<(Self, Vec<(&'static str, PinState)>)> {
+    pub fn load(dir: &Path, log_level: u8, sizes: &Sizes, tc: TcPath) -> Result<(Self, Vec<(&'static str, PinState)>)> {
         let pins = crate::maps::prepare_pins(dir, sizes)?;
         let mut loader = EbpfLoader::new();
         for s in spec::ALL {
@@ -113,7 +147,7 @@ impl Dataplane {
             prog.load().map_err(|source| DataplaneError::Program { name, op: "loading (verifier)".into(), source })?;
         }
         let maps = Maps::take(&mut ebpf)?;
-        Ok((Dataplane { ebpf, maps, dir: dir.to_path_buf(), logger }, pins))
+        Ok((Dataplane { ebpf, maps, dir: dir.to_path_buf(), tc, logger }, pins))
     }
 
     /// Runs TC program `name` once on `frame` (`BPF_PROG_TEST_RUN`: nothing is sent);
@@ -141,12 +175,30 @@ impl Dataplane {
     /// Whether program `name` (this agent's instance) runs on `iface`'s hook.
     pub fn is_attached(&mut self, name: &'static str, iface: &str, hook: TcAttachType) -> Result<bool> {
         let id = self.program_id(name)?;
-        let (_, progs) = SchedClassifier::query_tcx(iface, hook).map_err(|source| DataplaneError::Program {
-            name,
-            op: format!("querying TCX programs of {iface}"),
-            source,
-        })?;
-        Ok(progs.iter().any(|p| p.id() == id))
+        Ok(self.attached_ids(name, iface, hook)?.contains(&id))
+    }
+
+    /// The ids of the programs on `iface`'s `hook` (for the netlink path: in weft's slot).
+    fn attached_ids(&self, name: &'static str, iface: &str, hook: TcAttachType) -> Result<Vec<u32>> {
+        match self.tc {
+            TcPath::Tcx => {
+                let (_, progs) = SchedClassifier::query_tcx(iface, hook).map_err(|source| DataplaneError::Program {
+                    name,
+                    op: format!("querying TCX programs of {iface}"),
+                    source,
+                })?;
+                Ok(progs.iter().map(|p| p.id()).collect())
+            }
+            TcPath::Netlink => {
+                let filters_err = |op| {
+                    let iface = iface.to_owned();
+                    move |source| DataplaneError::Filters { iface, op, source }
+                };
+                let index = nix::net::if_::if_nametoindex(iface).map_err(|e| filters_err("finding the interface")(e.into()))?;
+                let filters = tc_netlink::filters(index, hook).map_err(filters_err("listing"))?;
+                Ok(filters.iter().filter(|f| f.is_weft_slot()).map(|f| f.prog_id).collect())
+            }
+        }
     }
 
     /// Attaches program `name` to `iface`'s `hook` through the link pinned as `pin`.
@@ -155,13 +207,21 @@ impl Dataplane {
     /// hook gets this program atomically. One that does not (its interface is gone, so
     /// the link is defunct, or `--iface` changed) is unpinned, and a new link is made.
     pub fn attach(&mut self, name: &'static str, iface: &str, hook: TcAttachType, pin: &str) -> Result<Attached> {
+        match self.tc {
+            TcPath::Tcx => self.attach_tcx(name, iface, hook, pin),
+            TcPath::Netlink => self.attach_netlink(name, iface, hook, pin),
+        }
+    }
+
+    fn attach_tcx(&mut self, name: &'static str, iface: &str, hook: TcAttachType, pin: &str) -> Result<Attached> {
         let path = self.dir.join(pin);
         let link_err = |op: &'static str| {
             let path = path.clone();
             move |e: LinkErrorKind| DataplaneError::Link { path, op, source: e }
         };
 
-        if path.exists() {
+        let netlink_pin = path.exists() && pinned_program(&path).is_some();
+        if path.exists() && !netlink_pin {
             let old = PinnedLink::from_pin(&path).map_err(|e| link_err("opening")(e.into()))?;
             let old: FdLink = old.into();
             let old_prog = old.info().map_err(|e| link_err("reading info")(e.into()))?.program_id();
@@ -190,9 +250,72 @@ impl Dataplane {
             .map_err(|source| DataplaneError::Program { name, op: format!("attaching to {iface} ({hook:?})"), source })?;
         let link = prog.take_link(id).map_err(|e| link_err("taking the new link")(e.into()))?;
         let link: FdLink = link.try_into().map_err(|e: LinkError| link_err("converting")(e.into()))?;
+        if netlink_pin {
+            // An agent on the netlink path left its filter: it goes once the link runs.
+            unpin(&path).map_err(|e| link_err("removing the netlink path's filter")(e.into()))?;
+        }
         link.pin(&path).map_err(|e| link_err("pinning")(e.into()))?;
         Ok(Attached::Created)
     }
+
+    /// As [`Dataplane::attach`], through a clsact filter in weft's slot: an earlier
+    /// agent's filter there gets this program (a change, not a new filter); otherwise
+    /// a new filter is made. The program is pinned as `pin`, for the next agent,
+    /// rollback and uninstall.
+    fn attach_netlink(&mut self, name: &'static str, iface: &str, hook: TcAttachType, pin: &str) -> Result<Attached> {
+        let path = self.dir.join(pin);
+        let link_err = |op: &'static str| {
+            let path = path.clone();
+            move |e: LinkErrorKind| DataplaneError::Link { path, op, source: e }
+        };
+        let prog_err = |op: String| move |source| DataplaneError::Program { name, op, source };
+        match tc::qdisc_add_clsact(iface) {
+            Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            other => other.map_err(|e| prog_err(format!("adding clsact to {iface}"))(e.into()))?,
+        }
+        let prog = classifier(&mut self.ebpf, name)?;
+        let slot = SchedClassifierLink::attached(iface, hook, tc_netlink::PRIORITY, tc_netlink::HANDLE, None)
+            .map_err(|e| link_err("finding the interface")(e.into()))?;
+        let (id, how) = match prog.attach_to_link(slot) {
+            Ok(id) => (id, Attached::Replaced),
+            Err(ProgramError::TcError(TcError::NetlinkError(e))) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let opts = NlOptions { priority: tc_netlink::PRIORITY, handle: tc_netlink::HANDLE, classid: None };
+                let id = prog
+                    .attach_with_options(iface, hook, TcAttachOptions::Netlink(opts))
+                    .map_err(prog_err(format!("attaching to {iface} ({hook:?}, clsact)")))?;
+                (id, Attached::Created)
+            }
+            Err(e) => return Err(prog_err(format!("replacing the program on {iface} ({hook:?}, clsact)"))(e)),
+        };
+        // The filter outlives the agent, as a pinned link does: aya would remove it
+        // when the link or the program is dropped.
+        std::mem::forget(prog.take_link(id).map_err(|e| link_err("taking the filter")(e.into()))?);
+        if path.exists() {
+            // The earlier agent's program (its filter now runs ours), or a TCX link
+            // (unpinning it detaches it: the filter now serves the hook).
+            std::fs::remove_file(&path).map_err(|e| link_err("replacing the pin")(e.into()))?;
+        }
+        prog.pin(&path).map_err(|e| link_err("pinning the program")(e.into()))?;
+        Ok(how)
+    }
+}
+
+/// The program pinned at `path`, if it is one (the netlink path pins programs where
+/// TCX pins links).
+fn pinned_program(path: &Path) -> Option<ProgramInfo> {
+    ProgramInfo::from_pin(path).ok()
+}
+
+/// Removes an attachment's pin: a link pin detaches its program as the last reference
+/// goes; a program pin (netlink path) first loses the filters that run it. Rollback,
+/// uninstall and the agent's own detaches all come through here.
+pub fn unpin(path: &Path) -> io::Result<()> {
+    if let Some(info) = pinned_program(path) {
+        for f in tc_netlink::all_filters()?.iter().filter(|f| f.prog_id == info.id()) {
+            tc_netlink::delete(f)?;
+        }
+    }
+    std::fs::remove_file(path)
 }
 
 impl Dataplane {
@@ -260,11 +383,7 @@ impl Dataplane {
         if !path.exists() {
             return Ok(false);
         }
-        std::fs::remove_file(&path).map_err(|e| DataplaneError::Link {
-            path: path.clone(),
-            op: "unpinning",
-            source: e.into(),
-        })?;
+        unpin(&path).map_err(|e| DataplaneError::Link { path: path.clone(), op: "unpinning", source: e.into() })?;
         Ok(true)
     }
 }

@@ -184,10 +184,14 @@ pub fn status(maps: &Maps, bpffs_dir: &Path) -> Result<Status> {
     let mut pins: Vec<_> = std::fs::read_dir(bpffs_dir)?.flatten().map(|e| e.path()).collect();
     pins.sort();
     for path in pins.into_iter().filter(|p| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with("link_"))) {
-        let Ok(link) = PinnedLink::from_pin(&path) else { continue };
-        let link: FdLink = link.into();
-        let Ok(info) = link.info() else { continue };
-        let id = info.program_id();
+        // A TCX or XDP link, or (netlink path) the program its clsact filter runs.
+        let id = match PinnedLink::from_pin(&path).map(FdLink::from).map(|l| l.info()) {
+            Ok(Ok(info)) => info.program_id(),
+            _ => match aya::programs::ProgramInfo::from_pin(&path) {
+                Ok(info) => info.id(),
+                Err(_) => continue,
+            },
+        };
         let kernel_name = programs.iter().find(|(p, _)| *p == id).map(|(_, n)| n.as_str()).unwrap_or_default();
         let program = names::from_kernel_name(kernel_name).unwrap_or(kernel_name).to_owned();
         let pin = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();

@@ -53,6 +53,7 @@ pub mod privileges;
 pub mod probe;
 pub mod reconcile;
 pub mod sysctl;
+pub mod tc_netlink;
 pub mod uninstall;
 pub mod uplink;
 

@@ -314,7 +314,7 @@ fn settle(
 fn sweep(dataplane: &Dataplane, keep: impl Fn(u32) -> bool) -> Result<()> {
     for (ifindex, path) in pod_link_pins(dataplane)? {
         if !keep(ifindex) {
-            std::fs::remove_file(&path).map_err(|source| PodsError::Pins { op: "unpinning", path: path.clone(), source })?;
+            crate::dataplane::unpin(&path).map_err(|source| PodsError::Pins { op: "unpinning", path: path.clone(), source })?;
             tracing::info!(pin = %path.display(), "fast path: veth gone, link unpinned");
         }
     }

@@ -88,7 +88,7 @@ fn remove_pins(dir: &Path) -> Result<Vec<String>> {
             removed.extend(remove_pins(&pin)?);
             continue;
         }
-        std::fs::remove_file(&pin).with_context(|| format!("unpinning {}", pin.display()))?;
+        crate::dataplane::unpin(&pin).with_context(|| format!("unpinning {}", pin.display()))?;
         let what = if pin.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("link_")) { "link" } else { "map" };
         removed.push(format!("pinned {what} {}", pin.display()));
     }

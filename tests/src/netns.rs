@@ -106,13 +106,28 @@ impl Netns {
 }
 
 impl Netns {
-    /// The programs (id, name) attached to `iface`'s TCX `hook` in this namespace.
+    /// The programs (id, name) on `iface`'s TC `hook` in this namespace: its TCX
+    /// programs (where the kernel has TCX), then its clsact filters' programs.
     /// (`bpftool net` of Debian 12 does not list TCX attachments.)
-    pub fn tcx_programs(&self, iface: &str, hook: TcAttachType) -> Result<Vec<(u32, String)>> {
+    pub fn tc_programs(&self, iface: &str, hook: TcAttachType) -> Result<Vec<(u32, String)>> {
         let iface = iface.to_owned();
         self.spawn(move || {
-            let (_, progs) = SchedClassifier::query_tcx(&iface, hook).with_context(|| format!("querying TCX of {iface}"))?;
-            Ok(progs.iter().map(|p| (p.id(), p.name_as_str().unwrap_or_default().to_owned())).collect())
+            let mut out = Vec::new();
+            if let Ok((_, progs)) = SchedClassifier::query_tcx(&iface, hook) {
+                out.extend(progs.iter().map(|p| (p.id(), p.name_as_str().unwrap_or_default().to_owned())));
+            }
+            let index = nix::net::if_::if_nametoindex(iface.as_str()).with_context(|| format!("no interface {iface}"))?;
+            let filters =
+                weft_agent::tc_netlink::filters(index, hook).with_context(|| format!("listing clsact filters of {iface}"))?;
+            for f in filters {
+                let name = aya::programs::loaded_programs()
+                    .filter_map(Result::ok)
+                    .find(|p| p.id() == f.prog_id)
+                    .and_then(|p| p.name_as_str().map(str::to_owned))
+                    .unwrap_or(f.name);
+                out.push((f.prog_id, name));
+            }
+            Ok(out)
         })
         .join()
         .map_err(|_| anyhow::anyhow!("query thread panicked"))?

@@ -229,7 +229,7 @@ fn fast_path_restarts_follows_pods_and_turns_off() -> Result<()> {
     assert!(weft0_pin.exists(), "no pinned link on weft0's ingress");
     let veth = pod_veth(&c, "a")?;
     let on = |c: &Cluster, iface: &str, hook| -> Result<Vec<String>> {
-        Ok(c.node("a").ns.tcx_programs(iface, hook)?.into_iter().map(|(_, name)| name).collect())
+        Ok(c.node("a").ns.tc_programs(iface, hook)?.into_iter().map(|(_, name)| name).collect())
     };
     // The kernel truncates program names to 15 bytes.
     assert_eq!(on(&c, "weft0", TcAttachType::Ingress)?, [&programs::WEFT0_INGRESS[..15]]);
@@ -265,17 +265,17 @@ fn fast_path_restarts_follows_pods_and_turns_off() -> Result<()> {
     assert_eq!(pod_link_pins(&c, "a")?, Vec::<std::path::PathBuf>::new(), "pins left after --fast-path was turned off");
     let ns = &c.node("a").ns;
     for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
-        let progs = ns.tcx_programs(&veth, hook)?;
+        let progs = ns.tc_programs(&veth, hook)?;
         assert!(progs.is_empty(), "programs still on {veth} ({hook:?}): {progs:?}");
     }
     assert!(!weft0_pin.exists(), "weft0's fast-path link still pinned after --fast-path was turned off");
-    let progs = ns.tcx_programs("weft0", TcAttachType::Ingress)?;
+    let progs = ns.tc_programs("weft0", TcAttachType::Ingress)?;
     assert!(progs.is_empty(), "programs still on weft0's ingress: {progs:?}");
     // The endpoints stay for the bridge's egress program, which both modes run; with
     // the config flag off, nothing delivers past weft0 (checked below).
     let endpoints: Vec<_> = c.node("a").maps()?.endpoints()?.into_keys().collect();
     assert_eq!(endpoints, [c.pod_on("a").ip], "endpoints after --fast-path was turned off");
-    assert_eq!(ns.tcx_programs("cni0", TcAttachType::Egress)?.len(), 1, "the bridge's egress program");
+    assert_eq!(ns.tc_programs("cni0", TcAttachType::Egress)?.len(), 1, "the bridge's egress program");
 
     let enc = count(&c, "a", Verdict::FastEncapsulated)?;
     let del = count(&c, "a", Verdict::FastDelivered)?;

@@ -524,7 +524,7 @@ fn uninstall_leaves_nothing_of_weft_behind() -> Result<()> {
         let ns = &c.nodes[a].ns;
         let reserved = ns.sh("cat /proc/sys/net/ipv4/ip_local_reserved_ports")?;
         assert!(reserved.contains("1024-32767"), "the kube cluster runs --ip-masq: ports reserved ({reserved})");
-        assert!(!ns.tcx_programs("ul0", Ingress)?.is_empty() && !ns.tcx_programs("cni0", Egress)?.is_empty());
+        assert!(!ns.tc_programs("ul0", Ingress)?.is_empty() && !ns.tc_programs("cni0", Egress)?.is_empty());
     }
     c.nodes[a].agent.as_mut().unwrap().stop()?;
     let ns = &c.nodes[a].ns;
@@ -559,7 +559,7 @@ fn uninstall_leaves_nothing_of_weft_behind() -> Result<()> {
     let routes = ns.ip("route show")?;
     assert!(!routes.contains("weft0") && !routes.contains(&c.node("b").pod_cidr.to_string()), "routes left:\n{routes}");
     for (iface, hook) in [("ul0", Ingress), ("ul0", Egress), ("cni0", Egress)] {
-        assert!(ns.tcx_programs(iface, hook)?.is_empty(), "a program left on {iface}");
+        assert!(ns.tc_programs(iface, hook)?.is_empty(), "a program left on {iface}");
     }
     assert!(!ns.ip("link show ul0")?.contains("xdp"), "no XDP program left");
     assert!(!cni.join("10-weft.conflist").exists() && !subnet.exists(), "files left");

@@ -370,7 +370,7 @@ fn without_ip_masq_pods_keep_their_address() -> Result<()> {
     let src = udp_source(&c, &c.pod_on("a").ns)?;
     assert_eq!(*src.ip(), c.pod_on("a").ip);
     assert!(c.node("a").maps()?.nat_out()?.is_empty());
-    assert!(c.node("a").ns.tcx_programs("ul0", aya::programs::TcAttachType::Egress)?.is_empty(), "no masquerade program");
+    assert!(c.node("a").ns.tc_programs("ul0", aya::programs::TcAttachType::Egress)?.is_empty(), "no masquerade program");
     Ok(())
 }
 

@@ -45,8 +45,8 @@ use weft_common::{
 use crate::{
     annotations::{self, Advert, Skip},
     bpffs, cni,
-    config::{Args, CniConf, DecapMode, STATIC_DEFAULTS},
-    dataplane::{Attached, Dataplane},
+    config::{Args, CniConf, DecapMode, STATIC_DEFAULTS, TcAttach},
+    dataplane::{Attached, Dataplane, TcPath},
     ethtool::{self, Feature},
     events::{Reason, Recorder, Regarding},
     healthz::Health,

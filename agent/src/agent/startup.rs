@@ -19,7 +19,7 @@ impl Created {
             }
         }
         for pin in self.pins {
-            if let Err(e) = std::fs::remove_file(&pin) {
+            if let Err(e) = crate::dataplane::unpin(&pin) {
                 tracing::warn!("rollback: removing pin {}: {e}", pin.display());
             }
         }
@@ -212,7 +212,13 @@ impl Agent {
         tracing::info!(node = %own.name, uplink = %up.link.name, underlay = %own.underlay_ip, pod_cidr = %own.pod_cidr, "starting");
         bpffs::ensure(&args.bpffs_dir)?;
         let sizes = crate::maps::Sizes { nat: args.nat_max_entries };
-        let (dataplane, pins) = Dataplane::load(&args.bpffs_dir, args.bpf_log.aya_level(), &sizes)?;
+        let tc = match args.tc_attach {
+            TcAttach::Auto => TcPath::detect(),
+            TcAttach::Tcx => TcPath::Tcx,
+            TcAttach::Netlink => TcPath::Netlink,
+        };
+        tracing::info!(path = ?tc, "TC programs attach through {}", if tc == TcPath::Tcx { "TCX links" } else { "clsact filters (netlink)" });
+        let (dataplane, pins) = Dataplane::load(&args.bpffs_dir, args.bpf_log.aya_level(), &sizes, tc)?;
         for (name, state) in &pins {
             tracing::info!(map = name, state = ?state, "map");
         }
