@@ -12,6 +12,7 @@
 
 use std::{
     io,
+    os::fd::{AsRawFd, FromRawFd},
     path::{Path, PathBuf},
 };
 
@@ -301,8 +302,26 @@ impl Dataplane {
 }
 
 /// The program pinned at `path`, if it is one (the netlink path pins programs where
-/// TCX pins links).
+/// TCX pins links). The kernel's info call answers for links too, so the object's
+/// kind comes from its fdinfo, which names a `prog_type` only for programs.
 fn pinned_program(path: &Path) -> Option<ProgramInfo> {
+    use std::os::unix::ffi::OsStrExt;
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    // union bpf_attr for BPF_OBJ_GET: pathname, bpf_fd, file_flags, path_fd.
+    let mut attr = [0u64; 3];
+    attr[0] = cpath.as_ptr() as u64;
+    // SAFETY: BPF_OBJ_GET reads `attr` and the path it points to, and returns a new fd.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, attr.as_mut_ptr(), std::mem::size_of_val(&attr)) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the fd was just returned to us and nothing else owns it.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    if !fdinfo.lines().any(|l| l.starts_with("prog_type:")) {
+        return None;
+    }
     ProgramInfo::from_pin(path).ok()
 }
 

@@ -10,6 +10,7 @@
 //! - `sandbox`: `build`, then the local multi-node sandbox (the README's main command).
 //! - `bench`: `setup`, `build`, then host-gw vs Flannel vs weft (`weft-bench`, release).
 
+mod kernels;
 mod setup;
 
 use std::{
@@ -44,6 +45,10 @@ enum Cmd {
     },
     /// Set up, build and run every test.
     Test {
+        /// Only the kernel test, in guests on Debian's 6.1 and 6.12 kernels (which
+        /// the full run ends with).
+        #[arg(long)]
+        kernels: bool,
         /// Extra arguments for the test binaries (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
@@ -68,7 +73,8 @@ fn main() -> Result<()> {
         Cmd::Setup => setup::run(),
         Cmd::BuildEbpf => build_ebpf(),
         Cmd::Build { release } => build(release),
-        Cmd::Test { args } => test(&args),
+        Cmd::Test { kernels: true, .. } => setup::run().and_then(|()| build(false)).and_then(|()| kernels::run()),
+        Cmd::Test { args, .. } => test(&args),
         Cmd::Sandbox { once } => sandbox(once),
         Cmd::Bench { args } => bench(&args),
     }
@@ -170,6 +176,8 @@ fn test(args: &[String]) -> Result<()> {
                 .args(tests)
                 .arg("--test-threads=1"))?;
         }
+        // Debian's 6.1 (no TCX) and 6.12 kernels, in guests.
+        kernels::run()?;
     }
     Ok(())
 }

@@ -24,6 +24,10 @@ const APT_PACKAGES: &[&str] = &[
     "python3-pip",
     // promtool, to check /metrics.
     "prometheus",
+    // Guests on Debian's older kernels (the kernel test): qemu, and the busybox
+    // virtme-ng's init needs.
+    "qemu-system-x86",
+    "busybox-static",
 ];
 
 /// A PyPI package and the command whose output shows it is installed.
@@ -43,6 +47,8 @@ const PIP_PACKAGES: &[PipPackage] = &[
 
 pub fn run() -> Result<()> {
     apt_packages()?;
+    guest_kernels()?;
+    crate::kernels::virtme_ng()?;
     pip_packages()?;
     ebpf_toolchain()?;
     bpf_linker()?;
@@ -64,14 +70,7 @@ fn command_ok(cmd: &mut Command) -> bool {
 }
 
 fn apt_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| {
-            let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
-            !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        })
-        .collect();
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !dpkg_installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -87,6 +86,37 @@ fn apt_packages() -> Result<()> {
             .args(&missing),
     )
     .context("apt-get install")
+}
+
+fn dpkg_installed(package: &str) -> bool {
+    let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", package]).output();
+    matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// The newest Debian 6.1 and 6.12 kernels, for the guests of the kernel test.
+fn guest_kernels() -> Result<()> {
+    for (_, prefix) in crate::kernels::SERIES {
+        let package = match crate::kernels::newest_package(prefix) {
+            Ok(p) => p,
+            Err(_) => {
+                run_cmd(Command::new("apt-get").args(["update", "-q"]))?;
+                crate::kernels::newest_package(prefix)?
+            }
+        };
+        if dpkg_installed(&package) {
+            continue;
+        }
+        println!("setup: installing {package} (a guest kernel for the kernel test)");
+        run_cmd(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            &package,
+        ]))
+        .with_context(|| format!("apt-get install {package}"))?;
+    }
+    Ok(())
 }
 
 fn pip_package_present(p: &PipPackage) -> bool {

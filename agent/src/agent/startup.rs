@@ -214,6 +214,9 @@ impl Agent {
         let sizes = crate::maps::Sizes { nat: args.nat_max_entries };
         let tc = match args.tc_attach {
             TcAttach::Auto => TcPath::detect(),
+            TcAttach::Tcx if TcPath::detect() == TcPath::Netlink => {
+                bail!("--tc-attach tcx: this kernel has no TCX (Linux 6.6 or newer); `auto` or `netlink` attach clsact filters")
+            }
             TcAttach::Tcx => TcPath::Tcx,
             TcAttach::Netlink => TcPath::Netlink,
         };
