@@ -80,7 +80,7 @@ pub struct Args {
     pub subnet_file: PathBuf,
 
     /// Kubernetes mode: the CNI configuration directory.
-    #[arg(long, value_name = "DIR", default_value = "/etc/cni/net.d")]
+    #[arg(long, value_name = "DIR", env = "WEFT_CNI_CONF_DIR", default_value = "/etc/cni/net.d")]
     pub cni_conf_dir: PathBuf,
 
     /// Kubernetes mode: write the CNI conflist (auto: only if the directory holds no other CNI config).
@@ -88,7 +88,7 @@ pub struct Args {
     pub cni_conf: CniConf,
 
     /// Kubernetes mode: host-local's dataDir in the conflist [default: the plugin's own].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "WEFT_CNI_IPAM_DATA_DIR")]
     pub cni_ipam_data_dir: Option<PathBuf>,
 
     /// Address for the health endpoint (`/healthz`, `/readyz`, `/metrics`).
@@ -101,7 +101,7 @@ pub struct Args {
 
     /// bpffs directory for pinned maps and links (mounts bpffs at /sys/fs/bpf if
     /// it is missing and this process is in the host's mount namespace).
-    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/weft")]
+    #[arg(long, value_name = "DIR", env = "WEFT_BPFFS_DIR", default_value = "/sys/fs/bpf/weft")]
     pub bpffs_dir: PathBuf,
 
     /// VXLAN network identifier [default: 1; Kubernetes mode: net-conf.json's Backend.VNI].

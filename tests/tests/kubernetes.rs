@@ -626,3 +626,77 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// kube-flannel.yml's `kube-flannel` container with only the image swapped: its
+/// args (`--ip-masq --kube-subnet-mgr --healthz-port=8081`) and env (`POD_NAME`,
+/// `POD_NAMESPACE`, no `NODE_NAME`) start the agent, which finds its node through its
+/// own Pod as flanneld does. The environment adds only what the container's mounts
+/// and service account would give it (kubeconfig, the ConfigMap's and hostPaths'
+/// places in this test). Every flanneld flag weft refuses fails with its reason.
+#[test]
+fn kube_flannel_ymls_container_spec_runs_unchanged() -> Result<()> {
+    let mut c = Cluster::new_kube(&[("a", Kind::Weft), ("b", Kind::Weft)])?;
+    let a = c.node_index("a");
+    c.nodes[a].agent.as_mut().unwrap().stop()?;
+    // As the DaemonSet controller and the scheduler leave it (in kube-system: the test
+    // API server has a fresh cluster's namespaces, not kube-flannel).
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "kube-flannel-ds-x7k2p", "namespace": "kube-system", "labels": {"app": "flannel", "tier": "node"}},
+        "spec": {"nodeName": "a", "hostNetwork": true, "containers": [{"name": "kube-flannel", "image": "weft-agent:0.1.0"}]}
+    });
+    c.control().api.create_pod(pod).map_err(|e| anyhow!("creating the agent's Pod: {e:?}"))?;
+
+    let (n, cp) = (&c.nodes[a], c.control());
+    let flannel_args = ["--ip-masq", "--kube-subnet-mgr", "--healthz-port=8081"];
+    let env = [
+        ("POD_NAME", "kube-flannel-ds-x7k2p".into()),
+        ("POD_NAMESPACE", "kube-system".into()),
+        ("EVENT_QUEUE_DEPTH", "5000".into()),
+        ("CONT_WHEN_CACHE_NOT_READY", "false".into()),
+        ("KUBECONFIG", cp.kubeconfig.clone()),
+        ("FLANNELD_NET_CONFIG_PATH", cp.net_conf.clone()),
+        ("FLANNELD_SUBNET_FILE", n.subnet_file()),
+        ("WEFT_BPFFS_DIR", n.bpffs_dir.clone()),
+        ("WEFT_CNI_CONF_DIR", n.cni_dir()),
+        ("WEFT_CNI_IPAM_DATA_DIR", n.dir.join("ipam")),
+    ];
+    let netns = format!("--net={}", n.ns.path());
+    let container = move |args: &[&str]| {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(&netns).arg(weft_e2e::agent_binary()).args(args).env_remove("NODE_NAME").envs(env.clone());
+        cmd
+    };
+    let log = n.dir.join("agent-a-flannel-spec.log");
+    let agent = weft_e2e::agent::AgentProcess::start(container(&flannel_args), "a", log)?;
+    let text = agent.log_text();
+    assert!(!text.contains("WARN"), "kube-flannel.yml's own spec warns:\n{text}");
+    assert!(text.contains("this node node=a"), "node name from the Pod:\n{text}");
+    assert!(text.contains("program=\"weft_masq\" iface=ul0"), "--ip-masq taken:\n{text}");
+    let ready = wait_for(Duration::from_secs(10), || {
+        weft_e2e::traffic::http_get(&n.ns, 8081, "/readyz").ok().filter(|r| r.starts_with("HTTP/1.1 200"))
+    });
+    assert!(ready.is_some(), "/readyz on kube-flannel.yml's port 8081");
+    c.nodes[a].agent = Some(agent);
+    c.add_pod("a")?;
+    c.add_pod("b")?;
+    for (from, to) in [("a", "b"), ("b", "a")] {
+        ping_ok(&c.pod_on(from).ns, c.pod_on(to).ip, 2).map_err(|e| anyhow!("{from} -> {to}: {e}\n{}", c.logs()))?;
+        weft_e2e::traffic::tcp_transfer(&c.pod_on(from).ns, &c.pod_on(to).ns, c.pod_on(to).ip, 1 << 20)?;
+    }
+
+    // flanneld's flags weft refuses: a named reason each, never clap's bare error.
+    for (flag, reason) in [
+        ("--etcd-endpoints=http://127.0.0.1:2379", "weft has no etcd mode"),
+        ("--public-ipv6=fd00::1", "IPv4 only"),
+        ("--iface-can-reach=198.19.0.11", "--iface-can-reach: not supported"),
+        ("--ip-blackhole-route", "--ip-blackhole-route: not supported"),
+        ("--kube-annotation-prefix=example.com", "Flannel's own annotations"),
+    ] {
+        let out = container(&[&flannel_args[..], &[flag]].concat()).output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} accepted");
+        assert!(stderr.contains(reason) && !stderr.contains("unexpected argument"), "{flag}: {stderr}");
+    }
+    Ok(())
+}
