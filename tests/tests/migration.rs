@@ -27,13 +27,17 @@ use weft_e2e::{
 const P: &str = "flannel.alpha.coreos.com";
 /// Ping interval: each lost ping stands for this much interruption.
 const INTERVAL_MS: u64 = 10;
-/// How long each ping runs; the switch starts [`LEAD`] in and must finish well inside.
+/// How long each ping runs at the interval asked for (a busy machine stretches it);
+/// the switch starts [`LEAD`] in and must be done while both still run.
 const PING_SECONDS: u64 = 15;
+/// Pings sent: `-c`, not `-w`: with a deadline, ping exits at the first ICMP error
+/// (an unreachable destination during a bad switch) and the rest would go uncounted.
+const PING_COUNT: u64 = PING_SECONDS * 1000 / INTERVAL_MS;
 const LEAD: Duration = Duration::from_secs(2);
 /// The goal: under a second of lost pings in each direction.
 const MAX_INTERRUPTION_MS: u64 = 1000;
 
-/// A running `ping -i 0.01 -w PING_SECONDS`, its output going to a file (a pipe would
+/// A running `ping -i 0.01 -c PING_COUNT`, its output going to a file (a pipe would
 /// fill and stall it).
 struct Pinger {
     child: Child,
@@ -74,7 +78,7 @@ impl Pinger {
     fn start(from: &Netns, to: Ipv4Addr, what: String, out: std::path::PathBuf) -> Result<Pinger> {
         let file = std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?;
         let child = from
-            .exec(&format!("ping -n -i {} -W 1 -w {PING_SECONDS} {to}", INTERVAL_MS as f64 / 1000.0))
+            .exec(&format!("ping -n -i {} -W 1 -c {PING_COUNT} {to}", INTERVAL_MS as f64 / 1000.0))
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
@@ -89,13 +93,15 @@ impl Pinger {
 
     /// Waits (bounded) for ping's end and reads its statistics and sequence numbers.
     fn finish(mut self) -> Result<Loss> {
-        let done = wait_for(Duration::from_secs(PING_SECONDS + 10), || self.child.try_wait().ok().flatten());
+        let done = wait_for(Duration::from_secs(3 * PING_SECONDS + 10), || self.child.try_wait().ok().flatten());
         if done.is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
             anyhow::bail!("{}: ping did not end", self.what);
         }
-        parse_ping(&std::fs::read_to_string(&self.out)?).with_context(|| format!("{}: ping output", self.what))
+        let loss = parse_ping(&std::fs::read_to_string(&self.out)?).with_context(|| format!("{}: ping output", self.what))?;
+        ensure!(loss.transmitted == PING_COUNT, "{}: ping sent {} of {PING_COUNT}", self.what, loss.transmitted);
+        Ok(loss)
     }
 }
 
