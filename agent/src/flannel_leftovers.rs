@@ -143,7 +143,11 @@ pub async fn find(nl: &Netlink, vni: u32, port: u16) -> Result<Vec<Leftover>, Le
             found.push(Leftover::Device { name, index: link.index, vni: link.vni, port: link.port });
         }
     }
-    for backend in backends() {
+    let backends = backends();
+    if backends.is_empty() {
+        tracing::info!("no iptables tools installed: not looking for flanneld's iptables rules");
+    }
+    for backend in backends {
         for (table, _) in CHAINS {
             if backend.legacy && !legacy_table_exists(table) {
                 continue;

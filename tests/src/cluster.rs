@@ -285,10 +285,17 @@ impl Cluster {
         Ok(())
     }
 
-    /// flanneld's start on a Flannel node: `flannel.1`, subnet.env, its annotations.
+    /// flanneld's start on a Flannel node: `flannel.1`, its iptables rules, its annotations.
     fn start_flanneld(&self, i: usize) -> Result<()> {
         let n = &self.nodes[i];
         flannel::setup_device(&n.ns, n.underlay, n.pod_cidr, &n.vtep_mac, UPLINK_MTU)?;
+        self.flanneld_rules_and_annotations(i)
+    }
+
+    /// flanneld's start on a node where its device already exists (it reuses a
+    /// compatible `flannel.1`, MAC included): its iptables rules and annotations.
+    fn flanneld_rules_and_annotations(&self, i: usize) -> Result<()> {
+        let n = &self.nodes[i];
         // kube-flannel.yml runs flanneld with --ip-masq; --iptables-forward-rules is its default.
         flannel::masquerade(&n.ns, kube::NETWORK.parse()?, n.pod_cidr)?;
         flannel::forward(&n.ns, kube::NETWORK.parse()?)?;
@@ -400,6 +407,38 @@ impl Cluster {
         anyhow::ensure!(self.nodes[i].kind == Kind::Flannel, "node {} is not a Flannel node", self.nodes[i].name);
         self.nodes[i].kind = Kind::Weft;
         self.start_agent(i, extra)
+    }
+
+    /// Moves weft node `i` back to Flannel as the README's rollback does: the agent
+    /// stops (its pinned dataplane keeps forwarding); the operator creates `flannel.1`
+    /// with the node's VtepMAC, so that flanneld, which reuses a compatible device,
+    /// advertises the MAC peers already use; flanneld starts (its rules, annotations,
+    /// and routes that replace weft0's); then `weft-agent uninstall --keep-subnet-env`
+    /// removes weft's pins, `weft0` and conflist. Returns what uninstall printed.
+    pub fn switch_to_flannel(&mut self, i: usize) -> Result<String> {
+        anyhow::ensure!(self.nodes[i].kind == Kind::Weft, "node {} is not a weft node", self.nodes[i].name);
+        if let Some(mut agent) = self.nodes[i].agent.take() {
+            agent.stop()?;
+        }
+        self.nodes[i].kind = Kind::Flannel;
+        let n = &self.nodes[i];
+        flannel::setup_device(&n.ns, n.underlay, n.pod_cidr, &n.vtep_mac, UPLINK_MTU)?;
+        self.flanneld_rules_and_annotations(i)?;
+        kube::flanneld_sync(&n.ns, &n.name, &kube::leases(&self.control().api))?;
+        let out = crate::run(
+            std::process::Command::new("nsenter")
+                .arg(format!("--net={}", n.ns.path()))
+                .arg(crate::agent_binary())
+                .arg("uninstall")
+                .arg("--bpffs-dir")
+                .arg(&n.bpffs_dir)
+                .arg("--cni-conf-dir")
+                .arg(n.cni_dir())
+                .arg("--subnet-file")
+                .arg(n.subnet_file())
+                .arg("--keep-subnet-env"),
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     fn program_flannel(&self, i: usize) -> Result<()> {

@@ -167,13 +167,54 @@ fn pod_has_address(ns: &Netns, ip: Ipv4Addr) -> bool {
     ns.ip("-4 -o addr show dev eth0").is_ok_and(|o| o.contains(&format!("inet {ip}/")))
 }
 
+/// Runs `switch` while pod `from` and the first pod on `b` ping each other; prints
+/// what each direction lost and fails if either lost a second or more.
+fn measure_switch(c: &mut Cluster, from: usize, to_what: &str, switch: impl FnOnce(&mut Cluster) -> Result<()>) -> Result<()> {
+    let (pa, pb) = (&c.pods[from], c.pod_on("b"));
+    let mut pingers = vec![
+        Pinger::start(&pa.ns, pb.ip, format!("{} -> {}", pa.name, pb.name), c.dir.join(format!("ping-{to_what}-ab")))?,
+        Pinger::start(&pb.ns, pa.ip, format!("{} -> {}", pb.name, pa.name), c.dir.join(format!("ping-{to_what}-ba")))?,
+    ];
+    std::thread::sleep(LEAD);
+    let t = Instant::now();
+    switch(c)?;
+    let took = t.elapsed();
+    for p in &mut pingers {
+        ensure!(p.running(), "{}: ping ended before the switch was done ({took:?}): lengthen PING_SECONDS", p.what);
+    }
+    let mut report = Vec::new();
+    for p in pingers {
+        let what = p.what.clone();
+        let loss = p.finish()?;
+        println!(
+            "migration to {to_what}: {what}: {}/{} answered, lost {} = {:.0} ms of interruption (pings every {:.1} ms), longest gap {} pings; the switch took {took:?}",
+            loss.received,
+            loss.transmitted,
+            loss.lost(),
+            loss.lost_ms(),
+            loss.interval_ms(),
+            loss.longest_gap,
+        );
+        report.push((what, loss));
+    }
+    for (what, loss) in &report {
+        ensure!(
+            loss.lost_ms() < MAX_INTERRUPTION_MS as f64,
+            "to {to_what}: {what}: {:.0} ms of pings lost, the goal is under {MAX_INTERRUPTION_MS} ms: {loss:?}\n{}",
+            loss.lost_ms(),
+            c.logs()
+        );
+    }
+    Ok(())
+}
+
 /// The switch, measured: pods on `a` keep their addresses, pings between a pod on `a`
 /// and one on `b` lose under a second each way, weft takes `a`'s VtepMAC over and
 /// removes `flannel.1` and flanneld's chains (saying so), peers' state stays valid,
 /// bulk TCP works both ways afterwards, and a new pod on `a` gets an address no old
-/// pod holds.
+/// pod holds. Then the rollback, measured and checked the same way.
 #[test]
-fn a_flannel_node_moves_to_weft_with_its_pods_and_traffic() -> Result<()> {
+fn a_flannel_node_moves_to_weft_and_back_with_its_pods_and_traffic() -> Result<()> {
     let mut c = Cluster::new_kube(&[("a", Kind::Flannel), ("b", Kind::Flannel), ("c", Kind::Weft)])?;
     let ai = c.node_index("a");
     // Two pods on a, so host-local's state there has something a new pod must avoid.
@@ -208,46 +249,12 @@ fn a_flannel_node_moves_to_weft_with_its_pods_and_traffic() -> Result<()> {
     let old: Vec<(usize, Ipv4Addr)> = c.pods.iter().enumerate().filter(|(_, p)| p.node == "a").map(|(i, p)| (i, p.ip)).collect();
 
     // The switch, with pings running both ways.
-    let (pa, pb) = (&c.pods[old[0].0], c.pod_on("b"));
-    let mut pingers = vec![
-        Pinger::start(&pa.ns, pb.ip, format!("{} -> {}", pa.name, pb.name), c.dir.join("ping-a-b"))?,
-        Pinger::start(&pb.ns, pa.ip, format!("{} -> {}", pb.name, pa.name), c.dir.join("ping-b-a"))?,
-    ];
-    std::thread::sleep(LEAD);
-    let t = Instant::now();
     // kube-flannel.yml's args (the harness adds --ip-masq and the node's paths).
-    c.switch_to_weft(ai, &["--kube-subnet-mgr"])?;
-    let switch = t.elapsed();
-    for p in &mut pingers {
-        ensure!(p.running(), "{}: ping ended before the switch was done ({switch:?}): lengthen PING_SECONDS", p.what);
-    }
-    let mut report = Vec::new();
-    for p in pingers {
-        let what = p.what.clone();
-        let loss = p.finish()?;
-        println!(
-            "migration: {what}: {}/{} answered, lost {} = {:.0} ms of interruption (pings every {:.1} ms), longest gap {} pings; agent start to dataplane up {switch:?}",
-            loss.received,
-            loss.transmitted,
-            loss.lost(),
-            loss.lost_ms(),
-            loss.interval_ms(),
-            loss.longest_gap,
-        );
-        report.push((what, loss));
-    }
+    measure_switch(&mut c, old[0].0, "weft", |c| c.switch_to_weft(ai, &["--kube-subnet-mgr"]))?;
     let log = c.agent_log("a");
     println!("migration: what the agent removed:");
     for line in log.lines().filter(|l| l.contains("Flannel's")) {
         println!("  {line}");
-    }
-    for (what, loss) in &report {
-        ensure!(
-            loss.lost_ms() < MAX_INTERRUPTION_MS as f64,
-            "{what}: {:.0} ms of pings lost, the goal is under {MAX_INTERRUPTION_MS} ms: {loss:?}\n{}",
-            loss.lost_ms(),
-            c.logs()
-        );
     }
 
     // After: the pods kept their addresses, Flannel's leftovers are gone and said so.
@@ -314,6 +321,29 @@ fn a_flannel_node_moves_to_weft_with_its_pods_and_traffic() -> Result<()> {
         for to in c.pods.iter().filter(|p| p.node != from.node) {
             ping_ok(&from.ns, to.ip, 2).with_context(|| format!("after: {} -> {}\n{}", from.name, to.name, c.logs()))?;
         }
+    }
+
+    // And back (the README's rollback): flanneld finds flannel.1 made with a's
+    // VtepMAC and keeps it, so peers' state stays valid this way round too.
+    let mut uninstalled = String::new();
+    measure_switch(&mut c, old[0].0, "flannel", |c| {
+        uninstalled = c.switch_to_flannel(ai)?;
+        Ok(())
+    })?;
+    println!("rollback: weft-agent uninstall printed:\n{uninstalled}");
+    let a = c.node("a");
+    ensure!(a.ns.ip("-br link show flannel.1")?.contains(&a.vtep_mac), "flannel.1 lacks a's VtepMAC");
+    ensure!(a.ns.ip("-br link show weft0").is_err(), "weft0 left after uninstall");
+    ensure!(!a.bpffs_dir.exists() || std::fs::read_dir(&a.bpffs_dir)?.next().is_none(), "pins left in {}", a.bpffs_dir.display());
+    ensure!(kube::annotation(&c.control().api, "a", &format!("{P}/backend-data")) == before_data, "backend-data changed");
+    ensure!(fdb_on_b(&c) == b_fdb_before, "b's FDB changed on rollback");
+    ensure!(std::fs::read_to_string(a.subnet_file())? == before_env, "subnet.env not kept");
+    let routes = a.ns.ip("route show")?;
+    ensure!(!routes.contains("weft0") && routes.contains("dev flannel.1"), "routes after rollback:\n{routes}");
+    let pa = &c.pods[old[0].0];
+    for peer in [c.pod_on("b"), c.pod_on("c")] {
+        tcp_transfer(&pa.ns, &peer.ns, peer.ip, 32 << 20).with_context(|| format!("rollback: {} -> {}", pa.name, peer.name))?;
+        tcp_transfer(&peer.ns, &pa.ns, pa.ip, 32 << 20).with_context(|| format!("rollback: {} -> {}", peer.name, pa.name))?;
     }
     Ok(())
 }
