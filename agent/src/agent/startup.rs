@@ -89,7 +89,7 @@ pub(super) async fn start_static(args: Args, path: PathBuf, nl: Netlink, health:
     let source = Source::File { path, stamp };
     let mut agent = Agent::bring_up(args, vni, port, None, nl, own, table, up, source, health, masq, created).await?;
     agent.reconcile(true).await?;
-    agent.remove_leftovers().await?;
+    agent.remove_leftovers().await;
     tracing::info!("dataplane up");
     Ok(agent)
 }
@@ -191,7 +191,7 @@ pub(super) async fn start_kube(args: Args, nl: Netlink, health: Health, created:
     let mut agent =
         Agent::bring_up(args, conf.vni, conf.port, conf.mtu, nl, own, table, up, source, health, masq, created).await?;
     agent.reconcile(true).await?;
-    agent.remove_leftovers().await?;
+    agent.remove_leftovers().await;
     agent.write_cni_files()?;
     agent.sync_node_object().await;
     tracing::info!("dataplane up");
@@ -212,20 +212,26 @@ async fn refuse_leftovers(args: &Args, nl: &Netlink, vni: u32, port: u16) -> Res
 impl Agent {
     /// `--flannel-leftovers remove`: once weft's programs are attached and its routes
     /// have replaced `flannel.1`'s (the reconcile before this), removes what flanneld
-    /// left, one line each. A leftover that cannot be removed is logged and kept: the
-    /// dataplane already forwards.
-    pub(super) async fn remove_leftovers(&mut self) -> Result<()> {
+    /// left, one line each. Never fails the start: by now weft forwards, and a rollback
+    /// would take weft0's routes with it while `flannel.1`'s are already replaced; a
+    /// leftover that cannot be found or removed is logged and kept.
+    pub(super) async fn remove_leftovers(&mut self) {
         if self.args.flannel_leftovers != Policy::Remove {
-            return Ok(());
+            return;
         }
-        let found = flannel_leftovers::find(&self.nl, self.vni, self.port).await?;
+        let found = match flannel_leftovers::find(&self.nl, self.vni, self.port).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("looking for Flannel's leftovers: {:#}; none removed", anyhow::Error::from(e));
+                return;
+            }
+        };
         for (leftover, outcome) in flannel_leftovers::remove(&self.nl, found).await {
             match outcome {
                 Ok(()) => tracing::warn!("removed Flannel's {leftover}"),
                 Err(e) => tracing::warn!("could not remove Flannel's {leftover}: {:#}", anyhow::Error::from(e)),
             }
         }
-        Ok(())
     }
 
     #[expect(clippy::too_many_arguments, reason = "one call site per mode; a struct would only rename them")]
