@@ -25,6 +25,19 @@ pub const CONFLIST_NAME: &str = "10-weft.conflist";
 /// The pod bridge the conflist names (Flannel's); `--fast-path` attaches to its ports.
 pub const BRIDGE: &str = "cni0";
 
+/// The conflist's network name: Flannel's (kube-flannel.yml's cni-conf.json, which its
+/// plugin hands to `bridge` and `host-local`). On a node moved from Flannel this keeps
+/// three things continuous: host-local's allocations (its default state directory is
+/// `/var/lib/cni/networks/<name>`, so a new pod never gets an address a pod made
+/// under Flannel still holds), the runtime's cached ADD results (keyed by network
+/// name: CHECK and DEL of those pods get their prevResult), and portmap's per-network
+/// chains (DEL finds what ADD made).
+pub const NETWORK_NAME: &str = "cbr0";
+
+/// host-local's state directory for [`conflist`] without `--cni-ipam-data-dir`:
+/// Flannel's, by the plugin's default.
+pub const DEFAULT_IPAM_DATA_DIR: &str = "/var/lib/cni/networks/cbr0";
+
 #[derive(Debug, Error)]
 #[error("writing {path}")]
 pub struct WriteError {
@@ -63,7 +76,7 @@ pub fn conflist(subnet: Ipv4Network, mtu: u32, ipam_data_dir: Option<&Path>) -> 
     }
     json!({
         "cniVersion": "1.0.0",
-        "name": "weft",
+        "name": NETWORK_NAME,
         "plugins": [
             {
                 "type": "bridge",
@@ -127,6 +140,10 @@ mod tests {
         );
         assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "10.244.3.0/24");
         assert!(bridge["ipam"].get("dataDir").is_none());
+        // host-local's default state directory is /var/lib/cni/networks/<network name>:
+        // Flannel's network name continues Flannel's allocations on a migrated node.
+        assert_eq!(c["name"], NETWORK_NAME);
+        assert_eq!(std::path::Path::new("/var/lib/cni/networks").join(NETWORK_NAME), std::path::Path::new(DEFAULT_IPAM_DATA_DIR));
         assert_eq!(c["plugins"][1]["type"], "portmap");
     }
 

@@ -87,7 +87,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = CniConf::Auto)]
     pub cni_conf: CniConf,
 
-    /// Kubernetes mode: host-local's dataDir in the conflist [default: the plugin's own].
+    /// Kubernetes mode: host-local's dataDir in the conflist [default: the plugin's own,
+    /// /var/lib/cni/networks/cbr0, where Flannel's pods' addresses are recorded too].
     #[arg(long, value_name = "DIR", env = "WEFT_CNI_IPAM_DATA_DIR")]
     pub cni_ipam_data_dir: Option<PathBuf>,
 
@@ -170,6 +171,12 @@ pub struct Args {
     /// it is full); about 100 bytes of kernel memory each, twice.
     #[arg(long, default_value_t = DEFAULT_MAX_ENTRIES, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub nat_max_entries: u32,
+
+    /// Flannel's leftovers on a node moved from Flannel (`flannel.<VNI>`, flanneld's
+    /// FLANNEL-POSTRTG and FLANNEL-FWD iptables chains and the jumps to them): `remove`
+    /// them once weft forwards, one log line each; or `refuse` to start while any is there.
+    #[arg(long, value_enum, default_value_t = crate::flannel_leftovers::Policy::Remove)]
+    pub flannel_leftovers: crate::flannel_leftovers::Policy,
 
     /// Seconds between full resyncs of link, routes and maps with the node table.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]

@@ -9,6 +9,7 @@
 //!   annotations and net-conf.json;
 //! - [`uplink`]: which interface and address carry the tunnel;
 //! - [`cni`]: subnet.env and the CNI conflist pods get their addresses from;
+//! - [`flannel_leftovers`]: what Flannel left on a node weft takes over, removed or refused;
 //! - [`events`]: Kubernetes Events on skipped Nodes and on this node's own problems;
 //! - [`healthz`]: what the agent reports about itself (health, skipped nodes, API errors);
 //! - [`http`], [`metrics`]: the health port: `/healthz` and Prometheus' `/metrics`;
@@ -36,6 +37,7 @@ pub mod config;
 pub mod dataplane;
 pub mod ethtool;
 pub mod events;
+pub mod flannel_leftovers;
 pub mod healthz;
 pub mod http;
 pub mod inspect;

@@ -14,7 +14,7 @@ use rtnetlink::{
     packet_route::{
         AddressFamily,
         address::{AddressAttribute, AddressMessage},
-        link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp},
+        link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp},
         neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
         route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope},
     },
@@ -103,6 +103,14 @@ impl Link {
     }
 }
 
+/// A kernel vxlan device (Flannel's `flannel.<VNI>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VxlanLink {
+    pub index: u32,
+    pub vni: Option<u32>,
+    pub port: Option<u16>,
+}
+
 /// A route in the main table, as far as the node model cares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
@@ -150,6 +158,39 @@ impl Netlink {
             Err(e) if matches!(errno_of(&e), Some(ENODEV)) => Ok(None),
             Err(e) => Err(op(|| format!("looking up link {index}"))(e)),
         }
+    }
+
+    /// The kernel vxlan device named `name`, if there is one: its ifindex, VNI and UDP
+    /// destination port (as the kernel reports them).
+    pub async fn vxlan_by_name(&self, name: &str) -> Result<Option<VxlanLink>> {
+        let mut stream = self.handle.link().get().match_name(name.to_owned()).execute();
+        let msg = match stream.try_next().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(None),
+            Err(e) if matches!(errno_of(&e), Some(ENODEV)) => return Ok(None),
+            Err(e) => return Err(op(|| format!("looking up link {name}"))(e)),
+        };
+        let index = msg.header.index;
+        let (mut is_vxlan, mut vni, mut port) = (false, None, None);
+        for attr in msg.attributes {
+            let LinkAttribute::LinkInfo(infos) = attr else { continue };
+            for info in infos {
+                match info {
+                    LinkInfo::Kind(InfoKind::Vxlan) => is_vxlan = true,
+                    LinkInfo::Data(InfoData::Vxlan(data)) => {
+                        for d in data {
+                            match d {
+                                InfoVxlan::Id(id) => vni = Some(id),
+                                InfoVxlan::Port(p) => port = Some(p),
+                                _ => {}
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(is_vxlan.then_some(VxlanLink { index, vni, port }))
     }
 
     /// Every neighbour entry of `family` (`ip neigh`; `bridge fdb` for AF_BRIDGE).

@@ -285,12 +285,20 @@ impl Cluster {
         Ok(())
     }
 
-    /// flanneld's start on a Flannel node: `flannel.1`, subnet.env, its annotations.
+    /// flanneld's start on a Flannel node: `flannel.1`, its iptables rules, its annotations.
     fn start_flanneld(&self, i: usize) -> Result<()> {
         let n = &self.nodes[i];
         flannel::setup_device(&n.ns, n.underlay, n.pod_cidr, &n.vtep_mac, UPLINK_MTU)?;
-        // kube-flannel.yml runs flanneld with --ip-masq.
+        self.flanneld_rules_and_annotations(i)
+    }
+
+    /// flanneld's start on a node where its device already exists (it reuses a
+    /// compatible `flannel.1`, MAC included): its iptables rules and annotations.
+    fn flanneld_rules_and_annotations(&self, i: usize) -> Result<()> {
+        let n = &self.nodes[i];
+        // kube-flannel.yml runs flanneld with --ip-masq; --iptables-forward-rules is its default.
         flannel::masquerade(&n.ns, kube::NETWORK.parse()?, n.pod_cidr)?;
+        flannel::forward(&n.ns, kube::NETWORK.parse()?)?;
         let ann = kube::flannel_annotations(n.underlay, &n.vtep_mac);
         self.control()
             .api
@@ -391,6 +399,48 @@ impl Cluster {
         self.start_agent(i, extra)
     }
 
+    /// Moves Flannel node `i` to weft as the runbook does: flanneld is gone (nothing
+    /// programs the node from the annotations any more: [`Cluster::sync_flannel`] skips
+    /// it) and leaves `flannel.1`, its iptables rules and the pods on `cni0` behind; a
+    /// weft agent starts on the node with `extra` arguments and is waited for.
+    pub fn switch_to_weft(&mut self, i: usize, extra: &[&str]) -> Result<()> {
+        anyhow::ensure!(self.nodes[i].kind == Kind::Flannel, "node {} is not a Flannel node", self.nodes[i].name);
+        self.nodes[i].kind = Kind::Weft;
+        self.start_agent(i, extra)
+    }
+
+    /// Moves weft node `i` back to Flannel as the README's rollback does: the agent
+    /// stops (its pinned dataplane keeps forwarding); the operator creates `flannel.1`
+    /// with the node's VtepMAC, so that flanneld, which reuses a compatible device,
+    /// advertises the MAC peers already use; flanneld starts (its rules, annotations,
+    /// and routes that replace weft0's); then `weft-agent uninstall --keep-subnet-env`
+    /// removes weft's pins, `weft0` and conflist. Returns what uninstall printed.
+    pub fn switch_to_flannel(&mut self, i: usize) -> Result<String> {
+        anyhow::ensure!(self.nodes[i].kind == Kind::Weft, "node {} is not a weft node", self.nodes[i].name);
+        if let Some(mut agent) = self.nodes[i].agent.take() {
+            agent.stop()?;
+        }
+        self.nodes[i].kind = Kind::Flannel;
+        let n = &self.nodes[i];
+        flannel::setup_device(&n.ns, n.underlay, n.pod_cidr, &n.vtep_mac, UPLINK_MTU)?;
+        self.flanneld_rules_and_annotations(i)?;
+        kube::flanneld_sync(&n.ns, &n.name, &kube::leases(&self.control().api))?;
+        let out = crate::run(
+            std::process::Command::new("nsenter")
+                .arg(format!("--net={}", n.ns.path()))
+                .arg(crate::agent_binary())
+                .arg("uninstall")
+                .arg("--bpffs-dir")
+                .arg(&n.bpffs_dir)
+                .arg("--cni-conf-dir")
+                .arg(n.cni_dir())
+                .arg("--subnet-file")
+                .arg(n.subnet_file())
+                .arg("--keep-subnet-env"),
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     fn program_flannel(&self, i: usize) -> Result<()> {
         let n = &self.nodes[i];
         flannel::setup_device(&n.ns, n.underlay, n.pod_cidr, &n.vtep_mac, UPLINK_MTU)?;
@@ -428,11 +478,7 @@ impl Cluster {
 
     /// Creates a pod on `node` through CNI ADD; returns its index.
     pub fn add_pod(&mut self, node: &str) -> Result<usize> {
-        let k = self.pods.iter().filter(|p| p.node == node).count();
-        let name = format!("{node}-{k}");
-        let ns = Netns::new(format!("{}{}-pod-{name}", netns::PREFIX, self.id))?;
         let n = self.node(node);
-        let container_id = format!("weft-e2e-{}-{name}", self.id);
         let conflist = if self.control.is_some() && n.kind == Kind::Weft {
             // The conflist the agent wrote from the podCIDR the API server gave the node.
             let path = n.cni_dir().join("10-weft.conflist");
@@ -440,6 +486,17 @@ impl Cluster {
         } else {
             n.conflist.clone()
         };
+        self.add_pod_with(node, conflist)
+    }
+
+    /// Creates a pod on `node` through CNI ADD with `conflist` (e.g. Flannel's, from
+    /// [`flannel::cni_conflist`]); returns its index.
+    pub fn add_pod_with(&mut self, node: &str, conflist: Value) -> Result<usize> {
+        let k = self.pods.iter().filter(|p| p.node == node).count();
+        let name = format!("{node}-{k}");
+        let ns = Netns::new(format!("{}{}-pod-{name}", netns::PREFIX, self.id))?;
+        let n = self.node(node);
+        let container_id = format!("weft-e2e-{}-{name}", self.id);
         let (ip, result) = cni::add(&n.ns, &conflist, &container_id, &ns)?;
         self.pods.push(Pod { name, node: node.to_owned(), ip, container_id, conflist, result, ns });
         Ok(self.pods.len() - 1)

@@ -45,28 +45,106 @@ pub fn add_peer_on(node: &Netns, dev: &str, peer: &Peer) -> Result<()> {
 }
 
 /// flanneld `--ip-masq`'s rules (pkg/trafficmngr/iptables, `masqRules`), as
-/// `iptables -t nat` arguments in order: a FLANNEL-POSTRTG chain jumped to from
+/// `iptables -t nat` argument lists in order: a FLANNEL-POSTRTG chain jumped to from
 /// POSTROUTING; kube-proxy's masquerade mark returns; pod ↔ cluster returns both
 /// ways; outside → this node's pods returns; cluster → not multicast masquerades;
-/// outside → cluster masquerades; both with `--random-fully`.
-pub fn masquerade_rules(network: ipnetwork::Ipv4Network, own_cidr: ipnetwork::Ipv4Network) -> Vec<String> {
-    let c = "-m comment --comment flanneld-masq";
-    vec![
+/// outside → cluster masquerades; both with `--random-fully`. Each rule carries
+/// flanneld's comment, "flanneld masq".
+pub fn masquerade_rules(network: ipnetwork::Ipv4Network, own_cidr: ipnetwork::Ipv4Network) -> Vec<Vec<String>> {
+    let rules = [
         "-N FLANNEL-POSTRTG".to_string(),
-        format!("-A POSTROUTING {c} -j FLANNEL-POSTRTG"),
-        format!("-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {c} -j RETURN"),
-        format!("-A FLANNEL-POSTRTG -s {own_cidr} -d {network} {c} -j RETURN"),
-        format!("-A FLANNEL-POSTRTG -s {network} -d {own_cidr} {c} -j RETURN"),
-        format!("-A FLANNEL-POSTRTG ! -s {network} -d {own_cidr} {c} -j RETURN"),
-        format!("-A FLANNEL-POSTRTG -s {network} ! -d 224.0.0.0/4 {c} -j MASQUERADE --random-fully"),
-        format!("-A FLANNEL-POSTRTG ! -s {network} -d {network} {c} -j MASQUERADE --random-fully"),
-    ]
+        "-A POSTROUTING -j FLANNEL-POSTRTG".to_string(),
+        "-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -j RETURN".to_string(),
+        format!("-A FLANNEL-POSTRTG -s {own_cidr} -d {network} -j RETURN"),
+        format!("-A FLANNEL-POSTRTG -s {network} -d {own_cidr} -j RETURN"),
+        format!("-A FLANNEL-POSTRTG ! -s {network} -d {own_cidr} -j RETURN"),
+        format!("-A FLANNEL-POSTRTG -s {network} ! -d 224.0.0.0/4 -j MASQUERADE --random-fully"),
+        format!("-A FLANNEL-POSTRTG ! -s {network} -d {network} -j MASQUERADE --random-fully"),
+    ];
+    rules.iter().map(|r| commented(r, "flanneld masq")).collect()
+}
+
+/// flanneld's `--iptables-forward-rules` (its default; `forwardRules`), as `iptables -t
+/// filter` argument lists: FORWARD jumps to FLANNEL-FWD, which accepts from and to the
+/// cluster network, each rule with the comment "flanneld forward".
+pub fn forward_rules(network: ipnetwork::Ipv4Network) -> Vec<Vec<String>> {
+    let rules = [
+        "-N FLANNEL-FWD".to_string(),
+        "-A FORWARD -j FLANNEL-FWD".to_string(),
+        format!("-A FLANNEL-FWD -s {network} -j ACCEPT"),
+        format!("-A FLANNEL-FWD -d {network} -j ACCEPT"),
+    ];
+    rules.iter().map(|r| commented(r, "flanneld forward")).collect()
+}
+
+/// `rule`'s words, with `-m comment --comment COMMENT` before its `-j` as flanneld
+/// writes it (a chain's creation gets no comment).
+fn commented(rule: &str, comment: &str) -> Vec<String> {
+    let mut words: Vec<String> = rule.split_whitespace().map(String::from).collect();
+    if let Some(j) = words.iter().position(|w| w == "-j") {
+        let c = ["-m", "comment", "--comment", comment].map(String::from);
+        words.splice(j..j, c);
+    }
+    words
+}
+
+fn iptables(node: &Netns, table: &str, rule: &[String]) -> Result<()> {
+    let mut args = vec!["iptables", "-w", "5", "-t", table];
+    args.extend(rule.iter().map(String::as_str));
+    crate::run(&mut node.exec_args(&args))?;
+    Ok(())
 }
 
 /// Installs [`masquerade_rules`] in `node`'s nat table.
 pub fn masquerade(node: &Netns, network: ipnetwork::Ipv4Network, own_cidr: ipnetwork::Ipv4Network) -> Result<()> {
     for rule in masquerade_rules(network, own_cidr) {
-        crate::run(&mut node.exec(&format!("iptables -t nat {rule}")))?;
+        iptables(node, "nat", &rule)?;
     }
     Ok(())
+}
+
+/// Installs [`forward_rules`] in `node`'s filter table.
+pub fn forward(node: &Netns, network: ipnetwork::Ipv4Network) -> Result<()> {
+    for rule in forward_rules(network) {
+        iptables(node, "filter", &rule)?;
+    }
+    Ok(())
+}
+
+/// The network configuration Flannel's CNI plugin (flannel-cni-plugin, `flannel_linux.go`)
+/// hands to `bridge` from kube-flannel.yml's cni-conf.json (network `cbr0`,
+/// `hairpinMode`, `isDefaultGateway`) and subnet.env: bridge `cni0`, the subnet's MTU,
+/// `ipMasq` the opposite of FLANNEL_IPMASQ, host-local over FLANNEL_SUBNET with a route
+/// to FLANNEL_NETWORK; `data_dir` stands for host-local's default,
+/// `/var/lib/cni/networks/cbr0` (the tests keep each node's state in its own directory).
+/// Followed by `portmap`, as in Flannel's conflist.
+pub fn cni_conflist(
+    network: ipnetwork::Ipv4Network,
+    subnet: ipnetwork::Ipv4Network,
+    mtu: u32,
+    ip_masq: bool,
+    data_dir: &std::path::Path,
+) -> serde_json::Value {
+    serde_json::json!({
+        "cniVersion": "0.3.1",
+        "name": "cbr0",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "cni0",
+                "hairpinMode": true,
+                "isDefaultGateway": true,
+                "isGateway": true,
+                "ipMasq": !ip_masq,
+                "mtu": mtu,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": data_dir,
+                    "ranges": [[{ "subnet": subnet.to_string() }]],
+                    "routes": [{ "dst": network.to_string() }]
+                }
+            },
+            { "type": "portmap", "capabilities": { "portMappings": true } }
+        ]
+    })
 }

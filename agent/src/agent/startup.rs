@@ -2,6 +2,7 @@
 //! start either completes or undoes what *this* start created (a new `weft0`, new pins).
 
 use super::*;
+use crate::flannel_leftovers::{self, LeftoverError, Policy};
 
 /// What this start created, to undo if it fails.
 #[derive(Default)]
@@ -82,11 +83,13 @@ pub(super) async fn start_static(args: Args, path: PathBuf, nl: Netlink, health:
         );
     }
     let (vni, port) = (args.vni.unwrap_or(STATIC_DEFAULTS.0), args.port.unwrap_or(STATIC_DEFAULTS.1));
+    refuse_leftovers(&args, &nl, vni, port).await?;
     let masq = Masq::from_args(&args, None)?;
     let stamp = file_stamp(&path);
     let source = Source::File { path, stamp };
     let mut agent = Agent::bring_up(args, vni, port, None, nl, own, table, up, source, health, masq, created).await?;
     agent.reconcile(true).await?;
+    agent.remove_leftovers().await;
     tracing::info!("dataplane up");
     Ok(agent)
 }
@@ -103,6 +106,7 @@ pub(super) async fn start_kube(args: Args, nl: Netlink, health: Health, created:
             bail!("{flag} {} contradicts {} ({file})", cli.unwrap_or_default(), args.net_config_path.display());
         }
     }
+    refuse_leftovers(&args, &nl, conf.vni, conf.port).await?;
     health.starting("connecting to the API server");
     let client = kube_sync::client(args.kubeconfig_file.as_deref(), args.kube_api_url.as_deref()).await?;
     let node_name = match args.node_name.clone() {
@@ -187,13 +191,49 @@ pub(super) async fn start_kube(args: Args, nl: Netlink, health: Health, created:
     let mut agent =
         Agent::bring_up(args, conf.vni, conf.port, conf.mtu, nl, own, table, up, source, health, masq, created).await?;
     agent.reconcile(true).await?;
+    agent.remove_leftovers().await;
     agent.write_cni_files()?;
     agent.sync_node_object().await;
     tracing::info!("dataplane up");
     Ok(agent)
 }
 
+/// `--flannel-leftovers refuse`: fails, naming each leftover, before anything is set up.
+async fn refuse_leftovers(args: &Args, nl: &Netlink, vni: u32, port: u16) -> Result<()> {
+    if args.flannel_leftovers == Policy::Refuse {
+        let found = flannel_leftovers::find(nl, vni, port).await?;
+        if !found.is_empty() {
+            return Err(LeftoverError::Refused(found).into());
+        }
+    }
+    Ok(())
+}
+
 impl Agent {
+    /// `--flannel-leftovers remove`: once weft's programs are attached and its routes
+    /// have replaced `flannel.1`'s (the reconcile before this), removes what flanneld
+    /// left, one line each. Never fails the start: by now weft forwards, and a rollback
+    /// would take weft0's routes with it while `flannel.1`'s are already replaced; a
+    /// leftover that cannot be found or removed is logged and kept.
+    pub(super) async fn remove_leftovers(&mut self) {
+        if self.args.flannel_leftovers != Policy::Remove {
+            return;
+        }
+        let found = match flannel_leftovers::find(&self.nl, self.vni, self.port).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("looking for Flannel's leftovers: {:#}; none removed", anyhow::Error::from(e));
+                return;
+            }
+        };
+        for (leftover, outcome) in flannel_leftovers::remove(&self.nl, found).await {
+            match outcome {
+                Ok(()) => tracing::warn!("removed Flannel's {leftover}"),
+                Err(e) => tracing::warn!("could not remove Flannel's {leftover}: {:#}", anyhow::Error::from(e)),
+            }
+        }
+    }
+
     #[expect(clippy::too_many_arguments, reason = "one call site per mode; a struct would only rename them")]
     pub(super) async fn bring_up(
         args: Args,
