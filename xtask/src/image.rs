@@ -135,7 +135,9 @@ fn plugins(arch: Arch) -> Result<Plugins> {
         let mut cmd = Command::new("apt-get");
         cmd.current_dir(&debs).arg("-q");
         for (key, value) in [
-            ("APT::Architectures::", arch.oci().to_string()),
+            // Only this architecture's package lists.
+            ("APT::Architecture", arch.oci().to_string()),
+            ("APT::Architectures", arch.oci().to_string()),
             ("Dir::State::Lists", state.join("lists").display().to_string()),
             ("Dir::State::status", state.join("status").display().to_string()),
             ("Dir::Cache", state.join("cache").display().to_string()),
