@@ -12,7 +12,8 @@ FROM rust:1.95-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends llvm-22-dev musl-tools containernetworking-plugins \
  && rm -rf /var/lib/apt/lists/*
-RUN rustup toolchain install nightly-2026-05-19 --profile minimal --component rust-src \
+# `cargo xtask build-ebpf` checks for both components (clippy lints the eBPF crate).
+RUN rustup toolchain install nightly-2026-05-19 --profile minimal --component rust-src --component clippy \
  && rustup target add "$(uname -m)-unknown-linux-musl"
 RUN PATH="/usr/lib/llvm-22/bin:$PATH" cargo install bpf-linker --version 0.13.0 --locked \
       --no-default-features --features llvm-22
@@ -22,7 +23,7 @@ COPY . .
 RUN cargo xtask build-ebpf \
  && triple="$(uname -m)-unknown-linux-musl" \
  && env "CC_$(echo "$triple" | tr - _)=musl-gcc" \
-      cargo build --package weft-agent --bin weft-agent --profile image --target "$triple" \
+      cargo build --locked --package weft-agent --bin weft-agent --profile image --target "$triple" \
  && mkdir -p /out/usr/local/bin /out/opt/bin /out/usr/lib/cni /out/usr/share/doc/containernetworking-plugins \
  && cp "target/$triple/image/weft-agent" /out/usr/local/bin/ \
  && ln -s ../../usr/local/bin/weft-agent /out/opt/bin/flanneld \
