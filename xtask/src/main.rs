@@ -6,10 +6,13 @@
 //! - `build-ebpf`: the one pipeline that builds the eBPF object; the agent embeds it.
 //! - `build`: `build-ebpf`, then the agent.
 //! - `test`: `setup`, `build`, formatting and lints, then every test (unit,
-//!   BPF_PROG_TEST_RUN, end-to-end).
+//!   BPF_PROG_TEST_RUN, end-to-end; the amd64 image archive before the end-to-end ones).
+//! - `image`: `build-ebpf`, then the static agent and its OCI image archive
+//!   (`target/oci/`), without a container engine.
 //! - `sandbox`: `build`, then the local multi-node sandbox (the README's main command).
 //! - `bench`: `setup`, `build`, then host-gw vs Flannel vs weft (`weft-bench`, release).
 
+mod image;
 mod kernels;
 mod setup;
 
@@ -43,6 +46,15 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
+    /// Build the agent's image archive (OCI layout + docker's manifest.json) in target/oci/.
+    Image {
+        /// One archive per architecture (amd64,arm64 by default).
+        #[arg(long, value_enum, value_delimiter = ',', default_values = ["amd64", "arm64"])]
+        arch: Vec<image::Arch>,
+        /// The cargo profile of the static agent.
+        #[arg(long, default_value = "image")]
+        profile: String,
+    },
     /// Set up, build and run every test.
     Test {
         /// Only the kernel test, in guests on Debian's 6.1 and 6.12 kernels (which
@@ -73,6 +85,11 @@ fn main() -> Result<()> {
         Cmd::Setup => setup::run(),
         Cmd::BuildEbpf => build_ebpf(),
         Cmd::Build { release } => build(release),
+        Cmd::Image { arch, profile } => {
+            setup::run()?;
+            build_ebpf()?;
+            arch.into_iter().try_for_each(|arch| image::build(arch, &profile).map(drop))
+        }
         Cmd::Test { kernels: true, .. } => setup::run().and_then(|()| build(false)).and_then(|()| kernels::run()),
         Cmd::Test { args, .. } => test(&args),
         Cmd::Sandbox { once } => sandbox(once),
@@ -159,6 +176,9 @@ fn test(args: &[String]) -> Result<()> {
     ]))?;
     // Unit and BPF_PROG_TEST_RUN tests: in parallel.
     run(Command::new("cargo").current_dir(&root).args(["test", "--workspace", "--exclude", "weft-e2e", "--"]).args(args))?;
+    // The image test reads the amd64 archive, built as `cargo xtask image` ships it
+    // (what this machine can run; arm64 differs only in the target).
+    image::build(image::Arch::Amd64, "image")?;
     // End-to-end tests share the machine's namespaces and CPU: one at a time.
     run(Command::new("cargo").current_dir(&root).args(["test", "--package", "weft-e2e", "--", "--test-threads=1"]).args(args))?;
     // The clsact (netlink) attach path of kernels before 6.6, on this kernel: the

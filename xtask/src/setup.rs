@@ -28,7 +28,17 @@ const APT_PACKAGES: &[&str] = &[
     // virtme-ng's init needs.
     "qemu-system-x86",
     "busybox-static",
+    // The image: musl-gcc for ring's C in the static agent; skopeo and umoci read the
+    // archive in the tests.
+    "musl-tools",
+    "skopeo",
+    "umoci",
+    // The arm64 image: ring's C and the link (Rust's musl targets bring their own libc).
+    "gcc-aarch64-linux-gnu",
 ];
+
+/// The static agent's targets (`cargo xtask image`).
+const RUST_TARGETS: &[&str] = &["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 
 /// A PyPI package and the command whose output shows it is installed.
 struct PipPackage {
@@ -52,7 +62,19 @@ pub fn run() -> Result<()> {
     pip_packages()?;
     ebpf_toolchain()?;
     bpf_linker()?;
-    lint_tools()
+    lint_tools()?;
+    rust_targets()
+}
+
+fn rust_targets() -> Result<()> {
+    let out = Command::new("rustup").args(["target", "list", "--installed"]).output().context("running rustup")?;
+    let installed = String::from_utf8_lossy(&out.stdout);
+    let missing: Vec<&str> = RUST_TARGETS.iter().copied().filter(|t| !installed.lines().any(|l| l == *t)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("setup: adding Rust targets {}", missing.join(" "));
+    run_cmd(Command::new("rustup").args(["target", "add"]).args(&missing))
 }
 
 /// rustfmt and clippy for the userspace toolchain: `test` checks formatting and lints.
