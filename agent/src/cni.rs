@@ -95,6 +95,61 @@ pub fn conflist(subnet: Ipv4Network, mtu: u32, ipam_data_dir: Option<&Path>) -> 
     })
 }
 
+/// What a `--cni-conf-template` lacks for weft to complete it.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TemplateError {
+    #[error("not a conflist: no \"plugins\" array")]
+    NoPlugins,
+    #[error("no \"bridge\" plugin: weft fills in its IPAM ranges")]
+    NoBridge,
+    #[error("the bridge plugin names bridge {0:?}: weft's programs attach to {BRIDGE}")]
+    OtherBridge(String),
+    #[error("the bridge plugin's IPAM is {0:?}: only host-local gets this node's podCIDR")]
+    OtherIpam(String),
+}
+
+/// An operator's conflist (the ConfigMap's `cni-conf.json`, as Flannel's), completed
+/// for this node: in the `bridge` plugin, what is left out — `ipam` (host-local over
+/// the node's pod CIDR, the ranges filled in when absent), `mtu`, `bridge` ([`BRIDGE`]) —
+/// and the network `name` ([`NETWORK_NAME`]). What the template sets is kept: the
+/// operator may add plugins (bandwidth, tuning), hairpin or promiscuous modes.
+pub fn conflist_from_template(
+    template: &Value,
+    subnet: Ipv4Network,
+    mtu: u32,
+    ipam_data_dir: Option<&Path>,
+) -> Result<Value, TemplateError> {
+    let mut list = template.clone();
+    if list.get("name").is_none() {
+        list["name"] = json!(NETWORK_NAME);
+    }
+    let plugins = list.get_mut("plugins").and_then(Value::as_array_mut).ok_or(TemplateError::NoPlugins)?;
+    let bridge = plugins.iter_mut().find(|p| p["type"] == "bridge").ok_or(TemplateError::NoBridge)?;
+    match bridge.get("bridge").and_then(Value::as_str) {
+        None => bridge["bridge"] = json!(BRIDGE),
+        Some(BRIDGE) => {}
+        Some(other) => return Err(TemplateError::OtherBridge(other.to_owned())),
+    }
+    if bridge.get("mtu").is_none() {
+        bridge["mtu"] = json!(mtu);
+    }
+    if bridge.get("ipam").is_none() {
+        bridge["ipam"] = json!({ "type": "host-local" });
+    }
+    let ipam = &mut bridge["ipam"];
+    match ipam["type"].as_str() {
+        Some("host-local") => {}
+        other => return Err(TemplateError::OtherIpam(other.unwrap_or_default().to_owned())),
+    }
+    if ipam.get("ranges").is_none() && ipam.get("subnet").is_none() {
+        ipam["ranges"] = json!([[{ "subnet": subnet.to_string() }]]);
+    }
+    if let (None, Some(dir)) = (ipam.get("dataDir"), ipam_data_dir) {
+        ipam["dataDir"] = json!(dir);
+    }
+    Ok(list)
+}
+
 /// The config file a runtime uses from `dir`: the first in lexical order, as
 /// containerd and CRI-O pick it.
 pub fn first_config(dir: &Path) -> Option<PathBuf> {
@@ -145,6 +200,37 @@ mod tests {
         assert_eq!(c["name"], NETWORK_NAME);
         assert_eq!(std::path::Path::new("/var/lib/cni/networks").join(NETWORK_NAME), std::path::Path::new(DEFAULT_IPAM_DATA_DIR));
         assert_eq!(c["plugins"][1]["type"], "portmap");
+    }
+
+    #[test]
+    fn a_template_is_completed_for_the_node_and_keeps_what_it_sets() {
+        let subnet = "10.244.3.0/24".parse().unwrap();
+        let manifest = serde_json::from_str::<Value>(include_str!("../../manifests/cni-conf.json")).unwrap();
+        // The manifest's template gives what the agent would write without one.
+        assert_eq!(conflist_from_template(&manifest, subnet, 1450, None), Ok(conflist(subnet, 1450, None)));
+        let custom = json!({
+            "cniVersion": "1.0.0",
+            "plugins": [
+                { "type": "bridge", "mtu": 1400, "hairpinMode": false, "ipam": { "type": "host-local", "dataDir": "/x" } },
+                { "type": "bandwidth", "capabilities": { "bandwidth": true } }
+            ]
+        });
+        let done = conflist_from_template(&custom, subnet, 1450, Some(Path::new("/y"))).unwrap();
+        let bridge = &done["plugins"][0];
+        assert_eq!((bridge["mtu"].as_u64(), bridge["hairpinMode"].as_bool()), (Some(1400), Some(false)));
+        assert_eq!((bridge["bridge"].as_str(), done["name"].as_str()), (Some(BRIDGE), Some(NETWORK_NAME)));
+        assert_eq!(bridge["ipam"]["ranges"][0][0]["subnet"], "10.244.3.0/24");
+        assert_eq!(bridge["ipam"]["dataDir"], "/x");
+        assert_eq!(done["plugins"][1]["type"], "bandwidth");
+
+        let err = |t: Value| conflist_from_template(&t, subnet, 1450, None).unwrap_err();
+        assert_eq!(err(json!({"name": "x"})), TemplateError::NoPlugins);
+        assert_eq!(err(json!({"plugins": [{"type": "flannel"}]})), TemplateError::NoBridge);
+        assert_eq!(err(json!({"plugins": [{"type": "bridge", "bridge": "br0"}]})), TemplateError::OtherBridge("br0".into()));
+        assert_eq!(
+            err(json!({"plugins": [{"type": "bridge", "ipam": {"type": "whereabouts"}}]})),
+            TemplateError::OtherIpam("whereabouts".into())
+        );
     }
 
     #[test]

@@ -83,6 +83,14 @@ pub struct Args {
     #[arg(long, value_name = "DIR", env = "WEFT_CNI_CONF_DIR", default_value = "/etc/cni/net.d")]
     pub cni_conf_dir: PathBuf,
 
+    /// Kubernetes mode: the conflist to write, completed for this node (as the
+    /// ConfigMap's `cni-conf.json` in manifests/weft.yaml): in its `bridge` plugin, the
+    /// host-local ranges (this node's podCIDR), `mtu` and `bridge` where it leaves them
+    /// out; everything it sets is kept [default: bridge, host-local and portmap as
+    /// manifests/cni-conf.json]. Re-read at every resync.
+    #[arg(long, value_name = "FILE", env = "WEFT_CNI_CONF_TEMPLATE")]
+    pub cni_conf_template: Option<PathBuf>,
+
     /// Kubernetes mode: write the CNI conflist (auto: only if the directory holds no other CNI config).
     #[arg(long, value_enum, default_value_t = CniConf::Auto)]
     pub cni_conf: CniConf,

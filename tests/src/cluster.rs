@@ -357,6 +357,7 @@ impl Cluster {
     }
 
     pub fn agent_command(&self, i: usize, extra: &[&str]) -> std::process::Command {
+        const CNI_CONF_TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/cni-conf.json");
         let n = &self.nodes[i];
         match &self.control {
             None => agent::command(&n.ns, &self.peers_file, &n.name, &n.bpffs_dir, extra),
@@ -375,6 +376,8 @@ impl Cluster {
                     ipam.to_str().expect("utf-8"),
                     // As manifests/weft.yaml runs it.
                     "--ip-masq",
+                    "--cni-conf-template",
+                    CNI_CONF_TEMPLATE,
                 ];
                 args.extend_from_slice(extra);
                 agent::kube_command(&n.ns, &n.name, &n.bpffs_dir, &args)

@@ -82,6 +82,7 @@ fn daemonset_runs_the_agent_with_host_paths_mounted() -> Result<()> {
         .as_array()
         .and_then(|c| c.iter().find(|c| c["name"] == "weft-agent"))
         .ok_or_else(|| anyhow!("no weft-agent container"))?;
+    // privileged for the sysctls, the reason next to it in the manifest.
     assert_eq!(container["securityContext"]["privileged"], true);
     let env_node = container["env"].as_array().and_then(|e| e.iter().find(|v| v["name"] == "NODE_NAME"));
     assert_eq!(env_node.map(|v| &v["valueFrom"]["fieldRef"]["fieldPath"]), Some(&Value::from("spec.nodeName")));
@@ -98,6 +99,7 @@ fn daemonset_runs_the_agent_with_host_paths_mounted() -> Result<()> {
         (args.bpffs_dir.clone(), true),
         (args.subnet_file.clone(), true),
         (args.cni_conf_dir.join("10-weft.conflist"), true),
+        (args.cni_conf_template.clone().unwrap_or_default(), false),
         (args.net_config_path.clone(), false),
     ];
     for (path, on_host) in needs {
@@ -122,5 +124,107 @@ fn daemonset_runs_the_agent_with_host_paths_mounted() -> Result<()> {
     assert_eq!(bpffs["mountPropagation"], "HostToContainer");
     let init = pod["initContainers"].as_array().and_then(|c| c.first()).ok_or_else(|| anyhow!("no init container"))?;
     assert!(init["volumeMounts"].as_array().into_iter().flatten().any(|m| m["mountPropagation"] == "Bidirectional"));
+    Ok(())
+}
+
+/// Every container runs the image `cargo xtask image` writes (its name and the
+/// workspace version), never pulled when the node has it; the init containers'
+/// commands are weft-agent's init subcommands as it parses them.
+#[test]
+fn containers_run_the_archives_image_and_its_subcommands() -> Result<()> {
+    let docs = documents()?;
+    let pod = &find(&docs, "DaemonSet")?["spec"]["template"]["spec"];
+    let image = format!("weft-agent:{}", env!("CARGO_PKG_VERSION"));
+    let inits = pod["initContainers"].as_array().ok_or_else(|| anyhow!("no init containers"))?;
+    let all = inits.iter().chain(pod["containers"].as_array().into_iter().flatten());
+    for c in all {
+        assert_eq!(c["image"], Value::from(image.as_str()), "{}: the archive's image", c["name"]);
+        assert_eq!(c["imagePullPolicy"], "IfNotPresent", "{}: an imported image is not pulled", c["name"]);
+    }
+    let mut subcommands = Vec::new();
+    for c in inits {
+        let argv: Vec<String> =
+            c["command"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
+        assert_eq!(argv.first().map(String::as_str), Some("/usr/local/bin/weft-agent"), "{}: no shell in the image", c["name"]);
+        assert!(weft_agent::init::wanted(&argv), "{}: {argv:?} is no init subcommand", c["name"]);
+        weft_agent::init::Init::try_parse_from(&argv).map_err(|e| anyhow!("{argv:?}: {e}"))?;
+        subcommands.push(argv[1].clone());
+    }
+    assert_eq!(subcommands, ["mount-bpffs", "install-cni-plugins"]);
+    Ok(())
+}
+
+/// The ConfigMap's cni-conf.json is manifests/cni-conf.json, which the agent completes
+/// into the conflist it writes without a template; the agent reads it where the
+/// ConfigMap is mounted.
+#[test]
+fn cni_conf_json_is_the_template_the_agent_completes() -> Result<()> {
+    let docs = documents()?;
+    let text = find(&docs, "ConfigMap")?["data"]["cni-conf.json"].as_str().ok_or_else(|| anyhow!("no cni-conf.json"))?;
+    let in_map: Value = serde_json::from_str(text)?;
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(manifest_path().with_file_name("cni-conf.json"))?)?;
+    assert_eq!(in_map, file, "the ConfigMap's cni-conf.json and manifests/cni-conf.json differ");
+    let subnet = "10.244.7.0/24".parse()?;
+    let completed = weft_agent::cni::conflist_from_template(&in_map, subnet, 1450, None)?;
+    assert_eq!(completed, weft_agent::cni::conflist(subnet, 1450, None));
+
+    let pod = &find(&docs, "DaemonSet")?["spec"]["template"]["spec"];
+    let agent = &pod["containers"][0];
+    let mut argv = vec!["weft-agent".to_string(), "--node-name=n1".to_string()];
+    argv.extend(agent["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)));
+    let args = Args::try_parse_from(&argv).map_err(|e| anyhow!("{argv:?}: {e}"))?;
+    let template = args.cni_conf_template.ok_or_else(|| anyhow!("no --cni-conf-template"))?;
+    let mount = agent["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mountPath"].as_str().is_some_and(|p| template.parent() == Some(Path::new(p))))
+        .ok_or_else(|| anyhow!("{} is not in a mounted directory", template.display()))?;
+    let volume = pod["volumes"].as_array().into_iter().flatten().find(|v| v["name"] == mount["name"]);
+    assert_eq!(
+        volume.map(|v| &v["configMap"]["name"]),
+        Some(&Value::from("weft-cfg")),
+        "{} from the ConfigMap",
+        template.display()
+    );
+    Ok(())
+}
+
+/// Scheduling, probes and resources as an operator expects of a node agent: Linux
+/// nodes only, every taint tolerated, node-critical priority; the probes reach the
+/// address and port the agent serves on; requests within what was measured, memory
+/// limited, no CPU limit.
+#[test]
+fn daemonset_schedules_probes_and_sizes_the_agent() -> Result<()> {
+    let docs = documents()?;
+    let ds = find(&docs, "DaemonSet")?;
+    assert_eq!(ds["spec"]["updateStrategy"]["type"], "RollingUpdate");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    assert!(
+        pod["tolerations"].as_array().is_some_and(|t| t.iter().any(|t| t["operator"] == "Exists" && t.get("effect").is_none()))
+    );
+    let terms = &pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    let exprs = terms[0]["matchExpressions"].as_array().ok_or_else(|| anyhow!("no node affinity"))?;
+    assert!(
+        exprs
+            .iter()
+            .any(|e| e["key"] == "kubernetes.io/os" && e["operator"] == "In" && e["values"] == serde_json::json!(["linux"]))
+    );
+    let agent = &pod["containers"][0];
+    let mut argv = vec!["weft-agent".to_string(), "--node-name=n1".to_string()];
+    argv.extend(agent["args"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)));
+    let args = Args::try_parse_from(&argv).map_err(|e| anyhow!("{argv:?}: {e}"))?;
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let get = &agent[probe]["httpGet"];
+        assert_eq!(get["port"], args.healthz_port, "{probe} port");
+        assert_eq!(get["host"], Value::from(args.healthz_ip.to_string()), "{probe} host");
+    }
+    assert_eq!(agent["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(agent["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let res = &agent["resources"];
+    assert_eq!((res["requests"]["cpu"].as_str(), res["requests"]["memory"].as_str()), (Some("100m"), Some("64Mi")));
+    assert_eq!(res["limits"]["memory"], "128Mi");
+    assert!(res["limits"].get("cpu").is_none(), "no CPU limit");
     Ok(())
 }

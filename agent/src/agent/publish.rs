@@ -32,7 +32,16 @@ impl Agent {
         };
         if write {
             let path = dir.join(cni::CONFLIST_NAME);
-            let list = cni::conflist(self.own.pod_cidr, self.tunnel_mtu(), self.args.cni_ipam_data_dir.as_deref());
+            let (cidr, mtu, data_dir) = (self.own.pod_cidr, self.tunnel_mtu(), self.args.cni_ipam_data_dir.as_deref());
+            let list = match &self.args.cni_conf_template {
+                None => cni::conflist(cidr, mtu, data_dir),
+                Some(file) => {
+                    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+                    let template = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", file.display()))?;
+                    cni::conflist_from_template(&template, cidr, mtu, data_dir)
+                        .with_context(|| format!("CNI conflist template {}", file.display()))?
+                }
+            };
             let text = serde_json::to_string_pretty(&list)? + "\n";
             if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
                 cni::write_atomic(&path, &text)?;
