@@ -20,11 +20,16 @@ use weft_e2e::{prereq, run};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// The amd64 archive `cargo xtask test` builds before the end-to-end tests.
+/// The amd64 archive `cargo xtask test` builds before the end-to-end tests (profile
+/// `image-test`: the shipped layout around an unoptimised agent).
 fn archive() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
-    let path = root.join(format!("target/oci/weft-agent-{VERSION}-amd64.tar"));
-    assert!(path.exists(), "{} is missing: run `cargo xtask image` (the README's test command builds it)", path.display());
+    let path = root.join(format!("target/oci/image-test/weft-agent-{VERSION}-amd64.tar"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask image --arch amd64 --profile image-test` (the README's test command builds it)",
+        path.display()
+    );
     path
 }
 

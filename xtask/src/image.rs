@@ -73,9 +73,14 @@ impl Arch {
     }
 }
 
-/// The archive's path for `arch`.
-pub fn archive_path(arch: Arch) -> PathBuf {
-    workspace_root().join(format!("target/oci/{NAME}-{VERSION}-{}.tar", arch.oci()))
+/// The profile `cargo xtask image` ships; other profiles' archives go to a
+/// subdirectory of their own, so a test build never stands in for the shipped one.
+pub const SHIPPED_PROFILE: &str = "image";
+
+/// The archive's path for `arch` built with `profile`.
+pub fn archive_path(arch: Arch, profile: &str) -> PathBuf {
+    let dir = if profile == SHIPPED_PROFILE { "target/oci".to_owned() } else { format!("target/oci/{profile}") };
+    workspace_root().join(dir).join(format!("{NAME}-{VERSION}-{}.tar", arch.oci()))
 }
 
 /// Builds the static agent with cargo profile `profile` and writes its image archive.
@@ -96,7 +101,7 @@ pub fn build(arch: Arch, profile: &str) -> Result<PathBuf> {
     run(&mut cargo).with_context(|| format!("building the static agent for {}", arch.triple()))?;
     let profile_dir = if profile == "dev" { "debug" } else { profile };
     let agent = workspace_root().join("target").join(arch.triple()).join(profile_dir).join("weft-agent");
-    let out = archive_path(arch);
+    let out = archive_path(arch, profile);
     std::fs::create_dir_all(out.parent().expect("under target/"))?;
     let archive = write_archive(arch, &agent, &plugins)?;
     std::fs::write(&out, archive).with_context(|| format!("writing {}", out.display()))?;
