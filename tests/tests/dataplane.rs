@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::Result;
-use weft_common::counters::Verdict;
+use weft_common::counters::{Hook, Verdict};
 use weft_e2e::{
     cluster::{Cluster, Kind},
     netns::Netns,
@@ -324,10 +324,39 @@ fn mac_bytes(mac: &str) -> [u8; 6] {
 /// source outside every pod CIDR, and one of b's own pods' addresses, to b's pod; and
 /// c's pod as source to b's underlay address (b's host, not on b's overlay). None
 /// arrives, each is counted under its reason; the same hand-made VXLAN with c's pod as
-/// source does reach b's pod and b's tunnel address (the check can fail).
+/// source does reach b's pod and b's tunnel address (the check can fail). TC decap
+/// here (what `auto` picks on this veth underlay); `--decap xdp` below.
 #[test]
 fn forged_inner_addresses_from_a_known_node_are_dropped_and_counted() -> Result<()> {
-    let c = mesh();
+    forged_inner_addresses_reach_nothing(&mesh())
+}
+
+/// The same behind `--decap xdp`: XDP decapsulates only the legitimate datagrams and
+/// hands the forged ones untouched to TC, which drops and counts them.
+#[test]
+fn forged_inner_addresses_are_dropped_behind_xdp_decap_too() -> Result<()> {
+    let mut c = mesh();
+    restart_weft_agents(&mut c, &["--decap", "xdp"])?;
+    let attached = wait_for(Duration::from_secs(5), || c.agent_log("b").contains("attached (native XDP)").then_some(()));
+    assert!(attached.is_some(), "{}", c.agent_log("b"));
+    let maps = c.node("b").maps()?;
+    let at = |hook: Hook, v: Verdict| maps.counter_at(hook, v).map(|c| c.packets);
+    let decap_before = at(Hook::UplinkXdp, Verdict::Decapsulated)?;
+    let tc_before = at(Hook::UplinkIngress, Verdict::DropInnerSource)?;
+    forged_inner_addresses_reach_nothing(&c)?;
+    // The 10 legitimate datagrams went through XDP's decap (and whatever else the
+    // other nodes sent b meanwhile: never fewer).
+    let decapsulated = at(Hook::UplinkXdp, Verdict::Decapsulated)? - decap_before;
+    assert!(decapsulated >= 10, "XDP decapsulated {decapsulated} datagrams");
+    assert_eq!(at(Hook::UplinkXdp, Verdict::DropInnerSource)?, 0, "XDP leaves the verdict (and its count) to TC");
+    let tc = at(Hook::UplinkIngress, Verdict::DropInnerSource)? - tc_before;
+    assert_eq!(tc, 20, "TC behind XDP dropped the 20 forged sources");
+    Ok(())
+}
+
+/// Node c sends b hand-made VXLAN (see the test above); b's pod and host get only
+/// the legitimate datagrams, and the drops are counted exactly.
+fn forged_inner_addresses_reach_nothing(c: &Cluster) -> Result<()> {
     let (b, sender) = (c.node("b"), c.node("c"));
     let (target, c_pod) = (c.pod_on("b"), c.pod_on("c"));
     let (b_mac, c_mac) = (mac_bytes(&b.vtep_mac), mac_bytes(&sender.vtep_mac));
