@@ -402,7 +402,9 @@ mod tests {
                 (9, "to_vtep_mac"),
                 (10, "nat_exhausted"),
                 (11, "nat_fragment"),
-                (12, "nat_error")
+                (12, "nat_error"),
+                (13, "inner_source"),
+                (14, "inner_destination")
             ]
         );
         assert_eq!(DropReason::ToVtepMac as u8, 9);

@@ -120,6 +120,13 @@ pub enum DropReason {
     NatFragment = 11,
     /// Masquerade: the kernel refused a NAT map update or a rewrite of the packet.
     NatError = 12,
+    /// Decap: VXLAN from a known node whose inner source is no address that node may
+    /// send from — in no node's pod CIDR, and not the sender's own underlay address
+    /// (e.g. forged by a pod whose hand-made VXLAN its node masqueraded).
+    InnerSource = 13,
+    /// Decap: VXLAN from a known node whose inner destination is neither on this node
+    /// (its pod CIDR, tunnel address included) nor in another node's pod CIDR.
+    InnerDestination = 14,
 }
 
 impl DropReason {
@@ -137,6 +144,8 @@ impl DropReason {
             DropReason::NatExhausted => "nat_exhausted",
             DropReason::NatFragment => "nat_fragment",
             DropReason::NatError => "nat_error",
+            DropReason::InnerSource => "inner_source",
+            DropReason::InnerDestination => "inner_destination",
         }
     }
 }
@@ -220,13 +229,17 @@ pub enum Verdict {
     DropNatExhausted = 18,
     DropNatFragment = 19,
     DropNatError = 20,
+    /// Decap: the inner source is no address the sending node may send from.
+    DropInnerSource = 21,
+    /// Decap: the inner destination is not on this node (nor another node's pod CIDR).
+    DropInnerDestination = 22,
 }
 
 /// Slots in the counters map: room for verdicts added later without resizing the map.
 pub const VERDICT_SLOTS: u32 = 32;
 
 impl Verdict {
-    pub const ALL: [Verdict; 21] = [
+    pub const ALL: [Verdict; 23] = [
         Verdict::Passed,
         Verdict::Encapsulated,
         Verdict::Decapsulated,
@@ -248,6 +261,8 @@ impl Verdict {
         Verdict::DropNatExhausted,
         Verdict::DropNatFragment,
         Verdict::DropNatError,
+        Verdict::DropInnerSource,
+        Verdict::DropInnerDestination,
     ];
 
     pub const fn index(self) -> u32 {
@@ -290,6 +305,8 @@ impl Verdict {
             Verdict::DropNatExhausted => Some(DropReason::NatExhausted),
             Verdict::DropNatFragment => Some(DropReason::NatFragment),
             Verdict::DropNatError => Some(DropReason::NatError),
+            Verdict::DropInnerSource => Some(DropReason::InnerSource),
+            Verdict::DropInnerDestination => Some(DropReason::InnerDestination),
             _ => None,
         }
     }
@@ -318,6 +335,8 @@ impl Verdict {
             Verdict::DropNatExhausted => "drop_nat_exhausted",
             Verdict::DropNatFragment => "drop_nat_fragment",
             Verdict::DropNatError => "drop_nat_error",
+            Verdict::DropInnerSource => "drop_inner_source",
+            Verdict::DropInnerDestination => "drop_inner_destination",
         }
     }
 }

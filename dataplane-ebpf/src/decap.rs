@@ -5,7 +5,10 @@
 //! datagram to our underlay address and VXLAN port with our VNI; everything else
 //! (including other VNIs, which another VXLAN device may own) passes untouched. Ours,
 //! but from a source that is no known node, or malformed: dropped and counted — the
-//! kernel's vxlan device would accept it from anyone.
+//! kernel's vxlan device would accept it from anyone. From a known node, the inner
+//! packet must also be one a node may send us ([`check_inner_addresses`]): its source
+//! in the cluster's pod CIDRs (or the sender's own address), its destination on this
+//! node (or in another node's pod CIDR); else dropped and counted, by reason.
 //!
 //! [`tc_decap`] then strips outer IPv4/UDP/VXLAN and the inner Ethernet header,
 //! keeping the outer Ethernet header, rewrites it as a frame to `weft0`'s MAC (the
@@ -33,11 +36,12 @@ use aya_ebpf::{
         BPF_CSUM_LEVEL_DEC, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_REDIRECT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
     helpers::generated::{bpf_csum_level, bpf_get_smp_processor_id, bpf_redirect, bpf_xdp_adjust_head},
+    maps::lpm_trie::Key,
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::warn;
 use weft_common::{
-    MacAddr,
+    Ipv4Octets, MacAddr,
     config::{DataplaneConfig, FLAG_BRIDGE_BYPASS, FLAG_DECAP_L4_UDP, FLAG_FAST_PATH, FLAG_XDP_DECAP},
     counters::Verdict,
     wire::{ETH_HLEN, ETH_P_IPV4, F_ADJ_ROOM_DECAP_L4_UDP, IPPROTO_UDP, UDP_HLEN, VXLAN_FLAG_VNI, VXLAN_HLEN},
@@ -119,6 +123,7 @@ pub fn inspect(pkt: Packet, cfg: &DataplaneConfig) -> Result<DecapPlan, Skip> {
     if !inner_ip.is_valid() {
         return Err(Verdict::DropMalformed.into());
     }
+    check_inner_addresses(ip, inner_ip, cfg)?;
 
     // RFC 6040 (as the kernel's IP_ECN_decapsulate): CE outside must not be lost.
     let outer_ce = ip.tos & 0x03 == 0x03;
@@ -132,6 +137,56 @@ pub fn inspect(pkt: Packet, cfg: &DataplaneConfig) -> Result<DecapPlan, Skip> {
         inner_src: inner_eth.src,
         mark_ce: u8::from(outer_ce && inner_ecn != 0x03),
     })
+}
+
+/// What a known node may send us inside VXLAN (issue 16): the outer source only says
+/// which node sent the frame, and anything that can send from a node's address — a pod
+/// on a Flannel node, whose hand-made VXLAN flanneld masquerades to the node's address
+/// — could otherwise inject any inner packet.
+///
+/// - **Destination**: on this node — in its pod CIDR, which holds its tunnel address
+///   (the CIDR's network address, `weft0`'s, where answers to masqueraded flows come
+///   back) — or in another node's pod CIDR. Anything else (this node's underlay address
+///   and host services, Service addresses, the outside world) never arrives through the
+///   tunnel from a node: `DropInnerDestination`.
+/// - **Source**: in a node's pod CIDR (a pod; a node's tunnel address, the source of its
+///   host's traffic to pods and of what it masquerades into the overlay), or the sending
+///   node's own underlay address (its host's traffic to a Service whose DNAT picked a
+///   pod here, when kube-proxy does not masquerade it). Anything else — this node's own
+///   pod CIDR (remote nodes are in `WEFT_TUNNELS`, we are not), other hosts, the
+///   outside world — is forged: `DropInnerSource`.
+///
+/// Why "a node's pod CIDR" and not only the sender's: a detour. A packet a node
+/// decapsulated and routed on into the tunnel (a Flannel peer's stale FDB entry sends a
+/// third node's traffic to us; README, "Forwarded overlay traffic") reaches its node
+/// from us with the first node's pod as source, and nothing in it tells it apart from a
+/// forgery of that source by us. So the destination admits other nodes' pod CIDRs (we
+/// forward those) and the source admits every node's; what is closed is every source
+/// and destination outside the cluster's pod CIDRs. A node can still claim another
+/// node's pod as source: closing that means giving up detours.
+///
+/// This node's pod CIDR is in the config (the agent writes it; prefix 0 would make the
+/// first test match every destination, but no agent that writes this object leaves it
+/// unset). Cost: the common case (a pod's or node's packet to a pod here) does one
+/// LPM lookup, for the source.
+#[inline(always)]
+fn check_inner_addresses(outer: &Ipv4Hdr, inner: &Ipv4Hdr, cfg: &DataplaneConfig) -> Result<(), Verdict> {
+    if inner.saddr != outer.saddr && maps::WEFT_TUNNELS.get(&Key::new(32, inner.saddr)).is_none() {
+        return Err(Verdict::DropInnerSource);
+    }
+    if !in_pod_cidr(inner.daddr, cfg) && maps::WEFT_TUNNELS.get(&Key::new(32, inner.daddr)).is_none() {
+        return Err(Verdict::DropInnerDestination);
+    }
+    Ok(())
+}
+
+/// `addr` is in this node's pod CIDR.
+#[inline(always)]
+fn in_pod_cidr(addr: Ipv4Octets, cfg: &DataplaneConfig) -> bool {
+    let prefix = u32::from(cfg.pod_prefix).min(32);
+    // A shift by 32 would overflow: prefix 0 is the empty mask.
+    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+    u32::from_be_bytes(addr) & mask == u32::from_be_bytes(cfg.pod_cidr) & mask
 }
 
 /// Sets CE in the inner IPv4 header, keeping its checksum right.
@@ -171,6 +226,18 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
                 && let Some(ip) = pkt.header::<Ipv4Hdr>(ETH_HLEN)
             {
                 warn!(ctx, "weft: VXLAN from unknown source {:i} dropped", u32::from_be_bytes(ip.saddr));
+            }
+            if (reason == Verdict::DropInnerSource || reason == Verdict::DropInnerDestination)
+                && let Some(ip) = pkt.header::<Ipv4Hdr>(ETH_HLEN)
+                && let Some(inner) = pkt.header::<Ipv4Hdr>(ETH_HLEN + ip.header_len() + UDP_HLEN + VXLAN_HLEN + ETH_HLEN)
+            {
+                let (from, src, dst) =
+                    (u32::from_be_bytes(ip.saddr), u32::from_be_bytes(inner.saddr), u32::from_be_bytes(inner.daddr));
+                if reason == Verdict::DropInnerSource {
+                    warn!(ctx, "weft: VXLAN from node {:i} with inner source {:i} (to {:i}) dropped", from, src, dst);
+                } else {
+                    warn!(ctx, "weft: VXLAN from node {:i} with inner destination {:i} (from {:i}) dropped", from, dst, src);
+                }
             }
             return Err(reason);
         }

@@ -5,7 +5,7 @@
 //!
 //! Every drop a packet can cause has its case: at `weft0_egress` not_ipv4, no_tunnel,
 //! malformed, no_config; at `uplink_ingress` unknown_peer, malformed, not_ipv4,
-//! ecn_not_ect, to_vtep_mac (also at `uplink_xdp`), nat_fragment; at `uplink_egress` nat_exhausted. The
+//! inner_source, inner_destination, ecn_not_ect, to_vtep_mac (also at `uplink_xdp`), nat_fragment; at `uplink_egress` nat_exhausted. The
 //! rest come from a helper's failure, not from the packet (resize:
 //! `bpf_skb_adjust_room`/`bpf_xdp_adjust_head`; redirect: a redirect helper;
 //! nat_error: a map update or `bpf_skb_store_bytes`), and test_run cannot make
@@ -67,6 +67,8 @@ fn config() -> DataplaneConfig {
         underlay_ip: A_IP.octets(),
         udp_port: 8472,
         vtep_mac: A_MAC,
+        pod_cidr: [10, 244, 1, 0],
+        pod_prefix: 24,
         uplink_ifindex: 1,
         weft0_ifindex: 1,
         ..Default::default()
@@ -370,9 +372,18 @@ fn encap_then_decap_round_trips() {
     let input = pod_frame(POD_B, 4242, 0x02);
     let (rc, wire) = dp.run(ENCAP, &input);
     assert_eq!(rc, TC_ACT_REDIRECT);
-    // Now play node b: our config becomes b's, and a is its known peer.
-    dp.maps.set_config(DataplaneConfig { underlay_ip: B_IP.octets(), vtep_mac: B_MAC, ..config() }).unwrap();
+    // Now play node b: our config becomes b's, and a is its known peer (and a's pod
+    // CIDR a tunnel, as b's agent writes it: the inner source must be in a node's).
+    dp.maps
+        .set_config(DataplaneConfig { underlay_ip: B_IP.octets(), vtep_mac: B_MAC, pod_cidr: [10, 244, 2, 0], ..config() })
+        .unwrap();
     dp.maps.set_peer(A_IP, PeerNode { vtep_mac: A_MAC, ..Default::default() }).unwrap();
+    dp.maps
+        .set_tunnel(
+            "10.244.1.0/24".parse().unwrap(),
+            TunnelEndpoint { underlay_ip: A_IP.octets(), vni: 1, vtep_mac: A_MAC, _pad: [0; 2] },
+        )
+        .unwrap();
     let out = dp.expect(DECAP, &wire, TC_ACT_REDIRECT, Verdict::Decapsulated);
     assert_eq!(&out[14..], inner_ip(&input));
 }
@@ -422,6 +433,93 @@ fn decap_passes_what_is_not_ours(#[case] frame: Vec<u8>) {
 }, Verdict::DropNotIpv4)]
 fn decap_drops(#[case] frame: Vec<u8>, #[case] verdict: Verdict) {
     dataplane(true).expect(DECAP, &frame, TC_ACT_SHOT, verdict);
+}
+
+/// Node c, a third node known to a: 198.19.0.3, 10.244.3.0/24.
+const C_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 3);
+const C_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x03, 0x00];
+
+/// [`dataplane`] with node c in the tables too.
+fn three_node_dataplane() -> Dataplane {
+    let mut dp = dataplane(true);
+    dp.maps
+        .set_tunnel(
+            "10.244.3.0/24".parse().unwrap(),
+            TunnelEndpoint { underlay_ip: C_IP.octets(), vni: 1, vtep_mac: C_MAC, _pad: [0; 2] },
+        )
+        .unwrap();
+    dp.maps.set_peer(C_IP, PeerNode { vtep_mac: C_MAC, ..Default::default() }).unwrap();
+    dp
+}
+
+/// VXLAN from known node b carrying `src` → `dst`.
+fn from_b_carrying(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let inner = Ipv4 { ttl: 63, ..Ipv4::new(src, dst, IPPROTO_UDP) }.build(&udp(5000, 6000, b"inner"));
+    from_b(&inner).build()
+}
+
+/// Issue 16: decap takes from a known node only inner packets a node may send here —
+/// source in a node's pod CIDR or the sender's own address, destination on this node
+/// (or, a detour, in another node's pod CIDR); the rest is dropped with its own reason,
+/// at the uplink's TC. XDP makes the same decision: it decapsulates what passes and
+/// hands the rest untouched to TC (as for every other bad frame), which drops and
+/// counts it.
+#[rstest]
+// Should deliver what a node legitimately sends:
+#[case::pod_to_pod(POD_B, POD_A, Verdict::Decapsulated)]
+#[case::nodes_tunnel_address_to_pod(Ipv4Addr::new(10, 244, 2, 0), POD_A, Verdict::Decapsulated)]
+#[case::pod_to_our_tunnel_address(POD_B, Ipv4Addr::new(10, 244, 1, 0), Verdict::Decapsulated)]
+#[case::senders_own_address_to_pod(B_IP, POD_A, Verdict::Decapsulated)]
+// (a detour: b forwards what node c sent it for us; and what we forward on to c)
+#[case::third_nodes_pod_to_pod(Ipv4Addr::new(10, 244, 3, 4), POD_A, Verdict::Decapsulated)]
+#[case::pod_to_a_third_nodes_pod(POD_B, Ipv4Addr::new(10, 244, 3, 4), Verdict::Decapsulated)]
+// Should drop a forged inner source:
+#[case::source_outside_the_cluster(Ipv4Addr::new(192, 0, 2, 1), POD_A, Verdict::DropInnerSource)]
+#[case::source_one_of_our_pods(Ipv4Addr::new(10, 244, 1, 9), POD_A, Verdict::DropInnerSource)]
+#[case::source_our_tunnel_address(Ipv4Addr::new(10, 244, 1, 0), POD_A, Verdict::DropInnerSource)]
+#[case::source_in_no_nodes_pod_cidr(Ipv4Addr::new(10, 244, 9, 9), POD_A, Verdict::DropInnerSource)]
+#[case::source_another_nodes_underlay_address(C_IP, POD_A, Verdict::DropInnerSource)]
+#[case::source_our_underlay_address(A_IP, POD_A, Verdict::DropInnerSource)]
+// Should drop an inner destination not on this node:
+#[case::destination_our_underlay_address(POD_B, A_IP, Verdict::DropInnerDestination)]
+#[case::destination_a_service_address(POD_B, Ipv4Addr::new(10, 96, 0, 10), Verdict::DropInnerDestination)]
+#[case::destination_outside_the_cluster(POD_B, Ipv4Addr::new(8, 8, 8, 8), Verdict::DropInnerDestination)]
+#[case::destination_in_no_nodes_pod_cidr(POD_B, Ipv4Addr::new(10, 244, 9, 9), Verdict::DropInnerDestination)]
+#[case::destination_broadcast(POD_B, Ipv4Addr::BROADCAST, Verdict::DropInnerDestination)]
+// (both wrong: the source is judged first)
+#[case::both_forged(Ipv4Addr::new(192, 0, 2, 1), A_IP, Verdict::DropInnerSource)]
+fn decap_checks_the_inner_addresses(#[case] src: Ipv4Addr, #[case] dst: Ipv4Addr, #[case] verdict: Verdict) {
+    let dp = three_node_dataplane();
+    let frame = from_b_carrying(src, dst);
+    if verdict == Verdict::Decapsulated {
+        let out = dp.expect(DECAP, &frame, TC_ACT_REDIRECT, verdict);
+        assert_eq!(&out[14..], &frame[14 + 50..], "inner packet byte for byte");
+        let out = dp.expect_xdp(&frame, XDP_PASS, Verdict::Decapsulated);
+        assert_eq!(&out[..], &frame[14 + 36..], "XDP leaves the inner frame");
+    } else {
+        dp.expect(DECAP, &frame, TC_ACT_SHOT, verdict);
+        assert_eq!(dp.expect_xdp(&frame, XDP_PASS, Verdict::Passed), frame, "XDP hands it to TC untouched");
+        // What TC then does with XDP's pass: the same drop, counted again.
+        dp.expect(DECAP, &frame, TC_ACT_SHOT, verdict);
+    }
+}
+
+/// The same frames from node c itself: its own pod and tunnel address pass, and a
+/// source in b's pod CIDR passes too (a detour b → c → us cannot be told apart from
+/// it); forged ones do not. The rule is per cluster, not per sender.
+#[rstest]
+#[case::its_pod(Ipv4Addr::new(10, 244, 3, 4), Verdict::Decapsulated)]
+#[case::its_tunnel_address(Ipv4Addr::new(10, 244, 3, 0), Verdict::Decapsulated)]
+#[case::its_own_address(C_IP, Verdict::Decapsulated)]
+#[case::another_nodes_pod(POD_B, Verdict::Decapsulated)]
+#[case::another_nodes_address(B_IP, Verdict::DropInnerSource)]
+#[case::outside(Ipv4Addr::new(203, 0, 113, 5), Verdict::DropInnerSource)]
+fn decap_takes_any_nodes_pod_as_source_from_any_node(#[case] src: Ipv4Addr, #[case] verdict: Verdict) {
+    let dp = three_node_dataplane();
+    let inner = Ipv4 { ttl: 63, ..Ipv4::new(src, POD_A, IPPROTO_UDP) }.build(&udp(5000, 6000, b"from c"));
+    let frame = VxlanFrame { outer_src: C_IP, inner_src_mac: C_MAC, ..from_b(&inner) }.build();
+    let code = if verdict == Verdict::Decapsulated { TC_ACT_REDIRECT } else { TC_ACT_SHOT };
+    dp.expect(DECAP, &frame, code, verdict);
 }
 
 /// The outer UDP checksum is not required: a zero one (flannel.1's default) is accepted
