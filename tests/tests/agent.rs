@@ -127,6 +127,52 @@ fn lost_during(c: &mut Cluster, during: impl FnOnce(&mut Cluster) -> Result<()>)
     Ok(lost)
 }
 
+/// A second agent on a node's pin directory fails at once, naming the first (its pid)
+/// and touching nothing: the first keeps forwarding, with its programs in place.
+/// `uninstall` refuses while the agent runs; once it stops, a new agent starts.
+#[test]
+fn a_second_agent_on_the_same_pins_is_refused_naming_the_first() -> Result<()> {
+    let mut c = cluster();
+    let a = c.node_index("a");
+    let first = c.nodes[a].agent.as_ref().unwrap().pid().expect("pid").as_raw();
+    let encap = tcx_programs(&c.nodes[a].ns, "weft0", TcAttachType::Egress)?;
+    let started = Instant::now();
+    let (status, out) = run_to_exit(c.agent_command(a, &[]), Duration::from_secs(20))?;
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(5), "refused at once, not after {:?}", started.elapsed());
+    let dir = c.nodes[a].bpffs_dir.display().to_string();
+    assert!(
+        out.contains(&format!("another weft-agent holds {dir} (pid {first} (weft-agent))"))
+            && out.contains("stop that agent first"),
+        "{out}"
+    );
+    assert!(!out.contains("starting"), "the second agent got no further than the lock:\n{out}");
+    assert!(c.nodes[a].agent.as_mut().unwrap().is_running(), "the first agent still runs");
+    assert_eq!(tcx_programs(&c.nodes[a].ns, "weft0", TcAttachType::Egress)?, encap, "the first agent's encap untouched");
+    pods_reach(&c, &[("a", "b"), ("a", "c"), ("c", "a")])?;
+
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", c.nodes[a].ns.path()))
+        .arg(weft_e2e::agent_binary())
+        .args(["uninstall", "--bpffs-dir"])
+        .arg(&c.nodes[a].bpffs_dir)
+        .arg("--cni-conf-dir")
+        .arg(c.nodes[a].cni_dir())
+        .arg("--subnet-file")
+        .arg(c.nodes[a].subnet_file())
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "uninstall ran beside a live agent");
+    assert!(said.contains(&format!("a weft-agent is running on {dir} (pid {first}")) && said.contains("stop it first"), "{said}");
+    assert!(link_exists(&c.nodes[a].ns, "weft0") && c.nodes[a].bpffs_dir.join("tunnels").exists(), "uninstall removed nothing");
+    pods_reach(&c, &[("a", "b")])?;
+
+    c.restart_agent(a, &[])?;
+    assert!(c.agent_log("a").contains("dataplane up"), "{}", c.agent_log("a"));
+    pods_reach(&c, &[("a", "b"), ("c", "a")])?;
+    Ok(())
+}
+
 /// Both TC attach paths here: clsact filters over netlink (what kernels before 6.6
 /// have) and TCX links. On each, three agent restarts under a ping stream lose
 /// nothing (the new program is swapped into the pinned link, or into weft's filter

@@ -9,6 +9,8 @@ use crate::flannel_leftovers::{self, LeftoverError, Policy};
 pub(super) struct Created {
     pub(super) weft0: Option<u32>,
     pub(super) pins: Vec<PathBuf>,
+    /// The pin directory, if this start made it (removed if left empty).
+    pub(super) dir: Option<PathBuf>,
 }
 
 impl Created {
@@ -24,6 +26,10 @@ impl Created {
                 tracing::warn!("rollback: removing pin {}: {e}", pin.display());
             }
         }
+        if let Some(dir) = self.dir {
+            // Fails, harmlessly, if anything this start did not create is in it.
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -33,8 +39,21 @@ pub async fn run(args: Args) -> Result<()> {
     }
     privileges::check()?;
     privileges::check_kernel()?;
+    // Before anything is touched (the health port included): a second agent on this
+    // pin directory fails here, naming the first, and changes nothing.
+    let fresh_dir = !args.bpffs_dir.exists();
+    bpffs::ensure(&args.bpffs_dir)?;
+    let _lock = match crate::lock::lock(&args.bpffs_dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            if fresh_dir {
+                let _ = std::fs::remove_dir(&args.bpffs_dir);
+            }
+            return Err(e.into());
+        }
+    };
     let nl = Netlink::connect().context("opening a netlink socket")?;
-    let mut created = Created::default();
+    let mut created = Created { dir: fresh_dir.then(|| args.bpffs_dir.clone()), ..Created::default() };
     let health = crate::healthz::Health::new(Duration::from_secs(args.resync_seconds));
     // Served before anything can wait (for the API server, the podCIDR): probes see
     // the agent live, and not ready, from the start.
@@ -250,7 +269,6 @@ impl Agent {
         created: &mut Created,
     ) -> Result<Agent> {
         tracing::info!(node = %own.name, uplink = %up.link.name, underlay = %own.underlay_ip, pod_cidr = %own.pod_cidr, "starting");
-        bpffs::ensure(&args.bpffs_dir)?;
         let sizes = crate::maps::Sizes { nat: args.nat_max_entries };
         let tc = match args.tc_attach {
             TcAttach::Auto => TcPath::detect(),
