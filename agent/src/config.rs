@@ -92,7 +92,12 @@ pub struct Args {
     #[arg(long, value_name = "DIR", env = "WEFT_CNI_IPAM_DATA_DIR")]
     pub cni_ipam_data_dir: Option<PathBuf>,
 
-    /// Address for the health endpoint (`/healthz`, `/readyz`, `/metrics`).
+    /// Address for the health endpoint (`/healthz`, `/readyz`, `/metrics`). The
+    /// default, every address, is Flannel's: kube-flannel.yml's probes reach the pod IP,
+    /// which under hostNetwork is the node's IP, so a loopback default would break that
+    /// manifest with weft's image in it. Where probes run in the node's namespace
+    /// (weft's own manifest), 127.0.0.1 keeps the port off the network. Either way the
+    /// server is bounded: header and connection timeouts, a cap on connections.
     #[arg(long, env = "FLANNELD_HEALTHZ_IP", default_value = "0.0.0.0")]
     pub healthz_ip: std::net::IpAddr,
 

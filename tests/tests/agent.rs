@@ -521,6 +521,84 @@ fn health_endpoint_reports_a_node_it_cannot_keep_programmed() -> Result<()> {
     Ok(())
 }
 
+/// The health port holds up against clients that hold it (real sockets, in the
+/// node's namespace): silent and trickling clients are closed at the header timeout
+/// and delay nobody; more idle connections than the cap queue, and a probe among them
+/// is still answered; the agent lives on and keeps forwarding.
+#[test]
+fn health_port_closes_slow_clients_and_survives_more_than_its_cap() -> Result<()> {
+    use std::{
+        io::{Read, Write},
+        net::TcpStream,
+    };
+    let limits = weft_agent::http::bounded::Limits::default();
+    let mut c = cluster();
+    let a = c.node_index("a");
+    c.restart_agent(a, &["--healthz-ip", "127.0.0.1", "--healthz-port", "8471"])?;
+    wait_for(Duration::from_secs(5), || healthz(&c.nodes[a].ns, 8471).ok())
+        .ok_or_else(|| anyhow!("/healthz does not answer\n{}", c.logs()))?;
+    let connect = move || -> std::io::Result<TcpStream> {
+        let s = TcpStream::connect(("127.0.0.1", 8471))?;
+        s.set_read_timeout(Some(limits.connection_timeout * 2))?;
+        Ok(s)
+    };
+    // How long until the server closes `s`, and whether it answered 200.
+    let closed_after = move |mut s: TcpStream, t0: Instant| -> (Duration, bool) {
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        (t0.elapsed(), String::from_utf8_lossy(&out).contains("200 OK"))
+    };
+    let (slow, fast) = c.nodes[a]
+        .ns
+        .spawn(move || {
+            let t0 = Instant::now();
+            let silent = connect()?;
+            let mut trickle = connect()?;
+            trickle.write_all(b"GET /healthz HTTP/1.1\r\nHost:")?;
+            let t1 = Instant::now();
+            let r = weft_e2e::traffic::http_get_here(8471, "/healthz", Duration::from_secs(5))?;
+            let fast = (t1.elapsed(), r);
+            let slow = [closed_after(silent, t0), closed_after(trickle, t0)];
+            Ok((slow, fast))
+        })
+        .join()
+        .map_err(|_| anyhow!("client thread panicked"))??;
+    assert!(fast.1.starts_with("HTTP/1.1 200 OK"), "{}", fast.1);
+    assert!(fast.0 < Duration::from_secs(1), "a probe beside two slow clients took {:?}", fast.0);
+    for (after, answered) in slow {
+        assert!(!answered, "a client that sent no whole request got an answer");
+        assert!(
+            after >= limits.header_timeout - Duration::from_millis(100) && after < limits.header_timeout + Duration::from_secs(2),
+            "a slow client was closed after {after:?}, not at the {:?} header timeout",
+            limits.header_timeout
+        );
+    }
+
+    let over = limits.max_connections + 8;
+    let (queued, probe) = c.nodes[a]
+        .ns
+        .spawn(move || {
+            let idle: Vec<TcpStream> = (0..over).map(|_| connect()).collect::<std::io::Result<_>>()?;
+            let t0 = Instant::now();
+            let r = weft_e2e::traffic::http_get_here(8471, "/healthz", limits.header_timeout * 3);
+            let took = t0.elapsed();
+            let closed =
+                idle.into_iter().map(|s| closed_after(s, t0)).filter(|(after, _)| *after < limits.connection_timeout * 2);
+            Ok((closed.count(), (took, r)))
+        })
+        .join()
+        .map_err(|_| anyhow!("client thread panicked"))??;
+    let (took, r) = probe;
+    let r = r.map_err(|e| anyhow!("a probe behind {over} idle connections: {e}\n{}", c.agent_log("a")))?;
+    assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+    assert!(took < limits.header_timeout * 2 + Duration::from_secs(2), "the probe waited {took:?}");
+    assert_eq!(queued, over, "every idle connection, queued ones included, was closed");
+    assert!(c.nodes[a].agent.as_mut().unwrap().is_running(), "{}", c.agent_log("a"));
+    assert!(healthz(&c.nodes[a].ns, 8471)?.starts_with("HTTP/1.1 200 OK"));
+    pods_reach(&c, &[("a", "b"), ("c", "a")])?;
+    Ok(())
+}
+
 fn has_route(c: &Cluster, node: &str, cidr: &str) -> bool {
     c.node(node).ns.ip("route show").map(|r| r.contains(cidr)).unwrap_or(false)
 }
