@@ -155,10 +155,11 @@ pub(super) async fn start_kube(args: Args, nl: Netlink, health: Health, created:
         recorder.post(&Regarding::of(&own_node), Reason::InvalidPodCIDR, &format!("{why}; weft-agent exits")).await;
         bail!("node {node_name}: {why}; refusing to start");
     }
-    let up = uplink::select(&nl, &selector(&args), &address::uplink_hints(&own_node, args.public_ip)).await?;
+    let up = uplink::select(&nl, &selector(&args), &address::uplink_hints(&own_node, args.public_ip, conf.network)).await?;
     let existing_mac = nl.link_by_name(WEFT0).await?.and_then(|l| l.mac).map(peers::Mac);
     let vtep_mac = kube_sync::choose_vtep_mac(&own_node, existing_mac);
-    let (public_ip, own_error) = address::advertised_at_start(&own_node, args.public_ip, up.address).map_err(|e| anyhow!(e))?;
+    let (public_ip, own_error) =
+        address::advertised_at_start(&own_node, args.public_ip, up.address, conf.network).map_err(|e| anyhow!(e))?;
     let own = NodeEntry { name: node_name.clone(), underlay_ip: public_ip, pod_cidr, vtep_mac };
     tracing::info!(node = %own.name, %pod_cidr, %public_ip, %vtep_mac, "own node");
 
