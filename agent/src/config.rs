@@ -177,6 +177,15 @@ pub struct Args {
     #[arg(long, default_value_t = DEFAULT_MAX_ENTRIES, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub nat_max_entries: u32,
 
+    /// Remote nodes this node can tunnel to: the size of the tunnel and peer maps (about
+    /// 100 bytes of kernel memory per node, each). Beyond it, the nodes that do not fit
+    /// (the newest Nodes; the node table file's last lines) are left out with an error
+    /// naming this flag, `weft_peers_skipped{reason="over_limit"}` and a 503 from
+    /// `/readyz`; the agent stays live and keeps serving the nodes that fit.
+    #[arg(long, env = "WEFT_MAX_NODES", default_value_t = weft_common::maps::MAX_NODES,
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub max_nodes: u32,
+
     /// Flannel's leftovers on a node moved from Flannel (`flannel.<VNI>`, flanneld's
     /// FLANNEL-POSTRTG and FLANNEL-FWD iptables chains and the jumps to them): `remove`
     /// them once weft forwards, one log line each; or `refuse` to start while any is there.

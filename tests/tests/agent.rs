@@ -599,6 +599,51 @@ fn health_port_closes_slow_clients_and_survives_more_than_its_cap() -> Result<()
     Ok(())
 }
 
+/// Past `--max-nodes` the agent neither fails nor crash-loops: it programs the nodes
+/// that fit (the table's first), names the flag in one error, counts the rest in
+/// `weft_peers_skipped{reason="over_limit"}`, stays live and reports degraded on
+/// `/readyz`. A full map takes a node in place of a departed one (deletions first),
+/// and once every node fits it is ready again.
+#[test]
+fn past_max_nodes_the_agent_serves_the_nodes_that_fit_and_says_why() -> Result<()> {
+    let mut c = cluster();
+    let a = c.node_index("a");
+    c.restart_agent(a, &["--max-nodes", "1", "--healthz-ip", "127.0.0.1", "--healthz-port", "8471"])?;
+    let (cidr_b, cidr_c) = (c.node("b").pod_cidr, c.node("c").pod_cidr);
+    let tunnels =
+        |c: &Cluster| -> Result<Vec<ipnetwork::Ipv4Network>> { Ok(c.node("a").maps()?.tunnels()?.into_keys().collect()) };
+    assert_eq!(tunnels(&c)?, [cidr_b], "the table's first remote node, alone");
+    let log = c.agent_log("a");
+    assert_eq!(log.matches("too many nodes: 2 > --max-nodes 1").count(), 1, "one error, not one per resync:\n{log}");
+    let ns = &c.nodes[a].ns;
+    let body = |r: String| r.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let metrics = body(http_get(ns, 8471, "/metrics")?);
+    assert_eq!(sample(&metrics, r#"weft_peers_skipped{reason="over_limit"}"#), Some(1.0), "{metrics}");
+    assert_eq!(sample(&metrics, r#"weft_map_capacity_entries{map="tunnels"}"#), Some(1.0), "{metrics}");
+    assert_eq!(sample(&metrics, r#"weft_map_capacity_entries{map="peers"}"#), Some(1.0), "{metrics}");
+    let ready = http_get(ns, 8471, "/readyz")?;
+    assert!(ready.starts_with("HTTP/1.1 503") && ready.contains("degraded: too many nodes: 2 > --max-nodes 1"), "{ready}");
+    assert!(healthz(ns, 8471)?.starts_with("HTTP/1.1 200 OK"), "live: a restart would not help");
+    pods_reach(&c, &[("a", "b"), ("b", "a")])?;
+    std::thread::sleep(Duration::from_secs(3)); // resyncs
+    assert!(c.nodes[a].agent.as_mut().unwrap().is_running(), "{}", c.agent_log("a"));
+    assert_eq!(c.agent_log("a").matches("too many nodes").count(), 1, "{}", c.agent_log("a"));
+
+    // b leaves, c fits: into a map that is full until b's entries go.
+    let lines: Vec<String> = ["a", "c"].iter().map(|n| c.node(n).table_line()).collect();
+    c.write_peers(&lines)?;
+    let moved = wait_for(Duration::from_secs(5), || (tunnels(&c).ok()? == [cidr_c]).then_some(()));
+    assert!(moved.is_some(), "c took b's place: {:?}\n{}", tunnels(&c), c.agent_log("a"));
+    assert!(c.agent_log("a").contains("every node fits the maps again"), "{}", c.agent_log("a"));
+    let ns = &c.nodes[a].ns;
+    assert!(http_get(ns, 8471, "/readyz")?.starts_with("HTTP/1.1 200 OK"));
+    let metrics = body(http_get(ns, 8471, "/metrics")?);
+    assert_eq!(sample(&metrics, r#"weft_peers_skipped{reason="over_limit"}"#), Some(0.0), "{metrics}");
+    pods_reach(&c, &[("a", "c"), ("c", "a")])?;
+    assert!(!c.agent_log("a").contains("ERROR resync"), "{}", c.agent_log("a"));
+    Ok(())
+}
+
 fn has_route(c: &Cluster, node: &str, cidr: &str) -> bool {
     c.node(node).ns.ip("route show").map(|r| r.contains(cidr)).unwrap_or(false)
 }

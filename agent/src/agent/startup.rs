@@ -270,7 +270,7 @@ impl Agent {
         created: &mut Created,
     ) -> Result<Agent> {
         tracing::info!(node = %own.name, uplink = %up.link.name, underlay = %own.underlay_ip, pod_cidr = %own.pod_cidr, "starting");
-        let sizes = crate::maps::Sizes { nat: args.nat_max_entries };
+        let sizes = crate::maps::Sizes { nat: args.nat_max_entries, nodes: args.max_nodes };
         let tc = match args.tc_attach {
             TcAttach::Auto => TcPath::detect(),
             TcAttach::Tcx if TcPath::detect() == TcPath::Netlink => {
@@ -315,12 +315,13 @@ impl Agent {
             health,
             masq,
             cni_shadowed_by: None,
+            over_limit: None,
         };
         agent.decap_l4_udp = crate::probe::decap_l4_udp(&mut agent.dataplane);
         agent.refresh_tunnel_ip().await?;
         agent.write_config()?;
-        let others = agent.table.nodes.iter().filter(|n| n.name != agent.own.name);
-        reconcile::seed(&mut agent.dataplane.maps, &node::desired(others, vni))?;
+        let desired = agent.desired();
+        reconcile::seed(&mut agent.dataplane.maps, &desired)?;
         agent.keep_masq()?;
         agent.attach(created)?;
         agent.start_pods(created).await?;
