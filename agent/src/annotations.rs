@@ -65,13 +65,47 @@ pub fn own_vtep_mac(node: &impl NodeFields) -> Option<Mac> {
     v.get("VtepMAC")?.as_str()?.parse().ok()
 }
 
-/// The operator's override of this node's public address.
-pub fn public_ip_overwrite(node: &impl NodeFields) -> Result<Option<Ipv4Addr>, String> {
+/// The operator's override of this node's public address, if usable (see
+/// [`unusable_address`]; `network` is the cluster network).
+pub fn public_ip_overwrite(node: &impl NodeFields, network: Ipv4Network) -> Result<Option<Ipv4Addr>, String> {
     match annotations(node).get(PUBLIC_IP_OVERWRITE) {
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| format!("{PUBLIC_IP_OVERWRITE}: {s:?} is not an IPv4 address")),
+        Some(s) => {
+            let ip: Ipv4Addr = s.parse().map_err(|_| format!("{PUBLIC_IP_OVERWRITE}: {s:?} is not an IPv4 address"))?;
+            match unusable_address(ip, network) {
+                Some(why) => Err(format!("{PUBLIC_IP_OVERWRITE}: {ip} {why}")),
+                None => Ok(Some(ip)),
+            }
+        }
     }
+}
+
+/// Why `ip` cannot be a node's underlay (tunnel) address, or `None` if it can: it
+/// must be unicast IPv4 that packets can be sent to across the underlay, by kubelet's
+/// rules for a node IP (no unspecified, loopback, link-local or multicast address) plus
+/// the limited broadcast, and outside the cluster network, whose addresses are pods'
+/// (a tunnel to one would be routed back into the overlay). Link-local is refused
+/// though two nodes on one link could use it: it is never routed off the link, and
+/// 169.254.169.254 is the cloud metadata server, where a forged annotation would
+/// send a node's tunnel. Class E (240/4) is allowed: some clouds number nodes there.
+pub fn unusable_address(ip: Ipv4Addr, network: Ipv4Network) -> Option<String> {
+    let why = if ip.is_unspecified() || ip.octets()[0] == 0 {
+        "is in 0.0.0.0/8 (\"this host\"), not an address to send to".to_owned()
+    } else if ip.is_loopback() {
+        "is a loopback address".to_owned()
+    } else if ip.is_link_local() {
+        "is link-local (169.254.0.0/16: not routed off its link)".to_owned()
+    } else if ip.is_multicast() {
+        "is a multicast address".to_owned()
+    } else if ip.is_broadcast() {
+        "is the broadcast address".to_owned()
+    } else if network.contains(ip) {
+        format!("lies inside the cluster network {network} (pods' addresses)")
+    } else {
+        return None;
+    };
+    Some(why)
 }
 
 /// Reads a peer's advertisement; `vni` is ours (a different VNI cannot talk to us).
@@ -228,6 +262,42 @@ mod tests {
                 other => panic!("expected Malformed({reason}), got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn unusable_addresses_are_named_and_usable_ones_pass() {
+        let network: Ipv4Network = "10.244.0.0/16".parse().unwrap();
+        let cases = [
+            ("0.0.0.0", "0.0.0.0/8"),
+            ("0.1.2.3", "0.0.0.0/8"),
+            ("127.0.0.1", "loopback"),
+            ("127.8.9.10", "loopback"),
+            ("169.254.169.254", "link-local"),
+            ("224.0.0.1", "multicast"),
+            ("239.255.255.250", "multicast"),
+            ("255.255.255.255", "broadcast"),
+            ("10.244.3.7", "inside the cluster network 10.244.0.0/16"),
+            ("10.244.0.0", "inside the cluster network"),
+        ];
+        for (ip, why) in cases {
+            let said = unusable_address(ip.parse().unwrap(), network);
+            assert!(said.as_deref().is_some_and(|s| s.contains(why)), "{ip}: {said:?} lacks {why}");
+        }
+        for ip in ["198.19.0.11", "10.0.0.1", "10.245.0.1", "192.168.1.1", "240.0.0.1", "100.64.0.1"] {
+            assert_eq!(unusable_address(ip.parse().unwrap(), network), None, "{ip}");
+        }
+    }
+
+    #[test]
+    fn an_unusable_public_ip_overwrite_is_an_error_naming_it() {
+        let network: Ipv4Network = "10.244.0.0/16".parse().unwrap();
+        let n = |v: &str| node(&[(PUBLIC_IP_OVERWRITE, v)], None);
+        assert_eq!(public_ip_overwrite(&n("192.0.2.9"), network), Ok(Some(Ipv4Addr::new(192, 0, 2, 9))));
+        assert_eq!(public_ip_overwrite(&n(""), network), Ok(None));
+        let e = public_ip_overwrite(&n("127.0.0.1"), network).unwrap_err();
+        assert!(e.contains(PUBLIC_IP_OVERWRITE) && e.contains("127.0.0.1 is a loopback address"), "{e}");
+        let e = public_ip_overwrite(&n("10.244.9.9"), network).unwrap_err();
+        assert!(e.contains("inside the cluster network"), "{e}");
     }
 
     #[test]

@@ -100,7 +100,12 @@ pub struct Args {
     #[arg(long, value_name = "DIR", env = "WEFT_CNI_IPAM_DATA_DIR")]
     pub cni_ipam_data_dir: Option<PathBuf>,
 
-    /// Address for the health endpoint (`/healthz`, `/readyz`, `/metrics`).
+    /// Address for the health endpoint (`/healthz`, `/readyz`, `/metrics`). The
+    /// default, every address, is Flannel's: kube-flannel.yml's probes reach the pod IP,
+    /// which under hostNetwork is the node's IP, so a loopback default would break that
+    /// manifest with weft's image in it. Where probes run in the node's namespace
+    /// (weft's own manifest), 127.0.0.1 keeps the port off the network. Either way the
+    /// server is bounded: header and connection timeouts, a cap on connections.
     #[arg(long, env = "FLANNELD_HEALTHZ_IP", default_value = "0.0.0.0")]
     pub healthz_ip: std::net::IpAddr,
 
@@ -179,6 +184,15 @@ pub struct Args {
     /// it is full); about 100 bytes of kernel memory each, twice.
     #[arg(long, default_value_t = DEFAULT_MAX_ENTRIES, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
     pub nat_max_entries: u32,
+
+    /// Remote nodes this node can tunnel to: the size of the tunnel and peer maps (about
+    /// 100 bytes of kernel memory per node, each). Beyond it, the nodes that do not fit
+    /// (the newest Nodes; the node table file's last lines) are left out with an error
+    /// naming this flag, `weft_peers_skipped{reason="over_limit"}` and a 503 from
+    /// `/readyz`; the agent stays live and keeps serving the nodes that fit.
+    #[arg(long, env = "WEFT_MAX_NODES", default_value_t = weft_common::maps::MAX_NODES,
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub max_nodes: u32,
 
     /// Flannel's leftovers on a node moved from Flannel (`flannel.<VNI>`, flanneld's
     /// FLANNEL-POSTRTG and FLANNEL-FWD iptables chains and the jumps to them): `remove`

@@ -10,7 +10,8 @@
 //!
 //! `GET /readyz`, for the readiness and startup probes: 200 only once this node's
 //! dataplane is fully programmed (and while `/healthz` is), else 503 with what the
-//! agent is waiting for.
+//! agent is waiting for — or, degraded, why it cannot program it fully: more nodes
+//! than `--max-nodes` (live all the same: a restart would not make them fit).
 
 use std::{
     collections::BTreeMap,
@@ -37,6 +38,8 @@ struct State {
     api_errors: u64,
     /// NAT flows the collector removed: (past their timeout, orphaned reply entries).
     nat_reclaimed: (u64, u64),
+    /// Nodes past `--max-nodes`: why, and how many are left out.
+    over_limit: Option<(String, u64)>,
 }
 
 /// A copy of what `/metrics` reports from the agent's own state.
@@ -48,6 +51,8 @@ pub struct Snapshot {
     pub api_errors: u64,
     /// NAT entries reclaimed (expired, orphans); zero without `--ip-masq`.
     pub nat_reclaimed: (u64, u64),
+    /// Nodes left out for want of room in the maps.
+    pub over_limit: u64,
 }
 
 impl Health {
@@ -62,6 +67,7 @@ impl Health {
                 skipped: BTreeMap::new(),
                 api_errors: 0,
                 nat_reclaimed: (0, 0),
+                over_limit: None,
             })),
             max_age: resync * 3 + Duration::from_secs(1),
         }
@@ -106,6 +112,11 @@ impl Health {
         self.state().nat_reclaimed = (expired, orphans);
     }
 
+    /// Nodes past `--max-nodes` (None: all fit): `/readyz` says degraded.
+    pub fn set_over_limit(&self, over: Option<(String, u64)>) {
+        self.state().over_limit = over;
+    }
+
     pub fn api_error(&self) {
         self.state().api_errors += 1;
     }
@@ -119,6 +130,7 @@ impl Health {
             skipped: s.skipped.clone(),
             api_errors: s.api_errors,
             nat_reclaimed: s.nat_reclaimed,
+            over_limit: s.over_limit.as_ref().map_or(0, |o| o.1),
         }
     }
 
@@ -139,8 +151,14 @@ impl Health {
 impl Health {
     /// `None`: ready at `now`; else why not.
     pub fn not_ready(&self, now: Instant) -> Option<String> {
-        if let Some(what) = &self.state().starting {
-            return Some(format!("not ready: {what}\n"));
+        {
+            let s = self.state();
+            if let Some(what) = &s.starting {
+                return Some(format!("not ready: {what}\n"));
+            }
+            if let Some((why, _)) = &s.over_limit {
+                return Some(format!("degraded: {why}\n"));
+            }
         }
         self.failing(now)
     }
@@ -162,6 +180,18 @@ mod tests {
         h.starting("too late: ignored");
         assert_eq!(h.not_ready(Instant::now()), None);
         assert!(h.not_ready(Instant::now() + Duration::from_secs(32)).is_some(), "not ready when not healthy");
+    }
+
+    #[test]
+    fn too_many_nodes_is_not_ready_but_live() {
+        let h = Health::new(Duration::from_secs(10));
+        h.started();
+        h.set_over_limit(Some(("too many nodes: 3 > --max-nodes 2".into(), 1)));
+        assert_eq!(h.failing(Instant::now()), None, "a restart would not help: stay live");
+        assert_eq!(h.not_ready(Instant::now()).as_deref(), Some("degraded: too many nodes: 3 > --max-nodes 2\n"));
+        assert_eq!(h.snapshot(Instant::now()).over_limit, 1);
+        h.set_over_limit(None);
+        assert_eq!(h.not_ready(Instant::now()), None);
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The health port (Flannel's `--healthz-ip`/`--healthz-port`), served from the
 //! agent's first second: `GET /healthz` for the liveness probe, `GET /readyz` for the
 //! readiness and startup probes (see [`crate::healthz`]), `GET /metrics` for Prometheus.
+//! Served by [`bounded`]: timeouts, a cap on connections, accept errors backed off.
+
+pub mod bounded;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Instant};
 
@@ -28,11 +31,7 @@ pub async fn spawn(addr: SocketAddr, health: Health, bpffs_dir: PathBuf) -> std:
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(Arc::new(Shared { health, bpffs_dir }));
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("health endpoint stopped: {e}");
-        }
-    });
+    tokio::spawn(bounded::serve(listener, app, bounded::Limits::default()));
     Ok(())
 }
 

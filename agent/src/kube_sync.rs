@@ -163,14 +163,17 @@ pub struct Peers {
 }
 
 /// Peers from a snapshot of all nodes. Conflicts are settled by age: of two nodes
-/// with overlapping pod CIDRs the newer one is skipped (the older one was fine
-/// until the newcomer arrived), and nothing may overlap this node's own.
+/// with overlapping pod CIDRs, or advertising one `public-ip`, the newer one is
+/// skipped (the older one was fine until the newcomer arrived), and nothing may
+/// overlap this node's own CIDR or claim its address. A `public-ip` no tunnel can
+/// reach ([`annotations::unusable_address`]) is skipped too.
 pub fn peers(own: &NodeEntry, nodes: &[Arc<WatchedNode>], network: Ipv4Network, vni: u32) -> Peers {
     let mut sorted: Vec<&WatchedNode> = nodes.iter().map(Arc::as_ref).collect();
     sorted.sort_by_cached_key(|n| (n.metadata.creation_timestamp.clone().map(|t| t.0), n.metadata.name.clone()));
     let mut out = Peers::default();
     let mut taken = Taken::default();
     taken.insert(own.pod_cidr, &own.name);
+    let mut addresses = BTreeMap::from([(own.underlay_ip, own.name.clone())]);
     for node in sorted {
         let Some(name) = node.metadata.name.clone() else {
             continue;
@@ -200,13 +203,26 @@ pub fn peers(own: &NodeEntry, nodes: &[Arc<WatchedNode>], network: Ipv4Network, 
             skip(&mut out, Skip::Malformed(format!("podCIDR {pod_cidr} overlaps {other} of node {owner}")));
             continue;
         }
-        match annotations::parse_peer(node, vni) {
-            Ok(Advert { public_ip, vtep_mac, .. }) => {
-                taken.insert(pod_cidr, &name);
-                out.entries.push(NodeEntry { name, underlay_ip: public_ip, pod_cidr, vtep_mac });
+        let (public_ip, vtep_mac) = match annotations::parse_peer(node, vni) {
+            Ok(Advert { public_ip, vtep_mac, .. }) => (public_ip, vtep_mac),
+            Err(s) => {
+                skip(&mut out, s);
+                continue;
             }
-            Err(s) => skip(&mut out, s),
+        };
+        if let Some(why) = annotations::unusable_address(public_ip, network) {
+            skip(&mut out, Skip::Malformed(format!("{}: {public_ip} {why}", annotations::PUBLIC_IP)));
+            continue;
         }
+        // Two nodes behind one address: decap could not tell them apart, and encap
+        // would send both nodes' pods to one of them.
+        if let Some(owner) = addresses.get(&public_ip) {
+            skip(&mut out, Skip::Malformed(format!("{}: {public_ip} is already node {owner}'s", annotations::PUBLIC_IP)));
+            continue;
+        }
+        taken.insert(pod_cidr, &name);
+        addresses.insert(public_ip, name.clone());
+        out.entries.push(NodeEntry { name, underlay_ip: public_ip, pod_cidr, vtep_mac });
     }
     out
 }
@@ -381,6 +397,47 @@ mod tests {
             assert_eq!(p.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["z-old"]);
             assert!(p.skipped.contains_key("a-new"));
         }
+    }
+
+    #[test]
+    fn a_public_ip_no_tunnel_can_reach_is_skipped_with_its_reason() {
+        let cases = [
+            ("zero", "0.0.0.0", "0.0.0.0/8"),
+            ("lo", "127.0.0.1", "loopback"),
+            ("metadata", "169.254.169.254", "link-local"),
+            ("mcast", "224.0.0.5", "multicast"),
+            ("bcast", "255.255.255.255", "broadcast"),
+            ("pod", "10.244.200.1", "inside the cluster network 10.244.0.0/16"),
+        ];
+        let mut nodes = vec![node("b", "10.244.2.0/24", "198.19.0.11", "0a:58:0a:f4:02:00", 1)];
+        for (i, (name, ip, _)) in cases.iter().enumerate() {
+            nodes.push(node(name, &format!("10.244.{}.0/24", 10 + i), ip, "0a:58:0a:f4:0a:00", 10 + i as i64));
+        }
+        let p = peers(&own(), &nodes, net(), 1);
+        assert_eq!(p.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["b"]);
+        for (name, ip, why) in cases {
+            match &p.skipped[name] {
+                Skip::Malformed(m) => assert!(m.contains(&format!("public-ip: {ip} ")) && m.contains(why), "{name}: {m}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn of_two_nodes_with_one_public_ip_the_newer_is_skipped_and_none_takes_ours() {
+        let older = node("z-old", "10.244.5.0/24", "198.19.0.20", "0a:58:0a:f4:20:00", 1);
+        let newer = node("a-new", "10.244.6.0/24", "198.19.0.20", "0a:58:0a:f4:21:00", 9);
+        let thief = node("m", "10.244.7.0/24", "198.19.0.10", "0a:58:0a:f4:22:00", 0);
+        for nodes in [vec![older.clone(), newer.clone(), thief.clone()], vec![thief, newer, older]] {
+            let p = peers(&own(), &nodes, net(), 1);
+            assert_eq!(p.entries.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["z-old"]);
+            let reason = |n: &str| format!("{:?}", p.skipped[n]);
+            assert!(reason("a-new").contains("public-ip: 198.19.0.20 is already node z-old's"), "{}", reason("a-new"));
+            assert!(reason("m").contains("198.19.0.10 is already node a's"), "this node's own address: {}", reason("m"));
+        }
+        // Once the older node is gone, the newer one is a peer (its podCIDR was never taken).
+        let p = peers(&own(), &[node("a-new", "10.244.6.0/24", "198.19.0.20", "0a:58:0a:f4:21:00", 9)], net(), 1);
+        assert_eq!(p.entries.len(), 1);
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! - [`node`]: the node model — what `weft0`, the routes and the maps should hold;
 //! - [`netlink`]: links, addresses and routes over rtnetlink (Flannel's device.go, in Rust);
 //! - [`bpffs`]: where pins live, and mounting bpffs only where pins outlive us;
+//! - [`lock`]: one agent per pin directory (an exclusive flock on it);
 //! - [`dataplane`]: loading the programs, pinning maps, attaching through pinned TCX links;
 //! - [`maps`]: typed access to the pinned maps;
 //! - [`nat`]: masquerade's user-space half: its settings, the collector, `nat list`;
@@ -45,6 +46,7 @@ pub mod http;
 pub mod init;
 pub mod inspect;
 pub mod kube_sync;
+pub mod lock;
 pub mod maps;
 pub mod metrics;
 pub mod nat;

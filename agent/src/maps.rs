@@ -136,18 +136,39 @@ fn pinned_abi_version(dir: &Path) -> Option<u32> {
 pub struct Sizes {
     /// Entries of each NAT map (`--nat-max-entries`).
     pub nat: u32,
+    /// Entries of the tunnel and peer maps: remote nodes (`--max-nodes`).
+    pub nodes: u32,
 }
 
 impl Default for Sizes {
     fn default() -> Self {
-        Sizes { nat: spec::NAT_OUT.max_entries }
+        Sizes { nat: spec::NAT_OUT.max_entries, nodes: spec::MAX_NODES }
     }
 }
 
 impl Sizes {
     /// `s` as this agent creates it.
     pub fn apply(&self, s: MapSpec) -> MapSpec {
-        if s.name == spec::NAT_OUT.name || s.name == spec::NAT_IN.name { MapSpec { max_entries: self.nat, ..s } } else { s }
+        if s.name == spec::NAT_OUT.name || s.name == spec::NAT_IN.name {
+            MapSpec { max_entries: self.nat, ..s }
+        } else if s.name == spec::TUNNELS.name || s.name == spec::PEERS.name {
+            MapSpec { max_entries: self.nodes, ..s }
+        } else {
+            s
+        }
+    }
+}
+
+impl MapsError {
+    /// Whether this is an insert into a full map (`E2BIG` from a hash map, `ENOSPC`
+    /// from an LPM trie).
+    pub fn is_full(&self) -> bool {
+        match self {
+            MapsError::Map { source: MapError::SyscallError(e), .. } => {
+                matches!(e.io_error.raw_os_error(), Some(libc::E2BIG) | Some(libc::ENOSPC))
+            }
+            _ => false,
+        }
     }
 }
 

@@ -87,10 +87,12 @@ fn own_state(health: &Health) -> Vec<MetricFamily> {
     let abi = ABI_VERSION.to_string();
     // Every reason, zero or not: a series that appears only on the first skip hides
     // the change from rate() and alerts.
-    let skipped: Samples = crate::annotations::Skip::LABELS
+    let mut skipped: Samples = crate::annotations::Skip::LABELS
         .iter()
         .map(|reason| (vec![("reason", *reason)], own.skipped.get(reason).copied().unwrap_or(0) as f64))
         .collect();
+    // Usable peers the maps had no room for (`--max-nodes`).
+    skipped.push((vec![("reason", "over_limit")], own.over_limit as f64));
     vec![
         family(
             "weft_build_info",
@@ -116,7 +118,12 @@ fn own_state(health: &Health) -> Vec<MetricFamily> {
             MetricType::COUNTER,
             vec![(vec![], own.api_errors as f64)],
         ),
-        family("weft_peers_skipped", "Nodes left out of the tunnel table, per reason.", MetricType::GAUGE, skipped),
+        family(
+            "weft_peers_skipped",
+            "Nodes left out of the tunnel table, per reason (over_limit: past --max-nodes).",
+            MetricType::GAUGE,
+            skipped,
+        ),
         family(
             "weft_nat_reclaimed_total",
             "NAT entries the collector removed: flows past their timeout (expired), reply entries whose flow is gone (orphan).",

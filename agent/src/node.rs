@@ -47,6 +47,37 @@ pub struct Desired {
     pub routes: BTreeMap<Ipv4Network, Ipv4Addr>,
 }
 
+/// More remote nodes than the tunnel and peer maps hold.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "too many nodes: {wanted} > --max-nodes {max}: the {max} oldest (the node table file's first) are programmed, \
+     {} are left out; raise --max-nodes",
+    wanted - max
+)]
+pub struct TooManyNodes {
+    /// Remote nodes in the table.
+    pub wanted: usize,
+    pub max: usize,
+}
+
+impl TooManyNodes {
+    pub fn left_out(&self) -> usize {
+        self.wanted - self.max
+    }
+}
+
+/// The first `max` of `others` (the table is oldest Node first, or in the file's
+/// order): a newcomer past the limit never displaces a node already served.
+pub fn within_limit<'a>(others: impl IntoIterator<Item = &'a NodeEntry>, max: u32) -> (Vec<&'a NodeEntry>, Option<TooManyNodes>) {
+    let mut fit: Vec<&NodeEntry> = others.into_iter().collect();
+    let (wanted, max) = (fit.len(), max as usize);
+    if wanted <= max {
+        return (fit, None);
+    }
+    fit.truncate(max);
+    (fit, Some(TooManyNodes { wanted, max }))
+}
+
 pub fn desired<'a>(others: impl IntoIterator<Item = &'a NodeEntry>, vni: u32) -> Desired {
     let mut d = Desired::default();
     for n in others {
@@ -86,5 +117,23 @@ mod tests {
         assert_eq!(d.peers.keys().copied().collect::<Vec<_>>(), [Ipv4Addr::new(192, 0, 2, 2)]);
         assert_eq!(d.routes[&cidr], Ipv4Addr::new(10, 244, 2, 0));
         assert_eq!((d.tunnels.len(), d.routes.len()), (1, 1));
+    }
+
+    #[test]
+    fn past_max_nodes_the_first_nodes_are_kept_and_the_error_names_the_flag() {
+        let t = parse(
+            "a 192.0.2.1 10.244.1.0/24 0a:00:00:00:00:01\nb 192.0.2.2 10.244.2.0/24 0a:00:00:00:00:02\n\
+             c 192.0.2.3 10.244.3.0/24 0a:00:00:00:00:03\nd 192.0.2.4 10.244.4.0/24 0a:00:00:00:00:04",
+        )
+        .unwrap();
+        let others = || t.split("a").unwrap().1;
+        let (fit, over) = within_limit(others(), 2);
+        assert_eq!(fit.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["b", "c"]);
+        let over = over.expect("over the limit");
+        assert_eq!((over.wanted, over.max, over.left_out()), (3, 2, 1));
+        assert!(over.to_string().starts_with("too many nodes: 3 > --max-nodes 2"), "{over}");
+        assert_eq!(desired(fit, 1).tunnels.len(), 2);
+        let (fit, over) = within_limit(others(), 3);
+        assert_eq!((fit.len(), over), (3, None), "exactly at the limit is fine");
     }
 }

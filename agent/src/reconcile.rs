@@ -6,7 +6,8 @@
 //!
 //! Order: a peer is accepted for decap and has its tunnel entry before its route
 //! exists (as Flannel adds the route last), so the first routed packet finds its
-//! tunnel; removal runs the other way round.
+//! tunnel; removal runs the other way round. Removals go first: in a full map (at
+//! `--max-nodes`) a node replacing another only fits once the other is gone.
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
@@ -87,19 +88,6 @@ pub async fn apply(
         }
     };
     let mut changes = Changes::default();
-
-    for (ip, peer) in &peers.upsert {
-        maps.set_peer(*ip, *peer)?;
-    }
-    for (cidr, endpoint) in &tunnels.upsert {
-        tracing::info!(%cidr, underlay = %Ipv4Addr::from(endpoint.underlay_ip), "tunnel entry set");
-        maps.set_tunnel(*cidr, *endpoint)?;
-    }
-    for (cidr, gateway) in &routes.upsert {
-        nl.replace_onlink_route(*cidr, *gateway, weft0).await?;
-    }
-    changes.upserted = peers.upsert.len() + tunnels.upsert.len() + routes.upsert.len();
-
     for cidr in &routes.remove {
         if let Some(route) = current_routes.iter().find(|r| r.destination == *cidr) {
             nl.del_route(route).await?;
@@ -113,6 +101,18 @@ pub async fn apply(
         maps.remove_peer(*ip)?;
     }
     changes.removed = peers.remove.len() + tunnels.remove.len() + routes.remove.len();
+
+    for (ip, peer) in &peers.upsert {
+        maps.set_peer(*ip, *peer)?;
+    }
+    for (cidr, endpoint) in &tunnels.upsert {
+        tracing::info!(%cidr, underlay = %Ipv4Addr::from(endpoint.underlay_ip), "tunnel entry set");
+        maps.set_tunnel(*cidr, *endpoint)?;
+    }
+    for (cidr, gateway) in &routes.upsert {
+        nl.replace_onlink_route(*cidr, *gateway, weft0).await?;
+    }
+    changes.upserted = peers.upsert.len() + tunnels.upsert.len() + routes.upsert.len();
     Ok(changes)
 }
 
@@ -120,12 +120,18 @@ pub async fn apply(
 /// programs into an earlier agent's live links, so maps it had to create anew (their
 /// layout changed) already hold every peer when its programs start using them.
 /// Removals and routes are left to [`apply`], after the swap.
+/// An adopted map still holding nodes that are gone may be full: what does not fit
+/// now is written by [`apply`], after its removals.
 pub fn seed(maps: &mut Maps, desired: &Desired) -> Result<(), ReconcileError> {
+    let full_is_later = |r: Result<(), MapsError>| match r {
+        Err(e) if e.is_full() => Ok(()),
+        r => r,
+    };
     for (ip, peer) in &desired.peers {
-        maps.set_peer(*ip, *peer)?;
+        full_is_later(maps.set_peer(*ip, *peer))?;
     }
     for (cidr, endpoint) in &desired.tunnels {
-        maps.set_tunnel(*cidr, *endpoint)?;
+        full_is_later(maps.set_tunnel(*cidr, *endpoint))?;
     }
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! its veth peer (their routes go with them), the CNI conflist and `subnet.env` it
 //! wrote, and the NAT ports it reserved. The masquerade table is a pinned map: it goes
 //! with the rest. Run it with the agent stopped (a running agent puts it all back),
-//! in the node's network namespace, as the agent runs.
+//! in the node's network namespace, as the agent runs: it refuses while an agent holds
+//! the pin directory's lock ([`crate::lock`]).
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +47,19 @@ pub fn wanted(args: &[String]) -> bool {
 /// Removes what is there; the list of what went, one line each.
 pub async fn run(u: &Uninstall) -> Result<Vec<String>> {
     let mut removed = Vec::new();
+    // Held while removing: a running agent would put it all back, and one starting now
+    // waits for nothing; both are refused.
+    let _lock = if u.bpffs_dir.is_dir() {
+        Some(crate::lock::lock(&u.bpffs_dir).map_err(|e| match e.holder() {
+            Some(holder) => anyhow::anyhow!(
+                "a weft-agent is running on {} ({holder}): stop it first (a running agent puts everything back)",
+                u.bpffs_dir.display()
+            ),
+            None => anyhow::Error::from(e),
+        })?)
+    } else {
+        None
+    };
     // Programs first: once the pins go, nothing forwards through weft0 any more.
     removed.extend(remove_pins(&u.bpffs_dir)?);
     let nl = Netlink::connect().context("opening a netlink socket")?;

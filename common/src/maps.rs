@@ -23,8 +23,9 @@ const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 
 /// Remote nodes a weft node can tunnel to (pod CIDRs in the LPM trie, underlay
-/// addresses in the peer hash). Flannel's default /16 network with /24 node
-/// subnets has 256; this leaves room for a /12 of /24s.
+/// addresses in the peer hash): the default of the agent's `--max-nodes`, which sizes
+/// both maps. Flannel's default /16 network with /24 node subnets has 256;
+/// Kubernetes supports 5,000 nodes; this leaves room for a /12 of /24s.
 pub const MAX_NODES: u32 = 8192;
 
 pub const TUNNELS: MapSpec = MapSpec {

@@ -230,16 +230,20 @@ pub fn tcp_connect_close(from: &Netns, to: &Netns, to_ip: Ipv4Addr, count: u32) 
 /// `GET path` from inside `ns` to `127.0.0.1:port` (HTTP/1.1, `Connection: close`):
 /// the whole response, status line first.
 pub fn http_get(ns: &Netns, port: u16, path: &str) -> Result<String> {
+    let path = path.to_owned();
+    ns.spawn(move || http_get_here(port, &path, Duration::from_secs(5)))
+        .join()
+        .map_err(|_| anyhow!("HTTP client thread panicked"))?
+}
+
+/// `GET path` on 127.0.0.1:`port` in this thread's namespace: the whole response,
+/// waited for up to `timeout`.
+pub fn http_get_here(port: u16, path: &str, timeout: Duration) -> Result<String> {
     use std::io::{Read, Write};
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    ns.spawn(move || {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(request.as_bytes())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })
-    .join()
-    .map_err(|_| anyhow!("HTTP client thread panicked"))?
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }

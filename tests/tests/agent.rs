@@ -127,6 +127,52 @@ fn lost_during(c: &mut Cluster, during: impl FnOnce(&mut Cluster) -> Result<()>)
     Ok(lost)
 }
 
+/// A second agent on a node's pin directory fails at once, naming the first (its pid)
+/// and touching nothing: the first keeps forwarding, with its programs in place.
+/// `uninstall` refuses while the agent runs; once it stops, a new agent starts.
+#[test]
+fn a_second_agent_on_the_same_pins_is_refused_naming_the_first() -> Result<()> {
+    let mut c = cluster();
+    let a = c.node_index("a");
+    let first = c.nodes[a].agent.as_ref().unwrap().pid().expect("pid").as_raw();
+    let encap = tcx_programs(&c.nodes[a].ns, "weft0", TcAttachType::Egress)?;
+    let started = Instant::now();
+    let (status, out) = run_to_exit(c.agent_command(a, &[]), Duration::from_secs(20))?;
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(5), "refused at once, not after {:?}", started.elapsed());
+    let dir = c.nodes[a].bpffs_dir.display().to_string();
+    assert!(
+        out.contains(&format!("another weft-agent holds {dir} (pid {first} (weft-agent))"))
+            && out.contains("stop that agent first"),
+        "{out}"
+    );
+    assert!(!out.contains("starting"), "the second agent got no further than the lock:\n{out}");
+    assert!(c.nodes[a].agent.as_mut().unwrap().is_running(), "the first agent still runs");
+    assert_eq!(tcx_programs(&c.nodes[a].ns, "weft0", TcAttachType::Egress)?, encap, "the first agent's encap untouched");
+    pods_reach(&c, &[("a", "b"), ("a", "c"), ("c", "a")])?;
+
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", c.nodes[a].ns.path()))
+        .arg(weft_e2e::agent_binary())
+        .args(["uninstall", "--bpffs-dir"])
+        .arg(&c.nodes[a].bpffs_dir)
+        .arg("--cni-conf-dir")
+        .arg(c.nodes[a].cni_dir())
+        .arg("--subnet-file")
+        .arg(c.nodes[a].subnet_file())
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "uninstall ran beside a live agent");
+    assert!(said.contains(&format!("a weft-agent is running on {dir} (pid {first}")) && said.contains("stop it first"), "{said}");
+    assert!(link_exists(&c.nodes[a].ns, "weft0") && c.nodes[a].bpffs_dir.join("tunnels").exists(), "uninstall removed nothing");
+    pods_reach(&c, &[("a", "b")])?;
+
+    c.restart_agent(a, &[])?;
+    assert!(c.agent_log("a").contains("dataplane up"), "{}", c.agent_log("a"));
+    pods_reach(&c, &[("a", "b"), ("c", "a")])?;
+    Ok(())
+}
+
 /// Both TC attach paths here: clsact filters over netlink (what kernels before 6.6
 /// have) and TCX links. On each, three agent restarts under a ping stream lose
 /// nothing (the new program is swapped into the pinned link, or into weft's filter
@@ -472,6 +518,129 @@ fn health_endpoint_reports_a_node_it_cannot_keep_programmed() -> Result<()> {
     });
     let r = failing.ok_or_else(|| anyhow!("/healthz kept answering 200 without an uplink\n{}", c.logs()))?;
     assert!(r.contains("no successful resync for") && r.contains("uplink ul0") && r.contains("is gone"), "{r}");
+    Ok(())
+}
+
+/// The health port holds up against clients that hold it (real sockets, in the
+/// node's namespace): silent and trickling clients are closed at the header timeout
+/// and delay nobody; more idle connections than the cap queue, and a probe among them
+/// is still answered; the agent lives on and keeps forwarding.
+#[test]
+fn health_port_closes_slow_clients_and_survives_more_than_its_cap() -> Result<()> {
+    use std::{
+        io::{Read, Write},
+        net::TcpStream,
+    };
+    let limits = weft_agent::http::bounded::Limits::default();
+    let mut c = cluster();
+    let a = c.node_index("a");
+    c.restart_agent(a, &["--healthz-ip", "127.0.0.1", "--healthz-port", "8471"])?;
+    wait_for(Duration::from_secs(5), || healthz(&c.nodes[a].ns, 8471).ok())
+        .ok_or_else(|| anyhow!("/healthz does not answer\n{}", c.logs()))?;
+    let connect = move || -> std::io::Result<TcpStream> {
+        let s = TcpStream::connect(("127.0.0.1", 8471))?;
+        s.set_read_timeout(Some(limits.connection_timeout * 2))?;
+        Ok(s)
+    };
+    // How long until the server closes `s`, and whether it answered 200.
+    let closed_after = move |mut s: TcpStream, t0: Instant| -> (Duration, bool) {
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        (t0.elapsed(), String::from_utf8_lossy(&out).contains("200 OK"))
+    };
+    let (slow, fast) = c.nodes[a]
+        .ns
+        .spawn(move || {
+            let t0 = Instant::now();
+            let silent = connect()?;
+            let mut trickle = connect()?;
+            trickle.write_all(b"GET /healthz HTTP/1.1\r\nHost:")?;
+            let t1 = Instant::now();
+            let r = weft_e2e::traffic::http_get_here(8471, "/healthz", Duration::from_secs(5))?;
+            let fast = (t1.elapsed(), r);
+            let slow = [closed_after(silent, t0), closed_after(trickle, t0)];
+            Ok((slow, fast))
+        })
+        .join()
+        .map_err(|_| anyhow!("client thread panicked"))??;
+    assert!(fast.1.starts_with("HTTP/1.1 200 OK"), "{}", fast.1);
+    assert!(fast.0 < Duration::from_secs(1), "a probe beside two slow clients took {:?}", fast.0);
+    for (after, answered) in slow {
+        assert!(!answered, "a client that sent no whole request got an answer");
+        assert!(
+            after >= limits.header_timeout - Duration::from_millis(100) && after < limits.header_timeout + Duration::from_secs(2),
+            "a slow client was closed after {after:?}, not at the {:?} header timeout",
+            limits.header_timeout
+        );
+    }
+
+    let over = limits.max_connections + 8;
+    let (queued, probe) = c.nodes[a]
+        .ns
+        .spawn(move || {
+            let idle: Vec<TcpStream> = (0..over).map(|_| connect()).collect::<std::io::Result<_>>()?;
+            let t0 = Instant::now();
+            let r = weft_e2e::traffic::http_get_here(8471, "/healthz", limits.header_timeout * 3);
+            let took = t0.elapsed();
+            let closed =
+                idle.into_iter().map(|s| closed_after(s, t0)).filter(|(after, _)| *after < limits.connection_timeout * 2);
+            Ok((closed.count(), (took, r)))
+        })
+        .join()
+        .map_err(|_| anyhow!("client thread panicked"))??;
+    let (took, r) = probe;
+    let r = r.map_err(|e| anyhow!("a probe behind {over} idle connections: {e}\n{}", c.agent_log("a")))?;
+    assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+    assert!(took < limits.header_timeout * 2 + Duration::from_secs(2), "the probe waited {took:?}");
+    assert_eq!(queued, over, "every idle connection, queued ones included, was closed");
+    assert!(c.nodes[a].agent.as_mut().unwrap().is_running(), "{}", c.agent_log("a"));
+    assert!(healthz(&c.nodes[a].ns, 8471)?.starts_with("HTTP/1.1 200 OK"));
+    pods_reach(&c, &[("a", "b"), ("c", "a")])?;
+    Ok(())
+}
+
+/// Past `--max-nodes` the agent neither fails nor crash-loops: it programs the nodes
+/// that fit (the table's first), names the flag in one error, counts the rest in
+/// `weft_peers_skipped{reason="over_limit"}`, stays live and reports degraded on
+/// `/readyz`. A full map takes a node in place of a departed one (deletions first),
+/// and once every node fits it is ready again.
+#[test]
+fn past_max_nodes_the_agent_serves_the_nodes_that_fit_and_says_why() -> Result<()> {
+    let mut c = cluster();
+    let a = c.node_index("a");
+    c.restart_agent(a, &["--max-nodes", "1", "--healthz-ip", "127.0.0.1", "--healthz-port", "8471"])?;
+    let (cidr_b, cidr_c) = (c.node("b").pod_cidr, c.node("c").pod_cidr);
+    let tunnels =
+        |c: &Cluster| -> Result<Vec<ipnetwork::Ipv4Network>> { Ok(c.node("a").maps()?.tunnels()?.into_keys().collect()) };
+    assert_eq!(tunnels(&c)?, [cidr_b], "the table's first remote node, alone");
+    let log = c.agent_log("a");
+    assert_eq!(log.matches("too many nodes: 2 > --max-nodes 1").count(), 1, "one error, not one per resync:\n{log}");
+    let ns = &c.nodes[a].ns;
+    let body = |r: String| r.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let metrics = body(http_get(ns, 8471, "/metrics")?);
+    assert_eq!(sample(&metrics, r#"weft_peers_skipped{reason="over_limit"}"#), Some(1.0), "{metrics}");
+    assert_eq!(sample(&metrics, r#"weft_map_capacity_entries{map="tunnels"}"#), Some(1.0), "{metrics}");
+    assert_eq!(sample(&metrics, r#"weft_map_capacity_entries{map="peers"}"#), Some(1.0), "{metrics}");
+    let ready = http_get(ns, 8471, "/readyz")?;
+    assert!(ready.starts_with("HTTP/1.1 503") && ready.contains("degraded: too many nodes: 2 > --max-nodes 1"), "{ready}");
+    assert!(healthz(ns, 8471)?.starts_with("HTTP/1.1 200 OK"), "live: a restart would not help");
+    pods_reach(&c, &[("a", "b"), ("b", "a")])?;
+    std::thread::sleep(Duration::from_secs(3)); // resyncs
+    assert!(c.nodes[a].agent.as_mut().unwrap().is_running(), "{}", c.agent_log("a"));
+    assert_eq!(c.agent_log("a").matches("too many nodes").count(), 1, "{}", c.agent_log("a"));
+
+    // b leaves, c fits: into a map that is full until b's entries go.
+    let lines: Vec<String> = ["a", "c"].iter().map(|n| c.node(n).table_line()).collect();
+    c.write_peers(&lines)?;
+    let moved = wait_for(Duration::from_secs(5), || (tunnels(&c).ok()? == [cidr_c]).then_some(()));
+    assert!(moved.is_some(), "c took b's place: {:?}\n{}", tunnels(&c), c.agent_log("a"));
+    assert!(c.agent_log("a").contains("every node fits the maps again"), "{}", c.agent_log("a"));
+    let ns = &c.nodes[a].ns;
+    assert!(http_get(ns, 8471, "/readyz")?.starts_with("HTTP/1.1 200 OK"));
+    let metrics = body(http_get(ns, 8471, "/metrics")?);
+    assert_eq!(sample(&metrics, r#"weft_peers_skipped{reason="over_limit"}"#), Some(0.0), "{metrics}");
+    pods_reach(&c, &[("a", "c"), ("c", "a")])?;
+    assert!(!c.agent_log("a").contains("ERROR resync"), "{}", c.agent_log("a"));
     Ok(())
 }
 

@@ -348,6 +348,32 @@ fn relist_sweeps_unknown_entries_and_bad_nodes_are_skipped() -> Result<()> {
     Ok(())
 }
 
+/// A `public-ip` no tunnel can reach (loopback here), or one that is already an
+/// older node's (b's), makes the newcomer a skipped peer, logged and evented like any
+/// bad annotation; the node that had the address keeps it, and traffic goes on.
+#[test]
+fn unusable_or_taken_public_ips_are_skipped_and_evented() -> Result<()> {
+    let c = cluster();
+    let cp = c.control();
+    let b_ip = c.node("b").underlay;
+    for (name, ip, cidr) in [("lo", Ipv4Addr::LOCALHOST, "10.244.61.0/24"), ("dup", b_ip, "10.244.62.0/24")] {
+        let mut n = node_manifest(name, ip, cidr.parse()?);
+        n["metadata"]["annotations"] = kube::flannel_annotations(ip, "0a:58:0a:f4:3d:00");
+        cp.kubectl_create(&n, &c.dir)?;
+    }
+    let lo = wait_for_event(&c, "lo", "PeerSkipped")?;
+    assert!(lo.iter().any(|e| e.2.contains("public-ip: 127.0.0.1 is a loopback address")), "{lo:?}");
+    let dup = wait_for_event(&c, "dup", "PeerSkipped")?;
+    assert!(dup.iter().any(|e| e.2.contains(&format!("public-ip: {b_ip} is already node b's"))), "{dup:?}");
+    let log = c.agent_log("a");
+    assert!(log.contains("skipping node: flannel.alpha.coreos.com/public-ip: 127.0.0.1 is a loopback address"), "{log}");
+    for cidr in ["10.244.61.0/24", "10.244.62.0/24"] {
+        assert!(!has_tunnel(&c, "a", cidr) && !has_route(&c, "a", cidr), "{cidr} programmed on a");
+    }
+    assert!(has_tunnel(&c, "a", &c.node("b").pod_cidr.to_string()), "b keeps its address and its entry");
+    all_pods_reach_each_other(&c)
+}
+
 /// A Node with a malformed annotation gets one Warning Event, however many agents
 /// skip it and however often they resync, which `kubectl get events` and `kubectl
 /// describe node` show; fixing the annotation makes it a peer again, with a Normal

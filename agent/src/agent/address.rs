@@ -9,15 +9,21 @@ use crate::node_object::NodeFields;
 /// The addresses that tell which interface is the uplink, best first: one the node
 /// was told to advertise is the better hint (after a move the InternalIP may lag
 /// behind, and behind NAT it is never local).
-pub(super) fn uplink_hints(node: &impl NodeFields, flag: Option<Ipv4Addr>) -> Vec<Ipv4Addr> {
-    let overwrite = annotations::public_ip_overwrite(node).ok().flatten();
+pub(super) fn uplink_hints(node: &impl NodeFields, flag: Option<Ipv4Addr>, network: Ipv4Network) -> Vec<Ipv4Addr> {
+    let overwrite = annotations::public_ip_overwrite(node, network).ok().flatten();
     [overwrite, flag, annotations::internal_ip(node)].into_iter().flatten().collect()
 }
 
 /// The address this node advertises: `public-ip-overwrite`, else `--public-ip`,
-/// else the uplink's. Err: the annotation is unusable, or nothing is left.
-pub(super) fn advertised(node: &impl NodeFields, flag: Option<Ipv4Addr>, uplink: Option<Ipv4Addr>) -> Result<Ipv4Addr, String> {
-    if let Some(ip) = annotations::public_ip_overwrite(node)? {
+/// else the uplink's. Err: the annotation is unusable (unparsable, or an address no
+/// peer can tunnel to: [`annotations::unusable_address`]), or nothing is left.
+pub(super) fn advertised(
+    node: &impl NodeFields,
+    flag: Option<Ipv4Addr>,
+    uplink: Option<Ipv4Addr>,
+    network: Ipv4Network,
+) -> Result<Ipv4Addr, String> {
+    if let Some(ip) = annotations::public_ip_overwrite(node, network)? {
         return Ok(ip);
     }
     flag.or(uplink).ok_or_else(|| "no address to advertise: the uplink has no IPv4 address; pass --public-ip".into())
@@ -30,8 +36,9 @@ pub(super) fn advertised_at_start(
     node: &impl NodeFields,
     flag: Option<Ipv4Addr>,
     uplink: Option<Ipv4Addr>,
+    network: Ipv4Network,
 ) -> Result<(Ipv4Addr, Option<String>), String> {
-    match advertised(node, flag, uplink) {
+    match advertised(node, flag, uplink, network) {
         Ok(ip) => Ok((ip, None)),
         Err(e) => flag.or(uplink).map(|ip| (ip, Some(e.clone()))).ok_or(e),
     }
@@ -95,6 +102,8 @@ mod tests {
     use super::*;
     use crate::node_object::WatchedNode;
 
+    const NET: Ipv4Network = Ipv4Network::new_checked(Ipv4Addr::new(10, 244, 0, 0), 16).expect("a valid network");
+
     fn node(overwrite: Option<&str>, internal: Option<&str>) -> WatchedNode {
         let mut n = WatchedNode::default();
         n.metadata.name = Some("a".into());
@@ -112,23 +121,30 @@ mod tests {
     fn public_ip_overwrite_wins() {
         let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
         let (flag, up) = (Some(ip("192.0.2.1")), Some(ip("198.19.0.10")));
-        assert_eq!(advertised(&node(None, None), None, up), Ok(ip("198.19.0.10")));
-        assert_eq!(advertised(&node(None, None), flag, up), Ok(ip("192.0.2.1")));
-        assert_eq!(advertised(&node(Some("192.0.2.99"), None), flag, up), Ok(ip("192.0.2.99")));
-        assert!(advertised(&node(Some("nope"), None), None, up).is_err());
-        assert!(advertised(&node(None, None), None, None).is_err());
+        assert_eq!(advertised(&node(None, None), None, up, NET), Ok(ip("198.19.0.10")));
+        assert_eq!(advertised(&node(None, None), flag, up, NET), Ok(ip("192.0.2.1")));
+        assert_eq!(advertised(&node(Some("192.0.2.99"), None), flag, up, NET), Ok(ip("192.0.2.99")));
+        assert!(advertised(&node(Some("nope"), None), None, up, NET).is_err());
+        assert!(advertised(&node(None, None), None, None, NET).is_err());
         // At start a bad annotation is reported, not fatal, while an address is left.
-        let (at, error) = advertised_at_start(&node(Some("nope"), None), flag, up).unwrap();
+        let (at, error) = advertised_at_start(&node(Some("nope"), None), flag, up, NET).unwrap();
         assert_eq!(at, ip("192.0.2.1"));
         assert!(error.is_some_and(|e| e.contains("nope")));
-        assert!(advertised_at_start(&node(Some("nope"), None), None, None).is_err());
+        assert!(advertised_at_start(&node(Some("nope"), None), None, None, NET).is_err());
+        // An address no peer could tunnel to is as bad as a typo: reported, the flag's kept.
+        for bad in ["127.0.0.1", "169.254.169.254", "10.244.5.5"] {
+            let (at, error) = advertised_at_start(&node(Some(bad), None), flag, up, NET).unwrap();
+            assert_eq!(at, ip("192.0.2.1"), "{bad}");
+            assert!(error.is_some_and(|e| e.contains(bad)), "{bad}");
+        }
+        assert_eq!(uplink_hints(&node(Some("127.0.0.1"), None), None, NET), Vec::<Ipv4Addr>::new(), "no hint from it either");
     }
 
     #[test]
     fn hints_put_what_the_node_was_told_first() {
         let n = node(Some("192.0.2.99"), Some("198.19.0.10"));
-        let hints = uplink_hints(&n, Some("192.0.2.1".parse().unwrap()));
+        let hints = uplink_hints(&n, Some("192.0.2.1".parse().unwrap()), NET);
         assert_eq!(hints, ["192.0.2.99", "192.0.2.1", "198.19.0.10"].map(|s| s.parse::<Ipv4Addr>().unwrap()));
-        assert_eq!(uplink_hints(&node(Some("bad"), None), None), Vec::<Ipv4Addr>::new());
+        assert_eq!(uplink_hints(&node(Some("bad"), None), None, NET), Vec::<Ipv4Addr>::new());
     }
 }

@@ -109,6 +109,8 @@ pub struct Agent {
     masq: Option<Masq>,
     /// The CNI config that sorts before ours, last warned about.
     cni_shadowed_by: Option<std::path::PathBuf>,
+    /// More remote nodes than `--max-nodes`, last reported.
+    over_limit: Option<node::TooManyNodes>,
 }
 
 /// Masquerade's settings and its collector.
@@ -160,10 +162,27 @@ impl Agent {
         Ok(())
     }
 
+    /// What the maps and routes should hold: the remote nodes that fit `--max-nodes`.
+    /// The rest are reported (log, metric, `/readyz`) once per change, never fatal: a
+    /// restart would not make them fit, and would stop serving those that do.
+    fn desired(&mut self) -> node::Desired {
+        let others = self.table.nodes.iter().filter(|n| n.name != self.own.name);
+        let (fit, over) = node::within_limit(others, self.args.max_nodes);
+        let desired = node::desired(fit, self.vni);
+        if over != self.over_limit {
+            match &over {
+                Some(e) => tracing::error!("{e}"),
+                None => tracing::info!(max_nodes = self.args.max_nodes, "every node fits the maps again"),
+            }
+            self.health.set_over_limit(over.as_ref().map(|e| (e.to_string(), e.left_out() as u64)));
+            self.over_limit = over;
+        }
+        desired
+    }
+
     /// `full`: against what the kernel holds; else against what the last pass applied.
     async fn reconcile(&mut self, full: bool) -> Result<()> {
-        let others = self.table.nodes.iter().filter(|n| n.name != self.own.name);
-        let desired = node::desired(others, self.vni);
+        let desired = self.desired();
         // Taken in both cases: if this pass fails, the next one reads the kernel.
         let known = self.applied.take().filter(|_| !full);
         let changes = reconcile::apply(&mut self.dataplane.maps, &self.nl, self.weft0.index, &desired, known.as_ref()).await?;

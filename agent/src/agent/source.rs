@@ -121,7 +121,7 @@ impl Agent {
             return;
         };
         if let Some(node) = kube.store.state().iter().find(|n| n.metadata.name.as_deref() == Some(&self.own.name)) {
-            match address::advertised(node.as_ref(), self.args.public_ip, self.uplink_address) {
+            match address::advertised(node.as_ref(), self.args.public_ip, self.uplink_address, kube.network) {
                 Ok(ip) => {
                     kube.own_address_error(&self.own.name, ip, None);
                     if ip != self.own.underlay_ip {

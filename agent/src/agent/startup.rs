@@ -9,6 +9,8 @@ use crate::flannel_leftovers::{self, LeftoverError, Policy};
 pub(super) struct Created {
     pub(super) weft0: Option<u32>,
     pub(super) pins: Vec<PathBuf>,
+    /// The pin directory, if this start made it (removed if left empty).
+    pub(super) dir: Option<PathBuf>,
 }
 
 impl Created {
@@ -24,6 +26,10 @@ impl Created {
                 tracing::warn!("rollback: removing pin {}: {e}", pin.display());
             }
         }
+        if let Some(dir) = self.dir {
+            // Fails, harmlessly, if anything this start did not create is in it.
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -33,8 +39,21 @@ pub async fn run(args: Args) -> Result<()> {
     }
     privileges::check()?;
     privileges::check_kernel()?;
+    // Before anything is touched (the health port included): a second agent on this
+    // pin directory fails here, naming the first, and changes nothing.
+    let fresh_dir = !args.bpffs_dir.exists();
+    bpffs::ensure(&args.bpffs_dir)?;
+    let _lock = match crate::lock::lock(&args.bpffs_dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            if fresh_dir {
+                let _ = std::fs::remove_dir(&args.bpffs_dir);
+            }
+            return Err(e.into());
+        }
+    };
     let nl = Netlink::connect().context("opening a netlink socket")?;
-    let mut created = Created::default();
+    let mut created = Created { dir: fresh_dir.then(|| args.bpffs_dir.clone()), ..Created::default() };
     let health = crate::healthz::Health::new(Duration::from_secs(args.resync_seconds));
     // Served before anything can wait (for the API server, the podCIDR): probes see
     // the agent live, and not ready, from the start.
@@ -136,10 +155,11 @@ pub(super) async fn start_kube(args: Args, nl: Netlink, health: Health, created:
         recorder.post(&Regarding::of(&own_node), Reason::InvalidPodCIDR, &format!("{why}; weft-agent exits")).await;
         bail!("node {node_name}: {why}; refusing to start");
     }
-    let up = uplink::select(&nl, &selector(&args), &address::uplink_hints(&own_node, args.public_ip)).await?;
+    let up = uplink::select(&nl, &selector(&args), &address::uplink_hints(&own_node, args.public_ip, conf.network)).await?;
     let existing_mac = nl.link_by_name(WEFT0).await?.and_then(|l| l.mac).map(peers::Mac);
     let vtep_mac = kube_sync::choose_vtep_mac(&own_node, existing_mac);
-    let (public_ip, own_error) = address::advertised_at_start(&own_node, args.public_ip, up.address).map_err(|e| anyhow!(e))?;
+    let (public_ip, own_error) =
+        address::advertised_at_start(&own_node, args.public_ip, up.address, conf.network).map_err(|e| anyhow!(e))?;
     let own = NodeEntry { name: node_name.clone(), underlay_ip: public_ip, pod_cidr, vtep_mac };
     tracing::info!(node = %own.name, %pod_cidr, %public_ip, %vtep_mac, "own node");
 
@@ -250,8 +270,7 @@ impl Agent {
         created: &mut Created,
     ) -> Result<Agent> {
         tracing::info!(node = %own.name, uplink = %up.link.name, underlay = %own.underlay_ip, pod_cidr = %own.pod_cidr, "starting");
-        bpffs::ensure(&args.bpffs_dir)?;
-        let sizes = crate::maps::Sizes { nat: args.nat_max_entries };
+        let sizes = crate::maps::Sizes { nat: args.nat_max_entries, nodes: args.max_nodes };
         let tc = match args.tc_attach {
             TcAttach::Auto => TcPath::detect(),
             TcAttach::Tcx if TcPath::detect() == TcPath::Netlink => {
@@ -296,12 +315,13 @@ impl Agent {
             health,
             masq,
             cni_shadowed_by: None,
+            over_limit: None,
         };
         agent.decap_l4_udp = crate::probe::decap_l4_udp(&mut agent.dataplane);
         agent.refresh_tunnel_ip().await?;
         agent.write_config()?;
-        let others = agent.table.nodes.iter().filter(|n| n.name != agent.own.name);
-        reconcile::seed(&mut agent.dataplane.maps, &node::desired(others, vni))?;
+        let desired = agent.desired();
+        reconcile::seed(&mut agent.dataplane.maps, &desired)?;
         agent.keep_masq()?;
         agent.attach(created)?;
         agent.start_pods(created).await?;
