@@ -99,25 +99,46 @@ pub fn run() -> Result<()> {
             out = result.display(),
         );
         let started = Instant::now();
-        println!("kernels: booting {release} (qemu TCG, 2 CPUs)");
-        // qemu reopens its stdout and stderr: never the same regular file for both.
-        let boot = Command::new(format!("{VENV}/bin/vng"))
-            .env("PATH", &path)
-            .args(["--run"])
-            .arg(&vmlinuz)
-            .args(["--disable-kvm", "--cpus", "2", "--memory", "2G", "--rwdir"])
-            .arg(&dir)
-            .args(["--exec", &script])
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.join("vng.out"))?)
-            .stderr(std::fs::File::create(dir.join("vng.err"))?)
-            .status()
-            .context("running vng")?;
+        // One vCPU: with two, a 6.12 guest panicked under TCG in about one boot of five
+        // ("Oops: int3" in netif_rx_internal: a static key patched by text_poke_bp on
+        // one vCPU while the other ran the site; cross-modifying code under TCG, no
+        // weft program on the stack). A guest that still vanishes before the test
+        // prints its result is booted once more, its console kept; a test that fails
+        // is never retried.
+        let mut boot = None;
+        for attempt in 1..=2 {
+            println!("kernels: booting {release} (qemu TCG, 1 CPU){}", if attempt > 1 { ", again" } else { "" });
+            let _ = std::fs::remove_file(&result);
+            // qemu reopens its stdout and stderr: never the same regular file for both.
+            // --verbose: the guest's console (kernel messages) goes to vng-N.err.
+            let status = Command::new(format!("{VENV}/bin/vng"))
+                .env("PATH", &path)
+                .args(["--verbose", "--run"])
+                .arg(&vmlinuz)
+                .args(["--disable-kvm", "--cpus", "1", "--memory", "2G", "--rwdir"])
+                .arg(&dir)
+                .args(["--exec", &script])
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(dir.join("vng.out"))?)
+                .stderr(std::fs::File::create(dir.join(format!("vng-{attempt}.err")))?)
+                .status()
+                .context("running vng")?;
+            boot = Some(status);
+            let finished = std::fs::read_to_string(&result).unwrap_or_default().lines().any(|l| l.starts_with("rc="));
+            if finished {
+                break;
+            }
+            println!(
+                "kernels: the {release} guest ended ({status}) before the test's result; console: {}",
+                dir.join(format!("vng-{attempt}.err")).display()
+            );
+        }
+        let boot = boot.expect("one boot at least");
         let output = std::fs::read_to_string(&result).unwrap_or_default();
         let passed = output.lines().any(|l| l == "rc=0");
         println!("kernels: {series} ({release}): {} in {:.0?}", if passed { "passed" } else { "FAILED" }, started.elapsed());
         if !passed {
-            bail!("the kernel test failed on {release} (vng: {boot}):\n{output}\n(boot log: {})", dir.join("vng.err").display());
+            bail!("the kernel test failed on {release} (vng: {boot}):\n{output}\n(guest console: {}/vng-*.err)", dir.display());
         }
         for line in output.lines().filter(|l| l.contains("bytes verified") || l.starts_with("kernel ")) {
             println!("  {line}");
