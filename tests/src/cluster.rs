@@ -385,6 +385,24 @@ impl Cluster {
         }
     }
 
+    /// `weft-agent uninstall` for node `i` (its agent stopped), with the paths its
+    /// agent used; what it printed.
+    pub fn uninstall(&self, i: usize) -> Result<String> {
+        let n = &self.nodes[i];
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", n.ns.path()))
+            .arg(crate::agent_binary())
+            .args(["uninstall", "--bpffs-dir"])
+            .arg(&n.bpffs_dir)
+            .arg("--cni-conf-dir")
+            .arg(n.cni_dir())
+            .arg("--subnet-file")
+            .arg(n.subnet_file())
+            .output()?;
+        anyhow::ensure!(out.status.success(), "uninstall: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
     pub fn start_agent(&mut self, i: usize, extra: &[&str]) -> Result<()> {
         let cmd = self.agent_command(i, extra);
         let log = self.dir.join(format!("agent-{}.log", self.nodes[i].name));

@@ -28,7 +28,11 @@ pub struct Ping {
 pub fn ping(from: &Netns, to: Ipv4Addr, count: u32, flags: &str) -> Result<Ping> {
     let out =
         from.exec(&format!("ping -n -c {count} -i 0.2 -W 1 -w {} {flags} {to}", count + 2)).output().context("running ping")?;
-    let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ping_stats(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Reads ping's summary line (`N packets transmitted, M received, ...`) from its output.
+pub fn ping_stats(output: String) -> Result<Ping> {
     let stats =
         output.lines().find(|l| l.contains("packets transmitted")).ok_or_else(|| anyhow!("no ping statistics in:\n{output}"))?;
     let num = |key: &str| -> u32 {

@@ -98,15 +98,7 @@ fn lost_during(c: &mut Cluster, during: impl FnOnce(&mut Cluster) -> Result<()>)
         let cmd = format!("ping -n -q -c {COUNT} -i 0.005 -W 2 -w 30 {to}");
         let mut child = from.exec(&cmd);
         Ok(std::thread::spawn(move || {
-            let out = child.output()?;
-            let output = String::from_utf8_lossy(&out.stdout).into_owned();
-            let stats = output.lines().find(|l| l.contains("transmitted")).ok_or_else(|| anyhow!("no statistics:\n{output}"))?;
-            let num = |k: &str| stats.split(',').find(|p| p.contains(k)).and_then(|p| p.split_whitespace().next()?.parse().ok());
-            Ok(weft_e2e::traffic::Ping {
-                transmitted: num("transmitted").unwrap_or(0),
-                received: num("received").unwrap_or(0),
-                output,
-            })
+            weft_e2e::traffic::ping_stats(String::from_utf8_lossy(&child.output()?.stdout).into_owned())
         }))
     };
     let ab = stream(&c.pod_on("a").ns, c.pod_on("b").ip)?;
@@ -233,18 +225,8 @@ fn restarts_and_path_switches_lose_no_packet_on_either_attach_path() -> Result<(
         check(&c, other)?;
         if other == "netlink" {
             c.nodes[a].agent.as_mut().unwrap().stop()?;
+            c.uninstall(a)?;
             let ns = &c.nodes[a].ns;
-            let out = Command::new("nsenter")
-                .arg(format!("--net={}", ns.path()))
-                .arg(weft_e2e::agent_binary())
-                .args(["uninstall", "--bpffs-dir"])
-                .arg(&c.nodes[a].bpffs_dir)
-                .arg("--cni-conf-dir")
-                .arg(c.nodes[a].cni_dir())
-                .arg("--subnet-file")
-                .arg(c.nodes[a].subnet_file())
-                .output()?;
-            assert!(out.status.success(), "uninstall: {}", String::from_utf8_lossy(&out.stderr));
             for iface in ["ul0", "cni0"] {
                 for hook in ["ingress", "egress"] {
                     let left = ns.sh(&format!("tc filter show dev {iface} {hook}"))?;

@@ -556,20 +556,7 @@ fn uninstall_leaves_nothing_of_weft_behind() -> Result<()> {
     let ns = &c.nodes[a].ns;
     let reserved = || ns.sh("cat /proc/sys/net/ipv4/ip_local_reserved_ports");
 
-    let uninstall = || -> Result<String> {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={}", ns.path()))
-            .arg(weft_e2e::agent_binary())
-            .args(["uninstall", "--bpffs-dir"])
-            .arg(&bpffs)
-            .arg("--cni-conf-dir")
-            .arg(&cni)
-            .arg("--subnet-file")
-            .arg(&subnet)
-            .output()?;
-        ensure!(out.status.success(), "uninstall: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(String::from_utf8(out.stdout)?)
-    };
+    let uninstall = || c.uninstall(a);
     let said = uninstall()?;
     println!("{said}");
     for line in
