@@ -161,6 +161,20 @@ pub struct Args {
     #[arg(long)]
     pub fast_path: bool,
 
+    /// Pods send only as themselves: a pod veth's TC ingress drops IPv4 packets and ARP
+    /// whose source address or MAC is not the pod's own, as its CNI result recorded
+    /// (counted as `drop_spoofed_source`). On by default; off only for pods that must
+    /// route others' traffic.
+    #[arg(long, env = "WEFT_POD_SOURCE_CHECK", num_args = 0..=1, require_equals = true, default_value_t = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set)]
+    pub pod_source_check: bool,
+
+    /// libcni's cache directory, where the container runtime keeps each pod's CNI
+    /// result (`results/`): who each pod veth's pod is, for the source check and the
+    /// fast path.
+    #[arg(long, value_name = "DIR", env = "WEFT_CNI_CACHE_DIR", default_value = crate::cni_results::DEFAULT_CACHE_DIR)]
+    pub cni_cache_dir: PathBuf,
+
     /// Masquerade pods' traffic leaving the cluster network (net-conf.json's
     /// `Network`) to the node's address, in eBPF on the uplink: Flannel's --ip-masq,
     /// with its rules (see the README). Off by default, as in flanneld.

@@ -9,6 +9,7 @@
 //!   annotations and net-conf.json;
 //! - [`uplink`]: which interface and address carry the tunnel;
 //! - [`cni`]: subnet.env and the CNI conflist pods get their addresses from;
+//!   [`cni_results`]: the pods' CNI results as the runtime cached them (who each pod is);
 //! - [`flannel_leftovers`]: what Flannel left on a node weft takes over, removed or refused;
 //! - [`events`]: Kubernetes Events on skipped Nodes and on this node's own problems;
 //! - [`healthz`]: what the agent reports about itself (health, skipped nodes, API errors);
@@ -24,8 +25,8 @@
 //! - [`dataplane`]: loading the programs, pinning maps, attaching through pinned TCX links;
 //! - [`maps`]: typed access to the pinned maps;
 //! - [`nat`]: masquerade's user-space half: its settings, the collector, `nat list`;
-//! - [`pods`]: the local pod endpoints, the pod bridge's egress program, and `--fast-path`'s
-//!   programs on each pod veth;
+//! - [`pods`]: the local pod endpoints, the pod bridge's egress program, and the
+//!   programs on each pod veth (source check, `--fast-path`);
 //! - [`probe`]: what the running kernel's BPF helpers accept;
 //! - [`reconcile`]: desired vs actual, applied in the order the kernel needs;
 //! - [`agent`]: the running agent — startup with rollback, node sources, addresses,
@@ -35,6 +36,7 @@ pub mod agent;
 pub mod annotations;
 pub mod bpffs;
 pub mod cni;
+pub mod cni_results;
 pub mod compat;
 pub mod config;
 pub mod dataplane;

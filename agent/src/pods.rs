@@ -9,30 +9,31 @@
 //! `weft0`. The bridge is made by the CNI plugin with the first pod, and may be made
 //! again: every scan attaches to the bridge there is.
 //!
-//! `--fast-path` puts its programs at the host end of each pod's veth: TC ingress
-//! (what the pod sends, before the bridge and before `br_netfilter` runs PREROUTING,
-//! where kube-proxy's DNAT happens) and TC egress (what the stack delivers to the
-//! pod, whose flows then stay on the stack). Each attachment is a TCX link pinned as
-//! `link_pod_egress_<ifindex>` / `link_pod_ingress_<ifindex>`, so the fast path
-//! outlives the agent like the rest of the dataplane; pins of veths that are gone
-//! are swept. A veth that cannot be attached is logged and retried on the next scan;
-//! without its programs its pod simply takes the stack path (and is no endpoint).
+//! Each pod veth carries two programs at its host end, with `--pod-source-check` (the
+//! default) or `--fast-path`: TC ingress (what the pod sends, before the bridge and
+//! before `br_netfilter` runs PREROUTING, where kube-proxy's DNAT happens: the source
+//! check, then the fast path's encapsulation) and TC egress (what the stack delivers to
+//! the pod, whose flows then stay on the stack). Each attachment is a link pinned as
+//! `link_pod_egress_<ifindex>` / `link_pod_ingress_<ifindex>`, so the programs outlive
+//! the agent like the rest of the dataplane; pins of veths that are gone are swept. A
+//! veth that cannot be attached is logged and retried on the next scan.
 //!
-//! The endpoints come from the kernel's own tables, as the stack path would use them:
-//! the bridge's neighbour table (pod IP → MAC, learned by ARP as for any routed
-//! traffic) joined with the bridge's FDB (MAC → port, learned by the bridge). A pod
-//! the join does not cover yet (no ARP exchanged) takes the bridge (and the stack
-//! path), which resolves it and so fills the tables for the next packet. Once known,
-//! an endpoint stays while its veth exists: fast traffic no longer refreshes the FDB
-//! (its entry ages out) and a forged ARP or frame from another pod must not move it;
-//! it goes with its veth (the pod's deletion). Link and neighbour events on the bridge
-//! and its ports trigger a rescan; the periodic resync catches anything missed. The
-//! bridge and the veths are the CNI plugin's: weft never creates or removes them.
+//! The endpoints come from the pods' CNI results ([`crate::cni_results`]): the address
+//! IPAM gave each pod and its `eth0` MAC, on the veth the bridge plugin made — never
+//! from what a pod sends, so a pod cannot claim a neighbour's address, before or after
+//! the neighbour exists. Only a veth whose endpoint is known carries the programs (the
+//! source check would drop everything else it sends); until its result is read — the
+//! runtime writes it just after ADD returns, so a new veth is rescanned every 250 ms
+//! until it is — its pod takes the stack path unchecked, and one that stays so is
+//! logged. Once known, an endpoint stays while its veth exists. Link events trigger a
+//! rescan; the periodic resync catches anything missed. The bridge and the veths are
+//! the CNI plugin's: weft never creates or removes them.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
-    path::PathBuf,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use aya::programs::TcAttachType;
@@ -40,8 +41,8 @@ use futures::channel::mpsc::UnboundedReceiver;
 use ipnetwork::Ipv4Network;
 use rtnetlink::{
     MulticastGroup,
-    packet_core::{NetlinkMessage, NetlinkPayload},
-    packet_route::{RouteNetlinkMessage, link::InfoKind, neighbour::NeighbourAttribute},
+    packet_core::NetlinkMessage,
+    packet_route::{RouteNetlinkMessage, link::InfoKind},
     sys::SocketAddr,
 };
 use thiserror::Error;
@@ -52,6 +53,7 @@ use weft_common::{
 };
 
 use crate::{
+    cni_results,
     dataplane::{Attached, Dataplane},
     netlink::{Link, Netlink},
 };
@@ -96,27 +98,52 @@ const HOOKS: [(&str, TcAttachType, &str); 2] = [
 pub struct Pods {
     /// The pod bridge's name (the CNI conflist's `bridge`).
     bridge: String,
-    /// Link and neighbour notifications of this network namespace.
+    /// Link notifications of this network namespace.
     events: Events,
-    /// `--fast-path`: the pod veths carry its programs, and only those pods are endpoints.
+    /// `--fast-path`: the pod veths' programs encapsulate, and only pods whose veth
+    /// carries them are endpoints.
     fast: bool,
-    /// `--fast-path`: veths this agent has seen carrying both programs (checked again
-    /// on every resync).
+    /// `--pod-source-check`: the pod veths' programs drop what a pod sends as another.
+    source_check: bool,
+    /// libcni's cache directory, where the pods' CNI results are.
+    cni_cache_dir: PathBuf,
+    /// Veths this agent has seen carrying both programs (checked again on every resync).
     attached: BTreeSet<u32>,
     /// The bridge (ifindex) this agent has seen carrying the egress program.
     bypass: Option<u32>,
-    /// The bridge and its ports at the last scan: whose neighbour events matter.
-    watched: BTreeSet<u32>,
+    /// Ports with no CNI result at the last scan: since when, and whether that was logged.
+    unverified: BTreeMap<u32, (Instant, bool)>,
 }
 
+/// How often ports without a CNI result are rescanned: a new pod's result is written
+/// just after its veth appears, and until it is read the pod goes unchecked.
+const RESULT_POLL: Duration = Duration::from_millis(250);
+
+/// How long a new veth may go without a CNI result before that is worth a warning
+/// (the runtime writes the result just after the plugins' ADD returns).
+const RESULT_GRACE: Duration = Duration::from_secs(10);
+
 impl Pods {
-    /// Subscribes to link and neighbour events (before the first scan, so nothing
-    /// between the scan and the subscription is missed).
-    pub fn new(bridge: &str, fast: bool) -> Result<Self> {
-        let (conn, _, events) =
-            rtnetlink::new_multicast_connection(&[MulticastGroup::Link, MulticastGroup::Neigh]).map_err(PodsError::Subscribe)?;
+    /// Subscribes to link events (before the first scan, so nothing between the scan
+    /// and the subscription is missed).
+    pub fn new(bridge: &str, fast: bool, source_check: bool, cni_cache_dir: &Path) -> Result<Self> {
+        let (conn, _, events) = rtnetlink::new_multicast_connection(&[MulticastGroup::Link]).map_err(PodsError::Subscribe)?;
         tokio::spawn(conn);
-        Ok(Pods { bridge: bridge.to_owned(), events, fast, attached: BTreeSet::new(), bypass: None, watched: BTreeSet::new() })
+        Ok(Pods {
+            bridge: bridge.to_owned(),
+            events,
+            fast,
+            source_check,
+            cni_cache_dir: cni_cache_dir.to_owned(),
+            attached: BTreeSet::new(),
+            bypass: None,
+            unverified: BTreeMap::new(),
+        })
+    }
+
+    /// Whether the pod veths carry weft's programs.
+    fn programs(&self) -> bool {
+        self.fast || self.source_check
     }
 
     /// Whether the bridge's egress program was attached at the last scan.
@@ -124,33 +151,25 @@ impl Pods {
         self.bypass.is_some()
     }
 
-    /// Waits for a link event, or a neighbour event on the bridge or one of its ports
-    /// (the uplink's ARP traffic is not ours), then takes every queued one with it: a
-    /// burst costs one rescan.
+    /// Waits for a link event, then takes every queued one with it (a burst costs one
+    /// rescan) — or, while a port has no CNI result yet, for [`RESULT_POLL`].
     pub async fn changed(&mut self) {
         use futures::StreamExt;
-        loop {
-            let Some((msg, _)) = self.events.next().await else {
-                // The subscription ended: only the periodic resync rescans from now on.
-                return std::future::pending::<()>().await;
-            };
-            let mut relevant = self.relevant(&msg);
-            while let Ok((msg, _)) = self.events.try_recv() {
-                relevant |= self.relevant(&msg);
+        let poll = async {
+            if self.unverified.is_empty() {
+                std::future::pending::<()>().await;
             }
-            if relevant {
-                return;
+            tokio::time::sleep(RESULT_POLL).await;
+        };
+        tokio::select! {
+            () = poll => {}
+            event = self.events.next() => {
+                if event.is_none() {
+                    // The subscription ended: only the periodic resync rescans from now on.
+                    return std::future::pending::<()>().await;
+                }
+                while self.events.try_recv().is_ok() {}
             }
-        }
-    }
-
-    fn relevant(&self, msg: &NetlinkMessage<RouteNetlinkMessage>) -> bool {
-        match &msg.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m) | RouteNetlinkMessage::DelNeighbour(m)) => {
-                self.watched.contains(&m.header.ifindex)
-                    || m.attributes.iter().any(|a| matches!(a, NeighbourAttribute::Controller(b) if self.watched.contains(b)))
-            }
-            _ => true,
         }
     }
 
@@ -160,8 +179,8 @@ impl Pods {
         self.bypass = None;
     }
 
-    /// Attaches the bridge's egress program (and, with `--fast-path`, the pod veths'
-    /// programs) where missing, sweeps the pins of veths that are gone, and brings
+    /// Attaches the bridge's egress program and the pod veths' programs where missing,
+    /// sweeps the pins of veths that are gone (or have no endpoint), and brings
     /// `WEFT_ENDPOINTS` up to date with the local pods in `pod_cidr`. Pins it creates
     /// go into `created` as they are made (a start that fails later rolls them back).
     pub async fn sync(
@@ -177,52 +196,97 @@ impl Pods {
             .iter()
             .filter(|l| bridge.is_some_and(|b| l.master == Some(b.index)) && l.kind == Some(InfoKind::Veth))
             .collect();
-        self.watched = bridge.iter().chain(&ports).map(|l| l.index).collect();
         self.sync_bypass(dataplane, bridge, created);
-        self.attached.retain(|i| ports.iter().any(|p| p.index == *i));
-        if self.fast {
-            for port in &ports {
-                if self.attached.contains(&port.index) {
-                    continue;
-                }
+
+        let current = dataplane.maps.endpoints()?;
+        let known = match bridge.and_then(|b| b.mac) {
+            // No pod yet (the CNI plugin makes the bridge with the first one).
+            None => BTreeMap::new(),
+            Some(gw_mac) => {
+                let results =
+                    cni_results::read(&self.cni_cache_dir, pod_cidr, &self.bridge, |veth| ports.iter().any(|p| p.name == veth));
+                endpoints(&results, &ports, gw_mac, &current)
+            }
+        };
+        let with_endpoint: BTreeSet<u32> = known.values().map(|e| e.ifindex).collect();
+        self.note_unverified(&ports, &with_endpoint);
+
+        // Endpoints first: a veth's programs must never run before its pod is known
+        // (the source check would drop the pod's first packets).
+        apply(dataplane, &current, &known)?;
+        self.attached.retain(|i| with_endpoint.contains(i));
+        if self.programs() {
+            let missing: Vec<&&Link> =
+                ports.iter().filter(|p| with_endpoint.contains(&p.index) && !self.attached.contains(&p.index)).collect();
+            for port in missing {
                 // One veth's failure (a pod going away mid-scan) must not hold up the others.
                 match attach(dataplane, port, created) {
                     Ok(()) => {
                         self.attached.insert(port.index);
                     }
                     Err(e) => {
-                        tracing::warn!(iface = %port.name, "fast path: not attached ({e:#}); its pod takes the stack path")
+                        tracing::warn!(iface = %port.name, "pod programs not attached ({e:#}); its pod takes the stack path, unchecked")
                     }
                 }
             }
-            sweep(dataplane, |ifindex| ports.iter().any(|p| p.index == ifindex))?;
         }
-        // With the fast path, only pods whose veth carries its programs are endpoints:
-        // one that could not be attached takes the stack path both ways, as the warning
-        // says. Without it, every pod on the bridge is one (for the bridge's program).
-        let eligible: BTreeSet<u32> = if self.fast { self.attached.clone() } else { ports.iter().map(|p| p.index).collect() };
-
-        let (learned, fdb) = match bridge.and_then(|b| b.mac.map(|mac| (b.index, mac))) {
-            // No pod yet (the CNI plugin makes the bridge with the first one).
-            None => (BTreeMap::new(), BTreeMap::new()),
-            Some((index, gw_mac)) => {
-                let fdb: BTreeMap<_, _> =
-                    nl.bridge_fdb(index).await?.into_iter().filter(|(_, port)| ports.iter().any(|p| p.index == *port)).collect();
-                let learned = nl
-                    .neighbours(index)
-                    .await?
-                    .into_iter()
-                    .filter(|(ip, _)| pod_cidr.contains(*ip) && *ip != pod_cidr.network() && *ip != pod_cidr.broadcast())
-                    .filter_map(|(ip, mac)| fdb.get(&mac).map(|&ifindex| (ip, LocalEndpoint { ifindex, mac, gw_mac })))
-                    .filter(|(_, e)| eligible.contains(&e.ifindex))
-                    .collect();
-                (learned, fdb)
-            }
-        };
-        let current = dataplane.maps.endpoints()?;
-        let desired = settle(&current, learned, &fdb, |ifindex| eligible.contains(&ifindex));
-        apply(dataplane, &current, &desired)
+        // Programs stay only where the pod is known: the source check would drop all
+        // that a pod without an endpoint sends.
+        let programs = self.programs();
+        sweep(dataplane, |ifindex| programs && with_endpoint.contains(&ifindex))?;
+        if self.fast && known.values().any(|e| !self.attached.contains(&e.ifindex)) {
+            // With the fast path, only pods whose veth carries its programs are
+            // endpoints: one that could not be attached takes the stack path both
+            // ways, as the warning says.
+            let fast: BTreeMap<_, _> =
+                known.iter().filter(|(_, e)| self.attached.contains(&e.ifindex)).map(|(k, v)| (*k, *v)).collect();
+            apply(dataplane, &known, &fast)?;
+        }
+        Ok(())
     }
+
+    /// Tracks the ports without a CNI result; warns once about each that stays so.
+    fn note_unverified(&mut self, ports: &[&Link], with_endpoint: &BTreeSet<u32>) {
+        let now = Instant::now();
+        self.unverified.retain(|i, _| ports.iter().any(|p| p.index == *i) && !with_endpoint.contains(i));
+        for port in ports.iter().filter(|p| !with_endpoint.contains(&p.index)) {
+            let (since, logged) = self.unverified.entry(port.index).or_insert((now, false));
+            if !*logged && now.duration_since(*since) >= RESULT_GRACE {
+                *logged = true;
+                tracing::warn!(
+                    iface = %port.name,
+                    dir = %self.cni_cache_dir.join("results").display(),
+                    "no CNI result names this pod veth: its pod's sources are not checked and it takes the stack path \
+                     (is the runtime's CNI cache mounted at --cni-cache-dir?)"
+                );
+            }
+        }
+    }
+}
+
+/// The endpoints the CNI results name on live `ports`, plus the known ones (`current`)
+/// whose veth still lives and that no result contradicts: a result removed while its
+/// pod runs (an operator cleaning the cache) must not cut the pod off.
+fn endpoints(
+    results: &BTreeMap<Ipv4Addr, cni_results::Attachment>,
+    ports: &[&Link],
+    gw_mac: MacAddr,
+    current: &BTreeMap<Ipv4Addr, LocalEndpoint>,
+) -> BTreeMap<Ipv4Addr, LocalEndpoint> {
+    let mut known: BTreeMap<Ipv4Addr, LocalEndpoint> = results
+        .iter()
+        .filter_map(|(ip, a)| {
+            let port = ports.iter().find(|p| p.name == a.host_veth)?;
+            Some((*ip, LocalEndpoint { ifindex: port.index, mac: a.mac, gw_mac }))
+        })
+        .collect();
+    let named: BTreeSet<u32> = known.values().map(|e| e.ifindex).collect();
+    for (ip, e) in current {
+        if ports.iter().any(|p| p.index == e.ifindex) && !named.contains(&e.ifindex) && !known.contains_key(ip) {
+            known.insert(*ip, *e);
+        }
+    }
+    known
 }
 
 impl Pods {
@@ -267,46 +331,12 @@ fn attach(dataplane: &mut Dataplane, port: &Link, created: &mut Vec<PathBuf>) ->
         }
         let pin = format!("{prefix}{}", port.index);
         let how = dataplane.attach(program, &port.name, hook, &pin)?;
-        tracing::info!(program, iface = %port.name, how = ?how, "attached (fast path)");
+        tracing::info!(program, iface = %port.name, how = ?how, "attached (pod veth)");
         if how == Attached::Created {
             created.push(dataplane.link_pin(&pin));
         }
     }
     Ok(())
-}
-
-/// The endpoints to hold: what the kernel's tables say (`learned`, from the neighbour
-/// table joined with `fdb`), except that a known endpoint whose veth is still a
-/// fast-path port (`fast_port`: it exists and carries the programs) is kept while
-/// nothing else is known for its address (fast traffic does not refresh
-/// the FDB, so its entry ages out), and kept against another veth's claim while its
-/// own pod is still on its own port (`fdb` has its MAC there): only a forged ARP
-/// reply or frame moves a live pod's address. Once the old pod is silent (its FDB
-/// entry aged out, e.g. a veth left behind by a leaked namespace), a new claim with
-/// both a neighbour and an FDB entry wins: IPAM has given the address to a new pod.
-fn settle(
-    current: &BTreeMap<Ipv4Addr, LocalEndpoint>,
-    mut learned: BTreeMap<Ipv4Addr, LocalEndpoint>,
-    fdb: &BTreeMap<MacAddr, u32>,
-    fast_port: impl Fn(u32) -> bool,
-) -> BTreeMap<Ipv4Addr, LocalEndpoint> {
-    for (ip, known) in current.iter().filter(|(_, e)| fast_port(e.ifindex)) {
-        match learned.get(ip) {
-            Some(new) if new.ifindex == known.ifindex => {}
-            Some(new) if fdb.get(&known.mac) == Some(&known.ifindex) => {
-                tracing::warn!(pod = %ip, veth = known.ifindex, claimed_by = new.ifindex,
-                    "endpoints: another veth claims this pod's address; keeping the pod's own");
-                learned.insert(*ip, *known);
-            }
-            Some(new) => {
-                tracing::info!(pod = %ip, from = known.ifindex, to = new.ifindex, "endpoints: address moved to a new pod");
-            }
-            None => {
-                learned.insert(*ip, *known);
-            }
-        }
-    }
-    learned
 }
 
 /// Removes the pinned pod-veth links whose veth `keep` does not name (the veth is
@@ -315,7 +345,7 @@ fn sweep(dataplane: &Dataplane, keep: impl Fn(u32) -> bool) -> Result<()> {
     for (ifindex, path) in pod_link_pins(dataplane)? {
         if !keep(ifindex) {
             crate::dataplane::unpin(&path).map_err(|source| PodsError::Pins { op: "unpinning", path: path.clone(), source })?;
-            tracing::info!(pin = %path.display(), "fast path: veth gone, link unpinned");
+            tracing::info!(pin = %path.display(), "pod veth gone or unknown: its link unpinned");
         }
     }
     Ok(())
@@ -353,16 +383,17 @@ fn apply(
     Ok(())
 }
 
-/// `--fast-path` off: takes the programs off every pod veth (their pinned links go);
-/// weft0's encap stops remembering flows with the config flag. The endpoints stay for
-/// the bridge's program: the next scan settles them.
-pub fn disable_fast_path(dataplane: &mut Dataplane) -> Result<()> {
+/// Undoes what an earlier agent with other settings left: without `--fast-path` and
+/// `--pod-source-check`, the programs come off every pod veth (their pinned links go);
+/// without `--fast-path`, off `weft0`'s ingress (weft0's encap stops remembering flows
+/// with the config flag). The endpoints stay for the bridge's program.
+pub fn disable_unused(dataplane: &mut Dataplane, fast: bool, source_check: bool) -> Result<()> {
     let pins = pod_link_pins(dataplane)?;
-    if !pins.is_empty() {
+    if !fast && !source_check && !pins.is_empty() {
         sweep(dataplane, |_| false)?;
-        tracing::info!(links = pins.len(), "removed the fast path from the pod veths (--fast-path off)");
+        tracing::info!(links = pins.len(), "removed the programs from the pod veths (--fast-path and --pod-source-check off)");
     }
-    if dataplane.detach_pinned(links::WEFT0_INGRESS)? {
+    if !fast && dataplane.detach_pinned(links::WEFT0_INGRESS)? {
         tracing::info!("removed the fast path from weft0's ingress (--fast-path off)");
     }
     Ok(())
@@ -370,32 +401,49 @@ pub fn disable_fast_path(dataplane: &mut Dataplane) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
 
     fn ep(ifindex: u32, last: u8) -> LocalEndpoint {
         LocalEndpoint { ifindex, mac: [2, 0, 0, 0, 0, last], gw_mac: [2, 0, 0, 0, 0, 1] }
     }
 
+    fn port(index: u32) -> Link {
+        Link {
+            index,
+            name: format!("veth{index}"),
+            mtu: 1450,
+            mac: None,
+            kind: Some(InfoKind::Veth),
+            up: true,
+            noarp: false,
+            xdp_drv_prog: None,
+            master: Some(3),
+            peer: None,
+        }
+    }
+
     #[test]
-    fn endpoints_stay_with_their_veth() {
+    fn endpoints_come_from_results_and_stay_with_their_veth() {
         let ip = |d| Ipv4Addr::new(10, 244, 1, d);
-        let current = BTreeMap::from([(ip(5), ep(7, 5)), (ip(6), ep(8, 6)), (ip(9), ep(9, 9)), (ip(11), ep(11, 11))]);
-        let learned = BTreeMap::from([
-            // A forged claim: pod 6's address from veth 7, while pod 6 is on its port.
-            (ip(6), ep(7, 5)),
-            // A new pod.
-            (ip(10), ep(10, 10)),
-            // Pod 5's MAC changed on its own veth.
-            (ip(5), ep(7, 55)),
-            // Address 11 given to a new pod on veth 12; veth 11 lingers, silent.
-            (ip(11), ep(12, 12)),
-        ]);
-        let fdb = BTreeMap::from([(ep(8, 6).mac, 8), (ep(7, 55).mac, 7), (ep(10, 10).mac, 10), (ep(12, 12).mac, 12)]);
-        // Veth 9 is gone (pod 9 deleted).
-        let settled = settle(&current, learned, &fdb, |i| [7, 8, 10, 11, 12].contains(&i));
-        assert_eq!(settled, BTreeMap::from([(ip(5), ep(7, 55)), (ip(6), ep(8, 6)), (ip(10), ep(10, 10)), (ip(11), ep(12, 12))]));
-        // Pod 6 silent (its FDB entry aged out), nobody else claiming: kept.
-        let settled = settle(&current, BTreeMap::new(), &BTreeMap::new(), |i| i == 8);
-        assert_eq!(settled, BTreeMap::from([(ip(6), ep(8, 6))]));
+        let result = |veth: u32, last: u8| cni_results::Attachment {
+            ip: ip(last),
+            mac: ep(veth, last).mac,
+            host_veth: format!("veth{veth}"),
+            written: SystemTime::UNIX_EPOCH,
+        };
+        let ports = [port(7), port(8), port(10), port(11)];
+        let ports: Vec<&Link> = ports.iter().collect();
+        // What the map held: pod 9's veth is gone; veth 11 held address 11, whose
+        // result was removed from the cache while the pod runs.
+        let current = BTreeMap::from([(ip(5), ep(7, 5)), (ip(9), ep(9, 9)), (ip(11), ep(11, 11))]);
+        let results = BTreeMap::from([(ip(5), result(7, 5)), (ip(6), result(8, 6)), (ip(10), result(10, 10))]);
+        let known = endpoints(&results, &ports, [2, 0, 0, 0, 0, 1], &current);
+        assert_eq!(known, BTreeMap::from([(ip(5), ep(7, 5)), (ip(6), ep(8, 6)), (ip(10), ep(10, 10)), (ip(11), ep(11, 11))]));
+        // A new result for veth 11 (another address) replaces what it held.
+        let results = BTreeMap::from([(ip(12), result(11, 12))]);
+        let known = endpoints(&results, &ports, [2, 0, 0, 0, 0, 1], &current);
+        assert_eq!(known, BTreeMap::from([(ip(5), ep(7, 5)), (ip(12), ep(11, 12))]));
     }
 }

@@ -108,6 +108,11 @@ pub const FLAG_MASQUERADE: u32 = 8;
 /// `weft0`. Set after the attach, cleared before the detach.
 pub const FLAG_XDP_DECAP: u32 = 16;
 
+/// `--pod-source-check` (the default): a pod veth's TC ingress drops the pod's IPv4
+/// packets and ARP whose sender is not that pod (`WEFT_ENDPOINTS`, from the pods' CNI
+/// results). Only veths with a known endpoint carry the program.
+pub const FLAG_SOURCE_CHECK: u32 = 32;
+
 const _: () = assert!(core::mem::size_of::<DataplaneConfig>() == 68 + 256);
 
 #[cfg(feature = "user")]

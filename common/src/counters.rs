@@ -127,6 +127,10 @@ pub enum DropReason {
     /// Decap: VXLAN from a known node whose inner destination is neither on this node
     /// (its pod CIDR, tunnel address included) nor in another node's pod CIDR.
     InnerDestination = 14,
+    /// A pod veth's TC ingress: a frame from a pod with a source that is not the
+    /// pod's own — an IPv4 source or ARP sender address, or a MAC, other than what
+    /// its CNI result recorded for that veth.
+    SpoofedSource = 15,
 }
 
 impl DropReason {
@@ -146,6 +150,7 @@ impl DropReason {
             DropReason::NatError => "nat_error",
             DropReason::InnerSource => "inner_source",
             DropReason::InnerDestination => "inner_destination",
+            DropReason::SpoofedSource => "spoofed_source",
         }
     }
 }
@@ -233,13 +238,15 @@ pub enum Verdict {
     DropInnerSource = 21,
     /// Decap: the inner destination is not on this node (nor another node's pod CIDR).
     DropInnerDestination = 22,
+    /// A pod veth's TC ingress: the pod sent with an address or MAC not its own.
+    DropSpoofedSource = 23,
 }
 
 /// Slots in the counters map: room for verdicts added later without resizing the map.
 pub const VERDICT_SLOTS: u32 = 32;
 
 impl Verdict {
-    pub const ALL: [Verdict; 23] = [
+    pub const ALL: [Verdict; 24] = [
         Verdict::Passed,
         Verdict::Encapsulated,
         Verdict::Decapsulated,
@@ -263,6 +270,7 @@ impl Verdict {
         Verdict::DropNatError,
         Verdict::DropInnerSource,
         Verdict::DropInnerDestination,
+        Verdict::DropSpoofedSource,
     ];
 
     pub const fn index(self) -> u32 {
@@ -307,6 +315,7 @@ impl Verdict {
             Verdict::DropNatError => Some(DropReason::NatError),
             Verdict::DropInnerSource => Some(DropReason::InnerSource),
             Verdict::DropInnerDestination => Some(DropReason::InnerDestination),
+            Verdict::DropSpoofedSource => Some(DropReason::SpoofedSource),
             _ => None,
         }
     }
@@ -337,6 +346,7 @@ impl Verdict {
             Verdict::DropNatError => "drop_nat_error",
             Verdict::DropInnerSource => "drop_inner_source",
             Verdict::DropInnerDestination => "drop_inner_destination",
+            Verdict::DropSpoofedSource => "drop_spoofed_source",
         }
     }
 }

@@ -23,6 +23,7 @@ pub const SRC_PORT_MIN: u16 = 49152;
 pub const SRC_PORT_SPAN: u32 = 16384;
 
 pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;

@@ -39,7 +39,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use weft_common::{
-    config::FLAG_FAST_PATH,
+    config::{FLAG_FAST_PATH, FLAG_SOURCE_CHECK},
     counters::Verdict,
     fastpath::{FlowKey, FlowSeen},
     wire::{ETH_HLEN, ETH_P_IPV4, IPPROTO_TCP, IPPROTO_UDP},
@@ -48,48 +48,44 @@ use weft_common::{
 use crate::{
     classify, csum, maps, mtu,
     parse::{EthHdr, Ipv4Hdr, L4Ports, Packet},
+    source::{self, PodFrame},
     tunnel,
 };
 
 /// `PACKET_HOST` (`linux/if_packet.h`).
 const PACKET_HOST: u32 = 0;
 
-/// TC ingress of a pod's host-side veth: a pod's packet for a remote pod, encapsulated here.
+/// TC ingress of a pod's host-side veth: first the source check ([`source`]); then,
+/// with `--fast-path`, a pod's packet for a remote pod is encapsulated here.
 pub fn tc_pod_egress(ctx: &TcContext) -> Result<Verdict, Verdict> {
-    // parse: anything we do not fully understand is the stack's.
-    let Some(cfg) = maps::config().filter(|c| c.flags & FLAG_FAST_PATH != 0) else {
+    let Some(cfg) = maps::config() else {
         return Ok(Verdict::Passed);
     };
-    let pkt = Packet::new(ctx.data(), ctx.data_end());
-    let Some(eth) = pkt.header::<EthHdr>(0) else {
-        return Ok(Verdict::Passed);
-    };
-    if u16::from_be_bytes(eth.ethertype) != ETH_P_IPV4 {
+    let fast = cfg.flags & FLAG_FAST_PATH != 0;
+    let check = cfg.flags & FLAG_SOURCE_CHECK != 0;
+    if !fast && !check {
         return Ok(Verdict::Passed);
     }
+    // classify: the pod's own IPv4 (from its own address and MAC on its own veth) may
+    // take the fast path; a spoofed source is dropped here, or with the check off never
+    // gets past the stack's checks (rp_filter, the firewall) by way of the fast path.
+    let PodFrame::OwnIpv4 = source::pod_frame(ctx, check)? else {
+        return Ok(Verdict::Passed);
+    };
+    if !fast {
+        return Ok(Verdict::Passed);
+    }
+
+    // parse: anything we do not fully understand is the stack's.
+    let pkt = Packet::new(ctx.data(), ctx.data_end());
     let Some(ip) = pkt.header_mut::<Ipv4Hdr>(ETH_HLEN) else {
         return Ok(Verdict::Passed);
     };
-    if !ip.is_valid() {
-        return Ok(Verdict::Passed);
-    }
     let Some(flow) = fast_flow(pkt, ip) else {
         return Ok(Verdict::Passed);
     };
 
     // decide
-    // The pod's own address and MAC, on its own veth: a spoofed source never gets past
-    // the stack's checks (rp_filter, the firewall) by way of the fast path.
-    let Some(pod) = maps::WEFT_ENDPOINTS.get_ptr(ip.saddr) else {
-        return Ok(Verdict::Passed);
-    };
-    // SAFETY: a value pointer from a successful lookup; the agent replaces values whole.
-    let pod = unsafe { *pod };
-    // SAFETY: reading a field of the context the kernel passed us.
-    let veth = unsafe { (*ctx.skb.skb).ifindex };
-    if pod.ifindex != veth || pod.mac != eth.src {
-        return Ok(Verdict::Passed);
-    }
     let Some(peer) = maps::WEFT_TUNNELS.get(&Key::new(32, ip.daddr)).copied() else {
         return Ok(Verdict::Passed);
     };

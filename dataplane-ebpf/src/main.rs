@@ -7,6 +7,7 @@
 //!   then rewrite and redirect — [`tunnel`] (into VXLAN) and [`classify`] (which way a
 //!   decapsulated frame takes into `weft0`) are the stages they share with the fast path;
 //! - [`bridge`]: routed packets for local pods past the pod bridge's transmit;
+//! - [`source`]: what a pod may send from its veth (its own addresses only);
 //! - [`fastpath`]: the opt-in bypass of the host stack for pod-to-pod traffic;
 //! - [`nat`]: masquerade of pods' traffic leaving the cluster (`--ip-masq`), and its replies.
 //!
@@ -35,6 +36,7 @@ mod mtu;
 mod nat;
 mod parse;
 mod probe;
+mod source;
 mod tunnel;
 
 use aya_ebpf::{
@@ -65,8 +67,9 @@ pub fn weft_decap(ctx: TcContext) -> i32 {
     finish(&ctx, Hook::UplinkIngress, len, result)
 }
 
-/// TC ingress of each pod's host-side veth (`--fast-path`): a pod's packet for a remote pod is
-/// encapsulated here, skipping the host stack; everything else passes to it.
+/// TC ingress of each pod's host-side veth: a pod's frame with a source not its own is
+/// dropped (`--pod-source-check`); with `--fast-path`, a pod's packet for a remote pod
+/// is encapsulated here, skipping the host stack. Everything else passes to it.
 #[classifier]
 pub fn weft_pod_egress(ctx: TcContext) -> i32 {
     let len = ctx.len();

@@ -100,6 +100,21 @@ pub struct IcmpHdr {
     pub seq: [u8; 2],
 }
 
+/// An ARP packet for IPv4 over Ethernet (RFC 826; the only kind a pod's `eth0` sends).
+#[repr(C)]
+pub struct ArpHdr {
+    pub htype: [u8; 2],
+    pub ptype: [u8; 2],
+    pub hlen: u8,
+    pub plen: u8,
+    pub oper: [u8; 2],
+    /// Sender hardware and protocol address: what a neighbour table learns.
+    pub sha: [u8; 6],
+    pub spa: [u8; 4],
+    pub tha: [u8; 6],
+    pub tpa: [u8; 4],
+}
+
 #[repr(C)]
 pub struct VxlanHdr {
     pub flags: u8,
@@ -122,6 +137,7 @@ const _: () = assert!(size_of::<UdpHdr>() == 8);
 const _: () = assert!(size_of::<VxlanHdr>() == 8);
 const _: () = assert!(size_of::<L4Ports>() == 4);
 const _: () = assert!(size_of::<IcmpHdr>() == 8);
+const _: () = assert!(size_of::<ArpHdr>() == 28);
 
 /// The linear bytes of a packet, `[data, data_end)`.
 #[derive(Clone, Copy)]

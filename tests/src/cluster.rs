@@ -116,6 +116,11 @@ impl Node {
         self.dir.join("cni")
     }
 
+    /// The node's libcni cache directory (its runtime's `/var/lib/cni`).
+    pub fn cni_cache_dir(&self) -> PathBuf {
+        self.dir.join("cni-cache")
+    }
+
     pub fn subnet_file(&self) -> PathBuf {
         self.dir.join("subnet.env")
     }
@@ -359,7 +364,7 @@ impl Cluster {
     pub fn agent_command(&self, i: usize, extra: &[&str]) -> std::process::Command {
         const CNI_CONF_TEMPLATE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/cni-conf.json");
         let n = &self.nodes[i];
-        match &self.control {
+        let mut cmd = match &self.control {
             None => agent::command(&n.ns, &self.peers_file, &n.name, &n.bpffs_dir, extra),
             Some(cp) => {
                 let (cni, ipam, subnet) = (n.cni_dir(), n.dir.join("ipam"), n.subnet_file());
@@ -382,7 +387,10 @@ impl Cluster {
                 args.extend_from_slice(extra);
                 agent::kube_command(&n.ns, &n.name, &n.bpffs_dir, &args)
             }
-        }
+        };
+        // Where this node's "runtime" caches its pods' CNI results.
+        cmd.env("WEFT_CNI_CACHE_DIR", n.cni_cache_dir());
+        cmd
     }
 
     /// `weft-agent uninstall` for node `i` (its agent stopped), with the paths its
@@ -518,7 +526,7 @@ impl Cluster {
         let ns = Netns::new(format!("{}{}-pod-{name}", netns::PREFIX, self.id))?;
         let n = self.node(node);
         let container_id = format!("weft-e2e-{}-{name}", self.id);
-        let (ip, result) = cni::add(&n.ns, &conflist, &container_id, &ns)?;
+        let (ip, result) = cni::add(&n.ns, &conflist, &container_id, &ns, &n.cni_cache_dir())?;
         self.pods.push(Pod { name, node: node.to_owned(), ip, container_id, conflist, result, ns });
         Ok(self.pods.len() - 1)
     }
@@ -532,7 +540,8 @@ impl Cluster {
     /// CNI DEL of pod `i` (its address goes back to host-local); the namespace goes too.
     pub fn del_pod(&mut self, i: usize) -> Result<()> {
         let p = &self.pods[i];
-        cni::del(&self.node(&p.node).ns, &p.conflist, &p.container_id, &p.ns)?;
+        let n = self.node(&p.node);
+        cni::del(&n.ns, &p.conflist, &p.container_id, &p.ns, &n.cni_cache_dir())?;
         self.pods.remove(i);
         Ok(())
     }

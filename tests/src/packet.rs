@@ -127,3 +127,14 @@ impl<'a> Encapsulated<'a> {
         u16::from_be_bytes([b[at], b[at + 1]])
     }
 }
+
+/// An ARP packet for IPv4 over Ethernet (RFC 826); `oper` 1 request, 2 reply.
+pub fn arp(oper: u16, sha: [u8; 6], spa: Ipv4Addr, tha: [u8; 6], tpa: Ipv4Addr) -> Vec<u8> {
+    let mut a = vec![0, 1, 0x08, 0x00, 6, 4];
+    a.extend_from_slice(&oper.to_be_bytes());
+    a.extend_from_slice(&sha);
+    a.extend_from_slice(&spa.octets());
+    a.extend_from_slice(&tha);
+    a.extend_from_slice(&tpa.octets());
+    a
+}

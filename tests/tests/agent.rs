@@ -67,8 +67,9 @@ fn restart_keeps_forwarding_and_adopts_pinned_state() -> Result<()> {
     c.start_agent(a, &["--decap", "xdp"])?;
     let log = c.agent_log("a");
     assert_eq!(log.matches("state=Adopted").count(), spec::ALL.len(), "every map adopted:\n{log}");
-    // TCX encap and decap, the pod bridge's egress, and the XDP decap link.
-    assert_eq!(log.matches("how=Replaced").count(), 4, "all four links reused:\n{log}");
+    // TCX encap and decap, the pod bridge's egress, the XDP decap link, and the two
+    // programs on the veth of node a's pod (the source check's).
+    assert_eq!(log.matches("how=Replaced").count(), 6, "all six links reused:\n{log}");
     assert!(log.contains("program=\"weft_bridge_egress\" iface=cni0 how=Replaced"), "{log}");
     let after = tcx_programs(&c.nodes[a].ns, "weft0", TcAttachType::Egress)?;
     assert_eq!(after.len(), 1, "still exactly one program on weft0");
@@ -196,7 +197,10 @@ fn restarts_and_path_switches_lose_no_packet_on_either_attach_path() -> Result<(
                 (veth.as_str(), Ingress, "ingress", "weft_pod_egress"),
                 (veth.as_str(), Egress, "egress", "weft_pod_ingress"),
             ] {
-                let progs = ns.tc_programs(iface, hook)?;
+                // A new pod's veth gets its programs once the agent has read the pod's
+                // CNI result (written just after ADD; rescanned every 250 ms until then).
+                let progs = wait_for(Duration::from_secs(5), || ns.tc_programs(iface, hook).ok().filter(|p| p.len() == 1));
+                let progs = progs.unwrap_or_else(|| ns.tc_programs(iface, hook).unwrap_or_default());
                 assert_eq!(progs.len(), 1, "{path}: one program on {iface} {tc_hook}: {progs:?}\n{}", c.agent_log("a"));
                 assert!(progs[0].1.starts_with(&program[..program.len().min(15)]), "{path}: {iface} {tc_hook} runs {progs:?}");
                 assert_eq!(

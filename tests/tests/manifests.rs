@@ -101,6 +101,8 @@ fn daemonset_runs_the_agent_with_host_paths_mounted() -> Result<()> {
         (args.cni_conf_dir.join("10-weft.conflist"), true),
         (args.cni_conf_template.clone().unwrap_or_default(), false),
         (args.net_config_path.clone(), false),
+        // The runtime's CNI results: who each pod is, for the source check.
+        (args.cni_cache_dir.join("results"), true),
     ];
     for (path, on_host) in needs {
         let mount = mounts

@@ -166,14 +166,13 @@ impl Agent {
         Ok(())
     }
 
-    /// Subscribes to the pods' link and neighbour events, attaches to the bridge (and,
-    /// with `--fast-path`, to the pod veths) there is, fills the endpoints. Without
-    /// `--fast-path`, first undoes what an earlier agent with it on left.
+    /// Subscribes to the pods' link events, attaches to the bridge there is and to the
+    /// pod veths with a CNI result, fills the endpoints. First undoes what an earlier
+    /// agent with other settings left.
     pub(super) async fn start_pods(&mut self, created: &mut Created) -> Result<()> {
-        if !self.args.fast_path {
-            pods::disable_fast_path(&mut self.dataplane)?;
-        }
-        let mut pods = Pods::new(cni::BRIDGE, self.args.fast_path)?;
+        let (fast, check) = (self.args.fast_path, self.args.pod_source_check);
+        pods::disable_unused(&mut self.dataplane, fast, check)?;
+        let mut pods = Pods::new(cni::BRIDGE, fast, check, &self.args.cni_cache_dir)?;
         pods.sync(&self.nl, &mut self.dataplane, self.own.pod_cidr, &mut created.pins).await?;
         self.pods = Some(pods);
         self.write_config()

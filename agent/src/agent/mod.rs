@@ -38,7 +38,10 @@ use tokio::{
 };
 use weft_common::{
     ABI_VERSION,
-    config::{DataplaneConfig, FLAG_BRIDGE_BYPASS, FLAG_DECAP_L4_UDP, FLAG_FAST_PATH, FLAG_MASQUERADE, FLAG_XDP_DECAP, NodeName},
+    config::{
+        DataplaneConfig, FLAG_BRIDGE_BYPASS, FLAG_DECAP_L4_UDP, FLAG_FAST_PATH, FLAG_MASQUERADE, FLAG_SOURCE_CHECK,
+        FLAG_XDP_DECAP, NodeName,
+    },
     maps as spec,
 };
 
@@ -130,6 +133,7 @@ impl Agent {
             uplink_ifindex: self.uplink.index,
             weft0_ifindex: self.weft0.index,
             flags: flag(self.args.fast_path, FLAG_FAST_PATH)
+                | flag(self.args.pod_source_check, FLAG_SOURCE_CHECK)
                 | flag(self.pods.as_ref().is_some_and(Pods::bypass), FLAG_BRIDGE_BYPASS)
                 | flag(self.decap_l4_udp, FLAG_DECAP_L4_UDP)
                 | flag(self.masq.is_some(), FLAG_MASQUERADE)
