@@ -258,35 +258,13 @@ pub fn http_get_here(port: u16, path: &str, timeout: Duration) -> Result<String>
 pub fn raw_ipv4_send(ns: &Netns, packet: Vec<u8>, count: u32) -> Result<()> {
     ns.spawn(move || {
         let dst: [u8; 4] = packet.get(16..20).and_then(|d| d.try_into().ok()).ok_or_else(|| anyhow!("no IPv4 header"))?;
-        // SAFETY: plain socket calls on a descriptor this closure owns and closes.
-        unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
-            anyhow::ensure!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
-            let addr = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: 0,
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(dst) },
-                sin_zero: [0; 8],
-            };
-            for _ in 0..count {
-                let sent = libc::sendto(
-                    fd,
-                    packet.as_ptr().cast(),
-                    packet.len(),
-                    0,
-                    (&raw const addr).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                );
-                if sent < 0 {
-                    let e = std::io::Error::last_os_error();
-                    libc::close(fd);
-                    anyhow::bail!("raw send: {e}");
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            libc::close(fd);
-        }
-        Ok(())
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(dst) },
+            sin_zero: [0; 8],
+        };
+        raw_send((libc::AF_INET, libc::IPPROTO_RAW), &addr, &packet, count)
     })
     .join()
     .map_err(|_| anyhow!("sender panicked"))?
@@ -297,37 +275,39 @@ pub fn raw_ipv4_send(ns: &Netns, packet: Vec<u8>, count: u32) -> Result<()> {
 pub fn raw_frame_send(ns: &Netns, iface: &str, frame: Vec<u8>, count: u32) -> Result<()> {
     let iface = std::ffi::CString::new(iface)?;
     ns.spawn(move || {
-        // SAFETY: plain socket calls on a descriptor this closure owns and closes.
-        unsafe {
-            let ifindex = libc::if_nametoindex(iface.as_ptr());
-            anyhow::ensure!(ifindex != 0, "no interface {iface:?}");
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-            anyhow::ensure!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
-            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-            addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_ifindex = ifindex as i32;
-            addr.sll_halen = 6;
-            addr.sll_addr[..6].copy_from_slice(&frame[..6]);
-            for _ in 0..count {
-                let sent = libc::sendto(
-                    fd,
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    (&raw const addr).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                );
-                if sent < 0 {
-                    let e = std::io::Error::last_os_error();
-                    libc::close(fd);
-                    anyhow::bail!("packet send: {e}");
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            libc::close(fd);
-        }
-        Ok(())
+        // SAFETY: a plain lookup by a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(iface.as_ptr()) };
+        anyhow::ensure!(ifindex != 0 && frame.len() >= 14, "no interface {iface:?}, or no Ethernet header");
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+        raw_send((libc::AF_PACKET, 0), &addr, &frame, count)
     })
     .join()
     .map_err(|_| anyhow!("sender panicked"))?
+}
+
+/// `count` sends of `bytes` to `addr` on a new `SOCK_RAW` socket of `(domain, protocol)`,
+/// 10 ms apart.
+fn raw_send<A>((domain, protocol): (i32, i32), addr: &A, bytes: &[u8], count: u32) -> Result<()> {
+    // SAFETY: plain socket calls; the descriptor is this function's and is closed on
+    // every path; `addr` is a sockaddr of its own size.
+    unsafe {
+        let fd = libc::socket(domain, libc::SOCK_RAW, protocol);
+        anyhow::ensure!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        let len = std::mem::size_of::<A>() as libc::socklen_t;
+        for _ in 0..count {
+            if libc::sendto(fd, bytes.as_ptr().cast(), bytes.len(), 0, (addr as *const A).cast(), len) < 0 {
+                let e = std::io::Error::last_os_error();
+                libc::close(fd);
+                anyhow::bail!("raw send: {e}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        libc::close(fd);
+    }
+    Ok(())
 }

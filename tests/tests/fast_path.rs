@@ -217,8 +217,8 @@ fn pod_veth(c: &Cluster, n: &str) -> Result<String> {
 }
 
 /// Restarting with the fast path adopts the pod veths' pinned links; a new pod gets
-/// the program, and its veth's pin goes with it; restarting without the fast path
-/// takes the program off every pod veth and empties the endpoints, and traffic keeps
+/// the program, and its veth's pin goes with it; restarting without the fast path (and
+/// the source check) takes the programs off every pod veth, and traffic keeps
 /// flowing (b still sends to a over its fast path; a receives through weft0).
 #[test]
 fn fast_path_restarts_follows_pods_and_turns_off() -> Result<()> {
@@ -239,7 +239,7 @@ fn fast_path_restarts_follows_pods_and_turns_off() -> Result<()> {
     let log = c.agent_log("a");
     // Both programs on the pod's veth adopted through their pins, none made anew (the
     // encap and decap lines also say how=Replaced: count only the fast path's).
-    let fast: Vec<&str> = log.lines().filter(|l| l.contains("attached (fast path)")).collect();
+    let fast: Vec<&str> = log.lines().filter(|l| l.contains("attached (pod veth)")).collect();
     assert!(fast.len() == 2 && fast.iter().all(|l| l.contains("how=Replaced")), "fast-path links not adopted:\n{log}");
     // And weft0's: still exactly one program there, the new agent's.
     let weft0 = log.lines().find(|l| l.contains(&format!("program=\"{}\"", programs::WEFT0_INGRESS)));
@@ -261,7 +261,9 @@ fn fast_path_restarts_follows_pods_and_turns_off() -> Result<()> {
         wait_for(Duration::from_secs(5), || (!c.node("a").maps().ok()?.endpoints().ok()?.contains_key(&extra_ip)).then_some(()));
     assert!(gone.is_some(), "the deleted pod {extra_ip} is still an endpoint");
 
-    c.restart_agent(ai, &[])?;
+    // Off with the source check too: nothing of weft's is left on the pod veths (with
+    // the check on, its programs would stay: see tests/source_check.rs).
+    c.restart_agent(ai, &["--pod-source-check=false"])?;
     assert_eq!(pod_link_pins(&c, "a")?, Vec::<std::path::PathBuf>::new(), "pins left after --fast-path was turned off");
     let ns = &c.node("a").ns;
     for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
