@@ -233,13 +233,17 @@ pub enum Verdict {
     DropInnerSource = 21,
     /// Decap: the inner destination is not on this node (nor another node's pod CIDR).
     DropInnerDestination = 22,
+    /// Decap (TC and XDP): the first fragment of an outer IPv4 datagram to our underlay
+    /// address and VXLAN port, passed to the stack, which reassembles it for the agent's
+    /// tunnel socket (the slow path; later fragments carry no port and pass as `Passed`).
+    TunnelFragment = 23,
 }
 
 /// Slots in the counters map: room for verdicts added later without resizing the map.
 pub const VERDICT_SLOTS: u32 = 32;
 
 impl Verdict {
-    pub const ALL: [Verdict; 23] = [
+    pub const ALL: [Verdict; 24] = [
         Verdict::Passed,
         Verdict::Encapsulated,
         Verdict::Decapsulated,
@@ -263,6 +267,7 @@ impl Verdict {
         Verdict::DropNatError,
         Verdict::DropInnerSource,
         Verdict::DropInnerDestination,
+        Verdict::TunnelFragment,
     ];
 
     pub const fn index(self) -> u32 {
@@ -279,7 +284,7 @@ impl Verdict {
 
     pub const fn action(self) -> Action {
         match self {
-            Verdict::Passed => Action::Pass,
+            Verdict::Passed | Verdict::TunnelFragment => Action::Pass,
             Verdict::Encapsulated
             | Verdict::Decapsulated
             | Verdict::DeliveredFromXdp
@@ -337,6 +342,7 @@ impl Verdict {
             Verdict::DropNatError => "drop_nat_error",
             Verdict::DropInnerSource => "drop_inner_source",
             Verdict::DropInnerDestination => "drop_inner_destination",
+            Verdict::TunnelFragment => "tunnel_fragment",
         }
     }
 }
