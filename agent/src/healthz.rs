@@ -25,6 +25,8 @@ pub struct Health {
     state: Arc<Mutex<State>>,
     /// How long without a successful resync is a failure.
     max_age: Duration,
+    /// What the outer fragments' slow path did ([`crate::reassembly`]).
+    reassembly: Arc<crate::reassembly::Stats>,
 }
 
 struct State {
@@ -70,7 +72,13 @@ impl Health {
                 over_limit: None,
             })),
             max_age: resync * 3 + Duration::from_secs(1),
+            reassembly: Arc::default(),
         }
+    }
+
+    /// The slow path's counters, shared with its thread.
+    pub fn reassembly(&self) -> &Arc<crate::reassembly::Stats> {
+        &self.reassembly
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

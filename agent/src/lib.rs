@@ -60,6 +60,7 @@ pub mod peers;
 pub mod pods;
 pub mod privileges;
 pub mod probe;
+pub mod reassembly;
 pub mod reconcile;
 pub mod sysctl;
 pub mod tc_netlink;

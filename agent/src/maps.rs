@@ -250,6 +250,11 @@ impl Maps {
         self.peers.iter().map(|r| r.map(|(k, v)| (Ipv4Addr::from(k), v)).map_err(err(name, "iterating"))).collect()
     }
 
+    /// The node at underlay address `ip`, if it is one decap accepts VXLAN from.
+    pub fn peer(&self, ip: Ipv4Addr) -> Option<PeerNode> {
+        self.peers.get(&ip.octets(), 0).ok()
+    }
+
     pub fn set_peer(&mut self, ip: Ipv4Addr, peer: PeerNode) -> Result<()> {
         self.peers.insert(ip.octets(), peer, 0).map_err(err(spec::PEERS.name, "inserting"))
     }

@@ -125,6 +125,27 @@ fn own_state(health: &Health) -> Vec<MetricFamily> {
             skipped,
         ),
         family(
+            "weft_reassembled_delivered_total",
+            "VXLAN datagrams the underlay fragmented, reassembled by the stack and delivered into weft0 by the agent (the slow path; the programs count first fragments as verdict tunnel_fragment).",
+            MetricType::COUNTER,
+            vec![(vec![], health.reassembly().delivered() as f64)],
+        ),
+        family(
+            "weft_reassembled_dropped_total",
+            "Reassembled VXLAN datagrams the agent dropped, per reason (decap's rules).",
+            MetricType::COUNTER,
+            crate::reassembly::Reject::ALL
+                .iter()
+                .map(|r| (vec![("reason", r.name())], health.reassembly().rejected(*r) as f64))
+                .collect(),
+        ),
+        family(
+            "weft_tunnel_socket_bound",
+            "1 while the agent's UDP socket holds the tunnel port (for reassembled outer fragments), else 0.",
+            MetricType::GAUGE,
+            vec![(vec![], f64::from(u8::from(health.reassembly().bound())))],
+        ),
+        family(
             "weft_nat_reclaimed_total",
             "NAT entries the collector removed: flows past their timeout (expired), reply entries whose flow is gone (orphan).",
             MetricType::COUNTER,

@@ -38,6 +38,30 @@ pub fn device_spec(own: &NodeEntry, uplink_mtu: u32, mtu_override: Option<u32>) 
     }
 }
 
+/// `Backend.MTU` above what the uplink carries once VXLAN's 50 bytes are added: every
+/// full-sized outer packet would exceed the uplink's MTU (the redirect to the uplink
+/// does not fragment), so the agent refuses to start.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "Backend.MTU {backend} (net-conf.json) is larger than the uplink {uplink}'s MTU {uplink_mtu} minus the \
+     {ENCAP_OVERHEAD}-byte VXLAN overhead, {max}: set Backend.MTU to {max} or less, or leave it out (the default is {max})"
+)]
+pub struct TunnelMtuTooLarge {
+    pub backend: u32,
+    pub uplink: String,
+    pub uplink_mtu: u32,
+    pub max: u32,
+}
+
+/// Checks `Backend.MTU` (if set) against the uplink's MTU.
+pub fn check_tunnel_mtu(backend: Option<u32>, uplink: &str, uplink_mtu: u32) -> Result<(), TunnelMtuTooLarge> {
+    let max = uplink_mtu.saturating_sub(ENCAP_OVERHEAD as u32);
+    match backend {
+        Some(backend) if backend > max => Err(TunnelMtuTooLarge { backend, uplink: uplink.to_owned(), uplink_mtu, max }),
+        _ => Ok(()),
+    }
+}
+
 /// Maps and routes as they should be for a set of remote nodes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
@@ -95,6 +119,20 @@ pub fn desired<'a>(others: impl IntoIterator<Item = &'a NodeEntry>, vni: u32) ->
 mod tests {
     use super::*;
     use crate::peers::parse;
+
+    /// Should refuse a Backend.MTU that does not fit the uplink, naming both numbers.
+    #[test]
+    fn backend_mtu_must_fit_the_uplink() {
+        assert_eq!(check_tunnel_mtu(None, "eth0", 1280), Ok(()));
+        assert_eq!(check_tunnel_mtu(Some(1450), "eth0", 1500), Ok(()));
+        assert_eq!(check_tunnel_mtu(Some(1200), "eth0", 1500), Ok(()));
+        let e = check_tunnel_mtu(Some(1451), "eth0", 1500).unwrap_err();
+        assert_eq!(e, TunnelMtuTooLarge { backend: 1451, uplink: "eth0".into(), uplink_mtu: 1500, max: 1450 });
+        let msg = e.to_string();
+        for part in ["Backend.MTU 1451", "eth0", "MTU 1500", "50-byte VXLAN overhead, 1450"] {
+            assert!(msg.contains(part), "{part:?} missing from: {msg}");
+        }
+    }
 
     #[test]
     fn device_follows_own_entry_and_uplink_mtu() {

@@ -240,13 +240,17 @@ pub enum Verdict {
     DropInnerDestination = 22,
     /// A pod veth's TC ingress: the pod sent with an address or MAC not its own.
     DropSpoofedSource = 23,
+    /// Decap (TC and XDP): the first fragment of an outer IPv4 datagram to our underlay
+    /// address and VXLAN port, passed to the stack, which reassembles it for the agent's
+    /// tunnel socket (the slow path; later fragments carry no port and pass as `Passed`).
+    TunnelFragment = 24,
 }
 
 /// Slots in the counters map: room for verdicts added later without resizing the map.
 pub const VERDICT_SLOTS: u32 = 32;
 
 impl Verdict {
-    pub const ALL: [Verdict; 24] = [
+    pub const ALL: [Verdict; 25] = [
         Verdict::Passed,
         Verdict::Encapsulated,
         Verdict::Decapsulated,
@@ -271,6 +275,7 @@ impl Verdict {
         Verdict::DropInnerSource,
         Verdict::DropInnerDestination,
         Verdict::DropSpoofedSource,
+        Verdict::TunnelFragment,
     ];
 
     pub const fn index(self) -> u32 {
@@ -287,7 +292,7 @@ impl Verdict {
 
     pub const fn action(self) -> Action {
         match self {
-            Verdict::Passed => Action::Pass,
+            Verdict::Passed | Verdict::TunnelFragment => Action::Pass,
             Verdict::Encapsulated
             | Verdict::Decapsulated
             | Verdict::DeliveredFromXdp
@@ -347,6 +352,7 @@ impl Verdict {
             Verdict::DropInnerSource => "drop_inner_source",
             Verdict::DropInnerDestination => "drop_inner_destination",
             Verdict::DropSpoofedSource => "drop_spoofed_source",
+            Verdict::TunnelFragment => "tunnel_fragment",
         }
     }
 }

@@ -8,7 +8,9 @@
 //! kernel's vxlan device would accept it from anyone. From a known node, the inner
 //! packet must also be one a node may send us ([`check_inner_addresses`]): its source
 //! in the cluster's pod CIDRs (or the sender's own address), its destination on this
-//! node (or in another node's pod CIDR); else dropped and counted, by reason.
+//! node (or in another node's pod CIDR); else dropped and counted, by reason. The
+//! first fragment of an outer datagram to our port passes, counted `tunnel_fragment`:
+//! the stack reassembles, the agent decapsulates (agent `reassembly`).
 //!
 //! [`tc_decap`] then strips outer IPv4/UDP/VXLAN and the inner Ethernet header,
 //! keeping the outer Ethernet header, rewrites it as a frame to `weft0`'s MAC (the
@@ -65,9 +67,11 @@ pub struct DecapPlan {
     pub mark_ce: u8,
 }
 
-/// Why a frame is not decapsulated: not ours (pass) or ours but bad (drop).
+/// Why a frame is not decapsulated: not ours (pass), the first fragment of a datagram
+/// to our port (pass, to the stack's reassembly), or ours but bad (drop).
 pub enum Skip {
     NotOurs,
+    Fragment,
     Drop(Verdict),
 }
 
@@ -86,19 +90,20 @@ pub fn inspect(pkt: Packet, cfg: &DataplaneConfig) -> Result<DecapPlan, Skip> {
         return Err(Skip::NotOurs);
     }
     let ip: &Ipv4Hdr = pkt.header(ETH_HLEN).ok_or(Skip::NotOurs)?;
-    if !ip.is_valid()
-        || ip.protocol != IPPROTO_UDP
-        || ip.daddr != cfg.underlay_ip
-        // The stack reassembles fragments after this hook; a lone fragment cannot be
-        // decapsulated here. Our encap sets DF, so only a peer's fragmented frames land here.
-        || ip.is_fragment()
-    {
+    if !ip.is_valid() || ip.protocol != IPPROTO_UDP || ip.daddr != cfg.underlay_ip || ip.is_later_fragment() {
         return Err(Skip::NotOurs);
     }
     let udp_off = ETH_HLEN + ip.header_len();
     let udp: &UdpHdr = pkt.header(udp_off).ok_or(Skip::NotOurs)?;
     if u16::from_be_bytes(udp.dest) != cfg.udp_port {
         return Err(Skip::NotOurs);
+    }
+    // An outer fragment (a smaller-MTU hop fragmented a DF-clear packet, as it may
+    // Flannel's): the stack reassembles it after this hook and the agent's tunnel
+    // socket decapsulates the datagram (agent `reassembly`). Only the first fragment
+    // shows our port; later ones pass as `NotOurs` above.
+    if ip.is_fragment() {
+        return Err(Skip::Fragment);
     }
 
     // Addressed to our tunnel port: from here on, bad means drop.
@@ -221,6 +226,7 @@ pub fn tc_decap(ctx: &TcContext) -> Result<Verdict, Verdict> {
         Ok(plan) => plan,
         // Not the tunnel's: a reply to a masqueraded flow is translated back.
         Err(Skip::NotOurs) => return nat::tc_unmasq(ctx, cfg),
+        Err(Skip::Fragment) => return Ok(Verdict::TunnelFragment),
         Err(Skip::Drop(reason)) => {
             if reason == Verdict::DropUnknownPeer
                 && let Some(ip) = pkt.header::<Ipv4Hdr>(ETH_HLEN)
@@ -341,8 +347,10 @@ pub fn xdp_decap(ctx: &XdpContext) -> Result<Verdict, Verdict> {
     if pkt.header::<EthHdr>(0).is_some_and(|eth| eth.dst == cfg.vtep_mac) {
         return Err(Verdict::DropToVtepMac);
     }
-    let Ok(plan) = inspect(pkt, cfg) else {
-        return Ok(Verdict::Passed);
+    let plan = match inspect(pkt, cfg) {
+        Ok(plan) => plan,
+        Err(Skip::Fragment) => return Ok(Verdict::TunnelFragment),
+        Err(_) => return Ok(Verdict::Passed),
     };
     if plan.mark_ce != 0 {
         mark_ce(pkt, &plan)?;

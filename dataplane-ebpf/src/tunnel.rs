@@ -7,7 +7,7 @@ use aya_ebpf::{
         BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
         TC_ACT_REDIRECT, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
     },
-    helpers::generated::{bpf_get_hash_recalc, bpf_redirect_neigh},
+    helpers::generated::{bpf_get_hash_recalc, bpf_get_prandom_u32, bpf_redirect_neigh},
     programs::TcContext,
 };
 use weft_common::{
@@ -42,7 +42,6 @@ const ENCAP_FLAGS: u64 = BPF_F_ADJ_ROOM_FIXED_GSO as u64
 /// `-EALREADY`: `bpf_skb_adjust_room` met an skb that is already encapsulated.
 const EALREADY: i64 = -114;
 
-const IP_DF: u16 = 0x4000;
 const OUTER_TTL: u8 = 64;
 
 /// Rewrite and redirect, for `weft0`'s egress and the fast path alike: the frame (an
@@ -55,6 +54,8 @@ pub fn encapsulate(ctx: &TcContext, cfg: &DataplaneConfig, peer: &TunnelEndpoint
     // kernel may hash the new outer header, and every flow would get the same source port.
     // SAFETY: `ctx.skb.skb` is the context pointer the kernel passed to this program.
     let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+    // SAFETY: plain helper call, no arguments.
+    let ip_id = unsafe { bpf_get_prandom_u32() } as u16;
     match ctx.adjust_room(ENCAP_OVERHEAD as i32, BPF_ADJ_ROOM_MAC, ENCAP_FLAGS) {
         Ok(()) => {}
         // A packet decapsulated here and routed on to another node (forwarded overlay
@@ -69,7 +70,7 @@ pub fn encapsulate(ctx: &TcContext, cfg: &DataplaneConfig, peer: &TunnelEndpoint
     }
     // adjust_room invalidated every packet pointer: derive them again.
     let pkt = Packet::new(ctx.data(), ctx.data_end());
-    write_headers(pkt, cfg, peer, ctx.len(), hash, outer_tos)?;
+    write_headers(pkt, cfg, peer, Outer { skb_len: ctx.len(), hash, tos: outer_tos, ip_id })?;
 
     // SAFETY: a null `params` with length 0 asks the helper to look up the next hop itself.
     let rc = unsafe { bpf_redirect_neigh(cfg.uplink_ifindex, core::ptr::null_mut(), 0, 0) };
@@ -90,18 +91,23 @@ fn ecn_encapsulate(inner_tos: u8) -> u8 {
     }
 }
 
-/// Writes outer IPv4 + UDP + VXLAN + inner Ethernet into the 50 bytes opened after
-/// the outer Ethernet header. `skb_len` is the whole frame after growing; for a GSO
-/// packet the lengths are per super-packet and the kernel rewrites them per segment.
-#[inline(always)]
-fn write_headers(
-    pkt: Packet,
-    cfg: &DataplaneConfig,
-    peer: &TunnelEndpoint,
+/// What varies per packet in the outer headers.
+struct Outer {
+    /// The whole frame after growing; for a GSO packet the lengths are per
+    /// super-packet and the kernel rewrites them per segment.
     skb_len: u32,
+    /// The inner flow's hash, for the UDP source port.
     hash: u32,
     tos: u8,
-) -> Result<(), Verdict> {
+    /// The outer IP ID (GSO gives segment n the ID + n, as for the kernel's vxlan).
+    ip_id: u16,
+}
+
+/// Writes outer IPv4 + UDP + VXLAN + inner Ethernet into the 50 bytes opened after
+/// the outer Ethernet header.
+#[inline(always)]
+fn write_headers(pkt: Packet, cfg: &DataplaneConfig, peer: &TunnelEndpoint, outer: Outer) -> Result<(), Verdict> {
+    let Outer { skb_len, hash, tos, ip_id } = outer;
     let outer_len = (skb_len as usize).saturating_sub(ETH_HLEN).min(0xffff) as u16;
 
     let ip: &mut Ipv4Hdr = pkt.header_mut(ETH_HLEN).ok_or(Verdict::DropMalformed)?;
@@ -109,11 +115,13 @@ fn write_headers(
         version_ihl: 0x45,
         tos,
         tot_len: outer_len.to_be_bytes(),
-        // DF: the underlay never fragments our packets (RFC 6864 allows ID 0 then); a
-        // smaller underlay MTU shows up as frag-needed to this node instead of as
-        // fragments the receiver's TC hook cannot decapsulate.
-        id: [0, 0],
-        frag_off: IP_DF.to_be_bytes(),
+        // As Flannel's flannel.1 (a kernel vxlan device without `df`, vxlan_xmit_one):
+        // DF clear whatever the inner DF, so a smaller-MTU hop on the underlay fragments
+        // instead of dropping; the receiver reassembles (README, "Outer fragments").
+        // A fragmentable packet needs an ID its fragments are not confused by: random
+        // per packet (the kernel's __ip_select_ident hashes a per-destination counter).
+        id: ip_id.to_be_bytes(),
+        frag_off: [0, 0],
         ttl: OUTER_TTL,
         protocol: IPPROTO_UDP,
         check: [0, 0],

@@ -24,6 +24,7 @@ pub mod cluster;
 pub mod cni;
 pub mod flannel;
 pub mod kube;
+pub mod narrow;
 pub mod netns;
 pub mod packet;
 pub mod prereq;

@@ -5,7 +5,8 @@
 //!
 //! Every drop a packet can cause has its case: at `weft0_egress` not_ipv4, no_tunnel,
 //! malformed, no_config; at `uplink_ingress` unknown_peer, malformed, not_ipv4,
-//! inner_source, inner_destination, ecn_not_ect, to_vtep_mac (also at `uplink_xdp`), nat_fragment; at `uplink_egress` nat_exhausted. The
+//! inner_source, inner_destination, ecn_not_ect, to_vtep_mac (also at `uplink_xdp`), nat_fragment;
+//! and the pass for an outer fragment to our port (`tunnel_fragment`, TC and XDP); at `uplink_egress` nat_exhausted. The
 //! rest come from a helper's failure, not from the packet (resize:
 //! `bpf_skb_adjust_room`/`bpf_xdp_adjust_head`; redirect: a redirect helper;
 //! nat_error: a map update or `bpf_skb_store_bytes`), and test_run cannot make
@@ -198,7 +199,7 @@ fn encap_builds_flannel_compatible_headers() {
     let ip = e.outer_ip;
     assert_eq!(ip[0], 0x45, "IPv4, no options");
     assert_eq!(usize::from(Encapsulated::be16(ip, 2)), out.len() - 14, "outer total length");
-    assert_eq!(Encapsulated::be16(ip, 6), 0x4000, "DF, no fragment offset");
+    assert_eq!(Encapsulated::be16(ip, 6), 0, "DF clear (flannel.1's default), no fragment offset");
     assert_eq!((ip[8], ip[9]), (64, IPPROTO_UDP), "outer TTL and protocol");
     assert_eq!(&ip[12..16], &A_IP.octets(), "outer source = our underlay address");
     assert_eq!(&ip[16..20], &B_IP.octets(), "outer destination = the peer's");
@@ -216,6 +217,31 @@ fn encap_builds_flannel_compatible_headers() {
     assert_eq!(&e.inner_eth[6..12], &A_MAC, "inner source = our VtepMAC");
     assert_eq!(Encapsulated::be16(e.inner_eth, 12), ETH_P_IPV4);
     assert_eq!(e.inner_ip, inner_ip(&input), "inner packet untouched (TTL is the stack's job)");
+}
+
+/// Should send as a kernel vxlan device without `df` sends (vxlan_xmit_one): DF clear
+/// whether or not the inner packet has DF, and an IP ID that changes from packet to
+/// packet (fragments of different packets must not reassemble together).
+#[test]
+fn encap_outer_header_is_fragmentable_with_distinct_ids() {
+    let dp = dataplane(true);
+    let mut ids = BTreeSet::new();
+    for n in 0..64 {
+        let inner_df = n % 2 == 1;
+        let mut input = pod_frame(POD_B, 40000, 0);
+        if inner_df {
+            input[14 + 6] = 0x40;
+            input[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+            let c = checksum(&input[14..34]);
+            input[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+        }
+        let out = dp.expect(ENCAP, &input, TC_ACT_REDIRECT, Verdict::Encapsulated);
+        let e = Encapsulated::parse(&out).unwrap();
+        assert_eq!(Encapsulated::be16(e.outer_ip, 6), 0, "outer DF and offset clear (inner DF {inner_df}, packet {n})");
+        assert_eq!(checksum(e.outer_ip), 0, "outer checksum verifies with the ID in it");
+        ids.insert(Encapsulated::be16(e.outer_ip, 4));
+    }
+    assert!(ids.len() >= 60, "64 packets of one flow got only {} distinct outer IP IDs", ids.len());
 }
 
 /// Should pick the source port from the flow hash: one flow, one port; many flows, many ports.
@@ -405,18 +431,36 @@ fn encap_then_decap_round_trips() {
 })]
 #[case::truncated_udp(from_b(&inner_packet()).build()[..14 + 20 + 4].to_vec())]
 #[case::runt_ethernet(vec![0u8; 14])]
-#[case::fragment({
-    let inner = inner_packet();
-    let mut f = from_b(&inner).build();
-    f[14 + 6] = 0x20; // MF
-    let c = { f[14 + 10] = 0; f[14 + 11] = 0; checksum(&f[14..34]) };
-    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
-    f
-})]
+#[case::later_fragment(outer_fragment(from_b(&inner_packet()).build(), 0x0001))]
+#[case::first_fragment_to_another_port(outer_fragment(VxlanFrame { dport: 4789, ..from_b(&inner_packet()) }.build(), 0x2000))]
 fn decap_passes_what_is_not_ours(#[case] frame: Vec<u8>) {
     let dp = dataplane(true);
     let out = dp.expect(DECAP, &frame, TC_ACT_UNSPEC, Verdict::Passed);
     assert_eq!(out, frame, "passed frames are not modified");
+}
+
+/// `frame` with the outer IPv4 header's flags and fragment offset set to `frag_off`
+/// (MF = 0x2000), its header checksum fixed.
+fn outer_fragment(mut f: Vec<u8>, frag_off: u16) -> Vec<u8> {
+    f[14 + 6..14 + 8].copy_from_slice(&frag_off.to_be_bytes());
+    f[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let c = checksum(&f[14..34]);
+    f[14 + 10..14 + 12].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// Should pass the first fragment of an outer datagram to our port untouched, counted
+/// `tunnel_fragment` (TC and XDP alike): the stack reassembles it and the agent's
+/// tunnel socket decapsulates the datagram, checking the sender there — so one from an
+/// unknown source passes too. A later fragment shows no port: plain `passed` (above).
+#[rstest]
+#[case::from_a_node(from_b(&inner_packet()).build())]
+#[case::from_an_unknown_source(VxlanFrame { outer_src: ROGUE_IP, ..from_b(&inner_packet()) }.build())]
+fn decap_passes_outer_fragments_to_the_stack(#[case] whole: Vec<u8>) {
+    let dp = dataplane(true);
+    let first = outer_fragment(whole, 0x2000);
+    assert_eq!(dp.expect(DECAP, &first, TC_ACT_UNSPEC, Verdict::TunnelFragment), first, "passed unmodified");
+    assert_eq!(dp.expect_xdp(&first, XDP_PASS, Verdict::TunnelFragment), first, "XDP: passed unmodified");
 }
 
 /// Addressed to our tunnel but bad: dropped with the specific verdict.

@@ -270,6 +270,7 @@ impl Agent {
         created: &mut Created,
     ) -> Result<Agent> {
         tracing::info!(node = %own.name, uplink = %up.link.name, underlay = %own.underlay_ip, pod_cidr = %own.pod_cidr, "starting");
+        node::check_tunnel_mtu(mtu, &up.link.name, up.link.mtu)?;
         let sizes = crate::maps::Sizes { nat: args.nat_max_entries, nodes: args.max_nodes };
         let tc = match args.tc_attach {
             TcAttach::Auto => TcPath::detect(),
@@ -325,6 +326,8 @@ impl Agent {
         agent.keep_masq()?;
         agent.attach(created)?;
         agent.start_pods(created).await?;
+        // Outer fragments: decap passes them, the stack reassembles, this decapsulates.
+        crate::reassembly::spawn(agent.args.bpffs_dir.clone(), agent.health.reassembly().clone());
         Ok(agent)
     }
 }
