@@ -374,6 +374,49 @@ fn unusable_or_taken_public_ips_are_skipped_and_evented() -> Result<()> {
     all_pods_reach_each_other(&c)
 }
 
+/// Leases real flanneld rejects — a VtepMAC `zz` (not a MAC to Go's `net.ParseMAC`), a
+/// public-ip that is no IPv4 address — are skipped by the emulated Flannel node, with
+/// flanneld's reason, as by the weft nodes; every other node keeps working on both
+/// kinds. Once fixed with kubectl, the lease is programmed on both.
+#[test]
+fn leases_flanneld_rejects_are_skipped_by_flannel_and_weft_nodes() -> Result<()> {
+    let c = cluster();
+    let cp = c.control();
+    for (name, ip, mac, cidr) in
+        [("badmac", "198.19.0.70", "zz", "10.244.70.0/24"), ("badip", "198.19.0.300", "0a:58:0a:f4:47:00", "10.244.71.0/24")]
+    {
+        let mut n = node_manifest(name, Ipv4Addr::new(198, 19, 0, 70), cidr.parse()?);
+        n["metadata"]["annotations"] = kube::flannel_annotations(Ipv4Addr::new(198, 19, 0, 70), mac);
+        n["metadata"]["annotations"][format!("{P}/public-ip")] = ip.into();
+        cp.kubectl_create(&n, &c.dir)?;
+    }
+    let rejected = c.sync_flannel()?;
+    let why = |n: &str| rejected.get(n).map(|r| r.why.clone()).unwrap_or_default();
+    assert!(why("badmac").contains("error decoding subnet lease JSON: address zz: invalid MAC address"), "{rejected:?}");
+    assert!(why("badip").contains("Error turning node to lease: invalid IP address format"), "{rejected:?}");
+    assert_eq!(rejected.len(), 2, "only those two: {rejected:?}");
+    for (name, cidr) in [("badmac", "10.244.70.0/24"), ("badip", "10.244.71.0/24")] {
+        assert!(!has_route(&c, "c", cidr), "Flannel node c programmed {name}");
+        let events = wait_for_event(&c, name, "PeerSkipped")?;
+        assert!(events.iter().any(|e| e.0 == "Warning"), "{events:?}");
+        for n in ["a", "b"] {
+            assert!(!has_tunnel(&c, n, cidr) && !has_route(&c, n, cidr), "weft node {n} programmed {name}");
+        }
+    }
+    assert!(c.node("c").ns.ip("neigh show dev flannel.1")?.lines().all(|l| !l.contains("10.244.70.0")));
+    all_pods_reach_each_other(&c)?;
+
+    // Fixed: both kinds of node take it up; the other one stays skipped.
+    let data = r#"{"VNI":1,"VtepMAC":"0a:58:0a:f4:46:00"}"#;
+    cp.kubectl(&["annotate", "node", "badmac", "--overwrite", &format!("{P}/backend-data={data}")])?;
+    let rejected = c.sync_flannel()?;
+    assert_eq!(rejected.keys().collect::<Vec<_>>(), ["badip"]);
+    assert!(has_route(&c, "c", "10.244.70.0/24"), "Flannel node c programs the fixed lease");
+    let taken = wait_for(Duration::from_secs(5), || ["a", "b"].iter().all(|n| has_tunnel(&c, n, "10.244.70.0/24")).then_some(()));
+    assert!(taken.is_some(), "weft nodes take the fixed lease up\n{}", c.logs());
+    all_pods_reach_each_other(&c)
+}
+
 /// A Node with a malformed annotation gets one Warning Event, however many agents
 /// skip it and however often they resync, which `kubectl get events` and `kubectl
 /// describe node` show; fixing the annotation makes it a peer again, with a Normal
