@@ -2,6 +2,7 @@
 //! (`kubernetes-validate --strict`, the API's own OpenAPI schemas), and consistent
 //! with the agent they deploy — its net-conf.json parses, its command line parses,
 //! and every path the agent writes or pins to is a host path the pod mounts.
+//! node-policy.yaml is validated here too; its CEL is run in node_policy.rs.
 
 use std::{
     path::{Path, PathBuf},
