@@ -44,6 +44,9 @@ pub enum Reason {
     InvalidAddress,
     /// This node's podCIDR is unusable; the agent does not start.
     InvalidPodCIDR,
+    /// This node's podCIDR changed, or an older Node's overlaps it, after start; the
+    /// agent keeps serving the range its pods hold.
+    PodCIDRConflict,
     /// Bringing the dataplane back to the node table failed; retried every resync.
     ResyncFailed,
 }
@@ -56,6 +59,7 @@ impl Reason {
             Reason::PeerAccepted => ("PeerAccepted", "Normal", "AddPeer"),
             Reason::InvalidAddress => ("InvalidAddress", "Warning", "KeepAddress"),
             Reason::InvalidPodCIDR => ("InvalidPodCIDR", "Warning", "Exit"),
+            Reason::PodCIDRConflict => ("PodCIDRConflict", "Warning", "KeepPodCIDR"),
             Reason::ResyncFailed => ("ResyncFailed", "Warning", "Retry"),
         }
     }

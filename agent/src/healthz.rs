@@ -11,7 +11,9 @@
 //! `GET /readyz`, for the readiness and startup probes: 200 only once this node's
 //! dataplane is fully programmed (and while `/healthz` is), else 503 with what the
 //! agent is waiting for — or, degraded, why it cannot program it fully: more nodes
-//! than `--max-nodes` (live all the same: a restart would not make them fit).
+//! than `--max-nodes`, or this node's podCIDR changed or taken by an older Node after
+//! start (live all the same: a restart would not make them fit, nor give the pods
+//! their addresses back).
 
 use std::{
     collections::BTreeMap,
@@ -42,6 +44,8 @@ struct State {
     nat_reclaimed: (u64, u64),
     /// Nodes past `--max-nodes`: why, and how many are left out.
     over_limit: Option<(String, u64)>,
+    /// Why the podCIDR this node serves is no longer its Node's own.
+    own_cidr: Option<String>,
 }
 
 /// A copy of what `/metrics` reports from the agent's own state.
@@ -70,6 +74,7 @@ impl Health {
                 api_errors: 0,
                 nat_reclaimed: (0, 0),
                 over_limit: None,
+                own_cidr: None,
             })),
             max_age: resync * 3 + Duration::from_secs(1),
             reassembly: Arc::default(),
@@ -125,6 +130,11 @@ impl Health {
         self.state().over_limit = over;
     }
 
+    /// This node's podCIDR problem after start (None: none): `/readyz` says degraded.
+    pub fn set_own_cidr_problem(&self, problem: Option<String>) {
+        self.state().own_cidr = problem;
+    }
+
     pub fn api_error(&self) {
         self.state().api_errors += 1;
     }
@@ -164,6 +174,9 @@ impl Health {
             if let Some(what) = &s.starting {
                 return Some(format!("not ready: {what}\n"));
             }
+            if let Some(why) = &s.own_cidr {
+                return Some(format!("degraded: {why}\n"));
+            }
             if let Some((why, _)) = &s.over_limit {
                 return Some(format!("degraded: {why}\n"));
             }
@@ -199,6 +212,18 @@ mod tests {
         assert_eq!(h.not_ready(Instant::now()).as_deref(), Some("degraded: too many nodes: 3 > --max-nodes 2\n"));
         assert_eq!(h.snapshot(Instant::now()).over_limit, 1);
         h.set_over_limit(None);
+        assert_eq!(h.not_ready(Instant::now()), None);
+    }
+
+    #[test]
+    fn a_pod_cidr_problem_is_not_ready_but_live_until_cleared() {
+        let h = Health::new(Duration::from_secs(10));
+        h.started();
+        h.set_own_cidr_problem(Some("podCIDR changed from 10.244.1.0/24 to 10.244.9.0/24".into()));
+        assert_eq!(h.failing(Instant::now()), None, "a restart would not give the pods their addresses back: stay live");
+        let why = h.not_ready(Instant::now()).unwrap_or_default();
+        assert_eq!(why, "degraded: podCIDR changed from 10.244.1.0/24 to 10.244.9.0/24\n");
+        h.set_own_cidr_problem(None);
         assert_eq!(h.not_ready(Instant::now()), None);
     }
 

@@ -56,6 +56,7 @@ pub mod netconf;
 pub mod netlink;
 pub mod node;
 pub mod node_object;
+pub mod own_cidr;
 pub mod peers;
 pub mod pods;
 pub mod privileges;

@@ -6,6 +6,7 @@
 //! every namespace it made, by name, also when a test panics.
 
 use std::{
+    collections::BTreeMap,
     net::Ipv4Addr,
     path::{Path, PathBuf},
 };
@@ -319,12 +320,14 @@ impl Cluster {
     }
 
     /// flanneld's reaction to node changes, on every Flannel node (call after changes).
-    pub fn sync_flannel(&self) -> Result<()> {
+    /// Returns the Nodes whose lease flanneld rejects and skips, with its reason: the
+    /// other nodes are programmed all the same.
+    pub fn sync_flannel(&self) -> Result<BTreeMap<String, kube::Rejected>> {
         let leases = kube::leases(&self.control().api);
         for n in self.nodes.iter().filter(|n| n.kind == Kind::Flannel) {
             kube::flanneld_sync(&n.ns, &n.name, &leases)?;
         }
-        Ok(())
+        Ok(leases.rejected)
     }
 
     /// Adds a node namespace on the underlay (no agent, no Node object): node `i` gets

@@ -112,36 +112,45 @@ pub fn flannel_annotations(public_ip: Ipv4Addr, vtep_mac: &str) -> Value {
     })
 }
 
-/// What a Node's annotations say about reaching it (read the way flanneld reads them).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lease {
-    pub public_ip: Ipv4Addr,
-    pub vtep_mac: String,
-    pub pod_cidr: Ipv4Network,
+pub use crate::flannel_lease::{Lease, Rejected};
+
+/// What flanneld makes of every Node: the leases it programs and those it skips, by name.
+#[derive(Clone, Debug, Default)]
+pub struct Leases {
+    pub valid: BTreeMap<String, Lease>,
+    pub rejected: BTreeMap<String, Rejected>,
 }
 
+/// A Node's lease as flanneld reads it (None: no lease, or one flanneld rejects).
 pub fn lease(node: &Value) -> Option<Lease> {
-    let a = &node["metadata"]["annotations"];
-    if a[format!("{P}/backend-type")] != "vxlan" || a[format!("{P}/kube-subnet-manager")] != "true" {
-        return None;
+    crate::flannel_lease::lease(node)?.ok()
+}
+
+/// Every node's lease, as flanneld sees them.
+pub fn leases(api: &ApiServer) -> Leases {
+    let mut out = Leases::default();
+    for n in api.nodes() {
+        let (Some(name), Some(l)) = (n["metadata"]["name"].as_str(), crate::flannel_lease::lease(&n)) else {
+            continue;
+        };
+        match l {
+            Ok(l) => {
+                out.valid.insert(name.to_string(), l);
+            }
+            Err(r) => {
+                out.rejected.insert(name.to_string(), r);
+            }
+        }
     }
-    let data: Value = serde_json::from_str(a[format!("{P}/backend-data")].as_str()?).ok()?;
-    Some(Lease {
-        public_ip: a[format!("{P}/public-ip")].as_str()?.parse().ok()?,
-        vtep_mac: data["VtepMAC"].as_str()?.to_string(),
-        pod_cidr: node["spec"]["podCIDR"].as_str()?.parse().ok()?,
-    })
+    out
 }
 
-/// Every node's lease, by name.
-pub fn leases(api: &ApiServer) -> BTreeMap<String, Lease> {
-    api.nodes().iter().filter_map(|n| Some((n["metadata"]["name"].as_str()?.to_string(), lease(n)?))).collect()
-}
-
-/// flanneld's work on one node: program `flannel.1` for every other node's lease and
-/// remove routes of nodes that have none any more.
-pub fn flanneld_sync(ns: &Netns, own: &str, leases: &BTreeMap<String, Lease>) -> Result<()> {
-    for (name, l) in leases.iter().filter(|(n, _)| n.as_str() != own) {
+/// flanneld's work on one node: program `flannel.1` for every other node's valid lease,
+/// skip the ones it rejects (they were logged by [`leases`]' caller), and remove routes
+/// of nodes that are gone. A rejected update keeps what flanneld programmed before for
+/// that node, as flanneld ignores the event.
+pub fn flanneld_sync(ns: &Netns, own: &str, leases: &Leases) -> Result<()> {
+    for (name, l) in leases.valid.iter().filter(|(n, _)| n.as_str() != own) {
         flannel::add_peer(ns, &flannel::Peer { underlay: l.public_ip, pod_cidr: l.pod_cidr, vtep_mac: l.vtep_mac.clone() })
             .with_context(|| format!("programming {name}"))?;
     }
@@ -151,7 +160,9 @@ pub fn flanneld_sync(ns: &Netns, own: &str, leases: &BTreeMap<String, Lease>) ->
         let Ok(cidr) = dst.parse::<Ipv4Network>() else {
             continue;
         };
-        if cidr.prefix() < 32 && !leases.values().any(|l| l.pod_cidr == cidr) {
+        let known =
+            leases.valid.values().any(|l| l.pod_cidr == cidr) || leases.rejected.values().any(|r| r.pod_cidr == Some(cidr));
+        if cidr.prefix() < 32 && !known {
             ns.ip(&format!("route del {cidr} dev flannel.1"))?;
         }
     }
@@ -165,8 +176,9 @@ pub fn annotation(api: &ApiServer, node: &str, key: &str) -> Option<String> {
 
 pub fn require_lease(api: &ApiServer, node: &str) -> Result<Lease> {
     let n = api.get_node(node).ok_or_else(|| anyhow!("no node {node}"))?;
-    match lease(&n) {
-        Some(l) => Ok(l),
+    match crate::flannel_lease::lease(&n) {
+        Some(Ok(l)) => Ok(l),
+        Some(Err(r)) => bail!("node {node}'s lease is one flanneld rejects: {}", r.why),
         None => bail!("node {node} has no vxlan lease: {}", n["metadata"]["annotations"]),
     }
 }

@@ -23,6 +23,7 @@ pub mod bench;
 pub mod cluster;
 pub mod cni;
 pub mod flannel;
+pub mod flannel_lease;
 pub mod kube;
 pub mod narrow;
 pub mod netns;

@@ -374,6 +374,49 @@ fn unusable_or_taken_public_ips_are_skipped_and_evented() -> Result<()> {
     all_pods_reach_each_other(&c)
 }
 
+/// Leases real flanneld rejects — a VtepMAC `zz` (not a MAC to Go's `net.ParseMAC`), a
+/// public-ip that is no IPv4 address — are skipped by the emulated Flannel node, with
+/// flanneld's reason, as by the weft nodes; every other node keeps working on both
+/// kinds. Once fixed with kubectl, the lease is programmed on both.
+#[test]
+fn leases_flanneld_rejects_are_skipped_by_flannel_and_weft_nodes() -> Result<()> {
+    let c = cluster();
+    let cp = c.control();
+    for (name, ip, mac, cidr) in
+        [("badmac", "198.19.0.70", "zz", "10.244.70.0/24"), ("badip", "198.19.0.300", "0a:58:0a:f4:47:00", "10.244.71.0/24")]
+    {
+        let mut n = node_manifest(name, Ipv4Addr::new(198, 19, 0, 70), cidr.parse()?);
+        n["metadata"]["annotations"] = kube::flannel_annotations(Ipv4Addr::new(198, 19, 0, 70), mac);
+        n["metadata"]["annotations"][format!("{P}/public-ip")] = ip.into();
+        cp.kubectl_create(&n, &c.dir)?;
+    }
+    let rejected = c.sync_flannel()?;
+    let why = |n: &str| rejected.get(n).map(|r| r.why.clone()).unwrap_or_default();
+    assert!(why("badmac").contains("error decoding subnet lease JSON: address zz: invalid MAC address"), "{rejected:?}");
+    assert!(why("badip").contains("Error turning node to lease: invalid IP address format"), "{rejected:?}");
+    assert_eq!(rejected.len(), 2, "only those two: {rejected:?}");
+    for (name, cidr) in [("badmac", "10.244.70.0/24"), ("badip", "10.244.71.0/24")] {
+        assert!(!has_route(&c, "c", cidr), "Flannel node c programmed {name}");
+        let events = wait_for_event(&c, name, "PeerSkipped")?;
+        assert!(events.iter().any(|e| e.0 == "Warning"), "{events:?}");
+        for n in ["a", "b"] {
+            assert!(!has_tunnel(&c, n, cidr) && !has_route(&c, n, cidr), "weft node {n} programmed {name}");
+        }
+    }
+    assert!(c.node("c").ns.ip("neigh show dev flannel.1")?.lines().all(|l| !l.contains("10.244.70.0")));
+    all_pods_reach_each_other(&c)?;
+
+    // Fixed: both kinds of node take it up; the other one stays skipped.
+    let data = r#"{"VNI":1,"VtepMAC":"0a:58:0a:f4:46:00"}"#;
+    cp.kubectl(&["annotate", "node", "badmac", "--overwrite", &format!("{P}/backend-data={data}")])?;
+    let rejected = c.sync_flannel()?;
+    assert_eq!(rejected.keys().collect::<Vec<_>>(), ["badip"]);
+    assert!(has_route(&c, "c", "10.244.70.0/24"), "Flannel node c programs the fixed lease");
+    let taken = wait_for(Duration::from_secs(5), || ["a", "b"].iter().all(|n| has_tunnel(&c, n, "10.244.70.0/24")).then_some(()));
+    assert!(taken.is_some(), "weft nodes take the fixed lease up\n{}", c.logs());
+    all_pods_reach_each_other(&c)
+}
+
 /// A Node with a malformed annotation gets one Warning Event, however many agents
 /// skip it and however often they resync, which `kubectl get events` and `kubectl
 /// describe node` show; fixing the annotation makes it a peer again, with a Normal
@@ -533,6 +576,105 @@ fn an_agent_waiting_for_its_pod_cidr_is_live_but_not_ready() -> Result<()> {
     assert!(ns.ip("link show weft0").is_ok(), "programmed when ready");
     assert!(has_route(&c, "z", &c.node("a").pod_cidr.to_string()), "node a's pods routed when ready");
     Ok(())
+}
+
+/// This node's own podCIDR is re-checked after start (agent/src/own_cidr.rs): when its
+/// Node is deleted and recreated while an older Node took its range, or recreated with
+/// another range, the agent says so (error log, a PodCIDRConflict Warning Event on the
+/// Node, `/readyz` 503 "degraded", `/healthz` still 200) and keeps serving the range
+/// its pods hold (weft0's address, subnet.env, its routes); other nodes are unaffected.
+/// Once the Node's range is its own again, the agent is ready and every pod talks.
+#[test]
+fn own_pod_cidr_taken_or_changed_after_start_is_reported_and_the_served_range_kept() -> Result<()> {
+    let mut c = cluster();
+    let bi = c.node_index("b");
+    c.restart_agent(bi, &["--healthz-ip", "127.0.0.1", "--healthz-port", "8471"])?;
+    let (b_ip, b_cidr, a_cidr) = (c.node("b").underlay, c.node("b").pod_cidr, c.node("a").pod_cidr);
+    let get = |c: &Cluster, path: &str| weft_e2e::traffic::http_get(&c.node("b").ns, 8471, path).ok();
+    let ready = |c: &Cluster| {
+        wait_for(Duration::from_secs(15), || get(c, "/readyz").filter(|r| r.starts_with("HTTP/1.1 200")))
+            .map(|_| ())
+            .ok_or_else(|| anyhow!("b not ready: {:?}\n{}", get(c, "/readyz"), c.agent_log("b")))
+    };
+    let degraded = |c: &Cluster, needle: &str| -> Result<String> {
+        let r = wait_for(Duration::from_secs(15), || get(c, "/readyz").filter(|r| r.contains(needle)))
+            .ok_or_else(|| anyhow!("/readyz never said {needle:?}: {:?}\n{}", get(c, "/readyz"), c.agent_log("b")))?;
+        ensure!(r.starts_with("HTTP/1.1 503") && r.contains("degraded: "), "{r}");
+        let live = get(c, "/healthz").unwrap_or_default();
+        ensure!(live.starts_with("HTTP/1.1 200"), "live all the same: {live}");
+        Ok(r)
+    };
+    // What b serves: the range its pods hold.
+    let serves_old_range = |c: &Cluster| -> Result<()> {
+        let b = c.node("b");
+        let addr = b.ns.ip("-4 addr show dev weft0")?;
+        ensure!(addr.contains(&format!("{}/32", b_cidr.network())), "weft0 keeps {b_cidr}'s address: {addr}");
+        let env = std::fs::read_to_string(b.subnet_file())?;
+        let o = b_cidr.network().octets();
+        ensure!(env.contains(&format!("FLANNEL_SUBNET={}.{}.{}.1/24", o[0], o[1], o[2])), "{env}");
+        ensure!(has_route(c, "b", &a_cidr.to_string()), "b keeps routing a's pods");
+        ensure!(b_cidr.contains(c.pod_on("b").ip), "b's pod holds an address of the served range");
+        Ok(())
+    };
+    let pods_talk = |c: &Cluster| -> Result<()> {
+        // b advertises on its recreated Node within a resync period.
+        wait_for(Duration::from_secs(10), || kube::require_lease(&c.control().api, "b").ok())
+            .ok_or_else(|| anyhow!("b never advertised on its recreated Node\n{}", c.agent_log("b")))?;
+        c.sync_flannel()?;
+        wait_for(Duration::from_secs(10), || all_pods_reach_each_other(c).ok())
+            .ok_or_else(|| anyhow!("pods do not all reach each other: {:?}", all_pods_reach_each_other(c)))
+    };
+    let recreate_b = |c: &Cluster, cidr: ipnetwork::Ipv4Network| -> Result<()> {
+        c.control().kubectl(&["delete", "node", "b"])?;
+        c.control().kubectl_create(&node_manifest("b", b_ip, cidr), &c.dir)?;
+        Ok(())
+    };
+    ready(&c)?;
+
+    // 1. Node b deleted; its range goes to a new Node x; b comes back with that range.
+    c.control().kubectl(&["delete", "node", "b"])?;
+    let x_ip = Ipv4Addr::new(198, 19, 0, 80);
+    let mut x = node_manifest("x", x_ip, b_cidr);
+    x["metadata"]["annotations"] = kube::flannel_annotations(x_ip, "0a:58:0a:f4:50:00");
+    c.control().kubectl_create(&x, &c.dir)?;
+    // creationTimestamp counts seconds: x must be older, not a tie (broken by name).
+    std::thread::sleep(Duration::from_millis(1100));
+    c.control().kubectl_create(&node_manifest("b", b_ip, b_cidr), &c.dir)?;
+    let r = degraded(&c, "an older Node")?;
+    assert!(r.contains(&format!("podCIDR {b_cidr} overlaps {b_cidr} of node x")), "{r}");
+    let events = wait_for_event(&c, "b", "PodCIDRConflict")?;
+    assert!(events.iter().any(|e| e.0 == "Warning" && e.2.contains("of node x, an older Node")), "{events:?}");
+    assert!(c.agent_log("b").contains("this node's podCIDR: podCIDR"), "{}", c.agent_log("b"));
+    serves_old_range(&c)?;
+    // The older Node keeps the range on every peer: a routes it to x.
+    let to_x = wait_for(Duration::from_secs(5), || {
+        c.node("a").maps().ok()?.tunnels().ok()?.get(&b_cidr).filter(|t| t.underlay_ip == x_ip.octets()).map(|_| ())
+    });
+    assert!(to_x.is_some(), "a routes {b_cidr} to the older x\n{}", c.logs());
+
+    // 2. x goes: b's range is its own again.
+    c.control().kubectl(&["delete", "node", "x"])?;
+    ready(&c)?;
+    assert!(c.agent_log("b").contains("this node's podCIDR is its own again"));
+    pods_talk(&c)?;
+
+    // 3. Node b recreated with another range: reported, the old one served.
+    recreate_b(&c, "10.244.52.0/24".parse()?)?;
+    let r = degraded(&c, "podCIDR changed")?;
+    assert!(r.contains(&format!("podCIDR changed from {b_cidr} to 10.244.52.0/24")) && r.contains("drain the node"), "{r}");
+    let changed = wait_for(Duration::from_secs(10), || {
+        node_events(&c, "b").ok().filter(|es| es.iter().any(|e| e.1 == "PodCIDRConflict" && e.2.contains("changed from")))
+    });
+    assert!(changed.is_some(), "no PodCIDRConflict Event for the change: {:?}", node_events(&c, "b"));
+    serves_old_range(&c)?;
+    ping_ok(&c.pod_on("a").ns, c.pod_on("c").ip, 2)?;
+    ping_ok(&c.pod_on("c").ns, c.pod_on("a").ip, 2)?;
+
+    // 4. Recreated with its range: ready, and every pod talks again.
+    recreate_b(&c, b_cidr)?;
+    ready(&c)?;
+    serves_old_range(&c)?;
+    pods_talk(&c)
 }
 
 /// `weft-agent uninstall` on a node whose agent is stopped removes everything weft

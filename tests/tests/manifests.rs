@@ -2,6 +2,7 @@
 //! (`kubernetes-validate --strict`, the API's own OpenAPI schemas), and consistent
 //! with the agent they deploy — its net-conf.json parses, its command line parses,
 //! and every path the agent writes or pins to is a host path the pod mounts.
+//! node-policy.yaml is validated here too; its CEL is run in node_policy.rs.
 
 use std::{
     path::{Path, PathBuf},
@@ -57,6 +58,47 @@ fn manifests_pass_strict_schema_validation() -> Result<()> {
     let _ = std::fs::remove_file(&bad);
     let (ok, report) = result?;
     ensure!(!ok && report.contains("hostNetwrok"), "a misspelt field passed validation:\n{report}");
+    Ok(())
+}
+
+/// node-policy.yaml (its CEL is evaluated in tests/node_policy.rs) is valid for the
+/// oldest Kubernetes it documents, 1.30 (admissionregistration.k8s.io/v1), and the
+/// current one; its matchCondition names weft.yaml's ServiceAccount.
+#[test]
+fn node_policy_passes_strict_schema_validation_and_names_wefts_service_account() -> Result<()> {
+    let path = manifest_path().with_file_name("node-policy.yaml");
+    for version in [None, Some("1.30.0")] {
+        prereq::require();
+        let mut cmd = Command::new("kubernetes-validate");
+        cmd.arg("--strict");
+        if let Some(v) = version {
+            cmd.args(["--kubernetes-version", v]);
+        }
+        let out = cmd.arg(&path).output().context("running kubernetes-validate")?;
+        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        ensure!(out.status.success(), "kubernetes-validate --strict ({version:?}) rejects node-policy.yaml:\n{report}");
+        for kind in ["validatingadmissionpolicy", "validatingadmissionpolicybinding"] {
+            ensure!(
+                report.contains(&format!("resource {kind}/weft-own-node-only")),
+                "{kind} not validated ({version:?}):\n{report}"
+            );
+        }
+    }
+    let docs = documents()?;
+    let sa = find(&docs, "ServiceAccount")?;
+    let user = format!(
+        "system:serviceaccount:{}:{}",
+        sa["metadata"]["namespace"].as_str().unwrap_or_default(),
+        sa["metadata"]["name"].as_str().unwrap_or_default()
+    );
+    let pod = &find(&docs, "DaemonSet")?["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], sa["metadata"]["name"], "the agent runs as that ServiceAccount");
+    assert_ne!(
+        pod["automountServiceAccountToken"], false,
+        "the agent needs its pod-bound token (it carries the node-name claim)"
+    );
+    let policy = std::fs::read_to_string(&path)?;
+    ensure!(policy.contains(&format!("request.userInfo.username == '{user}'")), "node-policy.yaml does not match {user}");
     Ok(())
 }
 

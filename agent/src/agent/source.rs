@@ -23,6 +23,8 @@ pub(super) struct Kube {
     pub(super) own_uid: Option<String>,
     /// Why our own Node's address could not be read, to warn once per reason.
     pub(super) own_error: Option<String>,
+    /// Why the podCIDR this node serves is no longer its Node's own, reported once per change.
+    pub(super) own_cidr: Option<crate::own_cidr::OwnCidrProblem>,
     /// The last resync failure reported, to report once per distinct error.
     pub(super) resync_error: Option<String>,
     pub(super) last_watch_error: Option<Instant>,
@@ -94,6 +96,30 @@ impl Kube {
         self.own_error = error;
     }
 
+    /// This node's podCIDR problem now (None: none), reported once per change: log,
+    /// Event on the Node as it is now (a recreated Node has a new uid), `/readyz`.
+    pub(super) fn own_cidr_result(
+        &mut self,
+        node: Option<&WatchedNode>,
+        problem: Option<crate::own_cidr::OwnCidrProblem>,
+        health: &Health,
+    ) {
+        if problem == self.own_cidr {
+            return;
+        }
+        match &problem {
+            Some(p) => {
+                tracing::error!("this node's podCIDR: {p}");
+                if let Some(node) = node.filter(|_| p.on_the_node()) {
+                    self.recorder.report(Regarding::of(node), Reason::PodCIDRConflict, p.to_string());
+                }
+            }
+            None => tracing::info!("this node's podCIDR is its own again"),
+        }
+        health.set_own_cidr_problem(problem.as_ref().map(ToString::to_string));
+        self.own_cidr = problem;
+    }
+
     /// A resync failed (Some) or succeeded (None); reported once per distinct error.
     pub(super) fn resync_result(&mut self, name: &str, error: Option<String>) {
         if let Some(e) = &error
@@ -120,7 +146,11 @@ impl Agent {
         let Source::Kube(kube) = &mut self.source else {
             return;
         };
-        if let Some(node) = kube.store.state().iter().find(|n| n.metadata.name.as_deref() == Some(&self.own.name)) {
+        let nodes = kube.store.state();
+        let own_node = nodes.iter().find(|n| n.metadata.name.as_deref() == Some(&self.own.name));
+        let problem = crate::own_cidr::check(&self.own.name, self.own.pod_cidr, &nodes);
+        kube.own_cidr_result(own_node.map(std::sync::Arc::as_ref), problem, &self.health);
+        if let Some(node) = own_node {
             match address::advertised(node.as_ref(), self.args.public_ip, self.uplink_address, kube.network) {
                 Ok(ip) => {
                     kube.own_address_error(&self.own.name, ip, None);

@@ -201,6 +201,7 @@ pub(super) async fn start_kube(args: Args, nl: Netlink, health: Health, created:
         recorder,
         own_uid: own_node.metadata.uid.clone(),
         own_error: None,
+        own_cidr: None,
         resync_error: None,
         last_watch_error: None,
     };

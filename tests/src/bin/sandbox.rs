@@ -12,6 +12,7 @@
 //! traffic keeps flowing and the counters are printed until Ctrl-C.
 
 use std::{
+    collections::BTreeMap,
     process::{Command, Stdio},
     sync::atomic::{AtomicBool, Ordering},
     time::Duration,
@@ -64,8 +65,14 @@ fn main() -> Result<()> {
         return if ok { Ok(()) } else { Err(anyhow!("reachability check failed")) };
     }
     println!("\ntraffic keeps flowing (a ping between every pair of pods every 2 s); Ctrl-C tears down.");
+    // Nodes whose lease flanneld rejects (a `kubectl annotate` away): skipped, said once.
+    let mut rejected = BTreeMap::new();
     while !STOP.load(Ordering::SeqCst) {
-        c.sync_flannel()?;
+        let now = c.sync_flannel()?;
+        for (name, r) in now.iter().filter(|(n, r)| rejected.get(*n) != Some(*r)) {
+            println!("flanneld (c, d): skipping node {name}: {}", r.why);
+        }
+        rejected = now;
         for (from, to) in pairs(&c) {
             let _ = weft_e2e::traffic::ping(&c.pod_on(from).ns, c.pod_on(to).ip, 1, "");
         }
@@ -88,7 +95,7 @@ fn pairs(c: &Cluster) -> Vec<(&str, &str)> {
 
 fn print_topology(c: &Cluster) {
     println!("{:<5} {:<8} {:<13} {:<15} {:<18} {:<10} pod", "node", "kind", "public-ip", "podCIDR", "VtepMAC", "tunnel");
-    let leases = weft_e2e::kube::leases(&c.control().api);
+    let leases = weft_e2e::kube::leases(&c.control().api).valid;
     for n in &c.nodes {
         let kind = n.kind.name();
         let (ip, mac) = leases
