@@ -14,6 +14,7 @@
 //! - [`cluster`]: the topology: underlay switch, nodes, pods, external hosts;
 //! - [`traffic`]: ping, content-verified TCP transfers, UDP probes;
 //! - [`packet`]: crafted frames for BPF_PROG_TEST_RUN;
+//! - [`testrun`]: the programs loaded privately and run through BPF_PROG_TEST_RUN;
 //! - [`apiserver`]: a Kubernetes API server serving Nodes to kube and kubectl;
 //! - [`bench`]: `cargo xtask bench`, host-gw vs Flannel vs weft on the same topology.
 
@@ -27,6 +28,7 @@ pub mod kube;
 pub mod netns;
 pub mod packet;
 pub mod prereq;
+pub mod testrun;
 pub mod traffic;
 
 use std::{
