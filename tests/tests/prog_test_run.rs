@@ -975,3 +975,20 @@ fn masquerade_translates_icmp_errors_back(#[case] l4: L4, #[case] frag_needed: b
     let stray = error(&stray);
     assert_eq!(dp.expect(DECAP, &stray, TC_ACT_UNSPEC, Verdict::Passed), stray);
 }
+
+/// A TCP or UDP header cut short of its checksum field is no flow: the packet passes
+/// untranslated and takes no NAT entry or port (found by the reference-model fuzzing:
+/// it used to take both, then fail the checksum update and count `nat_error`, or with
+/// 18-19 bytes of TCP be translated).
+#[rstest]
+#[case::tcp_18_bytes(IPPROTO_TCP, 18)]
+#[case::tcp_14_bytes(IPPROTO_TCP, 14)]
+#[case::udp_4_bytes(IPPROTO_UDP, 4)]
+fn masquerade_passes_a_truncated_l4_header(#[case] proto: u8, #[case] l4_len: usize) {
+    let dp = masq_dataplane(61000, 65535);
+    let l4 = if proto == IPPROTO_TCP { L4::Tcp { syn: true, fin: false } } else { L4::Udp };
+    let mut sent = frame(POD_A, EXT, 40000, 80, l4);
+    sent.truncate(14 + 20 + l4_len);
+    assert_eq!(dp.expect(MASQ, &sent, TC_ACT_UNSPEC, Verdict::Passed), sent);
+    assert!(dp.maps.nat_out().unwrap().is_empty() && dp.maps.nat_in().unwrap().is_empty(), "no NAT state for it");
+}
