@@ -26,7 +26,7 @@ use weft_common::{
     config::{FLAG_FAST_PATH, FLAG_XDP_DECAP},
     counters::Verdict,
     fastpath::LocalEndpoint,
-    maps::programs::{BRIDGE_EGRESS, DECAP, ENCAP, MASQ, POD_EGRESS, POD_INGRESS, PROBE_DECAP_L4_UDP},
+    maps::programs::{BRIDGE_EGRESS, DECAP, ENCAP, MASQ, POD_EGRESS, POD_INGRESS, PROBE_DECAP_L4_UDP, WEFT0_INGRESS},
     nat::{FLAG_INBOUND, NatKey, STATE_ESTABLISHED},
     tunnel::{PeerNode, TunnelEndpoint},
 };
@@ -991,4 +991,17 @@ fn masquerade_passes_a_truncated_l4_header(#[case] proto: u8, #[case] l4_len: us
     sent.truncate(14 + 20 + l4_len);
     assert_eq!(dp.expect(MASQ, &sent, TC_ACT_UNSPEC, Verdict::Passed), sent);
     assert!(dp.maps.nat_out().unwrap().is_empty() && dp.maps.nat_in().unwrap().is_empty(), "no NAT state for it");
+}
+
+/// `weft0`'s ingress delivers into a pod only a valid IPv4 header: one with IHL 4 goes
+/// to the stack, which drops it (found by the reference-model fuzzing: it was
+/// delivered, its TTL "lowered" inside a header the stack never checked).
+#[test]
+fn fast_weft0_ingress_leaves_an_invalid_header_to_the_stack() {
+    let dp = fast_dataplane();
+    let valid = frame(POD_B, POD_A, 5000, 6000, L4::Tcp { syn: false, fin: false });
+    dp.expect(WEFT0_INGRESS, &valid, TC_ACT_REDIRECT, Verdict::FastDelivered);
+    let mut bad = frame(POD_B, POD_A, 5001, 6000, L4::Tcp { syn: false, fin: false });
+    bad[14] = 0x44;
+    assert_eq!(dp.expect(WEFT0_INGRESS, &bad, TC_ACT_UNSPEC, Verdict::Passed), bad);
 }
