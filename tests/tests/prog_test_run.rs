@@ -1005,3 +1005,23 @@ fn fast_weft0_ingress_leaves_an_invalid_header_to_the_stack() {
     bad[14] = 0x44;
     assert_eq!(dp.expect(WEFT0_INGRESS, &bad, TC_ACT_UNSPEC, Verdict::Passed), bad);
 }
+
+/// A UDP flow never gets the VXLAN port (8472, inside the default ranges) as its NAT
+/// port on the node's underlay address: decap would take the reply for a tunnel frame
+/// and drop it. With a range of 8472-8473 every flow gets 8473 (with the port allowed,
+/// each would have had 8472 with probability 1/2), and a TCP flow may still take 8472.
+#[test]
+fn masquerade_never_picks_the_vxlan_port_for_udp() {
+    let dp = masq_dataplane(8472, 8473);
+    for n in 0..16u16 {
+        let out = dp.expect(MASQ, &frame(POD_A, EXT, 40000, 1000 + n, L4::Udp), TC_ACT_UNSPEC, Verdict::Masqueraded);
+        assert_eq!(read_back(&out).2, 8473, "flow {n}");
+    }
+    let tcp: BTreeSet<u16> = (0..32u16)
+        .map(|n| {
+            let sent = frame(POD_A, EXT, 40000, 2000 + n, L4::Tcp { syn: true, fin: false });
+            read_back(&dp.expect(MASQ, &sent, TC_ACT_UNSPEC, Verdict::Masqueraded)).2
+        })
+        .collect();
+    assert_eq!(tcp, BTreeSet::from([8472, 8473]), "TCP may use both ports");
+}

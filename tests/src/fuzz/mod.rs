@@ -222,6 +222,10 @@ fn apply(w: &mut World, e: &Effect, out: &[u8]) -> Result<(), String> {
             if port_at.is_some() && !in_range {
                 return Err(format!("NAT port {port} outside the configured ranges"));
             }
+            // Decap would take the reply for a VXLAN frame.
+            if orig.4 == model::UDP && *to == Ipv4Addr::from(c.underlay_ip) && port == c.udp_port {
+                return Err(format!("UDP NAT port {port} to the underlay address is the VXLAN port"));
+            }
             let reply = model::reply_tuple(orig, *to, port);
             if w.nat_in.contains_key(&reply) {
                 return Err(format!("NAT port {port} gives a reply tuple another flow holds"));
