@@ -272,7 +272,7 @@ fn nat_reply(rng: &mut Rng, w: &World) -> Option<Built> {
     if flows.is_empty() {
         return None;
     }
-    let ((_, remote, sport, dport, p), to, port) = flows[rng.below(flows.len())];
+    let ((_, remote, _, dport, p), to, port) = flows[rng.below(flows.len())];
     let ip = if rng.pct(75) {
         let seg = match p {
             ICMP => {
@@ -302,7 +302,6 @@ fn nat_reply(rng: &mut Rng, w: &World) -> Option<Built> {
             TCP | UDP => l4(rng, to, remote, p, Some((port, dport))),
             _ => payload(rng),
         };
-        let _ = sport;
         let mut quote = ipv4(rng, to, remote, p, &quoted_seg).bytes;
         let qhlen = usize::from(quote[0] & 0x0f) * 4;
         quote.truncate(qhlen + rng.pick(&[8usize, 8, 20, 28]));

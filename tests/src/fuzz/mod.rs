@@ -129,12 +129,10 @@ pub fn run(per_program: u64, seed: u64, keep: usize) -> Result<Report> {
         let got =
             if prog == Prog::DecapXdp { dp.try_run_xdp(&case.frame) } else { dp.try_run(prog.name(), &case.frame, case.mark) };
         report.packets += 1;
-        let (problem, effects, name) = match (&expected, got) {
-            (Expected::Refused, Err(_)) => (None, vec![], "refused"),
-            (Expected::Refused, Ok((code, _))) => {
-                (Some(format!("ran (code {code}), expected test_run to refuse it")), vec![], "refused")
-            }
-            (Expected::Ran { verdict, .. }, Err(e)) => (Some(format!("test_run failed: {e}")), vec![], verdict.name()),
+        let (problem, name) = match (&expected, got) {
+            (Expected::Refused, Err(_)) => (None, "refused"),
+            (Expected::Refused, Ok((code, _))) => (Some(format!("ran (code {code}), expected test_run to refuse it")), "refused"),
+            (Expected::Ran { verdict, .. }, Err(e)) => (Some(format!("test_run failed: {e}")), verdict.name()),
             (Expected::Ran { code, verdict, out, effects }, Ok((got_code, got_out))) => {
                 let key = (prog.hook(), verdict.index());
                 let now = dp.maps.counter_at(prog.hook(), *verdict).context("reading a counter")?;
@@ -160,23 +158,15 @@ pub fn run(per_program: u64, seed: u64, keep: usize) -> Result<Report> {
                 {
                     problem = Some(format!("{why}; output {}", hex(&got_out)));
                 }
-                let mut applied = vec![];
-                if problem.is_none() {
-                    for e in effects {
-                        match apply(&mut world, e, &got_out) {
-                            Ok(()) => applied.push(e.clone()),
-                            Err(why) => {
-                                problem = Some(format!("{why}; output {}", hex(&got_out)));
-                                break;
-                            }
-                        }
-                    }
+                // The state the run left, once it is known to be the model's.
+                if problem.is_none()
+                    && let Err(why) = effects.iter().try_for_each(|e| apply(&mut world, e, &got_out))
+                {
+                    problem = Some(format!("{why}; output {}", hex(&got_out)));
                 }
-                let _ = code;
-                (problem, applied, verdict.name())
+                (problem, verdict.name())
             }
         };
-        let _ = effects;
         *report.verdicts.entry(prog).or_default().entry(name).or_default() += 1;
         if let Some(why) = problem {
             report.mismatches += 1;

@@ -375,8 +375,8 @@ fn effects_shifted(effects: Vec<Effect>, by: usize) -> Vec<Effect> {
         .collect()
 }
 
-/// The outer header's fields that encapsulation may set as it likes: ID and flags
-/// (DF or not, per issue 16's MTU parity), never a fragment offset... not compared.
+/// The outer header's bytes encapsulation may set as it likes, not compared: the ID
+/// and the flags/fragment-offset word (DF or not, per issue 16's MTU parity).
 fn outer_ip_free() -> Range<usize> {
     14 + 4..14 + 8
 }
