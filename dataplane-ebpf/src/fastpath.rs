@@ -201,8 +201,8 @@ pub fn remember_stack_flow(pkt: Packet, ip: &Ipv4Hdr) {
 
 /// After decap (at the uplink's or `weft0`'s TC ingress), with the inner frame at the
 /// start of the packet: delivers it straight into its local pod if it may skip the stack.
-/// `Ok(false)`: it may not (not TCP/UDP, a fragment, TTL expiring, no such pod, or a
-/// flow this node's stack has seen); the caller delivers it into `weft0`.
+/// `Ok(false)`: it may not (not valid IPv4, not TCP/UDP, a fragment, TTL expiring, no
+/// such pod, or a flow this node's stack has seen); the caller delivers it into `weft0`.
 #[inline(always)]
 pub fn deliver_to_pod(ctx: &TcContext) -> Result<bool, Verdict> {
     let pkt = Packet::new(ctx.data(), ctx.data_end());
@@ -210,7 +210,9 @@ pub fn deliver_to_pod(ctx: &TcContext) -> Result<bool, Verdict> {
     let Some(ip) = pkt.header_mut::<Ipv4Hdr>(ETH_HLEN) else {
         return Ok(false);
     };
-    if ip.ttl <= 1 {
+    // Only a valid header skips the stack's checks (at `weft0`'s ingress nothing else
+    // has looked at this frame's version and IHL; found by the reference-model fuzzing).
+    if !ip.is_valid() || ip.ttl <= 1 {
         return Ok(false);
     }
     let Some(flow) = fast_flow(pkt, ip) else {

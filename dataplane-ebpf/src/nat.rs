@@ -41,7 +41,7 @@ use weft_common::{
     config::{DataplaneConfig, FLAG_MASQUERADE},
     counters::Verdict,
     nat::{FLAG_INBOUND, KUBE_PROXY_MASQ_MARK, NatEntry, NatKey, PORT_TRIES, STATE_CLOSING, STATE_ESTABLISHED, STATE_NEW},
-    wire::{ETH_HLEN, ETH_P_IPV4, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+    wire::{ETH_HLEN, ETH_P_IPV4, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, UDP_HLEN},
 };
 
 use crate::{
@@ -51,6 +51,8 @@ use crate::{
 };
 
 const ICMP_ECHO_REPLY: u8 = 0;
+/// A TCP header without options.
+const TCP_HLEN: usize = 20;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_ECHO: u8 = 8;
 const ICMP_TIME_EXCEEDED: u8 = 11;
@@ -72,17 +74,23 @@ struct Flow {
 }
 
 /// Which protocols are translated, and how: TCP and UDP by port, ICMP echo by
-/// identifier; anything else by address alone (one flow per outside host).
+/// identifier; anything else by address alone (one flow per outside host). A TCP or
+/// UDP header cut short of its checksum field (a header is whole or not at all: TCP
+/// 20 bytes, UDP 8) is no flow: the packet passes untranslated, as every other
+/// truncated one does, instead of taking a NAT entry and port and then failing the
+/// checksum update (`nat_error`). Found by the reference-model fuzzing (issue 16).
 #[inline(always)]
 fn flow(pkt: Packet, ip: &Ipv4Hdr, l4: usize, outbound: bool) -> Option<Flow> {
     let mut key = NatKey { saddr: ip.saddr, daddr: ip.daddr, protocol: ip.protocol, ..Default::default() };
     let (check, tcp_flags) = match ip.protocol {
         IPPROTO_TCP => {
+            pkt.header::<[u8; TCP_HLEN]>(l4)?;
             let tcp: &TcpHdr = pkt.header(l4)?;
             (key.sport, key.dport) = (tcp.source, tcp.dest);
             (Some(l4 + 16), tcp.flags)
         }
         IPPROTO_UDP => {
+            pkt.header::<[u8; UDP_HLEN]>(l4)?;
             let ports: &L4Ports = pkt.header(l4)?;
             (key.sport, key.dport) = (ports.source, ports.dest);
             (Some(l4 + 6), 0)
@@ -265,6 +273,12 @@ fn reserve(orig: &NatKey, cfg: &DataplaneConfig, to: Ipv4Octets, back: &NatEntry
         } else {
             [0; 2]
         };
+        // Never the VXLAN port on our underlay address: decap takes every UDP datagram
+        // to it for a tunnel frame before this flow's reply could be translated (the
+        // default ranges hold 8472; Flannel's conntrack un-NATs before its vxlan socket).
+        if orig.protocol == IPPROTO_UDP && to == cfg.underlay_ip && port == cfg.udp_port.to_be_bytes() {
+            continue;
+        }
         if WEFT_NAT_IN.insert(reply_key(orig, to, port), *back, u64::from(BPF_NOEXIST)).is_ok() {
             return Ok(port);
         }

@@ -14,6 +14,8 @@
 //! - [`cluster`]: the topology: underlay switch, nodes, pods, external hosts;
 //! - [`traffic`]: ping, content-verified TCP transfers, UDP probes;
 //! - [`packet`]: crafted frames for BPF_PROG_TEST_RUN;
+//! - [`testrun`]: the programs loaded privately and run through BPF_PROG_TEST_RUN;
+//! - [`fuzz`]: a reference model of every program's decision, and random and mutated frames compared with it;
 //! - [`apiserver`]: a Kubernetes API server serving Nodes to kube and kubectl;
 //! - [`bench`]: `cargo xtask bench`, host-gw vs Flannel vs weft on the same topology.
 
@@ -24,11 +26,13 @@ pub mod cluster;
 pub mod cni;
 pub mod flannel;
 pub mod flannel_lease;
+pub mod fuzz;
 pub mod kube;
 pub mod narrow;
 pub mod netns;
 pub mod packet;
 pub mod prereq;
+pub mod testrun;
 pub mod traffic;
 
 use std::{

@@ -20,158 +20,24 @@
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
-use aya::{
-    Ebpf, EbpfLoader,
-    programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
-};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use rstest::rstest;
-use weft_agent::{DATAPLANE_OBJECT, maps::Maps};
 use weft_common::{
-    ABI_VERSION,
     config::DataplaneConfig,
     config::{FLAG_FAST_PATH, FLAG_SOURCE_CHECK, FLAG_XDP_DECAP},
-    counters::{Counter, Hook, Verdict},
+    counters::Verdict,
     fastpath::LocalEndpoint,
-    maps::programs::{BRIDGE_EGRESS, DECAP, DECAP_XDP, ENCAP, MASQ, POD_EGRESS, POD_INGRESS, PROBE_DECAP_L4_UDP, WEFT0_INGRESS},
+    maps::programs::{BRIDGE_EGRESS, DECAP, ENCAP, MASQ, POD_EGRESS, POD_INGRESS, PROBE_DECAP_L4_UDP, WEFT0_INGRESS},
     nat::{FLAG_INBOUND, NatKey, STATE_ESTABLISHED},
     tunnel::{PeerNode, TunnelEndpoint},
 };
-use weft_e2e::packet::{
-    self, ETH_P_ARP, ETH_P_IPV4, Encapsulated, IPPROTO_TCP, IPPROTO_UDP, Ipv4, VxlanFrame, checksum, eth, udp, vxlan,
+use weft_e2e::{
+    packet::{self, ETH_P_ARP, ETH_P_IPV4, Encapsulated, IPPROTO_TCP, IPPROTO_UDP, Ipv4, VxlanFrame, checksum, eth, udp, vxlan},
+    testrun::{
+        A_IP, A_MAC, B_IP, B_MAC, Dataplane, POD_A, POD_B, ROGUE_IP, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, UPLINK_MAC,
+        XDP_DROP, XDP_PASS, config, dataplane,
+    },
 };
-
-const TC_ACT_UNSPEC: u32 = -1i32 as u32;
-const TC_ACT_SHOT: u32 = 2;
-const TC_ACT_REDIRECT: u32 = 7;
-const XDP_PASS: u32 = 2;
-const XDP_DROP: u32 = 1;
-
-const A_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
-const A_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x01, 0x00];
-const B_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 2);
-const B_MAC: [u8; 6] = [0x0a, 0x58, 0x0a, 0xf4, 0x02, 0x00];
-const POD_A: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 5);
-const POD_B: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 7);
-const ROGUE_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 66);
-/// Node a's uplink MAC, as `VxlanFrame` addresses underlay frames.
-const UPLINK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xaa];
-
-struct Dataplane {
-    ebpf: Ebpf,
-    maps: Maps,
-}
-
-fn config() -> DataplaneConfig {
-    DataplaneConfig {
-        abi_version: ABI_VERSION,
-        vni: 1,
-        underlay_ip: A_IP.octets(),
-        udp_port: 8472,
-        vtep_mac: A_MAC,
-        pod_cidr: [10, 244, 1, 0],
-        pod_prefix: 24,
-        uplink_ifindex: 1,
-        weft0_ifindex: 1,
-        ..Default::default()
-    }
-}
-
-/// Loads a private copy of the programs and maps (nothing pinned, nothing attached).
-fn dataplane(configured: bool) -> Dataplane {
-    let mut ebpf = EbpfLoader::new().load(DATAPLANE_OBJECT).expect("loading the object");
-    for name in [ENCAP, DECAP, POD_EGRESS, POD_INGRESS, WEFT0_INGRESS, BRIDGE_EGRESS, MASQ, PROBE_DECAP_L4_UDP] {
-        let p: &mut SchedClassifier = ebpf.program_mut(name).expect("program").try_into().expect("classifier");
-        p.load().expect("verifier accepts the program");
-    }
-    let x: &mut Xdp = ebpf.program_mut(DECAP_XDP).expect("program").try_into().expect("xdp");
-    x.load().expect("verifier accepts the XDP program");
-    let mut maps = Maps::take(&mut ebpf).expect("maps");
-    if configured {
-        maps.set_config(config()).unwrap();
-        maps.set_tunnel(
-            "10.244.2.0/24".parse().unwrap(),
-            TunnelEndpoint { underlay_ip: B_IP.octets(), vni: 1, vtep_mac: B_MAC, _pad: [0; 2] },
-        )
-        .unwrap();
-        maps.set_peer(B_IP, PeerNode { vtep_mac: B_MAC, ..Default::default() }).unwrap();
-    }
-    Dataplane { ebpf, maps }
-}
-
-impl Dataplane {
-    /// Runs `prog` on `frame`; returns the verdict and the frame as the program left it.
-    fn run(&self, prog: &str, frame: &[u8]) -> (u32, Vec<u8>) {
-        self.run_marked(prog, frame, 0)
-    }
-
-    /// As [`Dataplane::run`], with `skb->mark` set to `mark` (the context's `mark`,
-    /// the first field test_run lets a caller set).
-    fn run_marked(&self, prog: &str, frame: &[u8], mark: u32) -> (u32, Vec<u8>) {
-        let p: &SchedClassifier = self.ebpf.program(prog).unwrap().try_into().unwrap();
-        // Room for what encap adds (+50) and then some.
-        let mut out = vec![0u8; frame.len() + 128];
-        // struct __sk_buff up to `mark`: len and pkt_type (must be 0), then mark.
-        let mut ctx = [0u8; 12];
-        ctx[8..].copy_from_slice(&mark.to_ne_bytes());
-        let ctx_in = (mark != 0).then_some(&ctx[..]);
-        let TestRunResult { return_value, duration: _, data_size_out, ctx_size_out: _ } = p
-            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ctx_in, ..Default::default() })
-            .expect("BPF_PROG_TEST_RUN");
-        out.truncate(data_size_out as usize);
-        (return_value, out)
-    }
-
-    /// Runs the XDP decap program; asserts its return code and that only
-    /// (`UplinkXdp`, `verdict`)'s counter moved, by one packet and the frame's bytes.
-    /// Returns the frame as left.
-    fn expect_xdp(&self, frame: &[u8], code: u32, verdict: Verdict) -> Vec<u8> {
-        let before = self.maps.counters_by_hook().unwrap();
-        let p: &Xdp = self.ebpf.program(DECAP_XDP).unwrap().try_into().unwrap();
-        let mut out = vec![0u8; frame.len() + 128];
-        let r = p
-            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })
-            .expect("BPF_PROG_TEST_RUN (XDP)");
-        out.truncate(r.data_size_out as usize);
-        assert_eq!(r.return_value, code, "XDP return code (expected {verdict:?})");
-        self.assert_counted(&before, Hook::UplinkXdp, verdict, frame.len());
-        out
-    }
-
-    /// Only (`hook`, `verdict`) moved since `before`: by one packet of `len` bytes.
-    fn assert_counted(&self, before: &[(Hook, Verdict, Counter)], hook: Hook, verdict: Verdict, len: usize) {
-        let after = self.maps.counters_by_hook().unwrap();
-        for ((h, v, b), (_, _, a)) in before.iter().zip(&after) {
-            let hit = *h == hook && *v == verdict;
-            let (packets, bytes) = (a.packets - b.packets, a.bytes - b.bytes);
-            assert_eq!(packets, u64::from(hit), "counter ({}, {}) moved by {packets} packets", h.name(), v.name());
-            assert_eq!(bytes, if hit { len as u64 } else { 0 }, "counter ({}, {}) moved by {bytes} bytes", h.name(), v.name());
-        }
-    }
-
-    /// Runs and asserts the return code, and that exactly (`prog`'s hook, `verdict`)'s
-    /// counter moved, by one packet and the frame's bytes.
-    fn expect(&self, prog: &str, frame: &[u8], code: u32, verdict: Verdict) -> Vec<u8> {
-        let before = self.maps.counters_by_hook().unwrap();
-        let (rc, out) = self.run(prog, frame);
-        assert_eq!(rc, code, "{prog}: return code (expected verdict {verdict:?})");
-        self.assert_counted(&before, hook_of(prog), verdict, frame.len());
-        out
-    }
-}
-
-/// The hook each TC program is attached at.
-fn hook_of(prog: &str) -> Hook {
-    match prog {
-        ENCAP => Hook::Weft0Egress,
-        DECAP => Hook::UplinkIngress,
-        POD_EGRESS => Hook::PodVethIngress,
-        POD_INGRESS => Hook::PodVethEgress,
-        WEFT0_INGRESS => Hook::Weft0Ingress,
-        BRIDGE_EGRESS => Hook::BridgeEgress,
-        MASQ => Hook::UplinkEgress,
-        other => panic!("no hook for {other}"),
-    }
-}
 
 /// An IPv4 packet from pod A to `dst` as weft0 egress sees it (weft0's MAC both ways).
 fn pod_frame(dst: Ipv4Addr, sport: u16, tos: u8) -> Vec<u8> {
@@ -1192,4 +1058,54 @@ fn masquerade_translates_icmp_errors_back(#[case] l4: L4, #[case] frag_needed: b
     }
     let stray = error(&stray);
     assert_eq!(dp.expect(DECAP, &stray, TC_ACT_UNSPEC, Verdict::Passed), stray);
+}
+
+/// A TCP or UDP header cut short of its checksum field is no flow: the packet passes
+/// untranslated and takes no NAT entry or port (found by the reference-model fuzzing:
+/// it used to take both, then fail the checksum update and count `nat_error`, or with
+/// 18-19 bytes of TCP be translated).
+#[rstest]
+#[case::tcp_18_bytes(IPPROTO_TCP, 18)]
+#[case::tcp_14_bytes(IPPROTO_TCP, 14)]
+#[case::udp_4_bytes(IPPROTO_UDP, 4)]
+fn masquerade_passes_a_truncated_l4_header(#[case] proto: u8, #[case] l4_len: usize) {
+    let dp = masq_dataplane(61000, 65535);
+    let l4 = if proto == IPPROTO_TCP { L4::Tcp { syn: true, fin: false } } else { L4::Udp };
+    let mut sent = frame(POD_A, EXT, 40000, 80, l4);
+    sent.truncate(14 + 20 + l4_len);
+    assert_eq!(dp.expect(MASQ, &sent, TC_ACT_UNSPEC, Verdict::Passed), sent);
+    assert!(dp.maps.nat_out().unwrap().is_empty() && dp.maps.nat_in().unwrap().is_empty(), "no NAT state for it");
+}
+
+/// `weft0`'s ingress delivers into a pod only a valid IPv4 header: one with IHL 4 goes
+/// to the stack, which drops it (found by the reference-model fuzzing: it was
+/// delivered, its TTL "lowered" inside a header the stack never checked).
+#[test]
+fn fast_weft0_ingress_leaves_an_invalid_header_to_the_stack() {
+    let dp = fast_dataplane();
+    let valid = frame(POD_B, POD_A, 5000, 6000, L4::Tcp { syn: false, fin: false });
+    dp.expect(WEFT0_INGRESS, &valid, TC_ACT_REDIRECT, Verdict::FastDelivered);
+    let mut bad = frame(POD_B, POD_A, 5001, 6000, L4::Tcp { syn: false, fin: false });
+    bad[14] = 0x44;
+    assert_eq!(dp.expect(WEFT0_INGRESS, &bad, TC_ACT_UNSPEC, Verdict::Passed), bad);
+}
+
+/// A UDP flow never gets the VXLAN port (8472, inside the default ranges) as its NAT
+/// port on the node's underlay address: decap would take the reply for a tunnel frame
+/// and drop it. With a range of 8472-8473 every flow gets 8473 (with the port allowed,
+/// each would have had 8472 with probability 1/2), and a TCP flow may still take 8472.
+#[test]
+fn masquerade_never_picks_the_vxlan_port_for_udp() {
+    let dp = masq_dataplane(8472, 8473);
+    for n in 0..16u16 {
+        let out = dp.expect(MASQ, &frame(POD_A, EXT, 40000, 1000 + n, L4::Udp), TC_ACT_UNSPEC, Verdict::Masqueraded);
+        assert_eq!(read_back(&out).2, 8473, "flow {n}");
+    }
+    let tcp: BTreeSet<u16> = (0..32u16)
+        .map(|n| {
+            let sent = frame(POD_A, EXT, 40000, 2000 + n, L4::Tcp { syn: true, fin: false });
+            read_back(&dp.expect(MASQ, &sent, TC_ACT_UNSPEC, Verdict::Masqueraded)).2
+        })
+        .collect();
+    assert_eq!(tcp, BTreeSet::from([8472, 8473]), "TCP may use both ports");
 }

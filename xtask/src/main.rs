@@ -216,7 +216,7 @@ fn sandbox(once: bool) -> Result<()> {
 }
 
 /// The dataplane bench (arguments go to weft-bench), then the control-plane scale
-/// bench. Both run in release (the harness's in-process connect/request/close tool
+/// bench; with `--fuzz-packets N`, only weft-bench's reference-model fuzzing. Both run in release (the harness's in-process connect/request/close tool
 /// must not be the bottleneck) and start the release agent, as deployed, through
 /// `WEFT_AGENT_BIN` (tests use the debug one). The datapath is the eBPF object, built
 /// in release by `build-ebpf` either way.
@@ -224,7 +224,11 @@ fn bench(args: &[String]) -> Result<()> {
     setup::run()?;
     build(true)?;
     let agent = workspace_root().join("target/release/weft-agent");
-    for (bin, args) in [("weft-bench", args), ("weft-bench-control-plane", &[][..])] {
+    // `--fuzz-packets N` runs the reference-model fuzzing alone (no topology).
+    let fuzz_only = args.iter().any(|a| a.starts_with("--fuzz-packets"));
+    let benches =
+        if fuzz_only { &[("weft-bench", args)][..] } else { &[("weft-bench", args), ("weft-bench-control-plane", &[][..])] };
+    for &(bin, args) in benches {
         run(Command::new("cargo")
             .current_dir(workspace_root())
             .env("WEFT_AGENT_BIN", &agent)

@@ -51,6 +51,12 @@ struct Cli {
     /// rules, weft with --ip-masq); modes: host-gw, flannel, weft.
     #[arg(long)]
     masquerade: bool,
+    /// Instead of the dataplane bench: the reference-model fuzzing (issue 16) at scale,
+    /// this many frames spread over the eight programs, each compared with the model
+    /// (BPF_PROG_TEST_RUN, no topology). Prints frames/s and mismatches, fails on any.
+    /// `WEFT_FUZZ_SEED` replays a run.
+    #[arg(long, value_name = "N")]
+    fuzz_packets: Option<u64>,
 }
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -59,6 +65,9 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(n) = cli.fuzz_packets {
+        return fuzz(n);
+    }
     let started = Instant::now();
     let handler = SigAction::new(SigHandler::Handler(on_signal), SaFlags::empty(), SigSet::empty());
     for sig in [Signal::SIGINT, Signal::SIGTERM] {
@@ -86,6 +95,26 @@ fn main() -> Result<()> {
     let outcome = outcome?;
     if !outcome.failures.is_empty() {
         bail!("{} measurement(s) failed (listed above)", outcome.failures.len());
+    }
+    Ok(())
+}
+
+/// The reference-model fuzzing, `n` frames in all.
+fn fuzz(n: u64) -> Result<()> {
+    let seed = weft_e2e::fuzz::seed();
+    let programs = weft_e2e::fuzz::model::Prog::ALL.len() as u64;
+    println!("fuzzing: {n} frames over {programs} programs, WEFT_FUZZ_SEED={seed}");
+    let report = weft_e2e::fuzz::run(n.div_ceil(programs), seed, 20)?;
+    print!("{}", report.table());
+    let secs = report.elapsed.as_secs_f64();
+    println!(
+        "{} frames in {secs:.1} s ({:.0} frames/s), {} mismatches",
+        report.packets,
+        report.packets as f64 / secs,
+        report.mismatches
+    );
+    if report.mismatches != 0 {
+        bail!("{} frames disagree with the model; first ones:\n{}", report.mismatches, report.first.join("\n"));
     }
     Ok(())
 }
