@@ -13,6 +13,7 @@
 //! - [`kube`]: the control plane (API server namespace, Node objects, flanneld's part);
 //! - [`cluster`]: the topology: underlay switch, nodes, pods, external hosts;
 //! - [`traffic`]: ping, content-verified TCP transfers, UDP probes;
+//! - [`stream`]: steady sequenced UDP and paced TCP across an event, losses counted;
 //! - [`packet`]: crafted frames for BPF_PROG_TEST_RUN;
 //! - [`apiserver`]: a Kubernetes API server serving Nodes to kube and kubectl;
 //! - [`bench`]: `cargo xtask bench`, host-gw vs Flannel vs weft on the same topology.
@@ -27,6 +28,7 @@ pub mod kube;
 pub mod netns;
 pub mod packet;
 pub mod prereq;
+pub mod stream;
 pub mod traffic;
 
 use std::{
