@@ -32,15 +32,17 @@ const DRAIN: Duration = Duration::from_secs(1);
 /// Not yet known: the sender is still sending.
 const SENDING: u64 = u64::MAX;
 
-/// `field` of protocol `proto` (`Udp`, `Tcp`) in this thread's namespace's SNMP
-/// counters (`/proc/thread-self`: `/proc/self` would show the process's namespace).
+/// `field` of protocol `proto` (`Udp`, `Tcp`; `TcpExt` in `netstat`) in this thread's
+/// namespace's counters (`/proc/thread-self`: `/proc/self` would show the process's).
 fn snmp(proto: &str, field: &str) -> Result<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/net/snmp").context("reading /proc/thread-self/net/snmp")?;
+    let file = if proto == "TcpExt" { "netstat" } else { "snmp" };
+    let path = format!("/proc/thread-self/net/{file}");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     let prefix = format!("{proto}:");
     let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
     let (names, values) = (lines.next(), lines.next());
     let (Some(names), Some(values)) = (names, values) else {
-        bail!("no {proto} counters in /proc/net/snmp");
+        bail!("no {proto} counters in {path}");
     };
     let at = names.split_whitespace().position(|n| n == field).ok_or_else(|| anyhow!("no {proto} counter {field}"))?;
     values.split_whitespace().nth(at).and_then(|v| v.parse().ok()).ok_or_else(|| anyhow!("bad {proto} {field} value"))
@@ -281,18 +283,49 @@ pub struct TcpReport {
     pub elapsed: Duration,
     /// Segments the sender's namespace retransmitted meanwhile (`Tcp: RetransSegs`).
     pub retransmitted_segments: u64,
+    /// Why, from the sender's `TcpExt` counters: tail loss probes (sent when an ACK is
+    /// late, not only when a segment was lost), fast retransmits (duplicate ACKs or
+    /// SACKs reported a hole), retransmission timeouts.
+    pub loss_probes: u64,
+    pub fast_retransmits: u64,
+    pub timeouts: u64,
+}
+
+/// The sender namespace's retransmission counters.
+#[derive(Clone, Copy)]
+struct Retransmissions([u64; 4]);
+
+impl Retransmissions {
+    const COUNTERS: [(&str, &str); 4] =
+        [("Tcp", "RetransSegs"), ("TcpExt", "TCPLossProbes"), ("TcpExt", "TCPFastRetrans"), ("TcpExt", "TCPTimeouts")];
+
+    fn read() -> Result<Self> {
+        let mut out = [0; 4];
+        for (v, (proto, field)) in out.iter_mut().zip(Self::COUNTERS) {
+            *v = snmp(proto, field)?;
+        }
+        Ok(Retransmissions(out))
+    }
+
+    fn since(self, before: Retransmissions) -> Retransmissions {
+        Retransmissions(std::array::from_fn(|i| self.0[i] - before.0[i]))
+    }
 }
 
 impl std::fmt::Display for TcpReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} bytes ({:.1} MiB) in {:.1} s, every byte checked, FNV-1a {:016x} at both ends, {} segments retransmitted",
+            "{} bytes ({:.1} MiB) in {:.1} s, every byte checked, FNV-1a {:016x} at both ends, {} segments retransmitted \
+             (tail loss probes {}, fast retransmits {}, timeouts {})",
             self.bytes,
             self.bytes as f64 / (1 << 20) as f64,
             self.elapsed.as_secs_f64(),
             self.checksum,
-            self.retransmitted_segments
+            self.retransmitted_segments,
+            self.loss_probes,
+            self.fast_retransmits,
+            self.timeouts
         )
     }
 }
@@ -303,7 +336,7 @@ impl std::fmt::Display for TcpReport {
 pub struct PacedTransfer {
     stop: Arc<AtomicBool>,
     started: Instant,
-    sender: JoinHandle<Result<(u64, Fnv, u64)>>,
+    sender: JoinHandle<Result<(u64, Fnv, Retransmissions)>>,
     receiver: JoinHandle<Result<(u64, Fnv)>>,
 }
 
@@ -342,8 +375,8 @@ impl PacedTransfer {
         let started = Instant::now();
         let sender = from.spawn({
             let stop = stop.clone();
-            move || -> Result<(u64, Fnv, u64)> {
-                let retrans_before = snmp("Tcp", "RetransSegs")?;
+            move || -> Result<(u64, Fnv, Retransmissions)> {
+                let before = Retransmissions::read()?;
                 let addr = SocketAddr::from((to_ip, port));
                 let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).context("connect")?;
                 conn.set_write_timeout(Some(Duration::from_secs(60)))?;
@@ -371,7 +404,7 @@ impl PacedTransfer {
                 let mut rest = [0u8; 1];
                 conn.set_read_timeout(Some(Duration::from_secs(60)))?;
                 let _ = conn.read(&mut rest);
-                Ok((sent, sum, snmp("Tcp", "RetransSegs")? - retrans_before))
+                Ok((sent, sum, Retransmissions::read()?.since(before)))
             }
         });
         Ok(PacedTransfer { stop, started, sender, receiver })
@@ -380,10 +413,19 @@ impl PacedTransfer {
     /// Stops sending, waits for the receiver to have everything, compares both ends.
     pub fn finish(self) -> Result<TcpReport> {
         self.stop.store(true, Ordering::Release);
-        let (sent, sent_sum, retransmitted_segments) = self.sender.join().map_err(|_| anyhow!("TCP sender panicked"))??;
+        let (sent, sent_sum, retrans) = self.sender.join().map_err(|_| anyhow!("TCP sender panicked"))??;
         let (got, got_sum) = self.receiver.join().map_err(|_| anyhow!("TCP receiver panicked"))??;
         ensure!(got == sent, "received {got} of {sent} bytes");
         ensure!(got_sum.0 == sent_sum.0, "checksums differ: sent {:016x}, received {:016x}", sent_sum.0, got_sum.0);
-        Ok(TcpReport { bytes: got, checksum: got_sum.0, elapsed: self.started.elapsed(), retransmitted_segments })
+        let [retransmitted_segments, loss_probes, fast_retransmits, timeouts] = retrans.0;
+        Ok(TcpReport {
+            bytes: got,
+            checksum: got_sum.0,
+            elapsed: self.started.elapsed(),
+            retransmitted_segments,
+            loss_probes,
+            fast_retransmits,
+            timeouts,
+        })
     }
 }
