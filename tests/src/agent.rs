@@ -113,6 +113,22 @@ impl AgentProcess {
         }
     }
 
+    /// SIGKILL, as the OOM killer or a forced pod deletion ends it: no signal handler,
+    /// no clean-up. Waits for the process; the status says it died of the signal.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        let Some(mut child) = self.child.take() else {
+            bail!("agent {} is not running", self.node);
+        };
+        // nsenter execs the agent (no --fork): the child's pid is the agent's.
+        nix::sys::signal::kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL)?;
+        let status = child.wait()?;
+        if status.signal() != Some(Signal::SIGKILL as i32) {
+            bail!("agent {} ended with {status} before the SIGKILL:\n{}", self.node, self.log_text());
+        }
+        Ok(status)
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }

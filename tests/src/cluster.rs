@@ -422,12 +422,35 @@ impl Cluster {
         Ok(())
     }
 
+    /// As [`Cluster::kill_and_restart_agent`], but the new agent is not waited for.
+    pub fn kill_and_spawn_agent(&mut self, i: usize, extra: &[&str]) -> Result<()> {
+        let n = &mut self.nodes[i];
+        n.agent.as_mut().ok_or_else(|| anyhow!("node {} runs no agent", n.name))?.kill()?;
+        self.spawn_agent(i, extra)
+    }
+
+    /// Starts node `i`'s agent with `extra` arguments without waiting for anything.
+    pub fn spawn_agent(&mut self, i: usize, extra: &[&str]) -> Result<()> {
+        let cmd = self.agent_command(i, extra);
+        let log = self.dir.join(format!("agent-{}.log", self.nodes[i].name));
+        self.nodes[i].agent = Some(AgentProcess::spawn(cmd, &self.nodes[i].name, log)?);
+        Ok(())
+    }
+
     /// Stops node `i`'s agent (SIGTERM, as a DaemonSet rollout does) and starts a new
     /// one with `extra` arguments; the pinned dataplane carries traffic in between.
     pub fn restart_agent(&mut self, i: usize, extra: &[&str]) -> Result<()> {
         if let Some(agent) = self.nodes[i].agent.as_mut() {
             agent.stop()?;
         }
+        self.start_agent(i, extra)
+    }
+
+    /// SIGKILLs node `i`'s agent (no clean-up runs, as after an OOM kill) and starts a
+    /// new one with `extra` arguments, waited for until its dataplane is up.
+    pub fn kill_and_restart_agent(&mut self, i: usize, extra: &[&str]) -> Result<()> {
+        let n = &mut self.nodes[i];
+        n.agent.as_mut().ok_or_else(|| anyhow!("node {} runs no agent", n.name))?.kill()?;
         self.start_agent(i, extra)
     }
 

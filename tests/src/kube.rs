@@ -182,3 +182,23 @@ pub fn require_lease(api: &ApiServer, node: &str) -> Result<Lease> {
         None => bail!("node {node} has no vxlan lease: {}", n["metadata"]["annotations"]),
     }
 }
+
+/// The network that holds every [`synthetic_node`]'s podCIDR and the harness's own
+/// (a net-conf.json `Network` for scale tests).
+pub const SYNTHETIC_NETWORK: &str = "10.0.0.0/8";
+
+/// Node `i` of a large cluster, as a kubelet registers it and flanneld annotates it,
+/// for scale tests and the control-plane bench: named `n00042`, podCIDR 10.1.0.0/24
+/// upwards (inside [`SYNTHETIC_NETWORK`], below the harness's 10.244/16), an address
+/// in 172.16/12 that nobody routes here (only map entries and on-link routes follow
+/// from it). At most 62,208 of them.
+pub fn synthetic_node(i: u32) -> (String, Ipv4Network, Value) {
+    assert!(i < 243 * 256, "synthetic node {i}: its podCIDR would reach 10.244.0.0/16");
+    let pod_cidr = Ipv4Network::new(Ipv4Addr::new(10, 1 + (i / 256) as u8, (i % 256) as u8, 0), 24).expect("valid /24");
+    let ip = Ipv4Addr::new(172, 16 + (i / 65536) as u8, ((i / 256) % 256) as u8, (i % 256) as u8);
+    let mac = format!("0a:58:{:02x}:{:02x}:{:02x}:00", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
+    let name = format!("n{i:05}");
+    let mut node = node_manifest(&name, ip, pod_cidr);
+    node["metadata"]["annotations"] = flannel_annotations(ip, &mac);
+    (name, pod_cidr, node)
+}

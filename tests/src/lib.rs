@@ -13,6 +13,7 @@
 //! - [`kube`]: the control plane (API server namespace, Node objects, flanneld's part);
 //! - [`cluster`]: the topology: underlay switch, nodes, pods, external hosts;
 //! - [`traffic`]: ping, content-verified TCP transfers, UDP probes;
+//! - [`stream`]: steady sequenced UDP and paced TCP across an event, losses counted;
 //! - [`packet`]: crafted frames for BPF_PROG_TEST_RUN;
 //! - [`testrun`]: the programs loaded privately and run through BPF_PROG_TEST_RUN;
 //! - [`fuzz`]: a reference model of every program's decision, and random and mutated frames compared with it;
@@ -32,6 +33,7 @@ pub mod narrow;
 pub mod netns;
 pub mod packet;
 pub mod prereq;
+pub mod stream;
 pub mod testrun;
 pub mod traffic;
 

@@ -54,10 +54,10 @@ pub fn ping_ok(from: &Netns, to: Ipv4Addr, count: u32) -> Result<Ping> {
 }
 
 /// A deterministic byte stream (xorshift64*), so the receiver can check every byte.
-struct Stream(u64);
+pub(crate) struct Stream(pub(crate) u64);
 
 impl Stream {
-    fn fill(&mut self, buf: &mut [u8]) {
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
             self.0 ^= self.0 >> 12;
             self.0 ^= self.0 << 25;
@@ -80,7 +80,7 @@ impl Transfer {
     }
 }
 
-const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// Sends `bytes` of a seeded stream over TCP from `from` to `to_ip` in `to`, and
 /// checks every received byte. Bounded: 60 s of inactivity fails it.
@@ -143,7 +143,7 @@ pub fn tcp_transfer_via(from: &Netns, to: &Netns, to_ip: Ipv4Addr, connect_ip: I
 
 /// The sender fills whole CHUNK-sized blocks from the stream; the receiver sees
 /// arbitrary read sizes. Keep a window of the expected stream aligned to blocks.
-fn verify(expect: &mut Stream, got: &[u8], window: &mut [u8], offset: u64) -> Result<()> {
+pub(crate) fn verify(expect: &mut Stream, got: &[u8], window: &mut [u8], offset: u64) -> Result<()> {
     // `window` holds the current expected block; refill at block boundaries.
     let mut pos = offset;
     let mut i = 0;

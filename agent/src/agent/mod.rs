@@ -174,9 +174,13 @@ impl Agent {
         let (fit, over) = node::within_limit(others, self.args.max_nodes);
         let desired = node::desired(fit, self.vni);
         if over != self.over_limit {
-            match &over {
-                Some(e) => tracing::error!("{e}"),
-                None => tracing::info!(max_nodes = self.args.max_nodes, "every node fits the maps again"),
+            // One error when the table outgrows the maps, not one per Node that joins
+            // past the limit (a growing cluster's every pass): /readyz and the metric
+            // follow the count.
+            match (&over, &self.over_limit) {
+                (Some(e), None) => tracing::error!("{e}"),
+                (Some(e), Some(_)) => tracing::debug!("still {e}"),
+                (None, _) => tracing::info!(max_nodes = self.args.max_nodes, "every node fits the maps again"),
             }
             self.health.set_over_limit(over.as_ref().map(|e| (e.to_string(), e.left_out() as u64)));
             self.over_limit = over;
@@ -329,15 +333,7 @@ impl Agent {
                 // One pass for a burst: whatever the watch already has goes into the
                 // store first (a thousand nodes' updates cost one reconcile, not a thousand).
                 if let Source::Kube(kube) = &mut self.source {
-                    while let Some(Some(more)) = kube.events.next().now_or_never() {
-                        match more {
-                            Ok(e) => relisted |= matches!(e, watcher::Event::InitDone),
-                            Err(e) => {
-                                tracing::debug!("watching nodes: {e}");
-                                break;
-                            }
-                        }
-                    }
+                    relisted |= drain_burst(&mut kube.events).await;
                 }
                 if relisted {
                     self.resync_logged().await;
@@ -379,7 +375,89 @@ impl Agent {
     }
 }
 
+/// The longest a burst of Node events is drained before it is applied: other work
+/// (signals, resyncs, pods) waits meanwhile.
+const BURST_MAX: Duration = Duration::from_millis(250);
+/// Empty looks in a row that end a burst: a watch line may take the connection task
+/// more than one turn (a frame split across reads).
+const BURST_EMPTY_LOOKS: u32 = 3;
+
+/// Takes every Node event the watch already holds into the store; whether one ended
+/// a (re)list.
+///
+/// The watch's bytes are read by hyper's connection task, which on this
+/// current-thread runtime runs only while this task waits, and it hands over one
+/// chunk at a time (one event, as API servers send them). So `now_or_never` alone
+/// saw one event per pass: 9,000 Nodes created in a few seconds cost 9,000 full
+/// passes over a growing table, minutes of work (tests/tests/scale.rs). Yielding
+/// between looks lets the connection task read on: the pass takes what the socket
+/// has, and a slow pass makes the next burst larger instead of the backlog longer.
+async fn drain_burst(events: &mut NodeEvents) -> bool {
+    let (started, mut relisted, mut empty) = (Instant::now(), false, 0);
+    while empty < BURST_EMPTY_LOOKS && started.elapsed() < BURST_MAX {
+        match events.next().now_or_never() {
+            Some(Some(Ok(e))) => {
+                relisted |= matches!(e, watcher::Event::InitDone);
+                empty = 0;
+            }
+            Some(Some(Err(e))) => {
+                tracing::debug!("watching nodes: {e}");
+                break;
+            }
+            Some(None) => break,
+            None => {
+                empty += 1;
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    relisted
+}
+
 /// `bit` when `on`.
 fn flag(on: bool, bit: u32) -> u32 {
     if on { bit } else { 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use super::*;
+    use crate::node_object::WatchedNode;
+
+    /// A watch as hyper delivers it on a current-thread runtime: another task feeds a
+    /// one-slot channel, so each event is there only after this task has waited.
+    /// Counts the events taken.
+    fn watch_fed_by_another_task(events: usize, taken: Arc<AtomicUsize>) -> NodeEvents {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for _ in 0..events {
+                if tx.send(Ok(watcher::Event::Apply(WatchedNode::default()))).await.is_err() {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await;
+        });
+        let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        Box::pin(stream.inspect(move |_| {
+            taken.fetch_add(1, Ordering::Relaxed);
+        }))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_burst_is_drained_whole_though_another_task_hands_it_over_one_event_at_a_time() {
+        let taken = Arc::new(AtomicUsize::new(0));
+        let mut events = watch_fed_by_another_task(1000, taken.clone());
+        assert!(events.next().await.is_some(), "the burst's first event");
+        let started = Instant::now();
+        drain_burst(&mut events).await;
+        // All of it in one pass, not the one event more a `now_or_never` loop saw.
+        assert_eq!(taken.load(Ordering::Relaxed), 1000, "drained in {:?}", started.elapsed());
+        // And the pass ends after a few empty looks, not at BURST_MAX.
+        assert!(started.elapsed() < BURST_MAX, "{:?}", started.elapsed());
+    }
 }

@@ -8,17 +8,14 @@
 //! Targets (issue 4): ≤ 2 s, ≤ 100 ms, ≤ 30 MiB. Figures only: nothing here passes or
 //! fails on them. Run it through `cargo xtask bench`, which builds the release agent.
 
-use std::{
-    net::Ipv4Addr,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use ipnetwork::Ipv4Network;
 use weft_e2e::{
     cluster::{Cluster, Kind},
-    kube::{flannel_annotations, node_manifest},
+    kube::{SYNTHETIC_NETWORK, synthetic_node},
     wait_for,
 };
 
@@ -33,19 +30,8 @@ struct Cli {
     events: u32,
 }
 
-/// Node `i`'s podCIDR (10.1.0.0/24 upwards: clear of the harness's 10.244/16) and
-/// address (a /12 nobody routes here: only map entries and on-link routes are made).
-fn fake_node(i: u32) -> (String, Ipv4Network, Ipv4Addr, String) {
-    let cidr = Ipv4Network::new(Ipv4Addr::new(10, 1 + (i / 256) as u8, (i % 256) as u8, 0), 24).expect("valid /24");
-    let ip = Ipv4Addr::new(172, 16 + (i / 65536) as u8, ((i / 256) % 256) as u8, (i % 256) as u8);
-    let mac = format!("0a:58:{:02x}:{:02x}:{:02x}:00", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
-    (format!("n{i:05}"), cidr, ip, mac)
-}
-
 fn create(c: &Cluster, i: u32) -> Result<Ipv4Network> {
-    let (name, cidr, ip, mac) = fake_node(i);
-    let mut node = node_manifest(&name, ip, cidr);
-    node["metadata"]["annotations"] = flannel_annotations(ip, &mac);
+    let (name, cidr, node) = synthetic_node(i);
     c.control().api.create_node(node).map_err(|e| anyhow!("creating {name}: {e:?}"))?;
     Ok(cidr)
 }
@@ -78,7 +64,7 @@ fn main() -> Result<()> {
     // One weft node in Kubernetes mode; its network must hold all the fake podCIDRs.
     let mut c = Cluster::new_kube(&[("a", Kind::Weft)])?;
     let cp = c.control();
-    std::fs::write(&cp.net_conf, r#"{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}"#)?;
+    std::fs::write(&cp.net_conf, format!(r#"{{"Network":"{SYNTHETIC_NETWORK}","Backend":{{"Type":"vxlan"}}}}"#))?;
     let a = c.node_index("a");
     c.nodes[a].agent.as_mut().expect("agent").stop()?;
 
