@@ -52,6 +52,9 @@ pub const ANNOTATION: &str = "weft.io/allocated-pod-cidr";
 const MAX_IN_FLIGHT: usize = 16;
 /// A write whose outcome is unknown is retried after this.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// During a burst, the metrics' view (a walk over every Node) is refreshed at most
+/// this often; it is always refreshed once the work is done.
+const PUBLISH_EVERY: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Error)]
 pub enum ControllerError {
@@ -143,6 +146,7 @@ impl Controller {
         tokio::pin!(stream);
         let mut listing: Option<Vec<Node>> = None;
         let mut ready = false;
+        let mut published = std::time::Instant::now();
         loop {
             tokio::select! {
                 ev = stream.next() => match ev {
@@ -169,7 +173,11 @@ impl Controller {
             if ready && let Err(e) = self.pump() {
                 return e;
             }
-            self.publish();
+            let idle = self.running.is_empty() && self.queue.is_empty();
+            if idle || published.elapsed() >= PUBLISH_EVERY {
+                self.publish();
+                published = std::time::Instant::now();
+            }
         }
     }
 
