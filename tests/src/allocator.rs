@@ -73,6 +73,17 @@ impl Replica {
             .ok_or_else(|| anyhow!("no {sample} in /metrics:\n{body}"))
     }
 
+    /// Waits (up to `timeout`) for a sample to read `want`: the metrics follow the
+    /// API server's state by the time the allocator has handled its answer.
+    pub fn await_metric(&self, ns: &Netns, sample: &str, want: f64, timeout: Duration) -> Result<()> {
+        let mut last = None;
+        let ok = wait_for(timeout, || {
+            last = Some(self.metric(ns, sample).map_err(|e| e.to_string()));
+            (last == Some(Ok(want))).then_some(())
+        });
+        ok.ok_or_else(|| anyhow!("{sample}: {last:?} after {timeout:?}, want {want}"))
+    }
+
     pub fn kill(&mut self) -> Result<()> {
         self.process.signal(Signal::SIGKILL)
     }

@@ -172,14 +172,15 @@ fn three_replicas_assign_fifty_nodes_created_at_once() -> Result<()> {
         assert!(seen.insert(*cidr), "{cidr} assigned twice");
     }
     assert_eq!(check_history(&fx.api)?, 50, "one write per Node in the server's history");
-    let mut total = 0.0;
-    for r in &fx.replicas {
-        total += r.metric(&fx.ns, "weft_allocator_assignments_total")?;
-    }
-    assert_eq!(total, 50.0, "the replicas wrote 50 podCIDRs between them\n{}", fx.logs());
+    // Each write counted once, when its answer is handled (a moment after the server shows it).
+    let total = || -> Result<f64> {
+        fx.replicas.iter().map(|r| r.metric(&fx.ns, "weft_allocator_assignments_total")).sum::<Result<f64>>()
+    };
+    let settled = wait_for(Duration::from_secs(5), || total().ok().filter(|t| *t == 50.0));
+    assert!(settled.is_some(), "the replicas wrote {:?} podCIDRs between them, want 50\n{}", total(), fx.logs());
     let r = &fx.replicas[leader];
-    assert_eq!(r.metric(&fx.ns, "weft_allocator_nodes{state=\"assigned\"}")?, 50.0);
-    assert_eq!(r.metric(&fx.ns, "weft_allocator_subnets{state=\"free\"}")?, 40.0);
+    r.await_metric(&fx.ns, "weft_allocator_nodes{state=\"assigned\"}", 50.0, Duration::from_secs(5))?;
+    r.await_metric(&fx.ns, "weft_allocator_subnets{state=\"free\"}", 40.0, Duration::from_secs(5))?;
     let leases = fx.kubectl(&["get", "leases", "-n", "kube-system"])?;
     assert!(leases.contains(LEASE) && leases.contains("alloc-"), "{leases}");
     Ok(())
@@ -246,8 +247,8 @@ fn exhaustion_then_a_deleted_nodes_block_is_reused() -> Result<()> {
     assert!(note.contains("no free /24 block left in 10.244.0.0/22 between 10.244.1.0 and 10.244.3.0"), "{note}");
     assert!(fx.replicas[0].log().contains("no free /24 block left"), "{}", fx.logs());
     let r = &fx.replicas[0];
-    assert_eq!(r.metric(&fx.ns, "weft_allocator_nodes{state=\"exhausted\"}")?, 1.0);
-    assert_eq!(r.metric(&fx.ns, "weft_allocator_subnets{state=\"free\"}")?, 0.0);
+    r.await_metric(&fx.ns, "weft_allocator_nodes{state=\"exhausted\"}", 1.0, Duration::from_secs(5))?;
+    r.await_metric(&fx.ns, "weft_allocator_subnets{state=\"free\"}", 0.0, Duration::from_secs(5))?;
     assert!(fx.api.get_node("n4").context("n4")?["spec"]["podCIDR"].is_null(), "never a wrong assignment");
     let after: Vec<Value> = first.iter().map(|n| fx.api.get_node(n).expect("node")).collect();
     assert_eq!(before, after, "the other Nodes untouched (same resourceVersions)");
@@ -256,7 +257,7 @@ fn exhaustion_then_a_deleted_nodes_block_is_reused() -> Result<()> {
     fx.kubectl(&["delete", "node", &gone])?;
     let got = fx.wait_assigned(&["n4".to_string()], Duration::from_secs(10))?;
     assert_eq!(got[0].1, freed, "the deleted Node's block, reused");
-    assert_eq!(r.metric(&fx.ns, "weft_allocator_nodes{state=\"exhausted\"}")?, 0.0);
+    r.await_metric(&fx.ns, "weft_allocator_nodes{state=\"exhausted\"}", 0.0, Duration::from_secs(5))?;
     fx.create_nodes(&["n5".to_string()])?;
     wait_for(Duration::from_secs(10), || fx.warnings("n5", "CIDRNotAvailable").into_iter().next())
         .ok_or_else(|| anyhow!("no CIDRNotAvailable Event for n5"))?;
@@ -286,7 +287,7 @@ fn stands_aside_beside_another_allocator() -> Result<()> {
     assert!(event["message"].as_str().unwrap_or_default().contains("stands aside"), "{event}");
     let r = &fx.replicas[0];
     assert!(r.log().contains("was given podCIDR 10.245.0.0/24 by another allocator"), "{}", fx.logs());
-    assert_eq!(r.metric(&fx.ns, "weft_allocator_standing_aside")?, 1.0);
+    r.await_metric(&fx.ns, "weft_allocator_standing_aside", 1.0, Duration::from_secs(5))?;
     let (code, body) = r.get(&fx.ns, "/readyz")?;
     assert_eq!(code, 503);
     assert!(body.starts_with("standing aside: Node n4 was given podCIDR"), "{body}");

@@ -28,7 +28,6 @@ use std::{
 
 use futures::StreamExt;
 use ipnetwork::Ipv4Network;
-use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api,
     api::{Patch, PatchParams},
@@ -42,7 +41,12 @@ use super::{election::Term, metrics::Stats, pool::Pool};
 use crate::{
     events::{Reason, Recorder, Regarding},
     netconf::Subnets,
+    node_object::{NodeFields, WatchedNode},
 };
+
+/// Nodes as the allocator reads them: metadata and podCIDRs only (serde skips the
+/// rest of each object, which a watch of every Node would otherwise keep).
+type Node = WatchedNode;
 
 /// Set with every podCIDR the allocator writes, to the CIDR written: how a
 /// podCIDR written by someone else is told apart.
@@ -75,13 +79,18 @@ struct Seen {
 
 /// The IPv4 CIDRs of a Node's `spec.podCIDRs` (or `podCIDR`), unparsable ones left out.
 fn pod_cidrs(node: &Node) -> Vec<Ipv4Network> {
-    let spec = node.spec.as_ref();
-    let list = spec.and_then(|s| s.pod_cidrs.clone()).filter(|l| !l.is_empty());
-    let all = list.unwrap_or_else(|| spec.and_then(|s| s.pod_cidr.clone()).into_iter().collect());
+    let all: Vec<&str> = match node.pod_cidrs() {
+        [] => node.pod_cidr().into_iter().collect(),
+        list => list.iter().map(String::as_str).collect(),
+    };
     all.iter()
         .filter_map(|c| c.parse::<Ipv4Network>().ok())
         .map(|c| Ipv4Network::new(c.network(), c.prefix()).unwrap_or(c))
         .collect()
+}
+
+fn seen(node: &Node) -> Seen {
+    Seen { uid: node.metadata.uid.clone(), resource_version: node.metadata.resource_version.clone(), cidrs: pod_cidrs(node) }
 }
 
 fn written_here(node: &Node, cidr: Ipv4Network) -> bool {
@@ -144,14 +153,17 @@ impl Controller {
     pub async fn run(mut self) -> ControllerError {
         let stream = watcher(self.nodes.clone(), watcher::Config::default()).default_backoff();
         tokio::pin!(stream);
-        let mut listing: Option<Vec<Node>> = None;
+        // A relist's Nodes, reduced to what the view keeps as they arrive.
+        let mut listing: Option<Vec<(String, Seen)>> = None;
         let mut ready = false;
         let mut published = std::time::Instant::now();
         loop {
             tokio::select! {
                 ev = stream.next() => match ev {
                     Some(Ok(watcher::Event::Init)) => listing = Some(Vec::new()),
-                    Some(Ok(watcher::Event::InitApply(n))) => listing.get_or_insert_with(Vec::new).push(n),
+                    Some(Ok(watcher::Event::InitApply(n))) => {
+                        listing.get_or_insert_with(Vec::new).push((n.metadata.name.clone().unwrap_or_default(), seen(&n)));
+                    }
                     Some(Ok(watcher::Event::InitDone)) => {
                         self.rebuild(listing.take().unwrap_or_default());
                         ready = true;
@@ -183,21 +195,17 @@ impl Controller {
 
     /// A fresh view from a full list: the pool from what Nodes hold now, plus
     /// the blocks still reserved for writes.
-    fn rebuild(&mut self, nodes: Vec<Node>) {
+    fn rebuild(&mut self, nodes: Vec<(String, Seen)>) {
         self.pool = Pool::new(self.subnets);
         self.known.clear();
         self.queue.clear();
         self.queued.clear();
-        for node in &nodes {
-            let cidrs = pod_cidrs(node);
-            for c in &cidrs {
+        let count = nodes.len();
+        for (name, seen) in nodes {
+            for c in &seen.cidrs {
                 self.pool.take(*c);
             }
-            let name = node.metadata.name.clone().unwrap_or_default();
-            self.known.insert(
-                name,
-                Seen { uid: node.metadata.uid.clone(), resource_version: node.metadata.resource_version.clone(), cidrs },
-            );
+            self.known.insert(name, seen);
         }
         self.reserved.retain(|name, _| self.known.get(name).is_some_and(|s| s.cidrs.is_empty()));
         for cidr in self.reserved.values() {
@@ -208,7 +216,7 @@ impl Controller {
         let waiting: Vec<String> = waiting.into_iter().cloned().collect();
         self.exhausted.retain(|n| waiting.contains(n));
         tracing::info!(
-            nodes = nodes.len(),
+            nodes = count,
             without_pod_cidr = waiting.len(),
             used = self.pool.used(),
             capacity = self.pool.capacity(),
@@ -230,9 +238,7 @@ impl Controller {
         let Some(name) = node.metadata.name.clone() else {
             return;
         };
-        let cidrs = pod_cidrs(node);
-        let seen = Seen { uid: node.metadata.uid.clone(), resource_version: node.metadata.resource_version.clone(), cidrs };
-        let prev = self.known.insert(name.clone(), seen).unwrap_or_default();
+        let prev = self.known.insert(name.clone(), seen(node)).unwrap_or_default();
         let replaced = prev.uid.is_some() && prev.uid != node.metadata.uid;
         let now = &self.known[&name].cidrs;
         if prev.cidrs != *now {
@@ -366,9 +372,9 @@ impl Controller {
         match self.nodes.get_opt(name).await {
             Ok(Some(node)) => self.observe(&node),
             Ok(None) => {
-                if let Some(seen) = self.known.get(name) {
+                if let Some(known) = self.known.get(name) {
                     let node = Node {
-                        metadata: kube::api::ObjectMeta { name: Some(name.into()), uid: seen.uid.clone(), ..Default::default() },
+                        metadata: kube::api::ObjectMeta { name: Some(name.into()), uid: known.uid.clone(), ..Default::default() },
                         ..Default::default()
                     };
                     self.forget(&node);

@@ -27,7 +27,7 @@ use axum::{
     routing::get,
 };
 use clap::Parser;
-use k8s_openapi::api::{coordination::v1::Lease, core::v1::Node};
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use tokio::time::Instant;
 
@@ -36,7 +36,7 @@ use self::{
     election::{Attempt, Elector, Term, Timings},
     metrics::Stats,
 };
-use crate::{events::Recorder, healthz::Health, kube_sync, netconf};
+use crate::{events::Recorder, healthz::Health, kube_sync, netconf, node_object::WatchedNode};
 
 /// The reporting controller of the allocator's Events.
 pub const CONTROLLER: &str = "weft-allocator";
@@ -136,7 +136,7 @@ pub async fn run(args: AllocateArgs) -> Result<()> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &args.lease_namespace);
     let mut elector = Elector::new(leases, &args.lease_namespace, &args.lease_name, &me, timings);
     let recorder = Recorder::new(client.clone(), me.clone(), Health::new(Duration::from_secs(3600))).as_controller(CONTROLLER);
-    let nodes: Api<Node> = Api::all(client);
+    let nodes: Api<WatchedNode> = Api::all(client);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     let mut last_holder = String::new();
