@@ -49,6 +49,11 @@ pub enum Reason {
     PodCIDRConflict,
     /// Bringing the dataplane back to the node table failed; retried every resync.
     ResyncFailed,
+    /// The allocator found no free block for this Node (kube-controller-manager's
+    /// reason for the same condition).
+    CidrNotAvailable,
+    /// This Node got its podCIDR from another allocator: weft's stands aside.
+    OtherAllocator,
 }
 
 impl Reason {
@@ -61,6 +66,8 @@ impl Reason {
             Reason::InvalidPodCIDR => ("InvalidPodCIDR", "Warning", "Exit"),
             Reason::PodCIDRConflict => ("PodCIDRConflict", "Warning", "KeepPodCIDR"),
             Reason::ResyncFailed => ("ResyncFailed", "Warning", "Retry"),
+            Reason::CidrNotAvailable => ("CIDRNotAvailable", "Warning", "Allocate"),
+            Reason::OtherAllocator => ("OtherAllocator", "Warning", "StandAside"),
         }
     }
 }
@@ -83,14 +90,21 @@ impl Regarding {
 #[derive(Clone)]
 pub struct Recorder {
     api: Api<Event>,
-    /// This node's name: the reporting instance.
+    /// This node's name (or the allocator replica's identity): the reporting instance.
     instance: String,
+    controller: &'static str,
     health: Health,
 }
 
 impl Recorder {
     pub fn new(client: Client, instance: String, health: Health) -> Recorder {
-        Recorder { api: Api::namespaced(client, NAMESPACE), instance, health }
+        Recorder { api: Api::namespaced(client, NAMESPACE), instance, controller: CONTROLLER, health }
+    }
+
+    /// Reports as another controller (the allocator: `weft-allocator`).
+    pub fn as_controller(mut self, controller: &'static str) -> Recorder {
+        self.controller = controller;
+        self
     }
 
     /// Posts in the background (the agent's loop never waits on the API server for it).
@@ -137,7 +151,7 @@ impl Recorder {
                 uid: regarding.uid.clone(),
                 ..Default::default()
             }),
-            reporting_controller: Some(CONTROLLER.into()),
+            reporting_controller: Some(self.controller.into()),
             reporting_instance: Some(self.instance.clone()),
             ..Default::default()
         }

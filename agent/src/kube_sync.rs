@@ -126,33 +126,68 @@ impl kube::runtime::utils::Backoff for Reconnect {
     }
 }
 
-/// Waits (logging why, once per reason, and telling `/readyz`) until this node exists
-/// and has a pod CIDR.
+/// This node's Node and its podCIDR, waited for: the Node may not exist yet, or have
+/// no podCIDR until kube-controller-manager (`--allocate-node-cidrs`) or weft's
+/// allocator (`weft-agent allocate-node-cidrs`) assigns one. Meanwhile the agent is
+/// live but not ready (`/readyz` says what it waits for) and logs one line per
+/// change of reason. It watches its own Node (a field selector on its name), so it
+/// starts as soon as the podCIDR is written; the watch relists after errors.
 pub async fn wait_for_own_node(
     api: &Api<Node>,
     name: &str,
     health: &crate::healthz::Health,
 ) -> Result<(Node, Ipv4Network), KubeError> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let stream = watcher(api.clone(), config).default_backoff();
+    tokio::pin!(stream);
     let mut last = String::new();
-    loop {
-        let why = match api.get_opt(name).await {
-            Ok(Some(node)) => match annotations::pod_cidr(&node) {
-                Ok(Some(cidr)) => return Ok((node, cidr)),
-                Ok(None) => "waiting for kube-controller-manager to assign spec.podCIDR".to_string(),
-                Err(reason) => {
-                    return Err(KubeError::OwnNode { name: name.into(), uid: node.metadata.uid.clone(), reason });
-                }
-            },
-            Ok(None) => "the Node object does not exist yet; waiting".to_string(),
-            Err(e) => format!("API server unavailable ({e}); retrying"),
-        };
+    let mut listed_any = false;
+    let mut report = |why: String| {
         if why != last {
             tracing::info!(node = name, "{why}");
             health.starting(format!("node {name}: {why}"));
             last = why;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    report("waiting for the API server".to_string());
+    while let Some(event) = stream.next().await {
+        let node = match event {
+            Ok(watcher::Event::Init) => {
+                listed_any = false;
+                continue;
+            }
+            Ok(watcher::Event::InitApply(n) | watcher::Event::Apply(n)) => {
+                listed_any = true;
+                n
+            }
+            Ok(watcher::Event::InitDone) if !listed_any => {
+                report("the Node object does not exist yet; waiting".to_string());
+                continue;
+            }
+            Ok(watcher::Event::Delete(_)) => {
+                report("the Node object does not exist yet; waiting".to_string());
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => continue,
+            Err(e) => {
+                report(format!("API server unavailable ({e}); retrying"));
+                continue;
+            }
+        };
+        match annotations::pod_cidr(&node) {
+            Ok(Some(cidr)) => return Ok((node, cidr)),
+            Ok(None) => report(
+                "no spec.podCIDR yet: waiting for kube-controller-manager (--allocate-node-cidrs) or weft's allocator \
+                 (weft-agent allocate-node-cidrs) to assign one"
+                    .to_string(),
+            ),
+            Err(reason) => return Err(KubeError::OwnNode { name: name.into(), uid: node.metadata.uid.clone(), reason }),
+        }
     }
+    // The backoff never ends the stream.
+    Err(KubeError::OwnNode { name: name.into(), uid: None, reason: "the Node watch ended".into() })
 }
 
 /// What the cluster's node list means for this node: its peers, and who was skipped why.

@@ -33,6 +33,7 @@
 //!   device and attach plan, publishing, and the event loop with resync (a submodule each).
 
 pub mod agent;
+pub mod allocator;
 pub mod annotations;
 pub mod bpffs;
 pub mod cni;

@@ -53,13 +53,19 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let args = Args::parse_from(weft_agent::compat::normalize(std::env::args_os()));
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => logs.json().init(),
+    if weft_agent::allocator::wanted(&std::env::args().collect::<Vec<_>>()) {
+        let args = weft_agent::allocator::AllocateArgs::parse_from(std::env::args().skip(1));
+        init_logs(args.log_format);
+        return match weft_agent::allocator::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("fatal: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
+    let args = Args::parse_from(weft_agent::compat::normalize(std::env::args_os()));
+    init_logs(args.log_format);
     match agent::run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -67,5 +73,14 @@ async fn main() -> ExitCode {
             tracing::error!("fatal: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
     }
 }

@@ -4,8 +4,14 @@
 //! warning saying why it has no effect here, or refused with the reason; unknown keys
 //! are warned about, not fatal, so an existing Flannel ConfigMap works unchanged.
 //! Keys match case-insensitively, as Go's `encoding/json` matches them for Flannel.
+//! `SubnetLen`, `SubnetMin` and `SubnetMax` are read and checked as Flannel's
+//! `pkg/subnet/config.go` does; only the allocator (`allocate-node-cidrs`) uses
+//! them: an agent takes its subnet from its Node's podCIDR.
 
-use std::path::{Path, PathBuf};
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 use ipnetwork::Ipv4Network;
 use serde_json::Value;
@@ -20,8 +26,58 @@ pub struct NetConf {
     pub port: u16,
     /// Tunnel MTU override (`Backend.MTU`); default: uplink MTU − 50.
     pub mtu: Option<u32>,
+    /// How `Network` is cut into node subnets (what the allocator hands out).
+    pub subnets: Subnets,
     /// One line per key that has no effect here, and why (for the log).
     pub warnings: Vec<String>,
+}
+
+/// `SubnetLen`, `SubnetMin`, `SubnetMax` with Flannel's defaults applied: node
+/// subnets are the `/len` blocks of `Network` from `min` to `max`, both included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subnets {
+    pub len: u8,
+    /// The first block (its network address).
+    pub min: Ipv4Addr,
+    /// The last block (its network address).
+    pub max: Ipv4Addr,
+}
+
+impl Subnets {
+    /// Flannel's rules: a `SubnetLen` of at most 30 that fits four times in
+    /// `Network`; by default 24 when `Network` is a /22 or larger, else
+    /// `Network`'s length + 2 (a /28 at the smallest); `SubnetMin` defaults to the
+    /// second block (the first holds the network's own address), `SubnetMax` to
+    /// the last; both inside `Network` and on a block boundary.
+    pub fn new(network: Ipv4Network, len: Option<u8>, min: Option<Ipv4Addr>, max: Option<Ipv4Addr>) -> Result<Subnets, String> {
+        let prefix = network.prefix();
+        let len = match len {
+            Some(l) if l > 30 => return Err("\"SubnetLen\" must be less than /31".into()),
+            Some(l) if l < prefix + 2 => {
+                return Err(format!("\"SubnetLen\": {network} must be able to accommodate at least four /{l} subnets"));
+            }
+            Some(l) => l,
+            None if prefix > 28 => return Err(format!("\"Network\": {network} is too small; the minimum useful prefix is /28")),
+            None if prefix <= 22 => 24,
+            None => prefix + 2,
+        };
+        let size = 1u32 << (32 - len);
+        let base = u32::from(network.network());
+        let last = base + ((1u64 << (32 - prefix)) as u32).wrapping_sub(size);
+        let mask = u32::MAX << (32 - len);
+        let check = |key: &str, a: Ipv4Addr| {
+            if !network.contains(a) {
+                Err(format!("\"{key}\": {a} is not in the range of the Network {network}"))
+            } else if u32::from(a) & mask != u32::from(a) {
+                Err(format!("\"{key}\": {a} is not on a SubnetLen (/{len}) boundary"))
+            } else {
+                Ok(a)
+            }
+        };
+        let min = min.map_or(Ok(Ipv4Addr::from(base + size)), |a| check("SubnetMin", a))?;
+        let max = max.map_or(Ok(Ipv4Addr::from(last)), |a| check("SubnetMax", a))?;
+        Ok(Subnets { len, min, max })
+    }
 }
 
 #[derive(Debug, Error)]
@@ -99,13 +155,28 @@ pub fn parse(text: &str) -> Result<NetConf, String> {
     for key in ["IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax"] {
         no_effect(key, ipv4_only);
     }
-    for key in ["SubnetLen", "SubnetMin", "SubnetMax"] {
-        no_effect(key, "in Kubernetes mode each Node's podCIDR is its subnet, as with flanneld --kube-subnet-mgr");
-    }
     if flag("EnableNFTables") == Some(true) {
         warnings.push("\"EnableNFTables\" has no effect in weft: it installs neither iptables nor nftables rules".into());
     }
 
+    let subnets = {
+        let len = match obj.get("SubnetLen") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_u64().filter(|l| *l <= 32).ok_or("\"SubnetLen\" is not a prefix length")? as u8),
+        };
+        let addr = |key: &str| -> Result<Option<Ipv4Addr>, String> {
+            match obj.get(key) {
+                // Flannel's zero value means "the default".
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => match v.as_str().map(str::parse::<Ipv4Addr>) {
+                    Some(Ok(a)) if a.is_unspecified() => Ok(None),
+                    Some(Ok(a)) => Ok(Some(a)),
+                    _ => Err(format!("\"{key}\": {v} is not an IPv4 address")),
+                },
+            }
+        };
+        Subnets::new(network, len, addr("SubnetMin")?, addr("SubnetMax")?)?
+    };
     let backend = match obj.get("Backend") {
         Some(Value::Object(m)) => canonical(m, KNOWN_VXLAN),
         // Flannel's code then runs its udp backend, which weft does not speak.
@@ -162,7 +233,7 @@ pub fn parse(text: &str) -> Result<NetConf, String> {
             warnings.push(format!("\"Backend.{key}\" has no effect in weft: it is Flannel's on Windows only"));
         }
     }
-    Ok(NetConf { network, vni: vni as u32, port: port as u16, mtu: mtu.map(|m| m as u32), warnings })
+    Ok(NetConf { network, vni: vni as u32, port: port as u16, mtu: mtu.map(|m| m as u32), subnets, warnings })
 }
 
 #[cfg(test)]
@@ -172,7 +243,34 @@ mod tests {
     #[test]
     fn flannels_default_config() {
         let c = parse(r#"{ "Network": "10.244.0.0/16", "EnableNFTables": false, "Backend": { "Type": "vxlan" } }"#).unwrap();
-        assert_eq!(c, NetConf { network: "10.244.0.0/16".parse().unwrap(), vni: 1, port: 8472, mtu: None, warnings: vec![] });
+        let subnets = Subnets { len: 24, min: "10.244.1.0".parse().unwrap(), max: "10.244.255.0".parse().unwrap() };
+        assert_eq!(
+            c,
+            NetConf { network: "10.244.0.0/16".parse().unwrap(), vni: 1, port: 8472, mtu: None, subnets, warnings: vec![] }
+        );
+    }
+
+    #[test]
+    fn subnets_follow_flannels_rules() {
+        let sub = |net: &str, len, min: Option<&str>, max: Option<&str>| {
+            Subnets::new(net.parse().unwrap(), len, min.map(|m| m.parse().unwrap()), max.map(|m| m.parse().unwrap()))
+        };
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(sub("10.0.0.0/22", None, None, None).unwrap(), Subnets { len: 24, min: a("10.0.1.0"), max: a("10.0.3.0") });
+        assert_eq!(sub("10.0.0.0/24", None, None, None).unwrap(), Subnets { len: 26, min: a("10.0.0.64"), max: a("10.0.0.192") });
+        assert_eq!(sub("10.0.0.0/28", None, None, None).unwrap().len, 30);
+        assert!(sub("10.0.0.0/29", None, None, None).unwrap_err().contains("too small"));
+        assert!(sub("10.0.0.0/16", Some(31), None, None).unwrap_err().contains("less than /31"));
+        assert!(sub("10.0.0.0/16", Some(17), None, None).unwrap_err().contains("at least four"));
+        let s = sub("10.244.0.0/16", Some(25), Some("10.244.4.0"), Some("10.244.200.128")).unwrap();
+        assert_eq!(s, Subnets { len: 25, min: a("10.244.4.0"), max: a("10.244.200.128") });
+        assert!(sub("10.244.0.0/16", None, Some("10.245.0.0"), None).unwrap_err().contains("not in the range"));
+        assert!(sub("10.244.0.0/16", None, None, Some("10.244.3.128")).unwrap_err().contains("boundary"));
+        let c = parse(r#"{"Network":"10.244.0.0/16","SubnetLen":26,"SubnetMin":"0.0.0.0","Backend":{"Type":"vxlan"}}"#).unwrap();
+        assert_eq!(c.subnets, Subnets { len: 26, min: a("10.244.0.64"), max: a("10.244.255.192") });
+        assert!(
+            parse(r#"{"Network":"10.244.0.0/16","SubnetMin":"x","Backend":{"Type":"vxlan"}}"#).unwrap_err().contains("SubnetMin")
+        );
     }
 
     #[test]
@@ -185,12 +283,11 @@ mod tests {
         .unwrap();
         assert_eq!((c.network.to_string().as_str(), c.vni), ("10.244.0.0/16", 7), "keys match case-insensitively");
         let w = c.warnings.join("\n");
-        for key in
-            ["IPv6Network", "SubnetLen", "SubnetMin", "SubnetMax", "EnableNFTables", "DirectRouting", "Learning", "MacPrefix"]
-        {
+        for key in ["IPv6Network", "EnableNFTables", "DirectRouting", "Learning", "MacPrefix"] {
             assert!(w.contains(key), "{key} not warned about:\n{w}");
         }
-        assert_eq!(c.warnings.len(), 8, "{w}");
+        assert_eq!(c.warnings.len(), 5, "{w}");
+        assert_eq!((c.subnets.len, c.subnets.min.to_string().as_str()), (25, "10.244.4.0"), "used by the allocator");
         for (text, reason) in [
             (r#"{"Network":"10.244.0.0/16","EnableIPv4":false,"Backend":{"Type":"vxlan"}}"#, "nothing to do"),
             (r#"{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","GBP":true}}"#, "Group Based Policy"),

@@ -11,7 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use ipnetwork::Ipv4Network;
 use serde_json::Value;
 use weft_agent::maps::Maps;
@@ -229,6 +229,46 @@ impl Cluster {
         }
         cluster.sync_flannel()?;
         Ok(cluster)
+    }
+
+    /// Kubernetes mode where nothing assigns podCIDRs yet: Node objects as kubelets
+    /// register them (no `spec.podCIDR`), and a weft agent started on each node,
+    /// which waits for its podCIDR ([`Cluster::await_agent`]). Weft nodes only.
+    pub fn new_kube_unassigned(spec: &[(&str, Kind)]) -> Result<Cluster> {
+        anyhow::ensure!(spec.iter().all(|(_, k)| *k == Kind::Weft), "only weft nodes wait for a podCIDR here");
+        let mut cluster = Cluster::base(spec)?;
+        let cp = Netns::new(format!("{}{}-cp", netns::PREFIX, cluster.id))?;
+        cluster.wire_to_underlay(&cp, "eth0", "u-cp", kube::API_IP)?;
+        cluster.control = Some(ControlPlane::start(cp, &cluster.dir)?);
+        for i in 0..cluster.nodes.len() {
+            let n = &cluster.nodes[i];
+            let mut manifest = kube::node_manifest(&n.name, n.underlay, n.pod_cidr);
+            manifest["spec"] = serde_json::json!({});
+            cluster.control().api.create_node(manifest).map_err(|e| anyhow!("creating node {}: {e:?}", n.name))?;
+        }
+        for i in 0..cluster.nodes.len() {
+            let cmd = cluster.agent_command(i, &[]);
+            let name = cluster.nodes[i].name.clone();
+            let agent = AgentProcess::spawn(cmd, &name, cluster.dir.join(format!("agent-{name}.log")))?;
+            cluster.nodes[i].agent = Some(agent);
+        }
+        Ok(cluster)
+    }
+
+    /// Waits until node `i`'s agent reports its dataplane up, then takes the
+    /// podCIDR its Node was given as the node's (and its conflist's).
+    pub fn await_agent(&mut self, i: usize, timeout: std::time::Duration) -> Result<()> {
+        let name = self.nodes[i].name.clone();
+        let up = crate::wait_for(timeout, || self.agent_log(&name).contains("dataplane up").then_some(()));
+        if up.is_none() {
+            bail!("agent {name} did not come up within {timeout:?}:\n{}", self.agent_log(&name));
+        }
+        let node = self.control().api.get_node(&name).ok_or_else(|| anyhow!("no Node {name}"))?;
+        let cidr: Ipv4Network = node["spec"]["podCIDR"].as_str().ok_or_else(|| anyhow!("Node {name} has no podCIDR"))?.parse()?;
+        let n = &mut self.nodes[i];
+        n.pod_cidr = cidr;
+        n.conflist = weft_agent::cni::conflist(cidr, n.kind.pod_mtu(), Some(&n.dir.join("ipam")));
+        Ok(())
     }
 
     fn base(spec: &[(&str, Kind)]) -> Result<Cluster> {

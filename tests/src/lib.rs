@@ -9,6 +9,7 @@
 //! - [`netns`]: namespace guards, commands and threads inside a namespace;
 //! - [`cni`]: pods made by Debian's reference CNI plugins, as a runtime makes them;
 //! - [`agent`]: a `weft-agent` process per node;
+//! - [`allocator`]: `weft-agent allocate-node-cidrs` replicas, and the history check;
 //! - [`flannel`]: a node configured exactly as Flannel's vxlan backend configures it;
 //! - [`kube`]: the control plane (API server namespace, Node objects, flanneld's part);
 //! - [`cluster`]: the topology: underlay switch, nodes, pods, external hosts;
@@ -21,6 +22,7 @@
 //! - [`bench`]: `cargo xtask bench`, host-gw vs Flannel vs weft on the same topology.
 
 pub mod agent;
+pub mod allocator;
 pub mod apiserver;
 pub mod bench;
 pub mod cluster;

@@ -16,6 +16,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
 use k8s_openapi::{
     api::{
+        coordination::v1::Lease,
         core::v1::{Event as CoreEvent, Node, ObjectReference, Pod},
         events::v1::Event as EventsEvent,
     },
@@ -1355,4 +1356,180 @@ fn kubectl_gets_pods_and_describes_their_node() -> Result<()> {
     assert!(said.starts_with(r#"pod "web" force deleted"#), "{said}");
     assert!(fx.api.get_pod("default", "web").is_none());
     Ok(())
+}
+
+fn lease(name: &str, holder: &str, duration: i32) -> Lease {
+    serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": name, "namespace": "kube-system"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": duration, "leaseTransitions": 0,
+                 "acquireTime": "2026-12-06T10:00:00.000000Z", "renewTime": "2026-12-06T10:00:00.000000Z"},
+    }))
+    .expect("a valid Lease")
+}
+
+/// Leases as leader election uses them: create, get, list, a PUT carrying the
+/// resourceVersion read (a stale one is a 409 Conflict with upstream's
+/// Status), merge patches, validation (422 naming `Lease.coordination.k8s.io`),
+/// NamespaceLifecycle, and a watch.
+#[test]
+fn kube_client_leases_crud_conflicts_and_validation() -> Result<()> {
+    let fx = Fixture::new()?;
+    fx.kube(|client| async move {
+        let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+        let created = leases.create(&PostParams::default(), &lease("weft-allocator", "a", 15)).await?;
+        let rv = created.metadata.resource_version.clone().context("a resourceVersion")?;
+        let got = leases.get("weft-allocator").await?;
+        assert_eq!(got.spec.as_ref().and_then(|s| s.holder_identity.as_deref()), Some("a"));
+        assert_eq!(
+            got.spec.as_ref().and_then(|s| s.renew_time.as_ref()).map(|t| t.0.to_string()),
+            Some("2026-12-06T10:00:00Z".to_string())
+        );
+
+        // Two candidates read the same version; the first PUT wins, the second conflicts.
+        let mut by_b = got.clone();
+        by_b.spec.as_mut().context("spec")?.holder_identity = Some("b".into());
+        by_b.spec.as_mut().context("spec")?.lease_transitions = Some(1);
+        let mut by_c = got.clone();
+        by_c.spec.as_mut().context("spec")?.holder_identity = Some("c".into());
+        let won = leases.replace("weft-allocator", &PostParams::default(), &by_b).await?;
+        assert_ne!(won.metadata.resource_version.as_deref(), Some(rv.as_str()));
+        let lost = api_error(leases.replace("weft-allocator", &PostParams::default(), &by_c).await)?;
+        assert_eq!((lost.code, lost.reason.as_str()), (409, "Conflict"));
+        assert_eq!(
+            lost.message,
+            "Operation cannot be fulfilled on leases.coordination.k8s.io \"weft-allocator\": the object has been modified; \
+             please apply your changes to the latest version and try again"
+        );
+        let details = lost.details.context("details")?;
+        assert_eq!(
+            (details.name.as_str(), details.group.as_str(), details.kind.as_str()),
+            ("weft-allocator", "coordination.k8s.io", "leases")
+        );
+
+        // A merge patch with a stale resourceVersion conflicts too; without one it applies.
+        let stale = json!({"metadata": {"resourceVersion": rv}, "spec": {"holderIdentity": "c"}});
+        let e = api_error(leases.patch("weft-allocator", &PatchParams::default(), &Patch::Merge(&stale)).await)?;
+        assert_eq!(e.code, 409);
+        let p = json!({"spec": {"renewTime": "2026-12-06T10:00:05.123456Z"}});
+        let patched = leases.patch("weft-allocator", &PatchParams::default(), &Patch::Merge(&p)).await?;
+        let spec = patched.spec.context("spec")?;
+        assert_eq!((spec.holder_identity.as_deref(), spec.lease_transitions), (Some("b"), Some(1)));
+        assert_eq!(spec.renew_time.map(|t| t.0.to_string()), Some("2026-12-06T10:00:05.123456Z".to_string()));
+
+        let bad = api_error(leases.create(&PostParams::default(), &lease("zero", "a", 0)).await)?;
+        assert_eq!((bad.code, bad.reason.as_str()), (422, "Invalid"));
+        assert_eq!(
+            bad.message,
+            "Lease.coordination.k8s.io \"zero\" is invalid: spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"
+        );
+        let nowhere: Api<Lease> = Api::namespaced(client.clone(), "weft-nowhere");
+        let mut elsewhere = lease("x", "a", 15);
+        elsewhere.metadata.namespace = Some("weft-nowhere".into());
+        let e = api_error(nowhere.create(&PostParams::default(), &elsewhere).await)?;
+        assert_eq!((e.code, e.message.as_str()), (404, "namespaces \"weft-nowhere\" not found"));
+
+        // Listed per namespace and across all; a watch sees the next renewal.
+        leases.create(&PostParams::default(), &lease("second", "z", 40)).await?;
+        let listed = leases.list(&ListParams::default()).await?;
+        let names: Vec<_> = listed.items.iter().filter_map(|l| l.metadata.name.clone()).collect();
+        assert_eq!(names, ["second", "weft-allocator"]);
+        assert_eq!(Api::<Lease>::all(client.clone()).list(&ListParams::default()).await?.items.len(), 2);
+        let from = listed.metadata.resource_version.context("list rv")?;
+        let mut stream = leases.watch(&WatchParams::default().timeout(10), &from).await?.boxed();
+        let p = json!({"spec": {"renewTime": "2026-12-06T10:00:07.000000Z"}});
+        leases.patch("weft-allocator", &PatchParams::default(), &Patch::Merge(&p)).await?;
+        match stream.next().await.context("a watch event")?? {
+            WatchEvent::Modified(l) => assert_eq!(l.metadata.name.as_deref(), Some("weft-allocator")),
+            other => bail!("expected MODIFIED, got {other:?}"),
+        }
+        leases.delete("second", &DeleteParams::default()).await?;
+        assert_eq!(api_error(leases.get("second").await)?.code, 404);
+        Ok(())
+    })
+}
+
+/// kubectl on Leases: create from YAML, the server's Table (`HOLDER`),
+/// patch, and a replace from a stale copy refused.
+#[test]
+fn kubectl_leases() -> Result<()> {
+    let fx = Fixture::new()?;
+    let file = fx.dir.join("lease.json");
+    std::fs::write(&file, serde_json::to_vec(&lease("weft-allocator", "node-a_1234", 15))?)?;
+    let path = file.display().to_string();
+    assert_eq!(fx.kubectl_ok(&["create", "-f", &path])?.trim(), "lease.coordination.k8s.io/weft-allocator created");
+    let table = fx.kubectl_ok(&["get", "leases", "-n", "kube-system"])?;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(columns(lines[0]), ["NAME", "HOLDER", "AGE"], "{table}");
+    assert_eq!(columns(lines[1])[..2], ["weft-allocator", "node-a_1234"], "{table}");
+    let stale = fx.kubectl_ok(&["get", "lease", "-n", "kube-system", "weft-allocator", "-o", "json"])?;
+    fx.kubectl_ok(&[
+        "patch",
+        "lease",
+        "-n",
+        "kube-system",
+        "weft-allocator",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"holderIdentity":"node-b_5678"}}"#,
+    ])?;
+    let holder =
+        fx.kubectl_ok(&["get", "lease", "-n", "kube-system", "weft-allocator", "-o", "jsonpath={.spec.holderIdentity}"])?;
+    assert_eq!(holder, "node-b_5678");
+    std::fs::write(&file, stale)?;
+    let out = fx.kubectl(&["replace", "-f", &path])?;
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "Operation cannot be fulfilled on leases.coordination.k8s.io \"weft-allocator\": the object has been modified"
+        ),
+        "{out:?}"
+    );
+    let bad = fx.kubectl(&[
+        "patch",
+        "lease",
+        "-n",
+        "kube-system",
+        "weft-allocator",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"leaseTransitions":-1}}"#,
+    ])?;
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr).trim(),
+        "The Lease \"weft-allocator\" is invalid: spec.leaseTransitions: Invalid value: -1: must be greater than or equal to 0"
+    );
+    Ok(())
+}
+
+/// The allocator's write: `spec.podCIDR`/`podCIDRs` from empty with a merge
+/// patch carrying the Node's resourceVersion (stale: 409), then no change of
+/// it (422), as kube's client sees it.
+#[test]
+fn kube_client_pod_cidr_from_empty_with_resource_version() -> Result<()> {
+    let fx = Fixture::new()?;
+    fx.api.create_node(node("n1", "10.0.0.1", None))?;
+    fx.kube(|client| async move {
+        let nodes: Api<Node> = Api::all(client);
+        let read = nodes.get("n1").await?;
+        let rv = read.metadata.resource_version.clone().context("rv")?;
+        nodes.patch("n1", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}}))).await?;
+        let set =
+            |cidr: &str, rv: &str| json!({"metadata": {"resourceVersion": rv}, "spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
+        let stale = api_error(nodes.patch("n1", &PatchParams::default(), &Patch::Merge(set("10.244.3.0/24", &rv))).await)?;
+        assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
+        let now = nodes.get("n1").await?.metadata.resource_version.context("rv")?;
+        let done = nodes.patch("n1", &PatchParams::default(), &Patch::Merge(set("10.244.3.0/24", &now))).await?;
+        assert_eq!(done.spec.as_ref().and_then(|s| s.pod_cidrs.clone()), Some(vec!["10.244.3.0/24".to_string()]));
+        let latest = done.metadata.resource_version.context("rv")?;
+        let again = api_error(nodes.patch("n1", &PatchParams::default(), &Patch::Merge(set("10.244.4.0/24", &latest))).await)?;
+        assert_eq!((again.code, again.reason.as_str()), (422, "Invalid"));
+        assert_eq!(
+            again.message,
+            "Node \"n1\" is invalid: spec.podCIDRs: Forbidden: node updates may not change podCIDR except from \"\" to valid"
+        );
+        Ok(())
+    })
 }

@@ -549,8 +549,8 @@ fn restart_keeps_the_vtep_mac() -> Result<()> {
 
 /// An agent waiting for its podCIDR serves its health port from the start: live
 /// (`/healthz` 200: a restart would not help) and not ready (`/readyz` 503, saying
-/// what it waits for); ready once kube-controller-manager's podCIDR arrives and the
-/// dataplane is programmed.
+/// what it waits for), saying so once in its log; ready once kube-controller-manager's
+/// podCIDR arrives (seen through a watch) and the dataplane is programmed.
 #[test]
 fn an_agent_waiting_for_its_pod_cidr_is_live_but_not_ready() -> Result<()> {
     let mut c = Cluster::new_kube(&[("a", Kind::Weft)])?;
@@ -569,6 +569,8 @@ fn an_agent_waiting_for_its_pod_cidr_is_live_but_not_ready() -> Result<()> {
     let live = get("/healthz").ok_or_else(|| anyhow!("/healthz does not answer while waiting"))?;
     assert!(live.starts_with("HTTP/1.1 200"), "live while waiting: {live}");
     assert!(get("/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 503")), "still not ready");
+    let log = c.agent_log("z");
+    assert_eq!(log.matches("no spec.podCIDR yet").count(), 1, "one clear line while it waits:\n{log}");
 
     c.control().kubectl(&["patch", "node", "z", "-p", r#"{"spec":{"podCIDR":"10.244.9.0/24","podCIDRs":["10.244.9.0/24"]}}"#])?;
     let ready = wait_for(Duration::from_secs(15), || get("/readyz").filter(|r| r.starts_with("HTTP/1.1 200")));

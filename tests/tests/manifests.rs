@@ -272,3 +272,85 @@ fn daemonset_schedules_probes_and_sizes_the_agent() -> Result<()> {
     assert!(res["limits"].get("cpu").is_none(), "no CPU limit");
     Ok(())
 }
+
+fn allocator_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/allocator.yaml")
+}
+
+fn allocator_documents() -> Result<Vec<Value>> {
+    let text = std::fs::read_to_string(allocator_path())?;
+    let mut docs = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let v: Value = serde::Deserialize::deserialize(doc)?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
+/// The allocator's manifest: valid (strict), its command line parses as
+/// `allocate-node-cidrs`, it reads weft.yaml's ConfigMap, runs on the host's
+/// network tolerating every taint, and its RBAC is exactly what it calls:
+/// Nodes get/list/watch/patch, Events create, Leases get/create/update in its
+/// own namespace only.
+#[test]
+fn allocator_manifest_is_valid_and_grants_exactly_what_it_uses() -> Result<()> {
+    let (ok, report) = validate(&allocator_path())?;
+    ensure!(ok, "kubernetes-validate --strict rejects manifests/allocator.yaml:\n{report}");
+    for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Deployment"] {
+        ensure!(report.contains(&format!("resource {}/", kind.to_lowercase())), "{kind} not validated:\n{report}");
+    }
+    let docs = allocator_documents()?;
+    let rules = |kind: &str| -> Result<Vec<(String, String, Vec<String>)>> {
+        let doc = find(&docs, kind)?;
+        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        Ok(doc["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|r| {
+                let verbs: Vec<String> = r["verbs"].as_array().into_iter().flatten().map(s).collect();
+                let groups: Vec<String> = r["apiGroups"].as_array().into_iter().flatten().map(s).collect();
+                let resources: Vec<String> = r["resources"].as_array().into_iter().flatten().map(s).collect();
+                groups.into_iter().flat_map(move |g| {
+                    let verbs = verbs.clone();
+                    resources.clone().into_iter().map(move |res| (g.clone(), res, verbs.clone()))
+                })
+            })
+            .collect())
+    };
+    let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        rules("ClusterRole")?,
+        [
+            (String::new(), "nodes".to_string(), v(&["get", "list", "watch", "patch"])),
+            ("events.k8s.io".to_string(), "events".to_string(), v(&["create"])),
+        ]
+    );
+    assert_eq!(rules("Role")?, [("coordination.k8s.io".to_string(), "leases".to_string(), v(&["get", "create", "update"]))]);
+    let deployment = find(&docs, "Deployment")?;
+    assert_eq!(find(&docs, "Role")?["metadata"]["namespace"], deployment["metadata"]["namespace"], "the Lease's namespace");
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true, "it runs before any node has pod networking");
+    assert_eq!(pod["tolerations"], serde_json::json!([{"operator": "Exists"}]), "not-ready nodes included");
+    let c = &pod["containers"][0];
+    let argv: Vec<String> = c["command"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(c["args"].as_array().into_iter().flatten())
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
+    assert!(weft_agent::allocator::wanted(&argv), "{argv:?}");
+    let args = weft_agent::allocator::AllocateArgs::try_parse_from(&argv[1..]).map_err(|e| anyhow!("{argv:?}: {e}"))?;
+    assert_eq!(args.net_config_path, Path::new("/etc/weft/net-conf.json"));
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], find(&documents()?, "ConfigMap")?["metadata"]["name"]);
+    assert_eq!(c["volumeMounts"][0]["mountPath"], "/etc/weft");
+    let port = args.health_addr.port();
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], port);
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], port);
+    let envs: Vec<&str> = c["env"].as_array().into_iter().flatten().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(envs, ["POD_NAMESPACE", "POD_NAME"], "the Lease's namespace and the replica's identity");
+    Ok(())
+}

@@ -6,8 +6,8 @@
 //! there, leaves unknown-field checks to the server (`fieldValidation=Strict`).
 //!
 //! Served: the core group (`events`, `nodes`, `nodes/status`, `pods`,
-//! `pods/status`) and events.k8s.io (`events`), each group-version with its
-//! own OpenAPI v3 document.
+//! `pods/status`), events.k8s.io (`events`) and coordination.k8s.io
+//! (`leases`), each group-version with its own OpenAPI v3 document.
 
 use std::sync::OnceLock;
 
@@ -45,8 +45,17 @@ fn go_arch() -> &'static str {
     }
 }
 
-/// The group served besides the core one.
+/// The groups served besides the core one, each with one version (v1).
 pub const EVENTS_GROUP: &str = "events.k8s.io";
+pub const COORDINATION_GROUP: &str = "coordination.k8s.io";
+
+/// The named groups, in the order `/apis` lists them, and their resources.
+const GROUPS: &[(&str, &[Api])] = &[(EVENTS_GROUP, &[Api::Events]), (COORDINATION_GROUP, &[Api::Leases])];
+
+/// The resources of a named group (`None`: not a group served here).
+pub fn group_apis(group: &str) -> Option<&'static [Api]> {
+    GROUPS.iter().find(|(g, _)| *g == group).map(|(_, apis)| *apis)
+}
 
 const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
@@ -56,6 +65,7 @@ fn singular(api: Api) -> &'static str {
         Api::Nodes => "node",
         Api::CoreEvents | Api::Events => "event",
         Api::Pods => "pod",
+        Api::Leases => "lease",
     }
 }
 
@@ -64,6 +74,7 @@ fn short_names(api: Api) -> &'static [&'static str] {
         Api::Nodes => &["no"],
         Api::CoreEvents | Api::Events => &["ev"],
         Api::Pods => &["po"],
+        Api::Leases => &[],
     }
 }
 
@@ -116,32 +127,38 @@ pub fn core_resources() -> Value {
     })
 }
 
-fn events_version() -> Value {
-    json!({ "groupVersion": format!("{EVENTS_GROUP}/v1"), "version": "v1" })
+fn group_version(group: &str) -> Value {
+    json!({ "groupVersion": format!("{group}/v1"), "version": "v1" })
 }
 
-/// `GET /apis/events.k8s.io`.
-pub fn events_group() -> Value {
+/// `GET /apis/{group}`.
+pub fn group(group: &str) -> Value {
     json!({
-        "kind": "APIGroup", "apiVersion": "v1", "name": EVENTS_GROUP,
-        "versions": [events_version()], "preferredVersion": events_version(),
+        "kind": "APIGroup", "apiVersion": "v1", "name": group,
+        "versions": [group_version(group)], "preferredVersion": group_version(group),
     })
 }
 
 /// `GET /apis`: the groups besides the core one.
 pub fn groups() -> Value {
-    let mut group = events_group();
-    let m = group.as_object_mut().expect("a group is an object");
-    m.remove("kind");
-    m.remove("apiVersion");
-    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": [group] })
+    let groups: Vec<Value> = GROUPS
+        .iter()
+        .map(|(name, _)| {
+            let mut g = group(name);
+            let m = g.as_object_mut().expect("a group is an object");
+            m.remove("kind");
+            m.remove("apiVersion");
+            g
+        })
+        .collect();
+    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
 }
 
-/// `GET /apis/events.k8s.io/v1`.
-pub fn events_resources() -> Value {
+/// `GET /apis/{group}/v1`.
+pub fn group_resources(group: &str, apis: &[Api]) -> Value {
     json!({
-        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{EVENTS_GROUP}/v1"),
-        "resources": [resource(Api::Events)],
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("{group}/v1"),
+        "resources": apis.iter().map(|a| resource(*a)).collect::<Vec<_>>(),
     })
 }
 
@@ -179,14 +196,14 @@ fn group_discovery(metadata: Value, resources: &[Api]) -> Value {
     })
 }
 
-/// Aggregated discovery: `/api` (the core group) or `/apis` (events.k8s.io).
+/// Aggregated discovery: `/api` (the core group) or `/apis` (the named groups).
 pub fn aggregated(core: bool) -> Value {
-    let item = if core {
-        group_discovery(json!({ "creationTimestamp": null }), &[Api::CoreEvents, Api::Nodes, Api::Pods])
+    let items = if core {
+        vec![group_discovery(json!({ "creationTimestamp": null }), &[Api::CoreEvents, Api::Nodes, Api::Pods])]
     } else {
-        group_discovery(json!({ "name": EVENTS_GROUP, "creationTimestamp": null }), &[Api::Events])
+        GROUPS.iter().map(|(g, apis)| group_discovery(json!({ "name": g, "creationTimestamp": null }), apis)).collect()
     };
-    json!({ "kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": [item] })
+    json!({ "kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items })
 }
 
 fn query(name: &str, ty: &str, description: &str) -> Value {
@@ -215,7 +232,10 @@ fn params(kind: &str, names: &[&str]) -> Vec<Value> {
 }
 
 fn op(api: Api, id: &str, action: &str, parameters: &[&str], body: Option<Value>, responses: &[(&str, &str)]) -> Value {
-    let tag = if api.group().is_empty() { "core_v1" } else { "events_v1" };
+    let tag = match api.group() {
+        "" => "core_v1".to_string(),
+        g => format!("{}_v1", g.split('.').next().unwrap_or(g)),
+    };
     let mut o = json!({
         "operationId": id,
         "tags": [tag],
@@ -263,8 +283,11 @@ const LIST: &[&str] = &[
 /// The paths of one resource, with upstream's operation ids (`listCoreV1Node`,
 /// `createEventsV1NamespacedEvent`, `listCoreV1EventForAllNamespaces`, ...).
 fn resource_paths(api: Api) -> Map<String, Value> {
-    let (gv, prefix) =
-        if api.group().is_empty() { ("CoreV1", "/api/v1".to_string()) } else { ("EventsV1", format!("/apis/{EVENTS_GROUP}/v1")) };
+    let (gv, prefix) = match api.group() {
+        "" => ("CoreV1", "/api/v1".to_string()),
+        EVENTS_GROUP => ("EventsV1", format!("/apis/{EVENTS_GROUP}/v1")),
+        g => ("CoordinationV1", format!("/apis/{g}/v1")),
+    };
     let (kind, one, list) = (api.kind(), api.schema(), format!("{}List", api.schema()));
     let (ns, collection, scope): (&str, String, &[&str]) = if api.namespaced() {
         ("Namespaced", format!("{prefix}/namespaces/{{namespace}}/{}", api.resource()), &["namespace", "pretty"])
@@ -376,19 +399,23 @@ pub fn openapi_v3_core() -> &'static Value {
     DOC.get_or_init(|| v3(&[Api::Nodes, Api::CoreEvents, Api::Pods]))
 }
 
-/// `/openapi/v3/apis/events.k8s.io/v1`.
-pub fn openapi_v3_events() -> &'static Value {
-    static DOC: OnceLock<Value> = OnceLock::new();
-    DOC.get_or_init(|| v3(&[Api::Events]))
+/// `/openapi/v3/apis/{group}/v1` (`None`: not a group served here).
+pub fn openapi_v3_group(group: &str) -> Option<&'static Value> {
+    static DOCS: OnceLock<Vec<Value>> = OnceLock::new();
+    let docs = DOCS.get_or_init(|| GROUPS.iter().map(|(_, apis)| v3(apis)).collect());
+    GROUPS.iter().position(|(g, _)| *g == group).map(|i| &docs[i])
 }
 
 /// `/openapi/v3`: where each group-version's document lives.
 pub fn openapi_v3_root() -> Value {
-    let events = format!("apis/{EVENTS_GROUP}/v1");
-    json!({ "paths": {
-        "api/v1": { "serverRelativeURL": format!("/openapi/v3/api/v1?hash={}", hash(openapi_v3_core())) },
-        events.clone(): { "serverRelativeURL": format!("/openapi/v3/{events}?hash={}", hash(openapi_v3_events())) },
-    } })
+    let mut paths = Map::new();
+    paths.insert("api/v1".into(), json!({ "serverRelativeURL": format!("/openapi/v3/api/v1?hash={}", hash(openapi_v3_core())) }));
+    for (g, _) in GROUPS {
+        let doc = openapi_v3_group(g).expect("a served group");
+        let path = format!("apis/{g}/v1");
+        paths.insert(path.clone(), json!({ "serverRelativeURL": format!("/openapi/v3/{path}?hash={}", hash(doc)) }));
+    }
+    json!({ "paths": paths })
 }
 
 /// Swagger 2.0 references live under `#/definitions/`.
@@ -421,7 +448,7 @@ fn v2_parameter(p: &mut Value) {
 pub fn openapi_v2() -> &'static Value {
     static DOC: OnceLock<Value> = OnceLock::new();
     DOC.get_or_init(|| {
-        let mut paths = to_v2(&paths(&[Api::Nodes, Api::CoreEvents, Api::Events, Api::Pods]));
+        let mut paths = to_v2(&paths(&[Api::Nodes, Api::CoreEvents, Api::Events, Api::Pods, Api::Leases]));
         for item in paths.as_object_mut().into_iter().flat_map(|m| m.values_mut()) {
             for (key, op) in item.as_object_mut().into_iter().flatten() {
                 if key == "parameters" {
@@ -495,14 +522,15 @@ mod tests {
         let pod_patch = &core["paths"]["/api/v1/namespaces/{namespace}/pods/{name}"]["patch"]["parameters"];
         assert!(pod_patch.as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"), "kubectl looks for it");
         let schemas = |doc: &Value| doc["components"]["schemas"].as_object().cloned().unwrap_or_default();
-        let (core_schemas, events_schemas) = (schemas(core), schemas(openapi_v3_events()));
+        let (core_schemas, events_schemas) = (schemas(core), schemas(openapi_v3_group(EVENTS_GROUP).unwrap()));
         assert!(core_schemas.contains_key(schema::NODE) && core_schemas.contains_key(schema::CORE_EVENT));
         assert!(core_schemas.contains_key(schema::POD) && core_schemas.contains_key("io.k8s.api.core.v1.PodList"));
         assert!(core_schemas.contains_key("io.k8s.api.core.v1.Container"), "what its paths reach");
         assert!(!core_schemas.contains_key(schema::EVENTS_EVENT));
         assert!(events_schemas.contains_key("io.k8s.api.core.v1.ObjectReference"), "what its paths reach");
         assert!(!events_schemas.contains_key(schema::NODE));
-        let create = &openapi_v3_events()["paths"]["/apis/events.k8s.io/v1/namespaces/{namespace}/events"]["post"];
+        let create =
+            &openapi_v3_group(EVENTS_GROUP).unwrap()["paths"]["/apis/events.k8s.io/v1/namespaces/{namespace}/events"]["post"];
         assert_eq!(create["x-kubernetes-group-version-kind"], json!({ "group": EVENTS_GROUP, "version": "v1", "kind": "Event" }));
         let root = openapi_v3_root();
         assert!(root["paths"]["apis/events.k8s.io/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/apis/"));
@@ -512,7 +540,7 @@ mod tests {
     }
 
     #[test]
-    fn discovery_lists_both_groups() {
+    fn discovery_lists_every_group() {
         let names = |v: &Value| -> Vec<String> {
             v["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect()
         };
@@ -520,7 +548,16 @@ mod tests {
         let pods = &core_resources()["resources"][3];
         assert_eq!((pods["namespaced"].clone(), pods["shortNames"].clone()), (json!(true), json!(["po"])));
         assert_eq!(pods["verbs"], json!(VERBS));
-        assert_eq!(names(&events_resources()), ["events"]);
+        assert_eq!(names(&group_resources(EVENTS_GROUP, group_apis(EVENTS_GROUP).unwrap())), ["events"]);
+        assert_eq!(names(&group_resources(COORDINATION_GROUP, group_apis(COORDINATION_GROUP).unwrap())), ["leases"]);
+        assert_eq!(groups()["groups"][1]["name"], COORDINATION_GROUP);
+        let leases = &aggregated(false)["items"][1]["versions"][0]["resources"][0];
+        assert_eq!((leases["resource"].as_str(), leases["scope"].as_str()), (Some("leases"), Some("Namespaced")));
+        assert!(leases["subresources"].is_null(), "leases have no status");
+        let lease_doc = openapi_v3_group(COORDINATION_GROUP).unwrap();
+        let patch = &lease_doc["paths"]["/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"]["patch"];
+        assert_eq!(patch["operationId"], "patchCoordinationV1NamespacedLease");
+        assert!(lease_doc["components"]["schemas"]["io.k8s.api.coordination.v1.LeaseSpec"].is_object());
         assert_eq!(groups()["groups"][0]["preferredVersion"]["groupVersion"], "events.k8s.io/v1");
         let apis = aggregated(false);
         let events = &apis["items"][0]["versions"][0]["resources"][0];

@@ -1,4 +1,4 @@
-//! A Kubernetes API server for tests, serving Nodes, Events and Pods over plain HTTP
+//! A Kubernetes API server for tests, serving Nodes, Events, Pods and Leases over plain HTTP
 //! to real clients: kube's `Client`, its runtime `watcher` and event `Recorder`,
 //! and kubectl. It stands in for kube-apiserver + etcd in end-to-end tests
 //! (neither can be installed here).
@@ -7,7 +7,8 @@
 //! `nodes/status`; core/v1 `events` and events.k8s.io/v1 `events`, one stored
 //! resource in two groups (converted field by field, so each group reads what
 //! the other wrote), per namespace and across all of them; core/v1 `pods` and
-//! `pods/status`, per namespace and across all of them. For each:
+//! `pods/status`, per namespace and across all of them; coordination.k8s.io/v1
+//! `leases` (leader election), likewise. For each:
 //! discovery (legacy and aggregated), OpenAPI v2/v3,
 //! list/get/create/update/patch/delete/deletecollection with resourceVersions
 //! from one revision shared by every kind, optimistic concurrency, the kind's
@@ -15,7 +16,7 @@
 //! strict events.k8s.io rules by the group written through, immutability on
 //! strict updates, create on PUT; Pod: v1 defaults, validation of metadata and
 //! containers, the server's status on create, subresource rules, an immutable
-//! spec but for images, graceful deletion), strategic/merge/JSON patches applied in the
+//! spec but for images, graceful deletion; Lease: `ValidateLease`), strategic/merge/JSON patches applied in the
 //! request's group, label and field selectors with each group's field labels,
 //! watches with bookmarks and 410 `Expired`, server-side Table printing, and
 //! metav1.Status errors. The namespaces are those of a fresh cluster (default,
@@ -40,6 +41,7 @@
 mod discovery;
 mod event;
 mod http;
+mod lease;
 mod meta;
 mod node;
 mod patch;
@@ -301,6 +303,33 @@ impl ApiServer {
         self.shared
             .write(|s| registry::delete(s, &pods, name, &registry::Preconditions::default(), false, Some(0)))
             .map(|d| d.object)
+    }
+
+    /// Every Lease, by namespace and name.
+    pub fn leases(&self) -> Vec<Value> {
+        self.objects(&Scope::cluster(Api::Leases))
+    }
+
+    /// Every write to Nodes since the server started, oldest first, as
+    /// `(resourceVersion, "ADDED" | "MODIFIED" | "DELETED", object)`; `None`
+    /// once the history has been compacted (or outgrew what is kept): tests
+    /// check what happened in between, not only the end state.
+    pub fn node_history(&self) -> Option<Vec<(u64, &'static str, Value)>> {
+        let store = self.shared.store.lock().expect("store lock");
+        let events = store.events_after(1).ok()?;
+        Some(
+            events
+                .filter(|e| e.key.kind == Api::Nodes.kind())
+                .map(|e| {
+                    let kind = match e.kind {
+                        store::EventType::Added => "ADDED",
+                        store::EventType::Modified => "MODIFIED",
+                        store::EventType::Deleted => "DELETED",
+                    };
+                    (e.rv, kind, e.object.clone())
+                })
+                .collect(),
+        )
     }
 
     /// Forgets the event history up to now, as etcd compaction does: a watch from

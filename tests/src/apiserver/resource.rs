@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::{
     event::{self, Version},
+    lease,
     meta::{self, Decoded, NameRule},
     node::{self, Subresource},
     pod, schema,
@@ -32,6 +33,8 @@ pub enum Api {
     Events,
     /// core/v1 `pods`.
     Pods,
+    /// coordination.k8s.io/v1 `leases`.
+    Leases,
 }
 
 impl Api {
@@ -39,6 +42,7 @@ impl Api {
         match self {
             Api::Nodes | Api::CoreEvents | Api::Pods => "",
             Api::Events => "events.k8s.io",
+            Api::Leases => "coordination.k8s.io",
         }
     }
 
@@ -46,6 +50,7 @@ impl Api {
         match self {
             Api::Nodes | Api::CoreEvents | Api::Pods => "v1",
             Api::Events => event::EVENTS_V1,
+            Api::Leases => lease::API_VERSION,
         }
     }
 
@@ -55,6 +60,7 @@ impl Api {
             Api::Nodes => "Node",
             Api::CoreEvents | Api::Events => "Event",
             Api::Pods => "Pod",
+            Api::Leases => "Lease",
         }
     }
 
@@ -63,6 +69,7 @@ impl Api {
             Api::Nodes => "nodes",
             Api::CoreEvents | Api::Events => "events",
             Api::Pods => "pods",
+            Api::Leases => "leases",
         }
     }
 
@@ -88,12 +95,13 @@ impl Api {
             Api::CoreEvents => schema::CORE_EVENT,
             Api::Events => schema::EVENTS_EVENT,
             Api::Pods => schema::POD,
+            Api::Leases => schema::LEASE,
         }
     }
 
     fn event_version(self) -> Option<Version> {
         match self {
-            Api::Nodes | Api::Pods => None,
+            Api::Nodes | Api::Pods | Api::Leases => None,
             Api::CoreEvents => Some(Version::Core),
             Api::Events => Some(Version::EventsV1),
         }
@@ -103,6 +111,7 @@ impl Api {
     pub fn decode(self, v: &Value) -> Result<Decoded, Status> {
         match (self, self.event_version()) {
             (Api::Pods, _) => pod::decode_value(v),
+            (Api::Leases, _) => lease::decode_value(v),
             (_, None) => node::decode_value(v),
             (_, Some(version)) => event::decode_value(v, version),
         }
@@ -115,7 +124,7 @@ impl Api {
     /// A stored object as this group-version serves it.
     pub fn to_wire(self, stored: &Value) -> Value {
         match self {
-            Api::Nodes | Api::CoreEvents | Api::Pods => stored.clone(),
+            Api::Nodes | Api::CoreEvents | Api::Pods | Api::Leases => stored.clone(),
             Api::Events => event::to_events_v1(stored),
         }
     }
@@ -144,6 +153,7 @@ impl Api {
     pub fn validate_create(self, obj: &Value) -> Vec<FieldError> {
         let errs = match (self, self.event_version()) {
             (Api::Pods, _) => pod::validate(obj),
+            (Api::Leases, _) => lease::validate(obj),
             (_, None) => node::validate(obj),
             (_, Some(version)) => event::validate_create(obj, version),
         };
@@ -158,7 +168,7 @@ impl Api {
         match self {
             Api::Nodes => node::prepare_update(new, old, sub),
             Api::Pods => pod::prepare_update(new, old, sub),
-            Api::CoreEvents | Api::Events => {}
+            Api::CoreEvents | Api::Events | Api::Leases => {}
         }
     }
 
@@ -166,6 +176,7 @@ impl Api {
     pub fn validate_update(self, new: &Value, old: &Value) -> Vec<FieldError> {
         match (self, self.event_version()) {
             (Api::Pods, _) => pod::validate_update(new, old),
+            (Api::Leases, _) => lease::validate_update(new, old),
             (_, None) => node::validate_update(new, old),
             (_, Some(version)) => {
                 let rule = if version == Version::EventsV1 { NameRule::Subdomain } else { NameRule::PathSegment };
@@ -178,9 +189,11 @@ impl Api {
     }
 
     /// 422 naming the kind as upstream does: Events of either group are the one
-    /// internal kind, registered under the core group first.
+    /// internal kind, registered under the core group first; a Lease is
+    /// `Lease.coordination.k8s.io`.
     pub fn invalid(self, name: &str, errs: &[FieldError]) -> Status {
-        Status::invalid(self.kind(), "", name, errs)
+        let group = if self == Api::Leases { self.group() } else { "" };
+        Status::invalid(self.kind(), group, name, errs)
     }
 
     /// The stored label a field selector's `label` names here (`None`: not a
@@ -188,6 +201,7 @@ impl Api {
     pub fn field_label(self, label: &str) -> Option<&'static str> {
         match (self, self.event_version()) {
             (Api::Pods, _) => pod::field_label(label),
+            (Api::Leases, _) => lease::FIELD_LABELS.iter().find(|l| **l == label).copied(),
             (_, None) => node::FIELD_LABELS.iter().find(|l| **l == label).copied(),
             (_, Some(version)) => event::field_label(version, label),
         }
@@ -200,6 +214,7 @@ pub fn field_value(obj: &Value, label: &str) -> Option<String> {
         Some("Node") => node::field_label(obj, label),
         Some("Event") => event::field_value(obj, label),
         Some("Pod") => pod::field_value(obj, label),
+        Some("Lease") => lease::field_value(obj, label),
         _ => None,
     }
 }

@@ -170,12 +170,12 @@ fn route(shared: &Shared, req: &Request, local: SocketAddr) -> Result<Reply, Sta
         }
         ["apis"] => get_only(ok(&discovery::groups())),
         ["api", "v1"] => get_only(ok(&discovery::core_resources())),
-        ["apis", discovery::EVENTS_GROUP] => get_only(ok(&discovery::events_group())),
-        ["apis", discovery::EVENTS_GROUP, "v1"] => get_only(ok(&discovery::events_resources())),
+        ["apis", g] if discovery::group_apis(g).is_some() => get_only(ok(&discovery::group(g))),
+        ["apis", g, "v1"] if let Some(apis) = discovery::group_apis(g) => get_only(ok(&discovery::group_resources(g, apis))),
         ["openapi", "v2"] => get_only(ok(discovery::openapi_v2())),
         ["openapi", "v3"] => get_only(ok(&discovery::openapi_v3_root())),
         ["openapi", "v3", "api", "v1"] => get_only(ok(discovery::openapi_v3_core())),
-        ["openapi", "v3", "apis", discovery::EVENTS_GROUP, "v1"] => get_only(ok(discovery::openapi_v3_events())),
+        ["openapi", "v3", "apis", g, "v1"] if let Some(doc) = discovery::openapi_v3_group(g) => get_only(ok(doc)),
         ["api", "v1", "nodes"] => collection(shared, req, &Scope::cluster(Api::Nodes)),
         ["api", "v1", "nodes", name] => item(shared, req, &Scope::cluster(Api::Nodes), name, Subresource::Main),
         ["api", "v1", "nodes", name, "status"] => item(shared, req, &Scope::cluster(Api::Nodes), name, Subresource::Status),
@@ -188,6 +188,13 @@ fn route(shared: &Shared, req: &Request, local: SocketAddr) -> Result<Reply, Sta
         ["apis", discovery::EVENTS_GROUP, "v1", "namespaces", ns, "events"] => collection(shared, req, &events(Api::Events, ns)),
         ["apis", discovery::EVENTS_GROUP, "v1", "namespaces", ns, "events", name] => {
             item(shared, req, &events(Api::Events, ns), name, Subresource::Main)
+        }
+        ["apis", discovery::COORDINATION_GROUP, "v1", "leases"] => all_namespaces(shared, req, Api::Leases),
+        ["apis", discovery::COORDINATION_GROUP, "v1", "namespaces", ns, "leases"] => {
+            collection(shared, req, &Scope::namespaced(Api::Leases, ns))
+        }
+        ["apis", discovery::COORDINATION_GROUP, "v1", "namespaces", ns, "leases", name] => {
+            item(shared, req, &Scope::namespaced(Api::Leases, ns), name, Subresource::Main)
         }
         ["api", "v1", "pods"] => all_namespaces(shared, req, Api::Pods),
         ["api", "v1", "namespaces", ns, "pods"] => collection(shared, req, &pods(ns)),

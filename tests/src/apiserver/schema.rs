@@ -18,6 +18,7 @@ pub const NODE: &str = "io.k8s.api.core.v1.Node";
 pub const CORE_EVENT: &str = "io.k8s.api.core.v1.Event";
 pub const EVENTS_EVENT: &str = "io.k8s.api.events.v1.Event";
 pub const POD: &str = "io.k8s.api.core.v1.Pod";
+pub const LEASE: &str = "io.k8s.api.coordination.v1.Lease";
 
 fn r(name: &str) -> Value {
     json!({ "$ref": format!("{REF_PREFIX}{name}") })
@@ -307,6 +308,39 @@ fn build() -> Map<String, Value> {
     };
     m.extend(events);
     m.extend(pods);
+    m.extend(lease_schemas(list(LEASE, "coordination.k8s.io", "v1", "LeaseList")));
+    m
+}
+
+/// Lease, LeaseSpec and LeaseList (`list`).
+fn lease_schemas(list: Value) -> Map<String, Value> {
+    let int32 = json!({ "type": "integer", "format": "int32" });
+    let micro_time = "io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime";
+    let mut lease = object(
+        json!({
+            "apiVersion": string(), "kind": string(),
+            "metadata": r("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"),
+            "spec": r("io.k8s.api.coordination.v1.LeaseSpec"),
+        }),
+        &[],
+    );
+    lease["description"] = json!("Lease defines a lease concept.");
+    lease["x-kubernetes-group-version-kind"] = gvk("coordination.k8s.io", "v1", "Lease");
+    let spec = object(
+        json!({
+            "acquireTime": r(micro_time), "holderIdentity": string(), "leaseDurationSeconds": int32,
+            "leaseTransitions": int32, "preferredHolder": string(), "renewTime": r(micro_time), "strategy": string(),
+        }),
+        &[],
+    );
+    let Value::Object(m) = json!({
+        LEASE: lease,
+        "io.k8s.api.coordination.v1.LeaseSpec": spec,
+        "io.k8s.api.coordination.v1.LeaseList": list,
+        micro_time: { "type": "string", "format": "date-time" },
+    }) else {
+        unreachable!()
+    };
     m
 }
 

@@ -8,7 +8,7 @@
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::resource::Api;
+use super::{lease, resource::Api};
 
 /// What each row carries besides its cells (`includeObject=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -408,6 +408,7 @@ fn row(api: Api, obj: &Value, include: IncludeObject, now: Timestamp) -> Value {
         Api::Nodes => (node_cells(obj, now), None),
         Api::CoreEvents | Api::Events => (event_cells(obj, now), None),
         Api::Pods => pod_cells(obj, now),
+        Api::Leases => (json!([obj["metadata"]["name"], lease::holder(obj), age(obj, now)]), None),
     };
     let mut row = json!({ "cells": cells });
     if let Some(c) = conditions {
@@ -428,6 +429,11 @@ pub fn table<'a>(api: Api, objects: impl IntoIterator<Item = &'a Value>, list_me
         Api::Nodes => node_columns(),
         Api::CoreEvents | Api::Events => event_columns(),
         Api::Pods => pod_columns(),
+        Api::Leases => json!([
+            col("Name", "name", 0, NAME_DESCRIPTION),
+            col("Holder", "", 0, "HolderIdentity contains the identity of the holder of a current lease."),
+            col("Age", "", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."),
+        ]),
     };
     json!({
         "kind": "Table",

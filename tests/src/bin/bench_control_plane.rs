@@ -5,8 +5,14 @@
 //! - time from a single Node creation to its tunnel entry (repeated; p50 and max),
 //! - the agent's resident memory once settled.
 //!
+//!
+//! Then the node CIDR allocator (`weft-agent allocate-node-cidrs`, one replica)
+//! against its own API server holding thousands of Nodes without podCIDRs: the time
+//! from its start to every Node assigned, and its resident memory then.
+//!
 //! Targets (issue 4): ≤ 2 s, ≤ 100 ms, ≤ 30 MiB. Figures only: nothing here passes or
-//! fails on them. Run it through `cargo xtask bench`, which builds the release agent.
+//! fails on them. Run it through `cargo xtask bench`, which builds the release agent
+//! (`--part allocator` runs the allocator's part alone).
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +34,18 @@ struct Cli {
     /// Single-node events to time.
     #[arg(long, default_value_t = 20)]
     events: u32,
+    /// Nodes without podCIDRs for the allocator.
+    #[arg(long, default_value_t = 5000)]
+    allocator_nodes: u32,
+    #[arg(long, value_enum, default_value_t = Part::All)]
+    part: Part,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    All,
+    Agent,
+    Allocator,
 }
 
 fn create(c: &Cluster, i: u32) -> Result<Ipv4Network> {
@@ -61,6 +79,70 @@ fn main() -> Result<()> {
     if agent_bin.to_string_lossy().contains("/debug/") {
         println!("warning: a debug agent; `cargo xtask bench` uses the release build (WEFT_AGENT_BIN)");
     }
+    if cli.part != Part::Allocator {
+        agent_part(&cli)?;
+    }
+    if cli.part != Part::Agent {
+        allocator_part(cli.allocator_nodes)?;
+    }
+    Ok(())
+}
+
+/// The allocator, one replica with the default timings, against an API server of its
+/// own holding `count` Nodes without podCIDRs (Network 10.0.0.0/8: 65,535 /24 blocks).
+fn allocator_part(count: u32) -> Result<()> {
+    use weft_e2e::{
+        allocator::Replica,
+        apiserver::ApiServer,
+        netns::{self, Netns, PREFIX},
+    };
+    netns::sweep_stale();
+    let id = netns::run_id();
+    let ns = Netns::new(format!("{PREFIX}bench-alloc-{id}"))?;
+    let listener =
+        ns.spawn(|| Ok(std::net::TcpListener::bind("127.0.0.1:0")?)).join().map_err(|_| anyhow!("bind thread panicked"))??;
+    let api = ApiServer::serve(listener)?;
+    let dir = std::env::temp_dir().join(format!("{PREFIX}bench-alloc-{id}"));
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = dir.join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig)?;
+    let net_conf = dir.join("net-conf.json");
+    std::fs::write(&net_conf, r#"{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}"#)?;
+    for i in 0..count {
+        let (name, cidr, ip, _) = fake_node(i);
+        let mut node = node_manifest(&name, ip, cidr);
+        node["spec"] = serde_json::json!({});
+        api.create_node(node).map_err(|e| anyhow!("creating {name}: {e:?}"))?;
+    }
+    let assigned = |api: &ApiServer| api.nodes().iter().filter(|n| n["spec"]["podCIDR"].is_string()).count();
+    let start = Instant::now();
+    let replica = Replica::start(&ns, "bench", &kubeconfig, &net_conf, 18080, &[], &dir)?;
+    let done = wait_for(Duration::from_secs(300), || (assigned(&api) == count as usize).then(|| start.elapsed()))
+        .ok_or_else(|| anyhow!("{} of {count} assigned after 300 s\n{}", assigned(&api), replica.log()))?;
+    let distinct: std::collections::BTreeSet<String> =
+        api.nodes().iter().filter_map(|n| n["spec"]["podCIDR"].as_str().map(String::from)).collect();
+    anyhow::ensure!(distinct.len() == count as usize, "{} distinct podCIDRs for {count} Nodes", distinct.len());
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = replica.process.pid().ok_or_else(|| anyhow!("allocator not running"))?;
+    let rss = status_kib(pid.as_raw(), "VmRSS")?;
+    let (anon, file) = (status_kib(pid.as_raw(), "RssAnon")?, status_kib(pid.as_raw(), "RssFile")?);
+    println!("\nnode CIDR allocator, {count} Nodes without podCIDRs (one replica, test API server):");
+    println!("  {:<44} {:>10}", "metric", "measured");
+    println!("  {:<44} {:>8.0} ms", "start → every Node assigned", done.as_secs_f64() * 1e3);
+    println!(
+        "  {:<44} {:>7.1} MiB   (heap and stacks {:.1}, mapped files {:.1})",
+        "allocator RSS (VmRSS)",
+        rss as f64 / 1024.0,
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0
+    );
+    drop(replica);
+    drop(api);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn agent_part(cli: &Cli) -> Result<()> {
     // One weft node in Kubernetes mode; its network must hold all the fake podCIDRs.
     let mut c = Cluster::new_kube(&[("a", Kind::Weft)])?;
     let cp = c.control();
