@@ -109,8 +109,8 @@ fn allocator_part(count: u32) -> Result<()> {
     let net_conf = dir.join("net-conf.json");
     std::fs::write(&net_conf, r#"{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}"#)?;
     for i in 0..count {
-        let (name, cidr, ip, _) = fake_node(i);
-        let mut node = node_manifest(&name, ip, cidr);
+        // The agent part's Nodes, without their podCIDRs.
+        let (name, _, mut node) = synthetic_node(i);
         node["spec"] = serde_json::json!({});
         api.create_node(node).map_err(|e| anyhow!("creating {name}: {e:?}"))?;
     }
