@@ -430,10 +430,16 @@ mod tests {
                 (11, "nat_fragment"),
                 (12, "nat_error"),
                 (13, "inner_source"),
-                (14, "inner_destination")
+                (14, "inner_destination"),
+                (15, "spoofed_source")
             ]
         );
         assert_eq!(DropReason::ToVtepMac as u8, 9);
+        let last: Vec<(u32, &str)> = Verdict::ALL[21..].iter().map(|v| (v.index(), v.name())).collect();
+        assert_eq!(
+            last,
+            [(21, "drop_inner_source"), (22, "drop_inner_destination"), (23, "drop_spoofed_source"), (24, "tunnel_fragment")]
+        );
         for v in Verdict::ALL {
             assert_eq!(v.is_drop(), v.action() == Action::Drop, "{v:?}");
             assert_eq!(Verdict::from_index(v.index()), Some(v));

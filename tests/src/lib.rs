@@ -31,6 +31,7 @@ pub mod flannel;
 pub mod flannel_lease;
 pub mod fuzz;
 pub mod kube;
+pub mod manifests;
 pub mod narrow;
 pub mod netns;
 pub mod packet;

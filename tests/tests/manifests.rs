@@ -13,22 +13,14 @@ use anyhow::{Context, Result, anyhow, ensure};
 use clap::Parser;
 use serde_json::Value;
 use weft_agent::{config::Args, netconf};
-use weft_e2e::prereq;
+use weft_e2e::{manifests, prereq};
 
 fn manifest_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/weft.yaml")
+    manifests::path("weft.yaml")
 }
 
 fn documents() -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(manifest_path())?;
-    let mut docs = Vec::new();
-    for doc in serde_norway::Deserializer::from_str(&text) {
-        let v: Value = serde::Deserialize::deserialize(doc)?;
-        if !v.is_null() {
-            docs.push(v);
-        }
-    }
-    Ok(docs)
+    manifests::documents("weft.yaml")
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str) -> Result<&'a Value> {
@@ -274,19 +266,11 @@ fn daemonset_schedules_probes_and_sizes_the_agent() -> Result<()> {
 }
 
 fn allocator_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/allocator.yaml")
+    manifests::path("allocator.yaml")
 }
 
 fn allocator_documents() -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(allocator_path())?;
-    let mut docs = Vec::new();
-    for doc in serde_norway::Deserializer::from_str(&text) {
-        let v: Value = serde::Deserialize::deserialize(doc)?;
-        if !v.is_null() {
-            docs.push(v);
-        }
-    }
-    Ok(docs)
+    manifests::documents("allocator.yaml")
 }
 
 /// The allocator's manifest: valid (strict), its command line parses as

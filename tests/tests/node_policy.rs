@@ -25,16 +25,7 @@ const WEFT_SA: &str = "system:serviceaccount:weft-system:weft";
 const NODE_NAME_KEY: &str = "authentication.kubernetes.io/node-name";
 
 fn policy_documents() -> Result<Vec<Value>> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/node-policy.yaml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let mut docs = Vec::new();
-    for doc in serde_norway::Deserializer::from_str(&text) {
-        let v: Value = serde::Deserialize::deserialize(doc)?;
-        if !v.is_null() {
-            docs.push(v);
-        }
-    }
-    Ok(docs)
+    weft_e2e::manifests::documents("node-policy.yaml")
 }
 
 /// One compiled expression with what the manifest says about it.
