@@ -13,9 +13,9 @@
 //! schema (cel-rust is dynamically typed) — `kubernetes-validate` checks the
 //! manifest's shape, a real 1.30+ API server would check the types.
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
-use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use anyhow::{Result, anyhow, bail, ensure};
 use cel::{Context, Program, Value as Cel, objects::Key};
 use serde_json::{Value, json};
 use weft_agent::annotations::{self, Advert};
