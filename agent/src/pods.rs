@@ -9,14 +9,15 @@
 //! `weft0`. The bridge is made by the CNI plugin with the first pod, and may be made
 //! again: every scan attaches to the bridge there is.
 //!
-//! Each pod veth carries two programs at its host end, with `--pod-source-check` (the
-//! default) or `--fast-path`: TC ingress (what the pod sends, before the bridge and
-//! before `br_netfilter` runs PREROUTING, where kube-proxy's DNAT happens: the source
-//! check, then the fast path's encapsulation) and TC egress (what the stack delivers to
-//! the pod, whose flows then stay on the stack). Each attachment is a link pinned as
-//! `link_pod_egress_<ifindex>` / `link_pod_ingress_<ifindex>`, so the programs outlive
-//! the agent like the rest of the dataplane; pins of veths that are gone are swept. A
-//! veth that cannot be attached is logged and retried on the next scan.
+//! Each pod veth carries weft's programs at its host end: with `--pod-source-check`
+//! (the default) or `--fast-path`, one at TC ingress (what the pod sends, before the
+//! bridge and before `br_netfilter` runs PREROUTING, where kube-proxy's DNAT happens:
+//! the source check, then the fast path's encapsulation); with `--fast-path`, one at
+//! TC egress too (what the stack delivers to the pod, whose flows then stay on the
+//! stack). Each attachment is a link pinned as `link_pod_egress_<ifindex>` /
+//! `link_pod_ingress_<ifindex>`, so the programs outlive the agent like the rest of the
+//! dataplane; pins of veths that are gone, or of programs no longer wanted, are swept.
+//! A veth that cannot be attached is logged and retried on the next scan.
 //!
 //! The endpoints come from the pods' CNI results ([`crate::cni_results`]): the address
 //! IPAM gave each pod and its `eth0` MAC, on the veth the bridge plugin made — never
@@ -94,6 +95,13 @@ const HOOKS: [(&str, TcAttachType, &str); 2] = [
     (programs::POD_INGRESS, TcAttachType::Egress, links::POD_INGRESS_PREFIX),
     (programs::POD_EGRESS, TcAttachType::Ingress, links::POD_EGRESS_PREFIX),
 ];
+
+/// Whether a pod veth carries `program`: the source check needs only the veth's
+/// ingress; the flow-remembering egress program is the fast path's alone (it would
+/// only cost every packet delivered to the pod a program run).
+fn wanted(program: &str, fast: bool) -> bool {
+    fast || program == programs::POD_EGRESS
+}
 
 pub struct Pods {
     /// The pod bridge's name (the CNI conflist's `bridge`).
@@ -220,7 +228,7 @@ impl Pods {
                 ports.iter().filter(|p| with_endpoint.contains(&p.index) && !self.attached.contains(&p.index)).collect();
             for port in missing {
                 // One veth's failure (a pod going away mid-scan) must not hold up the others.
-                match attach(dataplane, port, created) {
+                match attach(dataplane, port, self.fast, created) {
                     Ok(()) => {
                         self.attached.insert(port.index);
                     }
@@ -232,8 +240,8 @@ impl Pods {
         }
         // Programs stay only where the pod is known: the source check would drop all
         // that a pod without an endpoint sends.
-        let programs = self.programs();
-        sweep(dataplane, |ifindex| programs && with_endpoint.contains(&ifindex))?;
+        let (programs, fast) = (self.programs(), self.fast);
+        sweep(dataplane, |ifindex, program| programs && with_endpoint.contains(&ifindex) && wanted(program, fast))?;
         if self.fast && known.values().any(|e| !self.attached.contains(&e.ifindex)) {
             // With the fast path, only pods whose veth carries its programs are
             // endpoints: one that could not be attached takes the stack path both
@@ -322,10 +330,10 @@ impl Pods {
     }
 }
 
-/// Both programs on `port`, each through its pinned link (adopted if an earlier agent
-/// pinned it); new pins go to `created`.
-fn attach(dataplane: &mut Dataplane, port: &Link, created: &mut Vec<PathBuf>) -> Result<()> {
-    for (program, hook, prefix) in HOOKS {
+/// The programs `port` needs (both with `fast`), each through its pinned link (adopted
+/// if an earlier agent pinned it); new pins go to `created`.
+fn attach(dataplane: &mut Dataplane, port: &Link, fast: bool, created: &mut Vec<PathBuf>) -> Result<()> {
+    for (program, hook, prefix) in HOOKS.into_iter().filter(|(program, _, _)| wanted(program, fast)) {
         if dataplane.is_attached(program, &port.name, hook)? {
             continue;
         }
@@ -339,11 +347,12 @@ fn attach(dataplane: &mut Dataplane, port: &Link, created: &mut Vec<PathBuf>) ->
     Ok(())
 }
 
-/// Removes the pinned pod-veth links whose veth `keep` does not name (the veth is
-/// gone: its links are defunct and only the pins hold them).
-fn sweep(dataplane: &Dataplane, keep: impl Fn(u32) -> bool) -> Result<()> {
-    for (ifindex, path) in pod_link_pins(dataplane)? {
-        if !keep(ifindex) {
+/// Removes the pinned pod-veth links that `keep` (veth ifindex, program) refuses: the
+/// veth is gone (its links are defunct and only the pins hold them), its pod unknown,
+/// or the program no longer wanted.
+fn sweep(dataplane: &Dataplane, keep: impl Fn(u32, &str) -> bool) -> Result<()> {
+    for (ifindex, program, path) in pod_link_pins(dataplane)? {
+        if !keep(ifindex, program) {
             crate::dataplane::unpin(&path).map_err(|source| PodsError::Pins { op: "unpinning", path: path.clone(), source })?;
             tracing::info!(pin = %path.display(), "pod veth gone or unknown: its link unpinned");
         }
@@ -351,16 +360,17 @@ fn sweep(dataplane: &Dataplane, keep: impl Fn(u32) -> bool) -> Result<()> {
     Ok(())
 }
 
-/// The pinned pod-veth links: (veth ifindex, pin path).
-fn pod_link_pins(dataplane: &Dataplane) -> Result<Vec<(u32, PathBuf)>> {
+/// The pinned pod-veth links: (veth ifindex, program, pin path).
+fn pod_link_pins(dataplane: &Dataplane) -> Result<Vec<(u32, &'static str, PathBuf)>> {
     let dir = dataplane.link_pin("");
     let entries = std::fs::read_dir(&dir).map_err(|source| PodsError::Pins { op: "listing", path: dir.clone(), source })?;
     Ok(entries
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let ifindex = HOOKS.iter().find_map(|(_, _, prefix)| name.strip_prefix(prefix))?.parse().ok()?;
-            Some((ifindex, e.path()))
+            let (program, ifindex) =
+                HOOKS.iter().find_map(|(program, _, prefix)| Some((*program, name.strip_prefix(prefix)?.parse().ok()?)))?;
+            Some((ifindex, program, e.path()))
         })
         .collect())
 }
@@ -390,7 +400,7 @@ fn apply(
 pub fn disable_unused(dataplane: &mut Dataplane, fast: bool, source_check: bool) -> Result<()> {
     let pins = pod_link_pins(dataplane)?;
     if !fast && !source_check && !pins.is_empty() {
-        sweep(dataplane, |_| false)?;
+        sweep(dataplane, |_, _| false)?;
         tracing::info!(links = pins.len(), "removed the programs from the pod veths (--fast-path and --pod-source-check off)");
     }
     if !fast && dataplane.detach_pinned(links::WEFT0_INGRESS)? {

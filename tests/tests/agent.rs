@@ -67,9 +67,9 @@ fn restart_keeps_forwarding_and_adopts_pinned_state() -> Result<()> {
     c.start_agent(a, &["--decap", "xdp"])?;
     let log = c.agent_log("a");
     assert_eq!(log.matches("state=Adopted").count(), spec::ALL.len(), "every map adopted:\n{log}");
-    // TCX encap and decap, the pod bridge's egress, the XDP decap link, and the two
-    // programs on the veth of node a's pod (the source check's).
-    assert_eq!(log.matches("how=Replaced").count(), 6, "all six links reused:\n{log}");
+    // TCX encap and decap, the pod bridge's egress, the XDP decap link, and the source
+    // check's program on the veth of node a's pod.
+    assert_eq!(log.matches("how=Replaced").count(), 5, "all five links reused:\n{log}");
     assert!(log.contains("program=\"weft_bridge_egress\" iface=cni0 how=Replaced"), "{log}");
     let after = tcx_programs(&c.nodes[a].ns, "weft0", TcAttachType::Egress)?;
     assert_eq!(after.len(), 1, "still exactly one program on weft0");

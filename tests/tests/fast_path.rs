@@ -261,8 +261,14 @@ fn fast_path_restarts_follows_pods_and_turns_off() -> Result<()> {
         wait_for(Duration::from_secs(5), || (!c.node("a").maps().ok()?.endpoints().ok()?.contains_key(&extra_ip)).then_some(()));
     assert!(gone.is_some(), "the deleted pod {extra_ip} is still an endpoint");
 
-    // Off with the source check too: nothing of weft's is left on the pod veths (with
-    // the check on, its programs would stay: see tests/source_check.rs).
+    // Off, the source check still on (the default): only its program stays, at the
+    // veth's ingress; the flow-remembering one at its egress goes.
+    c.restart_agent(ai, &[])?;
+    let pins = pod_link_pins(&c, "a")?;
+    assert!(pins.len() == 1 && pins[0].to_string_lossy().contains(links::POD_EGRESS_PREFIX), "{pins:?}");
+    assert_eq!(on(&c, &veth, TcAttachType::Ingress)?, [&programs::POD_EGRESS[..15]]);
+    assert_eq!(on(&c, &veth, TcAttachType::Egress)?, Vec::<String>::new());
+    // Off with the source check too: nothing of weft's is left on the pod veths.
     c.restart_agent(ai, &["--pod-source-check=false"])?;
     assert_eq!(pod_link_pins(&c, "a")?, Vec::<std::path::PathBuf>::new(), "pins left after --fast-path was turned off");
     let ns = &c.node("a").ns;
