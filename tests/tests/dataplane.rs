@@ -428,7 +428,8 @@ fn wire_format_decodes_as_vxlan_in_tshark() -> Result<()> {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
         .spawn()?;
-    wait_for(Duration::from_secs(15), || std::fs::read_to_string(&log).ok().filter(|l| l.contains("Capturing on")))
+    // tshark's start (its dissectors load first) took over 15 s once on a loaded CI machine.
+    wait_for(Duration::from_secs(60), || std::fs::read_to_string(&log).ok().filter(|l| l.contains("Capturing on")))
         .expect("tshark did not start capturing");
     // "Capturing on" can come a moment before packets are: keep pinging until tshark
     // has its three packets (it exits then), at most 10 s.

@@ -51,7 +51,8 @@ fn capture_outer_flags(ns: &Netns, dir: &std::path::Path, count: u32, mut traffi
         .stderr(std::fs::File::create(&log)?)
         .spawn()
         .map_err(|e| anyhow!("tshark (apt-get install tshark): {e}"))?;
-    wait_for(Duration::from_secs(15), || std::fs::read_to_string(&log).ok().filter(|l| l.contains("Capturing on")))
+    // tshark's start (its dissectors load first) took over 15 s once on a loaded CI machine.
+    wait_for(Duration::from_secs(60), || std::fs::read_to_string(&log).ok().filter(|l| l.contains("Capturing on")))
         .ok_or_else(|| anyhow!("tshark did not start capturing: {}", std::fs::read_to_string(&log).unwrap_or_default()))?;
     let status = wait_for(Duration::from_secs(15), || {
         traffic();
