@@ -276,10 +276,10 @@ fn reserve(orig: &NatKey, cfg: &DataplaneConfig, to: Ipv4Octets, back: &NatEntry
         // Never the VXLAN port on our underlay address: decap takes every UDP datagram
         // to it for a tunnel frame before this flow's reply could be translated (the
         // default ranges hold 8472; Flannel's conntrack un-NATs before its vxlan socket).
-        if orig.protocol == IPPROTO_UDP && to == cfg.underlay_ip && port == cfg.udp_port.to_be_bytes() {
-            continue;
-        }
-        if WEFT_NAT_IN.insert(reply_key(orig, to, port), *back, u64::from(BPF_NOEXIST)).is_ok() {
+        // (No `continue`: Linux 6.1's verifier refused the loop it compiled to, a
+        // fall-through back-edge.)
+        let tunnel_port = orig.protocol == IPPROTO_UDP && to == cfg.underlay_ip && port == cfg.udp_port.to_be_bytes();
+        if !tunnel_port && WEFT_NAT_IN.insert(reply_key(orig, to, port), *back, u64::from(BPF_NOEXIST)).is_ok() {
             return Ok(port);
         }
         if !ported {
