@@ -10,8 +10,9 @@
 use crate::{Ipv4Octets, MacAddr};
 
 /// Value of `WEFT_ENDPOINTS`, a hash keyed by a local pod's IPv4 address (network
-/// order): where the fast path delivers that pod's packets. The agent fills it from
-/// the kernel's neighbour table on the pod bridge joined with the bridge's FDB.
+/// order): where the fast path and the bridge's program deliver that pod's packets,
+/// and what the source check lets the pod send as. The agent fills it from the pods'
+/// CNI results (libcni's cache), never from what a pod sends.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LocalEndpoint {
